@@ -1,0 +1,35 @@
+"""redis_checkpoint: an AI application's caching stack on plain Redis.
+
+The LangGraph checkpoint saver (sync and async) with an in-memory fallback tier, on foundations
+every face of the package shares: settings, one client factory, a circuit breaker and one metrics
+module.
+"""
+
+from redis_checkpoint.breaker import CircuitBreaker
+from redis_checkpoint.checkpoint import AsyncRedisSaver, MissingThreadIdError, RedisSaver
+from redis_checkpoint.client import create_async_client, create_client
+from redis_checkpoint.errors import (
+    ConfigurationError,
+    CorruptEntryError,
+    RedisCheckpointError,
+    RedisUnavailableError,
+)
+from redis_checkpoint.metrics import Metrics, get_metrics
+from redis_checkpoint.settings import Settings
+
+__all__ = [
+    "AsyncRedisSaver",
+    "CircuitBreaker",
+    "ConfigurationError",
+    "CorruptEntryError",
+    "Metrics",
+    "MissingThreadIdError",
+    "RedisCheckpointError",
+    "RedisSaver",
+    "RedisUnavailableError",
+    "Settings",
+    "create_async_client",
+    "create_client",
+    "get_metrics",
+]
+__version__ = "0.1.0"

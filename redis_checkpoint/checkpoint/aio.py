@@ -1,0 +1,312 @@
+"""AsyncRedisSaver: the asyncio driver of the saver core (redis.asyncio)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import redis.asyncio
+import redis.asyncio.cluster
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from redis.exceptions import NoScriptError, ResponseError
+
+from redis_checkpoint.checkpoint.base import RedisSaverBase
+from redis_checkpoint.checkpoint.core import Call, Emit, IterOp, Op
+from redis_checkpoint.checkpoint.routing import Route
+from redis_checkpoint.checkpoint.saver import RedisSaver
+from redis_checkpoint.checkpoint.scripts import SCRIPTS
+from redis_checkpoint.client import _describe as describe_client
+from redis_checkpoint.client import acheck_connection, create_async_client, is_unavailable_error
+from redis_checkpoint.settings import Settings
+
+T = TypeVar("T")
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+
+class AsyncRedisSaver(RedisSaverBase):
+    """A LangGraph checkpoint saver on plain Redis, on redis.asyncio.
+
+    Same storage, options and behaviour as :class:`RedisSaver`. The sync methods may be called
+    from another thread than the event loop's (as LangGraph does for sync graph calls).
+    """
+
+    def __init__(self, client: AsyncClient, *, url: str | None = None, **options: Any) -> None:
+        super().__init__(url=url or describe_client(client), **options)
+        self.client = client
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
+
+    @classmethod
+    @asynccontextmanager
+    async def from_conn_string(
+        cls,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        require_redis: bool = True,
+        **options: Any,
+    ) -> AsyncIterator[AsyncRedisSaver]:
+        """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end."""
+        settings = settings or Settings.from_env(url=url)
+        client = create_async_client(settings)
+        try:
+            if require_redis:
+                await acheck_connection(client, settings.url)
+            saver = cls(client, url=settings.url, settings=settings, **options)
+            await saver.asetup()
+            yield saver
+        finally:
+            await client.aclose()
+
+    async def asetup(self) -> None:
+        """Load the scripts and warn about an evicting maxmemory-policy. Safe to call again."""
+        self.loop = asyncio.get_running_loop()
+        try:
+            for script in SCRIPTS.values():
+                await self.client.script_load(script.source)
+            try:
+                self._check_policy(await self.client.config_get("maxmemory-policy"))
+            except ResponseError:
+                pass  # CONFIG may be disabled (managed Redis); nothing to check then
+        except Exception as exc:
+            if not (is_unavailable_error(exc) and self.memory is not None):
+                raise
+            self._router.failed(exc)
+
+    def setup(self) -> None:
+        self._sync(self.asetup())
+
+    # -- the driver ----------------------------------------------------------------------------
+
+    async def _arun(self, name: str, op: Op[T]) -> T:
+        start, fallback_before, outcome = time.perf_counter(), self._router.fallback_calls, "ok"
+        try:
+            call = next(op)
+            while True:
+                call = op.send(await self._execute(call))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            if outcome == "ok" and self._router.fallback_calls != fallback_before:
+                outcome = "fallback"
+            self.metrics.observe_operation(name, time.perf_counter() - start, outcome)
+
+    async def _aiterate(self, name: str, op: IterOp) -> AsyncIterator[CheckpointTuple]:
+        reply: Any = None
+        while True:
+            try:
+                item = op.send(reply)
+            except StopIteration:
+                return
+            if isinstance(item, Emit):
+                reply = None
+                for tup in item.tuples:
+                    yield tup
+            else:
+                reply = await self._arun(name, _single(item))
+
+    async def _execute(self, call: Call) -> list[Any]:
+        route = self._router.route()
+        if route is Route.REPLAY_THEN_REDIS and not await self._replay():
+            route = Route.MEMORY
+        if route is Route.MEMORY:
+            return self._router.in_memory(call)
+        try:
+            replies = await self._send(call)
+        except Exception as exc:
+            if self._router.failed(exc):
+                return self._router.in_memory(call, exc)
+            raise
+        self._router.succeeded(call, replies)
+        return replies
+
+    async def _replay(self) -> bool:
+        plan = self._router.replay_plan()
+        done = 0
+        try:
+            for item in plan:
+                await self._send(item.call)
+                self._router.replay_done(item)
+                done += 1
+        except Exception as exc:
+            self._router.failed(exc)
+            self._router.replay_finished(plan[done:])
+            return False
+        self._router.breaker.record_success()
+        self._router.replay_finished([])
+        return True
+
+    async def _send(self, call: Call, loaded: bool = False) -> list[Any]:
+        self._router.sent(call)
+        if len(call.commands) == 1:
+            try:
+                replies = [await RedisSaver._command(self.client, call.commands[0])]
+            except ResponseError as exc:
+                if is_unavailable_error(exc):
+                    raise
+                replies = [exc]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for command in call.commands:
+                RedisSaver._command(pipe, command)
+            replies = await pipe.execute(raise_on_error=False)
+        if self._router.check_replies(call, replies):
+            return replies
+        if loaded:
+            raise NoScriptError("scripts vanished right after loading")
+        for script in SCRIPTS.values():
+            await self.client.script_load(script.source)
+        return await self._send(call, loaded=True)
+
+    def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on the saver's loop from another thread."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if self.loop is None or running is self.loop:
+            coro.close()
+            raise asyncio.InvalidStateError(
+                "Synchronous calls to AsyncRedisSaver are only allowed from a thread other than "
+                "the event loop's; in async code use the a-prefixed methods (aget_tuple, ...), "
+                "or use RedisSaver"
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    # -- BaseCheckpointSaver (async) -----------------------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._arun("get_tuple", self.core.get_tuple(config))
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        op = self.core.list(config, filter=filter, before=before, limit=limit)
+        async for tup in self._aiterate("list", op):
+            yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._arun("put", self.core.put(config, checkpoint, metadata, new_versions))
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._arun("put_writes", self.core.put_writes(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._arun("delete_thread", self.core.delete_thread(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._arun("delete_for_runs", self.core.delete_for_runs(run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._arun("copy_thread", self.core.copy_thread(source_thread_id, target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._arun("prune", self.core.prune(thread_ids, strategy))
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self._arun("delta_history", self.core.delta_history(config, channels))
+
+    async def apin_thread(self, thread_id: str) -> None:
+        await self._arun("pin_thread", self.core.set_ttl(thread_id, "pin"))
+
+    async def aunpin_thread(self, thread_id: str) -> float | None:
+        return await self._arun("unpin_thread", self.core.set_ttl(thread_id, "unpin"))
+
+    async def aset_thread_ttl(self, thread_id: str, seconds: float) -> float | None:
+        return await self._arun(
+            "set_thread_ttl", self.core.set_ttl(thread_id, "set", int(seconds * 1000))
+        )
+
+    async def athread_ttl(self, thread_id: str) -> float | None:
+        return await self._arun("thread_ttl", self.core.set_ttl(thread_id, "get"))
+
+    # -- sync forms, from other threads --------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._sync(self.aget_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        async def collect() -> list[CheckpointTuple]:
+            return [t async for t in self.alist(config, filter=filter, before=before, limit=limit)]
+
+        yield from self._sync(collect())
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._sync(self.aput(config, checkpoint, metadata, new_versions))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._sync(self.aput_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._sync(self.adelete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._sync(self.adelete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._sync(self.acopy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._sync(self.aprune(thread_ids, strategy=strategy))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
+
+
+def _single(call: Call) -> Op[list[Any]]:
+    return (yield call)

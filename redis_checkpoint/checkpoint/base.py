@@ -1,0 +1,121 @@
+"""What the sync and the async saver share besides the core: construction, versions, setup checks."""
+
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from redis_checkpoint.breaker import CircuitBreaker
+from redis_checkpoint.checkpoint.core import SaverCore
+from redis_checkpoint.checkpoint.keys import KeyLayout
+from redis_checkpoint.checkpoint.memory import MemoryTier
+from redis_checkpoint.checkpoint.routing import Router
+from redis_checkpoint.metrics import Metrics, get_metrics
+from redis_checkpoint.settings import Settings, redact_url
+
+log = logging.getLogger("redis_checkpoint.checkpoint")
+
+DEFAULT_FALLBACK_BYTES = 64 * 1024 * 1024
+EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+EVICTING_WITH_TTL = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
+
+
+class RedisSaverBase(BaseCheckpointSaver[str]):
+    """Shared state of :class:`RedisSaver` and :class:`AsyncRedisSaver`.
+
+    Args:
+        serde: serializer for checkpoints and writes (JsonPlusSerializer by default;
+            EncryptedSerializer works).
+        ttl: seconds after its last write that a thread expires, all its keys together;
+            None keeps threads until deleted. Pin a thread to exempt it.
+        refresh_on_read: reading a thread also restarts its TTL.
+        key_prefix: first part of every key (default from settings, "rc").
+        fallback: serve from a bounded in-memory tier while Redis is unreachable, and write what
+            it took back to Redis when Redis returns. False: fail fast with RedisUnavailableError.
+        fallback_max_bytes: budget of the in-memory tier for threads it only mirrors.
+    """
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        settings: Settings | None = None,
+        serde: SerializerProtocol | None = None,
+        ttl: float | None = None,
+        refresh_on_read: bool = False,
+        key_prefix: str | None = None,
+        fallback: bool = True,
+        fallback_max_bytes: int = DEFAULT_FALLBACK_BYTES,
+        metrics: Metrics | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        if ttl is not None and ttl < 0:
+            raise ValueError(f"ttl must be >= 0 seconds or None, not {ttl!r}")
+        self.settings = settings or Settings()
+        self.url = redact_url(url)
+        self.ttl = ttl or None
+        self.core = SaverCore(
+            self.serde,
+            KeyLayout(key_prefix or self.settings.key_prefix),
+            ttl_ms=int((ttl or 0) * 1000),
+            refresh_on_read=refresh_on_read,
+        )
+        self.memory = (
+            MemoryTier(fallback_max_bytes, on_evict=self.core.forget_thread) if fallback else None
+        )
+        self.metrics = metrics or get_metrics()
+        self.breaker = breaker or CircuitBreaker.from_settings(
+            self.settings, name="checkpoint", on_transition=self.metrics.breaker_transition
+        )
+        self._router = Router(self.core, self.breaker, self.memory, self.metrics, self.url)
+
+    @property
+    def round_trips(self) -> int:
+        """Round trips to Redis made so far (benchmarks read it around one call)."""
+        return self._router.round_trips
+
+    @property
+    def serving_from_memory(self) -> bool:
+        return self.breaker.state != "closed"
+
+    def get_next_version(self, current: str | None, channel: None = None) -> str:
+        # Zero-padded so versions sort as strings; the random tail keeps concurrent writers apart.
+        if current is None:
+            number = 0
+        elif isinstance(current, (int, float)):
+            number = int(current)
+        else:
+            number = int(str(current).split(".", 1)[0])
+        return f"{number + 1:032}.{random.random():016}"
+
+    # -- helpers of the drivers ----------------------------------------------------------------
+
+    def _check_policy(self, reply: Any) -> None:
+        """Warn when Redis may evict keys: an evicted key is a silently lost conversation."""
+        if isinstance(reply, dict):
+            policies = {_text(v) for k, v in reply.items() if _text(k) == "maxmemory-policy"}
+            # A cluster client answers per node: {node: {name: value}}.
+            for value in reply.values():
+                if isinstance(value, dict):
+                    policies |= {_text(v) for k, v in value.items() if _text(k) == "maxmemory-policy"}
+        else:
+            policies = set()
+        risky = [p for p in policies if p in EVICTING or (self.ttl and p in EVICTING_WITH_TTL)]
+        if risky:
+            message = (
+                f"Redis at {self.url} has maxmemory-policy {risky[0]!r}: it may evict checkpoint "
+                "keys under memory pressure and silently lose conversations. Use 'noeviction' "
+                "(or a 'volatile-*' policy with ttl=None) for a checkpoint store."
+            )
+            log.warning(message)
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,646 @@
+"""The saver's one core: every operation as a plan of round trips, with no I/O of its own.
+
+An operation is a generator. It yields a :class:`Call` - the commands of one round trip - and
+receives the list of their replies; its return value is the operation's result. The sync saver
+(``saver.py``) and the async saver (``aio.py``) only send each Call (to Redis, or to the in-memory
+tier while Redis is away) and feed the replies back, so both share every line of logic here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, TypeVar
+
+import msgpack
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from redis_checkpoint.checkpoint import codec
+from redis_checkpoint.checkpoint.keys import (
+    SEP,
+    KeyLayout,
+    ThreadKeys,
+    blob_field,
+    checkpoint_member,
+    escape,
+    unescape,
+    write_prefix,
+    write_suffix,
+)
+
+T = TypeVar("T")
+Kind = Literal["read", "write", "admin"]
+
+
+class Command(NamedTuple):
+    """One Redis command: a script of scripts.py by name, or a plain command word."""
+
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    script: bool = True
+
+
+@dataclass
+class Call:
+    """The commands of one round trip.
+
+    ``kind`` tells the fallback tier what it may do with it: reads and writes of a single thread
+    can be served from memory while Redis is away; ``admin`` calls span threads and need Redis.
+    """
+
+    commands: list[Command]
+    kind: Kind
+    thread_id: str | None = None
+
+
+@dataclass
+class Emit:
+    """Results an iterating operation (list) hands out before its next round trip."""
+
+    tuples: list[CheckpointTuple]
+
+
+Op = Generator[Call, list[Any], T]
+IterOp = Generator["Call | Emit", Any, None]
+
+
+class MissingThreadIdError(KeyError):
+    """The config has no ``configurable.thread_id`` (a KeyError, as InMemorySaver raises)."""
+
+    def __init__(self) -> None:
+        super().__init__("thread_id")
+
+    def __str__(self) -> str:
+        return (
+            "'thread_id': the checkpointer needs config['configurable']['thread_id'], "
+            "e.g. graph.invoke(inputs, {'configurable': {'thread_id': '1'}})"
+        )
+
+
+def thread_id_of(config: RunnableConfig) -> str:
+    try:
+        thread_id = config["configurable"]["thread_id"]
+    except (KeyError, TypeError):
+        raise MissingThreadIdError() from None
+    if thread_id is None:
+        raise MissingThreadIdError()
+    return str(thread_id)
+
+
+def _split_list(typed: tuple[str, bytes]) -> list[bytes] | None:
+    """The msgpack encodings of a serialized list's items, cut from the list's own bytes.
+
+    A msgpack array is its header followed by each item's encoding, so one serialization of the
+    whole list (what any saver pays) yields every item without serializing items one by one.
+    """
+    if typed[0] != "msgpack":
+        return None
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=len(typed[1]) + 1)
+    unpacker.feed(typed[1])
+    try:
+        count = unpacker.read_array_header()
+        start = unpacker.tell()
+        items = []
+        for _ in range(count):
+            unpacker.skip()
+            end = unpacker.tell()
+            items.append(typed[1][start:end])
+            start = end
+    except Exception:
+        return None
+    return items if start == len(typed[1]) else None
+
+
+@dataclass
+class _StoredList:
+    field: bytes
+    items: list[bytes]
+
+
+@dataclass
+class SaverCore:
+    """Key layout, encodings and the plan of each operation."""
+
+    serde: SerializerProtocol
+    layout: KeyLayout = field(default_factory=KeyLayout)
+    ttl_ms: int = 0
+    refresh_on_read: bool = False
+    list_cache_size: int = 4096
+    # The last stored version of each list channel, so the next version stores only its new items.
+    _lists: OrderedDict[tuple[str, bytes, str], _StoredList] = field(
+        default_factory=OrderedDict
+    )
+    # Registry expiry (ms) this process last wrote per thread; see _register().
+    _registered: OrderedDict[str, float] = field(default_factory=OrderedDict)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def keys(self, thread_id: str) -> ThreadKeys:
+        return self.layout.thread(thread_id)
+
+    def _script(self, name: str, keys: ThreadKeys, *args: Any) -> Command:
+        return Command(name, (keys.idx, keys.data), args)
+
+    def _register(self, thread_id: str, force: bool = False) -> list[Command]:
+        """A registry update for list(None), when this process has not made one lately.
+
+        The registry scores each thread by when its keys expire; ``ZADD GT`` only raises a
+        score, so a thread pinned elsewhere (score +inf) stays visible.
+        """
+        now = time.time() * 1000
+        known = None if force else self._registered.get(thread_id)
+        if self.ttl_ms <= 0:
+            if known is not None:
+                return []
+            score: float = float("inf")
+        else:
+            if known is not None and known >= now + self.ttl_ms:
+                return []
+            score = now + self.ttl_ms * 1.25
+        self._registered[thread_id] = score
+        self._registered.move_to_end(thread_id)
+        while len(self._registered) > self.list_cache_size:
+            self._registered.popitem(last=False)
+        return [Command("ZADD", (self.layout.registry,), ("GT", _score(score), thread_id), False)]
+
+    def forget_thread(self, thread_id: str) -> None:
+        self._registered.pop(thread_id, None)
+        for key in [k for k in self._lists if k[0] == thread_id]:
+            del self._lists[key]
+
+    def _remember_list(self, key: tuple[str, bytes, str], stored: _StoredList) -> None:
+        self._lists[key] = stored
+        self._lists.move_to_end(key)
+        while len(self._lists) > self.list_cache_size:
+            self._lists.popitem(last=False)
+
+    def _where(self, keys: ThreadKeys, member: bytes) -> str:
+        return f"{keys.data} field {member!r}"
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    def _pending_writes(
+        self, keys: ThreadKeys, members: Sequence[bytes], values: Sequence[bytes | None]
+    ) -> list[PendingWrite]:
+        rows = []
+        for member, raw in zip(members, values):
+            if raw is None:
+                continue
+            task_id, channel, typed, task_path = codec.decode_write(
+                raw, self._where(keys, member)
+            )
+            idx = int(member.rsplit(SEP, 1)[1])
+            rows.append(((task_path, task_id, idx), (task_id, channel, typed)))
+        rows.sort(key=lambda row: row[0])
+        return [(tid, ch, self.serde.loads_typed(typed)) for _, (tid, ch, typed) in rows]
+
+    def _tuple(
+        self,
+        keys: ThreadKeys,
+        member: bytes,
+        raw: bytes,
+        blobs: Mapping[bytes, bytes | None],
+        write_members: Sequence[bytes],
+        write_values: Sequence[bytes | None],
+        remember: bool = False,
+    ) -> CheckpointTuple:
+        where = self._where(keys, member)
+        record = codec.Record(raw, where)
+        _, ns_e, cid_e = member.split(SEP)
+        ns, checkpoint_id = unescape(ns_e), unescape(cid_e)
+        try:
+            checkpoint: Checkpoint = self.serde.loads_typed(record.checkpoint)
+            metadata: CheckpointMetadata = self.serde.loads_typed(record.metadata)
+        except Exception as exc:
+            raise codec.CorruptEntryError(where, f"cannot deserialize ({exc})") from exc
+        values: dict[str, Any] = {}
+        for blob in record.blob_fields:
+            value = codec.decode_blob(blob, blobs, self.serde.loads_typed, keys.data)
+            if value is codec.MISSING:
+                continue
+            channel = unescape(blob.split(SEP)[2])
+            values[channel] = value
+            if remember and (raw_blob := blobs.get(blob)) and raw_blob[:1] == b"L":
+                items = codec.list_items_raw(blob, blobs, keys.data)
+                self._remember_list((keys.thread_id, ns_e, channel), _StoredList(blob, items))
+        config: RunnableConfig = {
+            "configurable": {
+                "thread_id": keys.thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint_id,
+            }
+        }
+        parent: RunnableConfig | None = None
+        if record.parent_id is not None:
+            parent = {
+                "configurable": {
+                    "thread_id": keys.thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": record.parent_id,
+                }
+            }
+        return CheckpointTuple(
+            config=config,
+            checkpoint={**checkpoint, "channel_values": values},
+            metadata=metadata,
+            parent_config=parent,
+            pending_writes=self._pending_writes(keys, write_members, write_values),
+        )
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
+        thread_id = thread_id_of(config)
+        keys = self.keys(thread_id)
+        ns = config["configurable"].get("checkpoint_ns", "") or ""
+        checkpoint_id = get_checkpoint_id(config)
+        refresh = self.refresh_on_read and self.ttl_ms > 0
+        commands = [
+            self._script(
+                "get",
+                keys,
+                escape(ns),
+                escape(checkpoint_id) if checkpoint_id else b"",
+                b"1" if refresh else b"0",
+                self.ttl_ms,
+            )
+        ]
+        if refresh:
+            commands += self._register(thread_id)
+        reply = (yield Call(commands, "read", thread_id))[0]
+        if not reply:
+            return None
+        member, raw, flat, write_members, write_values = reply
+        blobs = _pairs(flat)
+        return self._tuple(keys, member, raw, blobs, write_members, write_values, remember=True)
+
+    def list_page(
+        self,
+        thread_id: str,
+        ns: str | None,
+        *,
+        checkpoint_id: str | None,
+        filter: Mapping[str, Any] | None,
+        before: str | None,
+        limit: int | None,
+        cursor: bytes | None,
+    ) -> Op[tuple[list[CheckpointTuple], bytes | None]]:
+        """Up to ``limit`` matching checkpoints of one thread, newest first, and a cursor."""
+        keys = self.keys(thread_id)
+        refresh = self.refresh_on_read and self.ttl_ms > 0
+        command = self._script(
+            "list",
+            keys,
+            b"1" if ns is not None else b"0",
+            escape(ns or ""),
+            escape(before) if before else b"",
+            escape(checkpoint_id) if checkpoint_id else b"",
+            limit or 0,
+            cursor or b"",
+            b"1" if refresh else b"0",
+            self.ttl_ms,
+            *codec.filter_args(filter),
+        )
+        found, flat, more = (yield Call([command], "read", thread_id))[0]
+        blobs = _pairs(flat)
+        out = []
+        for member, raw, write_members, write_values in found:
+            tup = self._tuple(keys, member, raw, blobs, write_members, write_values)
+            if codec.metadata_matches(tup.metadata, filter):
+                out.append(tup)
+        return out, more or None
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: Mapping[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> IterOp:
+        """list(): one thread's checkpoints (all namespaces unless one is named), or every
+        thread's when ``config`` is None; newest first, in pages of at most 100."""
+        if config is None:
+            threads = yield from self.list_threads()
+            ns: str | None = None
+            checkpoint_id = None
+        else:
+            threads = [thread_id_of(config)]
+            ns = config["configurable"].get("checkpoint_ns")
+            checkpoint_id = get_checkpoint_id(config)
+        before_id = get_checkpoint_id(before) if before else None
+        remaining = limit
+        for thread_id in threads:
+            cursor: bytes | None = None
+            while remaining is None or remaining > 0:
+                page, cursor = yield from self.list_page(
+                    thread_id,
+                    ns,
+                    checkpoint_id=checkpoint_id,
+                    filter=filter,
+                    before=before_id,
+                    limit=min(remaining, 100) if remaining is not None else 100,
+                    cursor=cursor,
+                )
+                if page:
+                    yield Emit(page)
+                if remaining is not None:
+                    remaining -= len(page)
+                if cursor is None:
+                    break
+
+    def list_threads(self) -> Op[list[str]]:
+        now = _score(time.time() * 1000)
+        registry = self.layout.registry
+        reply = yield Call(
+            [
+                Command("ZREMRANGEBYSCORE", (registry,), ("-inf", f"({now}"), False),
+                Command("ZRANGE", (registry,), (0, -1), False),
+            ],
+            "admin",
+        )
+        return sorted(codec.text(member) for member in reply[1])
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Op[RunnableConfig]:
+        thread_id = thread_id_of(config)
+        keys = self.keys(thread_id)
+        ns = config["configurable"].get("checkpoint_ns", "") or ""
+        ns_e = escape(ns)
+        checkpoint_id = checkpoint["id"]
+        values = checkpoint["channel_values"]
+        blob_args: list[bytes] = []
+        full: dict[bytes, list[bytes]] = {}
+        lists: dict[tuple[str, bytes, str], _StoredList] = {}
+        for channel, version in new_versions.items():
+            name = blob_field(ns_e, channel, version)
+            base = b""
+            if channel not in values:
+                blob = codec.EMPTY_BLOB
+            else:
+                typed = self.serde.dumps_typed(values[channel])
+                items = _split_list(typed) if type(values[channel]) is list else None
+                if items is None:
+                    blob = codec.encode_value(typed)
+                else:
+                    key = (thread_id, ns_e, channel)
+                    known = self._lists.get(key)
+                    start = 0
+                    if known and len(known.items) <= len(items):
+                        if items[: len(known.items)] == known.items:
+                            start, base = len(known.items), known.field
+                    blob = codec.encode_list(
+                        base or None, start, [(typed[0], item) for item in items[start:]]
+                    )
+                    full[name] = items
+                    lists[key] = _StoredList(name, items)
+            blob_args += [name, blob, base]
+        stored = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+        full_metadata = get_checkpoint_metadata(config, metadata)
+        record = codec.encode_record(
+            parent_id=config["configurable"].get("checkpoint_id"),
+            checkpoint=self.serde.dumps_typed(stored),
+            metadata=self.serde.dumps_typed(full_metadata),
+            metadata_value=full_metadata,
+            blob_fields=[
+                blob_field(ns_e, ch, ver) for ch, ver in checkpoint["channel_versions"].items()
+            ],
+        )
+        member = checkpoint_member(ns_e, escape(checkpoint_id))
+        head = (member, record, self.ttl_ms, thread_id)
+        commands = [self._script("put", keys, *head, *blob_args), *self._register(thread_id)]
+        reply = (yield Call(commands, "write", thread_id))[0]
+        if reply[0] == 0:
+            # A base this process remembered is gone (deleted or pruned elsewhere): store those
+            # lists whole.
+            missing = set(reply[1])
+            for i in range(0, len(blob_args), 3):
+                if blob_args[i] in missing:
+                    kind = "msgpack"
+                    blob_args[i + 1] = codec.encode_list(
+                        None, 0, [(kind, item) for item in full[blob_args[i]]]
+                    )
+                    blob_args[i + 2] = b""
+            reply = (yield Call([self._script("put", keys, *head, *blob_args)], "write", thread_id))[
+                0
+            ]
+            if reply[0] == 0:
+                raise codec.CorruptEntryError(keys.data, "list base vanished while writing")
+        for key, stored_list in lists.items():
+            self._remember_list(key, stored_list)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint_id,
+            }
+        }
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> Op[None]:
+        thread_id = thread_id_of(config)
+        keys = self.keys(thread_id)
+        ns = config["configurable"].get("checkpoint_ns", "") or ""
+        checkpoint_id = config["configurable"]["checkpoint_id"]
+        args: list[Any] = [write_prefix(escape(ns), escape(checkpoint_id)), self.ttl_ms, thread_id]
+        for i, (channel, value) in enumerate(writes):
+            idx = WRITES_IDX_MAP.get(channel, i)
+            typed = self.serde.dumps_typed(value)
+            args += [
+                write_suffix(task_id, idx),
+                codec.encode_write(task_id, channel, typed, task_path),
+                b"1" if channel in WRITES_IDX_MAP else b"0",
+            ]
+        commands = [self._script("put_writes", keys, *args), *self._register(thread_id)]
+        yield Call(commands, "write", thread_id)
+
+    def delete_thread(self, thread_id: str) -> Op[None]:
+        thread_id = str(thread_id)
+        keys = self.keys(thread_id)
+        self.forget_thread(thread_id)
+        yield Call(
+            [
+                Command("DEL", (keys.idx, keys.data), (), False),
+                Command("ZREM", (self.layout.registry,), (thread_id,), False),
+            ],
+            "write",
+            thread_id,
+        )
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> Op[None]:
+        if not run_ids:
+            return
+        runs = [codec.canonical(str(run)) for run in run_ids]
+        threads = yield from self.list_threads()
+        for batch in _batches(threads, 64):
+            commands = [self._script("delete_runs", self.keys(t), *runs) for t in batch]
+            replies = yield Call(commands, "admin")
+            yield from self._unregister_emptied(batch, [r[1] for r in replies])
+
+    def prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
+        if strategy not in ("keep_latest", "delete"):
+            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        threads = [str(t) for t in thread_ids]
+        for batch in _batches(threads, 64):
+            if strategy == "delete":
+                for thread_id in batch:
+                    yield from self.delete_thread(thread_id)
+                continue
+            for thread_id in batch:
+                self.forget_thread(thread_id)
+            replies = yield Call(
+                [self._script("prune", self.keys(t), "keep_latest") for t in batch], "admin"
+            )
+            yield from self._unregister_emptied(batch, [r[1] for r in replies])
+
+    def _unregister_emptied(self, threads: Sequence[str], left: Sequence[int]) -> Op[None]:
+        gone = [t for t, n in zip(threads, left) if n == 0]
+        for thread_id in gone:
+            self.forget_thread(thread_id)
+        if gone:
+            yield Call([Command("ZREM", (self.layout.registry,), tuple(gone), False)], "admin")
+
+    def copy_thread(self, source: str, target: str) -> Op[None]:
+        source, target = str(source), str(target)
+        members, fields, values = (yield Call([self._script("dump", self.keys(source))], "admin"))[
+            0
+        ]
+        if not members:
+            return
+        pairs: list[bytes] = []
+        for name, value in zip(fields, values):
+            if value is not None:
+                pairs += [name, value]
+        self.forget_thread(target)
+        yield from self.restore(target, members, pairs, replace=False, kind="admin")
+
+    def restore(
+        self,
+        thread_id: str,
+        members: Sequence[bytes],
+        pairs: Sequence[bytes],
+        *,
+        replace: bool,
+        kind: Kind = "write",
+        register: bool = False,
+    ) -> Op[None]:
+        """Write a thread's members and fields as they are (copy_thread, fallback replay)."""
+        keys = self.keys(thread_id)
+        if not members:
+            # Nothing left of the thread: make Redis agree.
+            yield Call(
+                [
+                    Command("DEL", (keys.idx, keys.data), (), False),
+                    Command("ZREM", (self.layout.registry,), (thread_id,), False),
+                ],
+                kind,
+                thread_id,
+            )
+            return
+        args = [self.ttl_ms, thread_id, b"1" if replace else b"0", len(members), *members, *pairs]
+        commands = [self._script("restore", keys, *args), *self._register(thread_id, register)]
+        yield Call(commands, kind, thread_id)
+
+    def set_ttl(self, thread_id: str, mode: str, ttl_ms: int = 0) -> Op[float | None]:
+        """Pin, unpin, set or read a thread's TTL; returns seconds left (None: no expiry)."""
+        thread_id = str(thread_id)
+        keys = self.keys(thread_id)
+        reply = (
+            yield Call([self._script("ttl", keys, mode, ttl_ms, self.ttl_ms)], "write", thread_id)
+        )[0]
+        if reply == -2:
+            raise KeyError(f"thread {thread_id!r} has no checkpoints")
+        left = None if reply < 0 else reply / 1000
+        if mode != "get":
+            score = float("inf") if left is None else time.time() * 1000 + reply
+            self._registered[thread_id] = score
+            yield Call(
+                [Command("ZADD", (self.layout.registry,), (_score(score), thread_id), False)],
+                "write",
+                thread_id,
+            )
+        return left
+
+    def delta_history(
+        self, config: RunnableConfig, channels: Sequence[str]
+    ) -> Op[dict[str, DeltaChannelHistory]]:
+        if not channels:
+            return {}
+        thread_id = thread_id_of(config)
+        keys = self.keys(thread_id)
+        ns = config["configurable"].get("checkpoint_ns", "") or ""
+        checkpoint_id = get_checkpoint_id(config)
+        command = self._script(
+            "history",
+            keys,
+            escape(ns),
+            escape(checkpoint_id) if checkpoint_id else b"",
+            *[escape(ch) for ch in channels],
+        )
+        steps, flat = (yield Call([command], "read", thread_id))[0]
+        blobs = _pairs(flat)
+        collected: dict[str, list[PendingWrite]] = {ch: [] for ch in channels}
+        seeds: dict[str, Any] = {}
+        remaining = set(channels)
+        for member, raw, write_members, write_values in steps:
+            record = codec.Record(raw, self._where(keys, member))
+            here: dict[str, Any] = {}
+            for blob in record.blob_fields:
+                channel = unescape(blob.split(SEP)[2])
+                if channel in remaining and blob in blobs:
+                    value = codec.decode_blob(blob, blobs, self.serde.loads_typed, keys.data)
+                    if value is not codec.MISSING:
+                        here[channel] = value
+            writes = self._pending_writes(keys, write_members, write_values)
+            for write in reversed(writes):
+                if write[1] in remaining:
+                    collected[write[1]].append(write)
+            for channel, value in here.items():
+                seeds[channel] = value
+                remaining.discard(channel)
+            if not remaining:
+                break
+        result: dict[str, DeltaChannelHistory] = {}
+        for channel in channels:
+            entry: DeltaChannelHistory = {"writes": list(reversed(collected[channel]))}
+            if channel in seeds:
+                entry["seed"] = seeds[channel]
+            result[channel] = entry
+        return result
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes | None]:
+    return {flat[i]: (flat[i + 1] or None) for i in range(0, len(flat), 2)}
+
+
+def _score(score: float) -> str:
+    return "+inf" if score == float("inf") else f"{score:.0f}"
+
+
+def _batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

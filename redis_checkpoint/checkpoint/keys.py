@@ -1,0 +1,106 @@
+"""Key layout of the checkpoint saver on plain Redis.
+
+Every thread lives in exactly two keys that share one hash slot (the ``{...}`` hash tag), so each
+operation on a thread is one script call on a single node, standalone or cluster:
+
+* ``<prefix>:cp:{<thread>}:idx`` - a sorted set (all scores 0, ordered by member bytes) indexing
+  checkpoints (``c`` members) and writes (``w`` members);
+* ``<prefix>:cp:{<thread>}:data`` - a hash holding checkpoint records, channel blobs, writes and the
+  thread's own settings.
+
+Field and member names join escaped parts with NUL bytes. Escaping keeps NUL and 0x01 out of every
+part, so a lexicographic range ``[c\\0<ns>\\0`` .. ``(c\\0<ns>\\1`` selects exactly one namespace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+SEP = b"\x00"
+END = b"\x01"
+
+# Field names in a thread's data hash that are not checkpoint parts.
+THREAD_ID_FIELD = b"id"
+THREAD_TTL_FIELD = b"t"
+
+
+def escape(part: str) -> bytes:
+    """Encode a user string so that it contains no NUL and no bare 0x01 byte."""
+    raw = part.encode("utf-8", "surrogatepass")
+    if b"\x00" in raw or b"\x01" in raw:
+        raw = raw.replace(b"\x01", b"\x01\x02").replace(b"\x00", b"\x01\x01")
+    return raw
+
+
+def unescape(raw: bytes) -> str:
+    if b"\x01" in raw:
+        raw = raw.replace(b"\x01\x01", b"\x00").replace(b"\x01\x02", b"\x01")
+    return raw.decode("utf-8", "surrogatepass")
+
+
+def version_token(version: str | int | float) -> bytes:
+    """A channel version as bytes; the type is kept so that 1 and "1" never share a blob."""
+    if isinstance(version, bool):
+        return b"i%d" % int(version)
+    if isinstance(version, int) or (isinstance(version, float) and version.is_integer()):
+        return b"i%d" % int(version)
+    if isinstance(version, float):
+        return b"f" + repr(version).encode()
+    return b"s" + escape(str(version))
+
+
+def checkpoint_member(ns: bytes, checkpoint_id: bytes) -> bytes:
+    return b"c" + SEP + ns + SEP + checkpoint_id
+
+
+def blob_field(ns: bytes, channel: str, version: str | int | float) -> bytes:
+    return b"b" + SEP + ns + SEP + escape(channel) + SEP + version_token(version)
+
+
+def write_prefix(ns: bytes, checkpoint_id: bytes) -> bytes:
+    return b"w" + SEP + ns + SEP + checkpoint_id + SEP
+
+
+def write_suffix(task_id: str, idx: int) -> bytes:
+    return escape(task_id) + SEP + str(idx).encode()
+
+
+def split_member(member: bytes) -> list[bytes]:
+    """Split a member or field name into its escaped parts (kind first)."""
+    return member.split(SEP)
+
+
+def thread_tag(thread_id: str) -> str:
+    """The hash-tag text for a thread: percent-encoded so `{`, `}`, `:` and unicode are safe."""
+    return quote(thread_id, safe="") or "%"
+
+
+@dataclass(frozen=True)
+class ThreadKeys:
+    thread_id: str
+    idx: str
+    data: str
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Names of every key the saver uses under one prefix."""
+
+    prefix: str = "rc"
+
+    @property
+    def registry(self) -> str:
+        """Sorted set of thread ids scored by the time (ms) their keys expire (+inf: never)."""
+        return f"{self.prefix}:cp:threads"
+
+    def thread(self, thread_id: str) -> ThreadKeys:
+        base = f"{self.prefix}:cp:{{{thread_tag(thread_id)}}}"
+        return ThreadKeys(thread_id, f"{base}:idx", f"{base}:data")
+
+    def thread_id_from_key(self, key: str) -> str | None:
+        head = f"{self.prefix}:cp:{{"
+        if not key.startswith(head) or "}" not in key[len(head) :]:
+            return None
+        tag = key[len(head) : key.index("}", len(head))]
+        return "" if tag == "%" else unquote(tag)

@@ -1,0 +1,372 @@
+"""The in-memory tier: the saver's scripts run in Python on a bounded copy of recent threads.
+
+While Redis is healthy the tier mirrors what this process writes and reads, thread by thread
+(least recently used threads are dropped past a byte budget). While Redis is away, the same Calls
+run here instead, so a conversation goes on from where it was; threads changed meanwhile are
+*dirty* and are never dropped until :meth:`MemoryTier.take_dirty` hands them to the replay.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis_checkpoint.checkpoint import codec
+from redis_checkpoint.checkpoint.core import Call, Command
+from redis_checkpoint.checkpoint.keys import SEP
+
+THREAD_TTL = b"t"
+THREAD_ID = b"id"
+
+
+@dataclass
+class _Thread:
+    keys: tuple[str, str]
+    members: list[bytes] = field(default_factory=list)
+    data: dict[bytes, bytes] = field(default_factory=dict)
+    expires_at: float | None = None
+    size: int = 0
+
+    def zadd(self, member: bytes) -> None:
+        i = bisect.bisect_left(self.members, member)
+        if i == len(self.members) or self.members[i] != member:
+            self.members.insert(i, member)
+            self.size += len(member)
+
+    def zrem(self, member: bytes) -> None:
+        i = bisect.bisect_left(self.members, member)
+        if i < len(self.members) and self.members[i] == member:
+            del self.members[i]
+            self.size -= len(member)
+
+    def hset(self, name: bytes, value: bytes) -> None:
+        old = self.data.get(name)
+        self.size += len(value) - (len(old) if old is not None else -len(name))
+        self.data[name] = value
+
+    def hdel(self, name: bytes) -> None:
+        old = self.data.pop(name, None)
+        if old is not None:
+            self.size -= len(old) + len(name)
+
+    def with_prefix(self, prefix: bytes) -> list[bytes]:
+        upper = prefix[:-1] + bytes([prefix[-1] + 1])
+        lo = bisect.bisect_left(self.members, prefix)
+        hi = bisect.bisect_left(self.members, upper)
+        return self.members[lo:hi]
+
+    def writes_of(self, member: bytes) -> tuple[list[bytes], list[bytes | None]]:
+        names = self.with_prefix(b"w" + member[1:] + SEP)
+        return names, [self.data.get(n) for n in names]
+
+    def chain(self, name: bytes, out: list[bytes], seen: set[bytes]) -> None:
+        current: bytes | None = name
+        while current is not None and current not in seen:
+            seen.add(current)
+            blob = self.data.get(current)
+            out += [current, blob or b""]
+            current = codec.list_base(blob) if blob else None
+
+    def record(self, member: bytes) -> list[Any]:
+        raw = self.data[member]
+        try:
+            fields = codec.unpack(raw)
+            if not isinstance(fields, list) or fields[0] != 1:
+                raise ValueError
+            return fields
+        except Exception:
+            raise codec.CorruptEntryError(
+                f"{self.keys[1]} field {member!r}", "checkpoint record is unreadable"
+            ) from None
+
+    def ttl(self, default_ms: int) -> int:
+        ms = int(self.data.get(THREAD_TTL, default_ms))
+        self.expires_at = time.monotonic() + ms / 1000 if ms > 0 else None
+        return ms
+
+
+class MemoryTier:
+    """Recent threads in process memory, executing the saver's Calls like Redis would."""
+
+    def __init__(
+        self,
+        max_bytes: int = 64 * 1024 * 1024,
+        on_evict: Callable[[str], None] | None = None,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self._on_evict = on_evict
+        self._threads: OrderedDict[str, _Thread] = OrderedDict()
+        self._ids: dict[str, str] = {}  # data key -> thread id
+        self._dirty: dict[str, bool] = {}  # thread id -> deleted during the outage first
+        self._size = 0
+        self._lock = threading.RLock()
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def pending(self) -> int:
+        """Threads changed while Redis was away and not yet written back."""
+        return len(self._dirty)
+
+    def __contains__(self, thread_id: str) -> bool:
+        return thread_id in self._threads
+
+    def _thread(self, thread_id: str, keys: tuple[str, str], create: bool) -> _Thread | None:
+        thread = self._threads.get(thread_id)
+        if thread is not None and thread.expires_at is not None:
+            if thread.expires_at <= time.monotonic() and thread_id not in self._dirty:
+                self._drop(thread_id)
+                thread = None
+        if thread is None and create:
+            thread = self._threads[thread_id] = _Thread(keys)
+            self._ids[keys[1]] = thread_id
+        if thread is not None:
+            self._threads.move_to_end(thread_id)
+        return thread
+
+    def _drop(self, thread_id: str) -> None:
+        thread = self._threads.pop(thread_id, None)
+        if thread is not None:
+            self._size -= thread.size
+            self._ids.pop(thread.keys[1], None)
+
+    def _shrink(self) -> None:
+        for thread_id in list(self._threads):
+            if self._size <= self.max_bytes:
+                break
+            if thread_id not in self._dirty:
+                self._drop(thread_id)
+                if self._on_evict is not None:
+                    self._on_evict(thread_id)
+
+    # -- execution -------------------------------------------------------------------------------
+
+    def execute(self, call: Call, *, outage: bool) -> list[Any]:
+        """Run a Call here. With ``outage`` the changes are kept for replay to Redis."""
+        if call.kind == "admin":
+            raise LookupError("cross-thread operations need Redis")
+        with self._lock:
+            replies = [self._command(call.thread_id or "", c, outage) for c in call.commands]
+            self._shrink()
+            return replies
+
+    def mirror(self, call: Call, replies: Sequence[Any]) -> None:
+        """Keep a copy of what a Call did on Redis: writes are replayed, reads absorbed."""
+        if call.kind == "admin" or call.thread_id is None:
+            return
+        with self._lock:
+            if call.kind == "write":
+                for command in call.commands:
+                    self._command(call.thread_id, command, outage=False)
+            else:
+                for command, reply in zip(call.commands, replies):
+                    if command.script and reply:
+                        self._absorb(call.thread_id, command, reply)
+            self._shrink()
+
+    def forget(self, thread_id: str) -> None:
+        with self._lock:
+            if thread_id not in self._dirty:
+                self._drop(thread_id)
+
+    def take_dirty(self) -> list[tuple[str, bool, list[bytes], list[bytes]]]:
+        """Threads to write back: (thread id, delete first, members, field/value pairs)."""
+        with self._lock:
+            out = []
+            for thread_id, deleted in self._dirty.items():
+                thread = self._threads.get(thread_id)
+                members = list(thread.members) if thread else []
+                pairs: list[bytes] = []
+                for name, value in (thread.data.items() if thread else ()):
+                    pairs += [name, value]
+                out.append((thread_id, deleted, members, pairs))
+            self._dirty.clear()
+            return out
+
+    def restore_dirty(self, thread_id: str, deleted: bool) -> None:
+        """Put a thread back on the replay list after a failed write-back."""
+        with self._lock:
+            self._dirty[thread_id] = self._dirty.get(thread_id, False) or deleted
+
+    def _absorb(self, thread_id: str, command: Command, reply: Any) -> None:
+        thread = self._thread(thread_id, (command.keys[0], command.keys[1]), create=True)
+        assert thread is not None
+        before = thread.size
+        if command.name == "get":
+            entries, flat = [reply[:2] + reply[3:]], reply[2]
+        elif command.name == "list":
+            entries, flat = reply[0], reply[1]
+        elif command.name == "history":
+            entries, flat = reply[0], reply[1]
+        else:
+            return
+        for member, raw, write_members, write_values in entries:
+            thread.zadd(member)
+            thread.hset(member, raw)
+            for name, value in zip(write_members, write_values):
+                if value is not None:
+                    thread.zadd(name)
+                    thread.hset(name, value)
+        for i in range(0, len(flat), 2):
+            if flat[i + 1]:
+                thread.hset(flat[i], flat[i + 1])
+        self._size += thread.size - before
+
+    def _command(self, thread_id: str, command: Command, outage: bool) -> Any:
+        if not command.script:
+            return self._plain(thread_id, command, outage)
+        handler = getattr(self, f"_script_{command.name}")
+        writes = command.name in ("put", "put_writes", "ttl")
+        thread = self._thread(thread_id, (command.keys[0], command.keys[1]), create=writes)
+        if thread is None:
+            return None if command.name != "ttl" else -2
+        before = thread.size
+        args = [a if isinstance(a, bytes) else str(a).encode() for a in command.args]
+        reply = handler(thread, args)
+        self._size += thread.size - before
+        if writes and outage:
+            self._dirty.setdefault(thread_id, False)
+        return reply
+
+    def _plain(self, thread_id: str, command: Command, outage: bool) -> Any:
+        if command.name == "DEL":
+            thread = self._threads.get(thread_id)
+            self._drop(thread_id)
+            if outage:
+                self._dirty[thread_id] = True
+            return 0 if thread is None else 2
+        # The thread registry lives in Redis only; locally the tier's threads are the registry.
+        return 0
+
+    # -- the scripts of scripts.py ---------------------------------------------------------------
+
+    def _script_get(self, thread: _Thread, args: list[bytes]) -> Any:
+        ns, cid = args[0], args[1]
+        if cid:
+            member = b"c" + SEP + ns + SEP + cid
+        else:
+            found = thread.with_prefix(b"c" + SEP + ns + SEP)
+            if not found:
+                return None
+            member = found[-1]
+        if member not in thread.data:
+            return None
+        record = thread.record(member)
+        flat: list[bytes] = []
+        seen: set[bytes] = set()
+        for name in record[6]:
+            thread.chain(name, flat, seen)
+        names, values = thread.writes_of(member)
+        return [member, thread.data[member], flat, names, values]
+
+    def _script_list(self, thread: _Thread, args: list[bytes]) -> Any:
+        has_ns, ns, before, exact = args[0] == b"1", args[1], args[2], args[3]
+        limit, cursor = int(args[4]), args[5]
+        filters = {args[i]: args[i + 1] for i in range(8, len(args), 2)}
+        prefix = b"c" + SEP + ns + SEP if has_ns else b"c" + SEP
+        candidates = thread.with_prefix(prefix)
+        if has_ns and before:
+            candidates = [m for m in candidates if m < prefix + before]
+        if cursor:
+            candidates = [m for m in candidates if m < cursor]
+        found: list[Any] = []
+        flat: list[bytes] = []
+        seen: set[bytes] = set()
+        more = None
+        for member in reversed(candidates):
+            cid = member[member.index(SEP, 2) + 1 :]
+            if (exact and cid != exact) or (before and cid >= before):
+                continue
+            if member not in thread.data:
+                continue
+            record = thread.record(member)
+            meta = record[7]
+            if any(
+                v != b"?" and meta.get(k, b"null") != b"?" and meta.get(k, b"null") != v
+                for k, v in filters.items()
+            ):
+                continue
+            for name in record[6]:
+                thread.chain(name, flat, seen)
+            names, values = thread.writes_of(member)
+            found.append([member, thread.data[member], names, values])
+            if limit and len(found) >= limit:
+                more = member
+                break
+        return [found, flat, more]
+
+    def _script_put(self, thread: _Thread, args: list[bytes]) -> Any:
+        triples = [args[i : i + 3] for i in range(4, len(args), 3)]
+        fresh = {name for name, _, _ in triples}
+        missing = [
+            name for name, _, base in triples if base and base not in fresh and base not in thread.data
+        ]
+        if missing:
+            return [0, missing]
+        thread.hset(args[0], args[1])
+        for name, blob, _ in triples:
+            thread.hset(name, blob)
+        thread.data.setdefault(THREAD_ID, args[3])
+        thread.zadd(args[0])
+        return [1, thread.ttl(int(args[2]))]
+
+    def _script_put_writes(self, thread: _Thread, args: list[bytes]) -> Any:
+        for i in range(3, len(args), 3):
+            member = args[0] + args[i]
+            if args[i + 2] == b"1" or member not in thread.data:
+                thread.hset(member, args[i + 1])
+            thread.zadd(member)
+        thread.data.setdefault(THREAD_ID, args[2])
+        return thread.ttl(int(args[1]))
+
+    def _script_history(self, thread: _Thread, args: list[bytes]) -> Any:
+        ns, cid = args[0], args[1]
+        target = self._script_get(thread, [ns, cid])
+        if target is None:
+            return [[], []]
+        remaining = {b"b" + SEP + ns + SEP + ch + SEP for ch in args[2:]}
+        parent = thread.record(target[0])[1]
+        steps: list[Any] = []
+        flat: list[bytes] = []
+        seen: set[bytes] = set()
+        while parent is not None and remaining:
+            member = b"c" + SEP + ns + SEP + parent
+            if member not in thread.data:
+                break
+            record = thread.record(member)
+            names, values = thread.writes_of(member)
+            steps.append([member, thread.data[member], names, values])
+            for name in record[6]:
+                head = name[: name.rindex(SEP) + 1]
+                blob = thread.data.get(name)
+                if head in remaining and blob and blob != codec.EMPTY_BLOB:
+                    remaining.discard(head)
+                    thread.chain(name, flat, seen)
+            parent = record[1]
+        return [steps, flat]
+
+    def _script_ttl(self, thread: _Thread, args: list[bytes]) -> Any:
+        if not thread.members:
+            self._drop(next(k for k, v in self._threads.items() if v is thread))
+            return -2
+        mode = args[0]
+        if mode == b"pin":
+            thread.hset(THREAD_TTL, b"0")
+        elif mode == b"unpin":
+            thread.hdel(THREAD_TTL)
+        elif mode == b"set":
+            thread.hset(THREAD_TTL, args[1])
+        if mode != b"get":
+            thread.ttl(int(args[2]))
+        if thread.expires_at is None:
+            return -1
+        return max(0, int((thread.expires_at - time.monotonic()) * 1000))

@@ -1,0 +1,309 @@
+"""RedisSaver: the synchronous driver of the saver core (redis-py's sync client)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import redis
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+from redis.exceptions import NoScriptError, ResponseError
+
+from redis_checkpoint.checkpoint.base import RedisSaverBase
+from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
+from redis_checkpoint.checkpoint.routing import Route
+from redis_checkpoint.checkpoint.scripts import SCRIPTS
+from redis_checkpoint.client import check_connection, create_client, is_unavailable_error
+from redis_checkpoint.client import _describe as describe_client
+from redis_checkpoint.settings import Settings
+
+T = TypeVar("T")
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+
+
+class RedisSaver(RedisSaverBase):
+    """A LangGraph checkpoint saver on plain Redis (>= 6.2, Valkey, Cluster), synchronous.
+
+    ``graph.compile(checkpointer=saver)``. Every operation on a thread is one round trip;
+    see :class:`RedisSaverBase` for the options. The async methods run the sync ones in a worker
+    thread; use :class:`AsyncRedisSaver` in async applications.
+    """
+
+    def __init__(self, client: SyncClient, *, url: str | None = None, **options: Any) -> None:
+        super().__init__(url=url or describe_client(client), **options)
+        self.client = client
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(
+        cls,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        require_redis: bool = True,
+        **options: Any,
+    ) -> Iterator[RedisSaver]:
+        """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end.
+
+        An unreachable Redis raises RedisUnavailableError naming the URL (without password),
+        unless ``require_redis=False``: the saver then starts on its in-memory tier and moves to
+        Redis once Redis answers.
+        """
+        settings = settings or Settings.from_env(url=url)
+        client = create_client(settings)
+        try:
+            if require_redis:
+                check_connection(client, settings.url)
+            saver = cls(client, url=settings.url, settings=settings, **options)
+            saver.setup()
+            yield saver
+        finally:
+            client.close()
+
+    def setup(self) -> None:
+        """Load the scripts and warn about an evicting maxmemory-policy. Safe to call again."""
+        try:
+            for script in SCRIPTS.values():
+                self.client.script_load(script.source)
+            try:
+                self._check_policy(self.client.config_get("maxmemory-policy"))
+            except ResponseError:
+                pass  # CONFIG may be disabled (managed Redis); nothing to check then
+        except Exception as exc:
+            if not (is_unavailable_error(exc) and self.memory is not None):
+                raise
+            self._router.failed(exc)
+
+    # -- the driver ----------------------------------------------------------------------------
+
+    def _run(self, name: str, op: Op[T]) -> T:
+        start, fallback_before, outcome = time.perf_counter(), self._router.fallback_calls, "ok"
+        try:
+            call = next(op)
+            while True:
+                call = op.send(self._execute(call))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            if outcome == "ok" and self._router.fallback_calls != fallback_before:
+                outcome = "fallback"
+            self.metrics.observe_operation(name, time.perf_counter() - start, outcome)
+
+    def _iterate(self, name: str, op: IterOp) -> Iterator[CheckpointTuple]:
+        reply: Any = None
+        while True:
+            try:
+                item = op.send(reply)
+            except StopIteration:
+                return
+            if isinstance(item, Emit):
+                reply = None
+                yield from item.tuples
+            else:
+                reply = self._run(name, _single(item))
+
+    def _execute(self, call: Call) -> list[Any]:
+        route = self._router.route()
+        if route is Route.REPLAY_THEN_REDIS and not self._replay():
+            route = Route.MEMORY
+        if route is Route.MEMORY:
+            return self._router.in_memory(call)
+        try:
+            replies = self._send(call)
+        except Exception as exc:
+            if self._router.failed(exc):
+                return self._router.in_memory(call, exc)
+            raise
+        self._router.succeeded(call, replies)
+        return replies
+
+    def _replay(self) -> bool:
+        plan = self._router.replay_plan()
+        done = 0
+        try:
+            for item in plan:
+                self._send(item.call)
+                self._router.replay_done(item)
+                done += 1
+        except Exception as exc:
+            self._router.failed(exc)
+            self._router.replay_finished(plan[done:])
+            return False
+        self._router.breaker.record_success()
+        self._router.replay_finished([])
+        return True
+
+    def _send(self, call: Call, loaded: bool = False) -> list[Any]:
+        self._router.sent(call)
+        if len(call.commands) == 1:
+            command = call.commands[0]
+            try:
+                replies = [self._command(self.client, command)]
+            except ResponseError as exc:
+                if is_unavailable_error(exc):
+                    raise
+                replies = [exc]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for command in call.commands:
+                self._command(pipe, command)
+            replies = pipe.execute(raise_on_error=False)
+        if self._router.check_replies(call, replies):
+            return replies
+        if loaded:
+            raise NoScriptError("scripts vanished right after loading")
+        for script in SCRIPTS.values():
+            self.client.script_load(script.source)
+        return self._send(call, loaded=True)
+
+    @staticmethod
+    def _command(target: Any, command: Command) -> Any:
+        if command.script:
+            sha = SCRIPTS[command.name].sha
+            return target.evalsha(sha, len(command.keys), *command.keys, *command.args)
+        return target.execute_command(command.name, *command.keys, *command.args)
+
+    # -- BaseCheckpointSaver -------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._run("get_tuple", self.core.get_tuple(config))
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        return self._iterate(
+            "list", self.core.list(config, filter=filter, before=before, limit=limit)
+        )
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._run("put", self.core.put(config, checkpoint, metadata, new_versions))
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._run("put_writes", self.core.put_writes(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._run("delete_thread", self.core.delete_thread(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._run("delete_for_runs", self.core.delete_for_runs(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._run("copy_thread", self.core.copy_thread(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._run("prune", self.core.prune(thread_ids, strategy))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return self._run("delta_history", self.core.delta_history(config, channels))
+
+    # -- thread TTLs ---------------------------------------------------------------------------
+
+    def pin_thread(self, thread_id: str) -> None:
+        """Exempt a thread from expiry until :meth:`unpin_thread`."""
+        self._run("pin_thread", self.core.set_ttl(thread_id, "pin"))
+
+    def unpin_thread(self, thread_id: str) -> float | None:
+        """Give a pinned thread the saver's TTL again; returns its seconds left."""
+        return self._run("unpin_thread", self.core.set_ttl(thread_id, "unpin"))
+
+    def set_thread_ttl(self, thread_id: str, seconds: float) -> float | None:
+        """Give one thread its own TTL (kept across writes, until unpinned)."""
+        return self._run(
+            "set_thread_ttl", self.core.set_ttl(thread_id, "set", int(seconds * 1000))
+        )
+
+    def thread_ttl(self, thread_id: str) -> float | None:
+        """Seconds before the thread expires; None when it never does."""
+        return self._run("thread_ttl", self.core.set_ttl(thread_id, "get"))
+
+    # -- async forms: the sync client in a worker thread ---------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        found = await asyncio.to_thread(
+            lambda: [*self.list(config, filter=filter, before=before, limit=limit)]
+        )
+        for tup in found:
+            yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await asyncio.to_thread(
+            lambda: self.get_delta_channel_history(config=config, channels=channels)
+        )
+
+
+def _single(call: Call) -> Op[list[Any]]:
+    return (yield call)

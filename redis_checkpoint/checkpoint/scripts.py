@@ -1,0 +1,394 @@
+"""Lua scripts: each runs one operation on one thread's two keys in a single round trip.
+
+KEYS[1] is the thread's index sorted set and KEYS[2] its data hash (same hash slot, see keys.py).
+Only Redis >= 6.2 built-ins are used (cmsgpack, struct): no modules. ``memory.py`` implements the
+same scripts in Python for the in-memory fallback tier; tests run both and compare.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+PRELUDE = r"""
+local idx, data = KEYS[1], KEYS[2]
+local S, E = '\0', '\1'
+
+local function apply_ttl(default_ms)
+  local t = redis.call('HGET', data, 't')
+  local ms = tonumber(t or default_ms)
+  if ms > 0 then
+    redis.call('PEXPIRE', idx, ms)
+    redis.call('PEXPIRE', data, ms)
+  else
+    redis.call('PERSIST', idx)
+    redis.call('PERSIST', data)
+  end
+  return ms
+end
+
+local function chunked(cmd, key, items, first)
+  -- Lua's unpack() has a stack limit: send long argument lists in slices.
+  local out = {}
+  for i = 1, #items, 400 do
+    local part = redis.call(cmd, key, unpack(items, i, math.min(i + 399, #items)))
+    if type(part) == 'table' then
+      for j = 1, #part do out[#out + 1] = part[j] end
+    end
+  end
+  return out
+end
+
+local function record(member, raw)
+  local ok, r = pcall(cmsgpack.unpack, raw)
+  if not ok or type(r) ~= 'table' or r[1] ~= 1 or type(r[7]) ~= 'table' then
+    error({err = 'CORRUPT checkpoint record ' .. member})
+  end
+  return r
+end
+
+local function add_chain(field, out, seen)
+  local cur = field
+  while cur and not seen[cur] do
+    seen[cur] = true
+    local v = redis.call('HGET', data, cur)
+    out[#out + 1] = cur
+    out[#out + 1] = v or ''
+    cur = nil
+    if v and string.sub(v, 1, 1) == 'L' then
+      local n = struct.unpack('>I2', v, 2)
+      if n > 0 then cur = string.sub(v, 4, 3 + n) end
+    end
+  end
+end
+
+local function writes_of(member)
+  local p = 'w' .. string.sub(member, 2) .. S
+  local wm = redis.call('ZRANGEBYLEX', idx, '[' .. p, '(' .. string.sub(p, 1, -2) .. E)
+  local wv = {}
+  if #wm > 0 then wv = chunked('HMGET', data, wm) end
+  return wm, wv
+end
+
+local function checkpoint_of_write(m)
+  -- 'w' S ns S cid S task S idx  ->  'c' S ns S cid
+  local a = string.find(m, S, 1, true)
+  local b = string.find(m, S, a + 1, true)
+  local c = string.find(m, S, b + 1, true)
+  return 'c' .. string.sub(m, 2, c - 1)
+end
+
+local function collect_garbage()
+  -- Delete writes of vanished checkpoints and blobs that no kept checkpoint reaches.
+  local reach, keep = {}, {}
+  local cps = redis.call('ZRANGEBYLEX', idx, '[c' .. S, '(c' .. E)
+  for _, m in ipairs(cps) do
+    keep[m] = true
+    local raw = redis.call('HGET', data, m)
+    if raw then
+      local r = record(m, raw)
+      local chain = {}
+      for _, f in ipairs(r[7]) do add_chain(f, chain, reach) end
+    end
+  end
+  local dead = {}
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', idx, '[w' .. S, '(w' .. E)) do
+    if not keep[checkpoint_of_write(m)] then dead[#dead + 1] = m end
+  end
+  if #dead > 0 then
+    chunked('ZREM', idx, dead)
+    chunked('HDEL', data, dead)
+  end
+  local blobs = {}
+  for _, f in ipairs(redis.call('HKEYS', data)) do
+    if string.sub(f, 1, 2) == 'b' .. S and not reach[f] then blobs[#blobs + 1] = f end
+  end
+  if #blobs > 0 then chunked('HDEL', data, blobs) end
+  if #cps == 0 then
+    redis.call('DEL', idx, data)
+    return 0
+  end
+  return #cps
+end
+"""
+
+# ARGV: ns, checkpoint id ('' = latest), refresh ('1'/'0'), default ttl ms
+GET = r"""
+local ns, cid = ARGV[1], ARGV[2]
+local member
+if cid == '' then
+  local r = redis.call('ZREVRANGEBYLEX', idx, '(c' .. S .. ns .. E, '[c' .. S .. ns .. S,
+                       'LIMIT', 0, 1)
+  if #r == 0 then return false end
+  member = r[1]
+else
+  member = 'c' .. S .. ns .. S .. cid
+end
+local raw = redis.call('HGET', data, member)
+if not raw then return false end
+local r = record(member, raw)
+local blobs, seen = {}, {}
+for _, f in ipairs(r[7]) do add_chain(f, blobs, seen) end
+local wm, wv = writes_of(member)
+if ARGV[3] == '1' then apply_ttl(ARGV[4]) end
+return {member, raw, blobs, wm, wv}
+"""
+
+# ARGV: ns given ('1'/'0'), ns, before id, exact id, limit (0 = none), cursor member,
+#       refresh, default ttl ms, filter key/value pairs...
+LIST = r"""
+local has_ns, ns, before, exact = ARGV[1] == '1', ARGV[2], ARGV[3], ARGV[4]
+local limit, cursor = tonumber(ARGV[5]), ARGV[6]
+local filters = {}
+for i = 9, #ARGV, 2 do filters[ARGV[i]] = ARGV[i + 1] end
+local lo, hi
+if has_ns then
+  lo, hi = '[c' .. S .. ns .. S, '(c' .. S .. ns .. E
+  if before ~= '' then hi = '(c' .. S .. ns .. S .. before end
+else
+  lo, hi = '[c' .. S, '(c' .. E
+end
+if cursor ~= '' then hi = '(' .. cursor end
+local found, blobs, seen = {}, {}, {}
+local scanned, last, done = 0, nil, false
+while not done do
+  local page = redis.call('ZREVRANGEBYLEX', idx, hi, lo, 'LIMIT', 0, 100)
+  if #page == 0 then break end
+  for _, m in ipairs(page) do
+    last = m
+    scanned = scanned + 1
+    local cid = string.sub(m, string.find(m, S, 3, true) + 1)
+    local ok = (exact == '' or cid == exact) and (before == '' or cid < before)
+    local raw = ok and redis.call('HGET', data, m)
+    if raw then
+      local r = record(m, raw)
+      for k, v in pairs(filters) do
+        local have = r[8][k] or 'null'
+        if v ~= '?' and have ~= '?' and have ~= v then ok = false break end
+      end
+      if ok then
+        for _, f in ipairs(r[7]) do add_chain(f, blobs, seen) end
+        local wm, wv = writes_of(m)
+        found[#found + 1] = {m, raw, wm, wv}
+        if limit > 0 and #found >= limit then done = true break end
+      end
+    end
+    if scanned >= 2000 then done = true break end
+  end
+  if #page < 100 then break end
+  hi = '(' .. last
+end
+if ARGV[7] == '1' then apply_ttl(ARGV[8]) end
+local more = false
+if done and last then more = last end
+return {found, blobs, more}
+"""
+
+# ARGV: member, record, default ttl ms, thread id, then (field, blob, base) triples
+PUT = r"""
+local fresh = {}
+for i = 5, #ARGV, 3 do fresh[ARGV[i]] = true end
+local missing = {}
+for i = 5, #ARGV, 3 do
+  local base = ARGV[i + 2]
+  if base ~= '' and not fresh[base] and redis.call('HEXISTS', data, base) == 0 then
+    missing[#missing + 1] = ARGV[i]
+  end
+end
+if #missing > 0 then return {0, missing} end
+local args = {ARGV[1], ARGV[2]}
+for i = 5, #ARGV, 3 do
+  args[#args + 1] = ARGV[i]
+  args[#args + 1] = ARGV[i + 1]
+end
+chunked('HSET', data, args)
+redis.call('HSETNX', data, 'id', ARGV[4])
+redis.call('ZADD', idx, 0, ARGV[1])
+return {1, apply_ttl(ARGV[3])}
+"""
+
+# ARGV: write prefix, default ttl ms, thread id, then (suffix, write, overwrite) triples
+PUT_WRITES = r"""
+for i = 4, #ARGV, 3 do
+  local m = ARGV[1] .. ARGV[i]
+  if ARGV[i + 2] == '1' then
+    redis.call('HSET', data, m, ARGV[i + 1])
+  else
+    redis.call('HSETNX', data, m, ARGV[i + 1])
+  end
+  redis.call('ZADD', idx, 0, m)
+end
+redis.call('HSETNX', data, 'id', ARGV[3])
+return apply_ttl(ARGV[2])
+"""
+
+# ARGV: ns, checkpoint id ('' = latest), then escaped channel names.
+# Walks the parent chain of the target; per ancestor returns its record and writes, and stops
+# once every channel has met a stored (non-empty) blob.
+HISTORY = r"""
+local ns, cid = ARGV[1], ARGV[2]
+local member
+if cid == '' then
+  local r = redis.call('ZREVRANGEBYLEX', idx, '(c' .. S .. ns .. E, '[c' .. S .. ns .. S,
+                       'LIMIT', 0, 1)
+  if #r == 0 then return {{}, {}} end
+  member = r[1]
+else
+  member = 'c' .. S .. ns .. S .. cid
+end
+local raw = redis.call('HGET', data, member)
+if not raw then return {{}, {}} end
+local remaining, left = {}, 0
+for i = 3, #ARGV do remaining['b' .. S .. ns .. S .. ARGV[i] .. S] = true left = left + 1 end
+local parent = record(member, raw)[2]
+local steps, blobs, seen = {}, {}, {}
+while parent and left > 0 do
+  local m = 'c' .. S .. ns .. S .. parent
+  raw = redis.call('HGET', data, m)
+  if not raw then break end
+  local r = record(m, raw)
+  local wm, wv = writes_of(m)
+  steps[#steps + 1] = {m, raw, wm, wv}
+  for _, f in ipairs(r[7]) do
+    local p = string.sub(f, 1, #f - #string.match(f, '[^%z]*$'))
+    if remaining[p] then
+      local v = redis.call('HGET', data, f)
+      if v and v ~= 'E' then
+        remaining[p] = nil
+        left = left - 1
+        add_chain(f, blobs, seen)
+      end
+    end
+  end
+  parent = r[2]
+end
+return {steps, blobs}
+"""
+
+# ARGV: 'keep_latest'. Keeps the newest checkpoint of each namespace, and the ancestors a
+# DeltaChannel needs to rebuild its value (back to one with no counters since a snapshot).
+PRUNE = r"""
+local cps = redis.call('ZRANGEBYLEX', idx, '[c' .. S, '(c' .. E)
+local latest, keep = {}, {}
+for _, m in ipairs(cps) do
+  local a = string.find(m, S, 3, true)
+  latest[string.sub(m, 1, a)] = m
+end
+for prefix, m in pairs(latest) do
+  local cur = m
+  while cur and not keep[cur] do
+    keep[cur] = true
+    local raw = redis.call('HGET', data, cur)
+    if not raw then break end
+    local r = record(cur, raw)
+    cur = nil
+    if r[8]['counters_since_delta_snapshot'] and r[2] then cur = prefix .. r[2] end
+  end
+end
+local dead = {}
+for _, m in ipairs(cps) do
+  if not keep[m] then dead[#dead + 1] = m end
+end
+if #dead > 0 then
+  chunked('ZREM', idx, dead)
+  chunked('HDEL', data, dead)
+end
+return {#dead, collect_garbage()}
+"""
+
+# ARGV: canonical run ids. Deletes checkpoints whose metadata run_id is one of them.
+DELETE_RUNS = r"""
+local runs = {}
+for i = 1, #ARGV do runs[ARGV[i]] = true end
+local dead = {}
+for _, m in ipairs(redis.call('ZRANGEBYLEX', idx, '[c' .. S, '(c' .. E)) do
+  local raw = redis.call('HGET', data, m)
+  if raw then
+    local run = record(m, raw)[8]['run_id']
+    if run and runs[run] then dead[#dead + 1] = m end
+  end
+end
+if #dead == 0 then return {0, -1} end
+chunked('ZREM', idx, dead)
+chunked('HDEL', data, dead)
+return {#dead, collect_garbage()}
+"""
+
+# Everything of a thread but its settings, to copy it elsewhere.
+DUMP = r"""
+local members = redis.call('ZRANGEBYLEX', idx, '-', '+')
+local fields = {}
+for _, f in ipairs(redis.call('HKEYS', data)) do
+  if f ~= 't' and f ~= 'id' then fields[#fields + 1] = f end
+end
+local values = {}
+if #fields > 0 then values = chunked('HMGET', data, fields) end
+return {members, fields, values}
+"""
+
+# ARGV: default ttl ms, thread id, replace ('1' drops what the thread had), member count,
+#       members..., then field/value pairs
+RESTORE = r"""
+if ARGV[3] == '1' then redis.call('DEL', idx, data) end
+local n = tonumber(ARGV[4])
+if n > 0 then
+  local z = {}
+  for i = 5, 4 + n do z[#z + 1] = 0 z[#z + 1] = ARGV[i] end
+  chunked('ZADD', idx, z)
+end
+local pairs_ = {}
+for i = 5 + n, #ARGV do pairs_[#pairs_ + 1] = ARGV[i] end
+if #pairs_ > 0 then chunked('HSET', data, pairs_) end
+if redis.call('EXISTS', idx) == 0 then
+  redis.call('DEL', data)
+  return -2
+end
+redis.call('HSETNX', data, 'id', ARGV[2])
+return apply_ttl(ARGV[1])
+"""
+
+# ARGV: mode ('pin' | 'unpin' | 'set' | 'get'), ttl ms for 'set', default ttl ms
+TTL = r"""
+if redis.call('EXISTS', idx) == 0 then return -2 end
+local mode = ARGV[1]
+if mode == 'pin' then
+  redis.call('HSET', data, 't', '0')
+elseif mode == 'unpin' then
+  redis.call('HDEL', data, 't')
+elseif mode == 'set' then
+  redis.call('HSET', data, 't', ARGV[2])
+end
+if mode ~= 'get' then apply_ttl(ARGV[3]) end
+return redis.call('PTTL', data)
+"""
+
+
+@dataclass(frozen=True)
+class Script:
+    name: str
+    source: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
+def _script(name: str, body: str) -> Script:
+    return Script(name, PRELUDE + body)
+
+
+SCRIPTS: dict[str, Script] = {
+    script.name: script
+    for script in (
+        _script("get", GET),
+        _script("list", LIST),
+        _script("put", PUT),
+        _script("put_writes", PUT_WRITES),
+        _script("history", HISTORY),
+        _script("prune", PRUNE),
+        _script("delete_runs", DELETE_RUNS),
+        _script("dump", DUMP),
+        _script("restore", RESTORE),
+        _script("ttl", TTL),
+    )
+}

@@ -1,0 +1,516 @@
+"""The one place where Redis clients are built.
+
+Every component gets its client from :func:`create_client` or
+:func:`create_async_client`, so all of them share the same timeouts, bounded
+retries, pooling and binary (non-decoding) replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.exceptions
+import redis.retry
+import redis.sentinel
+from redis.backoff import ExponentialBackoff
+from redis.utils import HIREDIS_AVAILABLE as _HIREDIS_AVAILABLE
+
+from .errors import ConfigurationError, RedisUnavailableError
+from .settings import Settings, join_url, redact_url
+
+__all__ = [
+    "HIREDIS_AVAILABLE",
+    "AsyncRedisClient",
+    "SyncRedisClient",
+    "acheck_connection",
+    "check_connection",
+    "create_async_client",
+    "create_client",
+    "is_cluster",
+    "is_unavailable_error",
+    "redact_url",
+]
+
+#: True when redis-py found a usable hiredis and parses replies with it.
+HIREDIS_AVAILABLE: bool = bool(_HIREDIS_AVAILABLE)
+
+SyncRedisClient = redis.Redis | redis.cluster.RedisCluster
+AsyncRedisClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+# Backoff between the bounded retries: 10 ms, 20 ms, ... capped at 100 ms.
+_BACKOFF_BASE = 0.005
+_BACKOFF_CAP = 0.1
+_SENTINEL_DEFAULT_PORT = 26379
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+# --- URL parsing ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    kind: Literal["standalone", "cluster", "sentinel"]
+    tls: bool
+    # standalone/cluster: a URL redis-py's own parser accepts.
+    url: str = ""
+    # cluster: further startup nodes; sentinel: the sentinel addresses.
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+def _bool_param(url: str, name: str, raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigurationError(
+        f"{name}={raw!r} in {redact_url(url)} is not a boolean (expected true/false)"
+    )
+
+
+def _split_hosts(url: str, hosts: str, default_port: int | None) -> list[tuple[str, int]]:
+    result: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            parts = urlsplit("//" + item)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(f"bad host {item!r} in {redact_url(url)}: {exc}") from None
+        if not parts.hostname:
+            raise ConfigurationError(f"bad host {item!r} in {redact_url(url)}")
+        if port is None:
+            if default_port is None:
+                raise ConfigurationError(f"host {item!r} in {redact_url(url)} needs a port")
+            port = default_port
+        result.append((parts.hostname, port))
+    if not result:
+        raise ConfigurationError(f"no host in {redact_url(url)}")
+    return result
+
+
+def _parse_target(settings: Settings) -> _Target:
+    url = settings.url
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    base_scheme, _, flavour = scheme.partition("+")
+    tls = base_scheme == "rediss"
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    cluster_param = [v for k, v in query if k == "cluster"]
+    query = [(k, v) for k, v in query if k != "cluster"]
+    url_wants_cluster = flavour == "cluster" or any(
+        _bool_param(url, "cluster", v) for v in cluster_param
+    )
+
+    if settings.cluster is False and url_wants_cluster:
+        raise ConfigurationError(f"cluster=False contradicts the cluster URL {redact_url(url)}")
+    cluster = url_wants_cluster or settings.cluster is True
+
+    if flavour == "sentinel":
+        if cluster:
+            raise ConfigurationError(f"a sentinel URL cannot also be a cluster: {redact_url(url)}")
+        return _parse_sentinel(url, parts.netloc, parts.path, query, tls)
+
+    if cluster:
+        if base_scheme == "unix":
+            raise ConfigurationError(
+                f"Redis Cluster does not support unix sockets: {redact_url(url)}"
+            )
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        nodes = _split_hosts(url, hosts, 6379)
+        first_host, first_port = nodes[0]
+        host_text = f"[{first_host}]" if ":" in first_host else first_host
+        netloc = f"{userinfo}{at}{host_text}:{first_port}"
+        plain = join_url(base_scheme, netloc, parts.path, urlencode(query))
+        return _Target("cluster", tls, url=plain, hosts=tuple(nodes[1:]))
+
+    plain = join_url(scheme, parts.netloc, parts.path, urlencode(query), parts.fragment)
+    return _Target("standalone", tls, url=plain)
+
+
+def _parse_sentinel(
+    url: str, netloc: str, path: str, query: list[tuple[str, str]], tls: bool
+) -> _Target:
+    # redis+sentinel://[[user]:password@]host1:port1[,host2:port2]/service_name[/db]
+    userinfo, at, hosts_text = netloc.rpartition("@")
+    username: str | None = None
+    password: str | None = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    hosts = _split_hosts(url, hosts_text, _SENTINEL_DEFAULT_PORT)
+    segments = [s for s in path.split("/") if s]
+    if not segments or len(segments) > 2:
+        raise ConfigurationError(
+            f"sentinel URL {redact_url(url)} must look like "
+            "redis+sentinel://[:password@]host:port[,host:port]/service_name[/db]"
+        )
+    service = unquote(segments[0])
+    db_text = segments[1] if len(segments) == 2 else "0"
+    options: dict[str, str] = {}
+    sentinel_password: str | None = None
+    for key, value in query:
+        if key == "db":
+            db_text = value
+        elif key == "sentinel_password":
+            sentinel_password = value
+        elif key in ("password", "username"):
+            if key == "password":
+                password = value
+            else:
+                username = value
+        else:
+            options[key] = value
+    if options:
+        raise ConfigurationError(
+            f"unsupported option(s) {sorted(options)} in sentinel URL {redact_url(url)}"
+        )
+    try:
+        db = int(db_text)
+    except ValueError:
+        raise ConfigurationError(f"db={db_text!r} in {redact_url(url)} is not an integer") from None
+    return _Target(
+        "sentinel",
+        tls,
+        hosts=tuple(hosts),
+        service=service,
+        db=db,
+        username=username,
+        password=password,
+        sentinel_password=sentinel_password,
+    )
+
+
+# --- settings resolution ----------------------------------------------------------------
+
+
+def _settings_for(target: str | Settings | None, overrides: dict[str, Any]) -> Settings:
+    if target is None:
+        return Settings.from_env(**overrides)
+    if isinstance(target, str):
+        if overrides.get("url") is not None:
+            raise ConfigurationError("pass the URL either positionally or as url=, not both")
+        overrides = {k: v for k, v in overrides.items() if k != "url"}
+        # The environment still supplies timeouts etc.; the explicit URL wins.
+        return Settings.from_env(url=target, **overrides)
+    return target.replace(**overrides)
+
+
+def _decodes_responses(client: object) -> bool:
+    getter = getattr(client, "get_connection_kwargs", None)
+    if callable(getter):
+        kwargs = getter()
+        if isinstance(kwargs, Mapping) and "decode_responses" in kwargs:
+            return bool(kwargs["decode_responses"])
+    pool = getattr(client, "connection_pool", None)
+    pool_kwargs = getattr(pool, "connection_kwargs", None)
+    if isinstance(pool_kwargs, Mapping) and "decode_responses" in pool_kwargs:
+        return bool(pool_kwargs["decode_responses"])
+    encoder = getattr(client, "encoder", None)
+    return bool(getattr(encoder, "decode_responses", False))
+
+
+def _require_binary(client: object) -> None:
+    if _decodes_responses(client):
+        raise ConfigurationError(
+            f"{type(client).__name__} was created with decode_responses=True; "
+            "redis_checkpoint stores binary payloads and needs raw bytes replies, "
+            "so create the client with decode_responses=False"
+        )
+
+
+def _common_kwargs(settings: Settings) -> dict[str, Any]:
+    return {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.socket_connect_timeout,
+        "decode_responses": False,
+    }
+
+
+def _sync_retry(settings: Settings) -> redis.retry.Retry:
+    # Only transport failures are retried, and only a few times: redis-py's
+    # default policy (10 retries, 1 s cap) makes a dead server cost seconds.
+    return redis.retry.Retry(
+        ExponentialBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE),
+        settings.retries,
+        supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+    )
+
+
+def _async_retry(settings: Settings) -> redis.asyncio.retry.Retry:
+    return redis.asyncio.retry.Retry(
+        ExponentialBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE),
+        settings.retries,
+        supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+    )
+
+
+def _cluster_failure(settings: Settings, exc: Exception) -> Exception:
+    # The sync cluster client connects in its constructor; report an outage
+    # as such and anything else (e.g. "cluster mode not enabled") as config.
+    if is_unavailable_error(exc) or "cannot be connected" in str(exc):
+        return RedisUnavailableError(
+            f"cannot reach Redis Cluster at {settings.redacted_url()}: {exc}"
+        )
+    return ConfigurationError(f"cannot use Redis Cluster at {settings.redacted_url()}: {exc}")
+
+
+# --- factories --------------------------------------------------------------------------
+
+
+def create_client(
+    target: str | Settings | redis.Redis | redis.cluster.RedisCluster | None = None,
+    **overrides: Any,
+) -> redis.Redis | redis.cluster.RedisCluster:
+    """Return a synchronous client for ``target``.
+
+    ``target`` is a URL, a :class:`Settings`, an existing client (returned
+    as-is after checking it returns bytes; ``overrides`` are then ignored) or
+    ``None`` for :meth:`Settings.from_env`. ``overrides`` are Settings fields.
+    """
+    if isinstance(target, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
+        raise ConfigurationError(
+            f"create_client() needs a synchronous client but got {type(target).__name__} "
+            "from redis.asyncio; use create_async_client() instead"
+        )
+    if isinstance(target, (redis.Redis, redis.cluster.RedisCluster)):
+        _require_binary(target)
+        return target
+    if target is not None and not isinstance(target, (str, Settings)):
+        raise ConfigurationError(
+            f"create_client() target={type(target).__name__!s} is not a URL, Settings or "
+            "redis client"
+        )
+    settings = _settings_for(target, overrides)
+    parsed = _parse_target(settings)
+    common = _common_kwargs(settings)
+    retry = _sync_retry(settings)
+    client: redis.Redis | redis.cluster.RedisCluster
+
+    if parsed.kind == "sentinel":
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": settings.socket_timeout,
+            "socket_connect_timeout": settings.socket_connect_timeout,
+            "retry": retry,
+        }
+        if parsed.tls:
+            sentinel_kwargs["ssl"] = True
+        if parsed.sentinel_password is not None:
+            sentinel_kwargs["password"] = parsed.sentinel_password
+        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(parsed.hosts), sentinel_kwargs=sentinel_kwargs, **common
+        )
+        client = sentinel.master_for(  # type: ignore[no-untyped-call]
+            parsed.service,
+            redis_class=redis.Redis,
+            db=parsed.db,
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.tls,
+            max_connections=settings.max_connections,
+            retry=retry,
+        )
+    elif parsed.kind == "cluster":
+        try:
+            client = redis.cluster.RedisCluster.from_url(
+                parsed.url,
+                startup_nodes=[
+                    redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                    for h, p in parsed.hosts
+                ],
+                retry=retry,
+                max_connections=settings.max_connections,
+                **common,
+            )
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+            raise _cluster_failure(settings, exc) from exc
+    else:
+        # Blocking pool: callers past max_connections wait (up to socket_timeout)
+        # instead of getting MaxConnectionsError, which looks like an outage.
+        pool = redis.BlockingConnectionPool.from_url(
+            parsed.url,
+            max_connections=settings.max_connections,
+            timeout=settings.socket_timeout,
+            retry=retry,
+            **common,
+        )
+        client = redis.Redis.from_pool(pool)
+    # A URL query string (?decode_responses=true) overrides our kwargs.
+    _require_binary(client)
+    return client
+
+
+def create_async_client(
+    target: (
+        str | Settings | redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None
+    ) = None,
+    **overrides: Any,
+) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
+    """Asyncio counterpart of :func:`create_client` (nothing connects until first use)."""
+    if isinstance(target, (redis.Redis, redis.cluster.RedisCluster)):
+        raise ConfigurationError(
+            f"create_async_client() needs a redis.asyncio client but got synchronous "
+            f"{type(target).__name__}; use create_client() instead"
+        )
+    if isinstance(target, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
+        _require_binary(target)
+        return target
+    if target is not None and not isinstance(target, (str, Settings)):
+        raise ConfigurationError(
+            f"create_async_client() target={type(target).__name__!s} is not a URL, "
+            "Settings or redis.asyncio client"
+        )
+    settings = _settings_for(target, overrides)
+    parsed = _parse_target(settings)
+    common = _common_kwargs(settings)
+    retry = _async_retry(settings)
+    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+    if parsed.kind == "sentinel":
+        sentinel_kwargs: dict[str, Any] = {
+            "socket_timeout": settings.socket_timeout,
+            "socket_connect_timeout": settings.socket_connect_timeout,
+            "retry": retry,
+        }
+        if parsed.tls:
+            sentinel_kwargs["ssl"] = True
+        if parsed.sentinel_password is not None:
+            sentinel_kwargs["password"] = parsed.sentinel_password
+        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            list(parsed.hosts), sentinel_kwargs=sentinel_kwargs, **common
+        )
+        client = sentinel.master_for(
+            parsed.service,
+            redis_class=redis.asyncio.Redis,
+            db=parsed.db,
+            username=parsed.username,
+            password=parsed.password,
+            ssl=parsed.tls,
+            max_connections=settings.max_connections,
+            retry=retry,
+        )
+    elif parsed.kind == "cluster":
+        try:
+            client = redis.asyncio.cluster.RedisCluster.from_url(
+                parsed.url,
+                startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in parsed.hosts],
+                retry=retry,
+                max_connections=settings.max_connections,
+                **common,
+            )
+        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
+            raise _cluster_failure(settings, exc) from exc
+    else:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            parsed.url,
+            max_connections=settings.max_connections,
+            timeout=settings.socket_timeout,
+            retry=retry,
+            **common,
+        )
+        client = redis.asyncio.Redis.from_pool(pool)
+    _require_binary(client)
+    return client
+
+
+# --- inspection and health ------------------------------------------------------------
+
+
+def is_cluster(client: object) -> bool:
+    """True for a sync or asyncio Redis Cluster client."""
+    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+
+
+_UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = tuple(
+    t
+    for t in (
+        redis.exceptions.ConnectionError,  # includes BusyLoadingError
+        redis.exceptions.TimeoutError,
+        getattr(redis.exceptions, "BusyLoadingError", None),
+        getattr(redis.exceptions, "ClusterDownError", None),  # includes MasterDownError
+        getattr(redis.exceptions, "ClusterError", None),
+        getattr(redis.exceptions, "MasterDownError", None),
+        getattr(redis.exceptions, "TryAgainError", None),
+        getattr(redis.exceptions, "SlotNotCoveredError", None),
+        # The server answers but cannot take writes.
+        getattr(redis.exceptions, "OutOfMemoryError", None),
+        getattr(redis.exceptions, "ReadOnlyError", None),
+        OSError,  # includes builtin ConnectionError and socket timeouts
+        asyncio.TimeoutError,
+    )
+    if isinstance(t, type)
+)
+
+
+def is_unavailable_error(exc: BaseException) -> bool:
+    """True if ``exc`` means Redis is unreachable or not serving requests.
+
+    Ordinary command errors (NOSCRIPT, WRONGTYPE, syntax) return False: they
+    are bugs or data problems, not outages, and must not trigger fallback.
+    """
+    if isinstance(exc, _UNAVAILABLE_TYPES):
+        return True
+    if isinstance(exc, redis.exceptions.RedisClusterException):
+        # Raised when no startup node answers while (re)discovering slots.
+        return "cannot be connected" in str(exc)
+    if isinstance(exc, redis.exceptions.ResponseError):
+        # Writes refused because the server cannot persist (stop-writes-on-bgsave-error).
+        return str(exc).startswith("MISCONF")
+    return False
+
+
+def _describe(client: object) -> str:
+    getter = getattr(client, "get_connection_kwargs", None)
+    kwargs = getter() if callable(getter) else {}
+    if isinstance(kwargs, Mapping):
+        if kwargs.get("path"):
+            return f"unix://{kwargs['path']}"
+        if kwargs.get("host"):
+            return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}"
+    return type(client).__name__
+
+
+def check_connection(
+    client: redis.Redis | redis.cluster.RedisCluster, url: str | None = None
+) -> None:
+    """PING ``client``; raise :class:`RedisUnavailableError` if Redis is unreachable."""
+    where = redact_url(url) if url is not None else _describe(client)
+    try:
+        client.ping()
+    except Exception as exc:
+        if is_unavailable_error(exc):
+            raise RedisUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
+        raise
+
+
+async def acheck_connection(
+    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster, url: str | None = None
+) -> None:
+    """Asyncio counterpart of :func:`check_connection`."""
+    where = redact_url(url) if url is not None else _describe(client)
+    try:
+        await client.ping()
+    except Exception as exc:
+        if is_unavailable_error(exc):
+            raise RedisUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
+        raise

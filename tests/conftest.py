@@ -1,0 +1,86 @@
+"""Shared fixtures: real redis-server processes on free ports, never the system Redis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import NoReturn
+
+import pytest
+import redis
+
+from redis_checkpoint.testing import (
+    RedisClusterServers,
+    RedisServer,
+    find_redis_cli,
+    find_redis_server,
+)
+
+
+def _missing(what: str, variable: str) -> NoReturn:
+    message = (
+        f"{what} not found: install it with `apt-get install redis-server` "
+        f"or point {variable} at a binary"
+    )
+    # On CI a missing server is a broken setup, not a reason to skip.
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_server_bin() -> str:
+    """Path of redis-server; fails on CI, skips locally when it is missing."""
+    path = find_redis_server()
+    if path is None:
+        _missing("redis-server", "REDIS_SERVER_BIN")
+    return path
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_server_bin: str) -> Iterator[RedisServer]:
+    """One redis-server for the whole session. Tests must use unique keys: no flushing."""
+    server = RedisServer(binary=redis_server_bin)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    client = redis_server.client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(redis_server_bin: str) -> Iterator[RedisClusterServers]:
+    """A 3-primary cluster, started only if some test asks for it."""
+    if find_redis_cli() is None:
+        _missing("redis-cli", "REDIS_CLI_BIN")
+    cluster = RedisClusterServers(binary=redis_server_bin)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def fresh_redis(redis_server_bin: str) -> Iterator[RedisServer]:
+    """A dedicated AOF-backed server that the test may kill, stop and restart."""
+    server = RedisServer(appendonly=True, binary=redis_server_bin)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
