@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -393,7 +393,7 @@ class LocalRedisServer:
 
 
 # --------------------------------------------------------------------------------------------
-# Our saver, or (only with --stand-in while it is being written) InMemorySaver in its place
+# Our saver
 # --------------------------------------------------------------------------------------------
 
 
@@ -403,10 +403,20 @@ class Ours:
     async_open: Callable[[str], contextlib.AbstractAsyncContextManager[Any]]
     server: Callable[[], contextlib.AbstractContextManager[Any]]
     server_note: str
-    stand_in: bool
 
 
-def load_ours(stand_in: bool) -> Ours:
+def load_ours() -> Ours:
+    """Our savers from the working tree; an ImportError here is fatal on purpose."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    try:
+        from redis_checkpoint import AsyncRedisSaver, RedisSaver
+    except ImportError as exc:
+        print(
+            f"FATAL: cannot import redis_checkpoint.RedisSaver / AsyncRedisSaver: {exc!r}",
+            file=sys.stderr,
+        )
+        raise
     try:
         from redis_checkpoint.testing import RedisServer
 
@@ -415,34 +425,11 @@ def load_ours(stand_in: bool) -> Ours:
     except ImportError as exc:
         server = LocalRedisServer
         server_note = f"local fallback (redis_checkpoint.testing not importable: {exc})"
-    try:
-        from redis_checkpoint import AsyncRedisSaver, RedisSaver
-    except ImportError as exc:
-        if not stand_in:
-            print(
-                f"FATAL: cannot import redis_checkpoint.RedisSaver / AsyncRedisSaver: {exc!r}\n"
-                "This benchmark measures our saver; fix the import (or pass --stand-in to "
-                "develop the script with InMemorySaver in its place).",
-                file=sys.stderr,
-            )
-            raise
-
-        @contextlib.contextmanager
-        def fake_sync(url: str) -> Iterator[Any]:
-            yield InMemorySaver()
-
-        @contextlib.asynccontextmanager
-        async def fake_async(url: str) -> AsyncIterator[Any]:
-            yield InMemorySaver()
-
-        return Ours(fake_sync, fake_async, server, server_note, stand_in=True)
-
     return Ours(
         lambda url: RedisSaver.from_conn_string(url),
         lambda url: AsyncRedisSaver.from_conn_string(url),
         server,
         server_note,
-        stand_in=False,
     )
 
 
@@ -559,7 +546,6 @@ class Settings:
     quick: bool
     postgres_url: str
     write: bool
-    stand_in: bool
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
 
 
@@ -589,11 +575,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser.add_argument("--quick", action="store_true", help="a smaller run (~40 s)")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/results")
-    parser.add_argument(
-        "--stand-in",
-        action="store_true",
-        help="development only: use InMemorySaver if redis_checkpoint is not importable",
-    )
     args = parser.parse_args(argv)
     quick = bool(args.quick)
 
@@ -615,7 +596,6 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         quick=quick,
         postgres_url=args.postgres_url,
         write=not args.no_write,
-        stand_in=bool(args.stand_in),
     )
 
 
@@ -659,8 +639,7 @@ def open_sync_savers(
         postgres.saver.setup()
     entries.append(postgres)
 
-    label = "RedisSaver" + (" [STAND-IN: InMemorySaver]" if ours.stand_in else "")
-    mine = Entry(OURS_KEY, label, saver=stack.enter_context(ours.sync_open(redis_url)))
+    mine = Entry(OURS_KEY, "RedisSaver", saver=stack.enter_context(ours.sync_open(redis_url)))
     entries.append(mine)
     for entry in entries:
         if entry.saver is not None:
@@ -709,8 +688,7 @@ async def open_async_savers(
         await postgres.saver.setup()
     entries.append(postgres)
 
-    label = "AsyncRedisSaver" + (" [STAND-IN: InMemorySaver]" if ours.stand_in else "")
-    mine = Entry(OURS_KEY, label)
+    mine = Entry(OURS_KEY, "AsyncRedisSaver")
     mine.saver = await stack.enter_async_context(ours.async_open(redis_url))
     entries.append(mine)
     for entry in entries:
@@ -740,15 +718,20 @@ def phase_sync(s: Settings, entries: list[Entry], report: Report) -> dict[str, s
             if entry.skip:
                 continue
             durations: list[float] = []
+            rt_before = round_trips(entry.saver)
             start = time.perf_counter()
             for conv in range(s.sync_conversations):
                 thread = f"bench-{s.run_id}-sync-r{rnd}-c{conv}"
                 durations += run_turns(entry.graph, thread, conv, range(s.turns))
                 last_thread[entry.key] = thread
             elapsed = time.perf_counter() - start
+            rt_after = round_trips(entry.saver)
             tps = len(durations) / elapsed
             res = results[entry.key]
             res["rounds"].append(tps)
+            if rt_before is not None and rt_after is not None:
+                per_turn = (rt_after - rt_before) / len(durations)
+                report.data.setdefault("round_trips", {})["per_turn_sync"] = per_turn
             if tps > res["best_tps"]:
                 res["best_tps"] = tps
                 res["turn_s"] = durations
@@ -1138,10 +1121,13 @@ def phase_round_trips_sync(
     explicit = _explicit_ops_sync(entry.saver, thread, counters)
     # The same operations as the graph issues them, on 3 more turns of the conversation, with
     # durability="sync" so that calls do not overlap (overlapping calls are left out).
+    instrumented = 3
+    rt_before = round_trips(entry.saver)
     with CallRecorder(entry.saver, ["get_tuple", "put", "put_writes"]) as recorder:
         graph = build_graph(entry.saver)
-        for turn in range(s.turns, s.turns + 3):
+        for turn in range(s.turns, s.turns + instrumented):
             graph.invoke(turn_input(0, turn), thread_config(thread), durability="sync")
+    rt_after = round_trips(entry.saver)
     in_graph: dict[str, list[int]] = {}
     overlapped = 0
     for call in recorder.calls:
@@ -1149,9 +1135,19 @@ def phase_round_trips_sync(
             overlapped += 1
         elif call["round_trips"] is not None:
             in_graph.setdefault(call["op"], []).append(call["round_trips"])
+    calls_per_turn: dict[str, float] = {}
+    for call in recorder.calls:
+        calls_per_turn[call["op"]] = calls_per_turn.get(call["op"], 0) + 1 / instrumented
     report.data.setdefault("round_trips", {})["sync_in_graph"] = {
-        "calls": in_graph,
+        "round_trips_per_call": in_graph,
         "overlapped_excluded": overlapped,
+        "calls": len(recorder.calls),
+        "saver_calls_per_turn": calls_per_turn,
+        "round_trips_per_turn": (
+            (rt_after - rt_before) / instrumented
+            if rt_before is not None and rt_after is not None
+            else None
+        ),
     }
     progress(f"round trips {entry.label}: explicit calls and 3 instrumented turns done")
     return {
@@ -1165,7 +1161,6 @@ def report_round_trips(
     sync_ops: dict[str, OpResult] | None,
     async_ops: dict[str, OpResult] | None,
     report: Report,
-    stand_in: bool,
 ) -> None:
     rows = []
     names = list(TARGET_ROUND_TRIPS)
@@ -1194,6 +1189,27 @@ def report_round_trips(
                 f"{statistics.median(sync['ms']):.2f}" if sync.get("ms") else "",
             ]
         )
+    data = report.data.get("round_trips", {})
+    graph_info = data.get("sync_in_graph", {})
+    per_call = graph_info.get("saver_calls_per_turn", {})
+    calls = sum(per_call.values())
+
+    def per_turn(key: str) -> str:
+        value = data.get(key)
+        return f"{value:.2f}" if isinstance(value, float) else "n/a"
+
+    rows.append(
+        [
+            "per turn (graph.invoke)",
+            per_turn("per_turn_sync"),
+            per_turn("per_turn_async"),
+            f"{LE} {calls:.0f} (1 per call)" if calls else "",
+            "",
+            "",
+            "",
+            "",
+        ]
+    )
     headers = [
         "operation",
         "round trips (sync)",
@@ -1210,10 +1226,14 @@ def report_round_trips(
         "`put_writes` two writes on it. Round trips are `saver.round_trips` after minus before; "
         "server commands and bytes come from `INFO commandstats`/`INFO stats` of the private "
         "server (minus the INFO calls themselves). `in graph:` rows are the calls LangGraph "
-        'itself made during 3 more turns with durability="sync".'
+        'itself made during 3 more turns with durability="sync"; calls that overlapped another '
+        f"saver call ({graph_info.get('overlapped_excluded', 0)} of "
+        f"{graph_info.get('calls', 0)}) cannot be attributed and are left out. `per turn` is "
+        "the saver's round trips over the throughput phases divided by the turns; LangGraph "
+        "made "
+        + ", ".join(f"{v:.1f} {k}" for k, v in sorted(per_call.items()))
+        + " calls per turn."
     )
-    if stand_in:
-        note += "\n\n**STAND-IN run: InMemorySaver has no `round_trips`; the counts are n/a.**"
     report.add(
         f"4. Redis round trips per operation ({label})",
         note + "\n\n" + md_table(headers, rows, right=[1, 2, 4, 5, 6, 7]),
@@ -1250,6 +1270,7 @@ async def phase_async(
             for entry in entries:
                 if entry.skip or (rnd > 0 and entry.key not in ("memory", OURS_KEY)):
                     continue
+                rt_before = round_trips(entry.saver)
                 start = time.perf_counter()
                 per_conv = await asyncio.gather(
                     *(
@@ -1260,8 +1281,12 @@ async def phase_async(
                     )
                 )
                 elapsed = time.perf_counter() - start
+                rt_after = round_trips(entry.saver)
                 durations = [d for conv in per_conv for d in conv]
                 tps = len(durations) / elapsed
+                if rt_before is not None and rt_after is not None:
+                    per_turn = (rt_after - rt_before) / len(durations)
+                    report.data.setdefault("round_trips", {})["per_turn_async"] = per_turn
                 res = results.setdefault(entry.key, {"tps": 0.0, "rounds": []})
                 res["rounds"].append(tps)
                 if tps > res["tps"]:
@@ -1356,6 +1381,76 @@ def key_bytes(client: redis.Redis) -> tuple[int, int]:
     return len(keys), sum(int(v or 0) for v in pipe.execute())
 
 
+def key_breakdown(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every key on the private server: type, MEMORY USAGE, and for hashes the fields grouped
+    by their first NUL-separated part (field/value bytes), to show where the bytes go."""
+    out: list[dict[str, Any]] = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        info: dict[str, Any] = {
+            "key": key.decode("utf-8", "backslashreplace"),
+            "type": kind,
+            "memory_usage": int(client.memory_usage(key, samples=0) or 0),
+        }
+        if kind == "hash":
+            groups: dict[str, list[int]] = {}
+            for name, value in client.hscan_iter(key, count=1000):
+                prefix = name.split(b"\x00", 1)[0][:12].decode("utf-8", "backslashreplace")
+                group = groups.setdefault(prefix, [0, 0, 0])
+                group[0] += 1
+                group[1] += len(name)
+                group[2] += len(value)
+            info["elements"] = sum(g[0] for g in groups.values())
+            info["field_groups"] = {
+                k: {"fields": g[0], "field_bytes": g[1], "value_bytes": g[2]}
+                for k, g in sorted(groups.items())
+            }
+        elif kind == "zset":
+            members = [m for m, _ in client.zscan_iter(key, count=1000)]
+            info["elements"] = len(members)
+            info["member_bytes"] = sum(len(m) for m in members)
+        elif kind == "string":
+            info["elements"] = 1
+            info["value_bytes"] = int(client.strlen(key))
+        elif kind == "list":
+            info["elements"] = int(client.llen(key))
+        elif kind == "set":
+            info["elements"] = int(client.scard(key))
+        out.append(info)
+    out.sort(key=lambda item: -item["memory_usage"])
+    return out
+
+
+def breakdown_table(keys: list[dict[str, Any]], turns: int) -> str:
+    rows = []
+    for info in keys[:8]:
+        detail = ""
+        if "field_groups" in info:
+            detail = "; ".join(
+                f"`{name}`: {g['fields']:,} fields, {g['value_bytes']:,} B values "
+                f"({(g['field_bytes'] + g['value_bytes']) / turns:,.0f} B/turn)"
+                for name, g in info["field_groups"].items()
+            )
+        elif "member_bytes" in info:
+            detail = f"{info['member_bytes']:,} B of members"
+        elif "value_bytes" in info:
+            detail = f"{info['value_bytes']:,} B value"
+        key = info["key"].replace("|", "\\|")
+        if len(key) > 60:
+            key = key[:57] + "..."
+        rows.append(
+            [
+                f"`{key}`",
+                info["type"],
+                f"{info['memory_usage']:,}",
+                f"{info.get('elements', 0):,}",
+                detail,
+            ]
+        )
+    return md_table(["key", "type", "MEMORY USAGE B", "elements", "breakdown"], rows, [2, 3])
+
+
 def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
     turns = s.growth_turns
     marks = sorted({m for m in (10, 50, 100) if m < turns} | {turns})
@@ -1390,6 +1485,7 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
                         f"{redis_used[turn] - used0:+,} B since start"
                     )
             total_used = (used0, redis_used[turns])
+            keys = key_breakdown(client)
         client.close()
 
     reference = InMemorySaver()
@@ -1455,7 +1551,7 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
         "InMemorySaver B/turn",
         f"{TIMES} content",
     ]
-    label = "RedisSaver" + (" [STAND-IN: InMemorySaver]" if ours.stand_in else "")
+    label = "RedisSaver"
     body = (
         f"One {turns}-turn conversation of {label} on a fresh private redis-server "
         f"(`INFO memory` used_memory sampled after turns {', '.join(map(str, marks))}; "
@@ -1467,7 +1563,10 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
         + f"\n\nRedis used_memory: {total_used[0]:,} B before, {total_used[1]:,} B after "
         f"({total_used[1] - total_used[0]:+,} B for {turns} turns). "
         f"Target: {LE} {TARGET_BYTES_RATIO:.0f}{TIMES} content bytes and flat; measured last/first "
-        f"window: Redis {flat:.2f}{TIMES}, InMemorySaver {mem_flat:.2f}{TIMES}."
+        f"window: Redis {flat:.2f}{TIMES}, InMemorySaver {mem_flat:.2f}{TIMES}.\n\n"
+        f"Where the bytes are after turn {turns} (all keys of the server, largest first; the "
+        "2-turn warm-up thread is included; hash fields grouped by their first NUL-separated "
+        "part, B/turn = field + value bytes / turns):\n\n" + breakdown_table(keys, turns)
     )
     report.add(f"5. Redis bytes per turn ({label}, {turns} turns)", body)
     report.data["growth"] = {
@@ -1477,6 +1576,7 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
         "used_memory_before": total_used[0],
         "used_memory_after": total_used[1],
         "last_over_first_window": {"redis": flat, "inmemory": mem_flat},
+        "keys_at_end": keys,
         "target_ratio_to_content": TARGET_BYTES_RATIO,
     }
 
@@ -1570,13 +1670,12 @@ def write_results(s: Settings, report: Report, machine: dict[str, Any], elapsed:
 
 def main(argv: Sequence[str] | None = None) -> int:
     s = parse_args(argv)
-    ours = load_ours(s.stand_in)
+    ours = load_ours()
     report = Report()
     progress(
         f"settings: {s.turns} turns, sync {s.rounds}{TIMES}{s.sync_conversations} conversations, "
         f"async {s.async_conversations} concurrent, {s.latency_calls} latency calls, "
         f"growth {s.growth_turns} turns; private Redis via {ours.server_note}"
-        + ("; STAND-IN: InMemorySaver replaces RedisSaver" if ours.stand_in else "")
     )
     server_version = ""
     with ours.server() as srv, postgres_schema(s.postgres_url) as pg:
@@ -1594,7 +1693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             phase_latency(s, entries, threads, report)
             mine = next(e for e in entries if e.key == OURS_KEY)
             sync_ops = phase_round_trips_sync(s, mine, threads[OURS_KEY], counters, report)
-            report_round_trips(mine.label, sync_ops, async_ops, report, ours.stand_in)
+            report_round_trips(mine.label, sync_ops, async_ops, report)
         client.close()
     phase_growth(s, ours, report)
 

@@ -36,6 +36,7 @@ __all__ = [
     "check_connection",
     "create_async_client",
     "create_client",
+    "describe_client",
     "is_cluster",
     "is_unavailable_error",
     "redact_url",
@@ -479,22 +480,40 @@ def is_unavailable_error(exc: BaseException) -> bool:
     return False
 
 
-def _describe(client: object) -> str:
+def describe_client(client: object) -> str:
+    """A URL-like, password-free description of where ``client`` points, for messages."""
+    nodes_manager = getattr(client, "nodes_manager", None)
+    startup = getattr(nodes_manager, "startup_nodes", None)
+    if isinstance(startup, Mapping) and startup:
+        node = next(iter(startup.values()))
+        return f"redis+cluster://{node.host}:{node.port}"
+    pool = getattr(client, "connection_pool", None)
+    service = getattr(pool, "service_name", None)
+    if isinstance(service, str):
+        sentinels = getattr(getattr(pool, "sentinel_manager", None), "sentinels", [])
+        hosts = ",".join(
+            "{host}:{port}".format_map(s.connection_pool.connection_kwargs) for s in sentinels
+        )
+        return f"redis+sentinel://{hosts}/{service}"
     getter = getattr(client, "get_connection_kwargs", None)
     kwargs = getter() if callable(getter) else {}
     if isinstance(kwargs, Mapping):
         if kwargs.get("path"):
             return f"unix://{kwargs['path']}"
         if kwargs.get("host"):
-            return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}"
+            return f"redis://{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
     return type(client).__name__
+
+
+# Older private name, imported by the saver modules.
+_describe = describe_client
 
 
 def check_connection(
     client: redis.Redis | redis.cluster.RedisCluster, url: str | None = None
 ) -> None:
     """PING ``client``; raise :class:`RedisUnavailableError` if Redis is unreachable."""
-    where = redact_url(url) if url is not None else _describe(client)
+    where = redact_url(url) if url is not None else describe_client(client)
     try:
         client.ping()
     except Exception as exc:
@@ -507,7 +526,7 @@ async def acheck_connection(
     client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster, url: str | None = None
 ) -> None:
     """Asyncio counterpart of :func:`check_connection`."""
-    where = redact_url(url) if url is not None else _describe(client)
+    where = redact_url(url) if url is not None else describe_client(client)
     try:
         await client.ping()
     except Exception as exc:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import redis
 import redis.cluster
 import redis.exceptions
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 
 __all__ = [
@@ -138,6 +138,7 @@ class RedisServer:
         self.args: tuple[str, ...] = tuple(args)
         self._binary = binary
         self._state = _ProcessState()
+        self._log_offsets: dict[str, int] = {}
         self._finalizer = weakref.finalize(self, self._state.cleanup)
 
     # --- properties -------------------------------------------------------------------
@@ -215,9 +216,26 @@ class RedisServer:
                 self._port = free_port()
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _log_since_launch(self) -> str:
+        # Logs append across restarts; only this launch's lines say why it failed.
+        text = []
+        for name, offset in self._log_offsets.items():
+            path = Path(self._state.data_dir or "", name)
+            if path.exists():
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    text.append(f.read().decode(errors="replace"))
+        return "\n".join(text)
+
     def _launch(self, binary: str) -> None:
         data_dir = self._state.data_dir
         assert data_dir is not None
+        self._log_offsets = {
+            name: os.path.getsize(os.path.join(data_dir, name))
+            if os.path.exists(os.path.join(data_dir, name))
+            else 0
+            for name in ("redis.log", "console.log")
+        }
         cmd = [
             binary,
             "--port", str(self.port),
@@ -257,14 +275,17 @@ class RedisServer:
                 assert proc is not None
                 if proc.poll() is not None:
                     tail = self.log_tail()
-                    if "Address already in use" in tail:
+                    if "Address already in use" in self._log_since_launch():
                         raise _AddressInUse()
                     raise RuntimeError(
                         f"redis-server on port {self.port} exited with code "
                         f"{proc.returncode} during startup:\n{tail}"
                     )
                 try:
-                    if probe.ping():
+                    # Check the pid: another server may already hold the port.
+                    # PING (unlike INFO) fails with LOADING until the AOF is read.
+                    ours = probe.info("server").get("process_id") == proc.pid
+                    if ours and probe.ping():
                         return
                 except redis.exceptions.BusyLoadingError:
                     pass  # replaying the AOF after a restart
@@ -332,8 +353,13 @@ class RedisServer:
             self._state.data_dir = None
 
     def client(self, **kwargs: Any) -> redis.Redis:
-        """A plain synchronous client to this server (bytes replies)."""
-        options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0}
+        """A plain synchronous client to this server (bytes replies, one quick retry)."""
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 1.0,
+            "socket_timeout": 5.0,
+            # redis-py's default retries would stall for seconds on a killed server.
+            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.005), 1),
+        }
         options.update(kwargs)
         return redis.Redis(host=_HOST, port=self.port, **options)
 
@@ -465,8 +491,12 @@ class RedisClusterServers:
             time.sleep(0.05)
 
     def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
-        """A synchronous cluster client (bytes replies)."""
-        options: dict[str, Any] = {"socket_connect_timeout": 1.0, "socket_timeout": 5.0}
+        """A synchronous cluster client (bytes replies, one quick retry)."""
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 1.0,
+            "socket_timeout": 5.0,
+            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.005), 1),
+        }
         options.update(kwargs)
         return redis.cluster.RedisCluster(startup_nodes=self.startup_nodes, **options)
 

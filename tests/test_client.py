@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from redis_checkpoint.client import (
     check_connection,
     create_async_client,
     create_client,
+    describe_client,
     is_cluster,
     is_unavailable_error,
     redact_url,
@@ -249,6 +249,7 @@ def test_sentinel_url_configures_sentinel_without_connecting() -> None:
 
 def test_sentinel_defaults_port_and_db_and_tls() -> None:
     client = create_client("rediss+sentinel://s1,s2:5000/cache")
+    assert isinstance(client, redis.Redis)
     pool = client.connection_pool
     assert isinstance(pool, redis.sentinel.SentinelConnectionPool)
     assert _sentinel_hosts(pool) == [("s1", 26379), ("s2", 5000)]
@@ -333,6 +334,20 @@ def test_is_cluster_false_for_standalone(redis_url: str) -> None:
     client.close()
 
 
+async def test_describe_client(unix_socket_server: tuple[RedisServer, str]) -> None:
+    assert describe_client(create_client("redis://:pw@127.0.0.1:7200/3")) == (
+        "redis://127.0.0.1:7200/3"
+    )
+    _, path = unix_socket_server
+    assert describe_client(create_client(f"unix://{path}")) == f"unix://{path}"
+    sentinel = create_client("redis+sentinel://:pw@s1:1,s2:2/svc")
+    assert describe_client(sentinel) == "redis+sentinel://s1:1,s2:2/svc"
+    cluster = create_async_client("redis+cluster://127.0.0.1:7300")
+    assert describe_client(cluster) == "redis+cluster://127.0.0.1:7300"
+    await cluster.aclose()
+    assert describe_client(object()) == "object"
+
+
 # --- existing clients ---------------------------------------------------------------
 
 
@@ -378,7 +393,7 @@ def test_dead_server_bounded_connection_attempts(
     retries: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     attempts = 0
-    original = redis.connection.Connection._connect
+    original: Any = redis.connection.Connection._connect
 
     def counting(self: redis.connection.Connection) -> Any:
         nonlocal attempts
@@ -408,7 +423,7 @@ async def test_async_dead_server_bounded_connection_attempts(
     retries: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     attempts = 0
-    original = redis.asyncio.connection.Connection._connect
+    original: Any = redis.asyncio.connection.Connection._connect
 
     async def counting(self: redis.asyncio.connection.Connection) -> Any:
         nonlocal attempts
@@ -449,7 +464,7 @@ def test_check_connection_passes_on_live_server(redis_url: str) -> None:
         redis.exceptions.ResponseError("MISCONF Redis is configured to save RDB snapshots"),
         redis.exceptions.RedisClusterException("Redis Cluster cannot be connected."),
         OSError("network down"),
-        socket.timeout("timed out"),
+        TimeoutError("timed out"),  # what socket timeouts raise
         asyncio.TimeoutError(),
         ConnectionRefusedError(),
         RedisUnavailableError("down"),

@@ -28,9 +28,7 @@ def test_observe_operation(metrics: Metrics, registry: CollectorRegistry) -> Non
     value = registry.get_sample_value
     assert value("checkpoint_operations_total", {"operation": "put", "outcome": "ok"}) == 2
     assert value("checkpoint_operations_total", {"operation": "put", "outcome": "fallback"}) == 1
-    assert (
-        value("checkpoint_operations_total", {"operation": "get_tuple", "outcome": "error"}) == 1
-    )
+    assert value("checkpoint_operations_total", {"operation": "get_tuple", "outcome": "error"}) == 1
     assert value("checkpoint_operation_duration_seconds_count", {"operation": "put"}) == 3
     assert value(
         "checkpoint_operation_duration_seconds_sum", {"operation": "put"}
@@ -65,15 +63,13 @@ def test_fallback_gauges_and_replay(metrics: Metrics, registry: CollectorRegistr
     metrics.set_fallback("saver", True, 5)
     assert registry.get_sample_value("redis_fallback_active", {"component": "saver"}) == 1
     assert (
-        registry.get_sample_value("redis_fallback_pending_operations", {"component": "saver"})
-        == 5
+        registry.get_sample_value("redis_fallback_pending_operations", {"component": "saver"}) == 5
     )
     metrics.replayed("saver", 5)
     metrics.set_fallback("saver", False, 0)
     assert registry.get_sample_value("redis_fallback_active", {"component": "saver"}) == 0
     assert (
-        registry.get_sample_value("redis_fallback_pending_operations", {"component": "saver"})
-        == 0
+        registry.get_sample_value("redis_fallback_pending_operations", {"component": "saver"}) == 0
     )
     assert registry.get_sample_value("redis_fallback_replayed_total", {"component": "saver"}) == 5
     # Zero replays still export the series so dashboards see 0, not "no data".
@@ -120,9 +116,10 @@ def test_prefix(registry: CollectorRegistry) -> None:
         )
         == 1
     )
-    assert registry.get_sample_value(
-        "redis_round_trips_total", {"component": "c", "operation": "op"}
-    ) is None
+    assert (
+        registry.get_sample_value("redis_round_trips_total", {"component": "c", "operation": "op"})
+        is None
+    )
 
 
 def test_second_instance_on_same_registry_shares_metrics(registry: CollectorRegistry) -> None:

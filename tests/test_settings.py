@@ -63,8 +63,16 @@ def test_from_env_empty_environment_gives_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("true", True), ("1", True), ("YES", True), ("On", True)]
-    + [("false", False), ("0", False), ("no", False), ("OFF", False)],
+    [
+        ("true", True),
+        ("1", True),
+        ("YES", True),
+        ("On", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("OFF", False),
+    ],
 )
 def test_cache_enabled_spellings(raw: str, expected: bool) -> None:
     assert Settings.from_env({"CACHE_ENABLED": raw}).cache_enabled is expected

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 import redis.cluster
@@ -48,6 +49,14 @@ def test_start_failure_reports_log(redis_server_bin: str) -> None:
     server.close()
 
 
+def test_fixed_port_in_use_is_reported(redis_server: RedisServer, redis_server_bin: str) -> None:
+    clash = RedisServer(redis_server.port, binary=redis_server_bin)
+    with pytest.raises(RuntimeError, match=f"could not bind port {redis_server.port}"):
+        clash.start()
+    clash.close()
+    assert redis_server.client().ping()
+
+
 @pytest.mark.cluster
 def test_cluster_round_trip(redis_cluster: RedisClusterServers) -> None:
     assert redis_cluster.url == f"redis+cluster://127.0.0.1:{redis_cluster.ports[0]}"
@@ -60,7 +69,8 @@ def test_cluster_round_trip(redis_cluster: RedisClusterServers) -> None:
     for i, key in enumerate(keys):
         client.set(key, str(i).encode())
     assert [client.get(key) for key in keys] == [str(i).encode() for i in range(30)]
-    owners = {client.get_node_from_key(key).port for key in keys}
+    locate: Any = client.get_node_from_key
+    owners = {locate(key).port for key in keys}
     assert owners == set(redis_cluster.ports)
     client.delete(*keys[:1])
     client.close()

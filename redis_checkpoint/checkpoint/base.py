@@ -86,13 +86,14 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
 
     def get_next_version(self, current: str | None, channel: None = None) -> str:
         # Zero-padded so versions sort as strings; the random tail keeps concurrent writers apart.
+        # Short, because every checkpoint repeats its channels' versions.
         if current is None:
             number = 0
         elif isinstance(current, (int, float)):
             number = int(current)
         else:
             number = int(str(current).split(".", 1)[0])
-        return f"{number + 1:032}.{random.random():016}"
+        return f"{number + 1:012}.{random.getrandbits(32):08x}"
 
     # -- helpers of the drivers ----------------------------------------------------------------
 

@@ -3,14 +3,24 @@
 Records are msgpack arrays in the old "raw" string format, because the Lua scripts read them with
 Redis's built-in ``cmsgpack``, which does not understand msgpack's bin types:
 
-    record = [1, parent_id, checkpoint_type, checkpoint_bytes, metadata_type, metadata_bytes,
-              [blob field, ...], {metadata key: canonical JSON or "?"}]
+    record = [2, parent_id, checkpoint_type, checkpoint_bytes, metadata_type, metadata_bytes,
+              [channel, version, inline, ...], {metadata key: canonical JSON or "?"}]
+
+The checkpoint itself is stored without ``id`` and ``channel_versions``: the member names the id
+and the channel/version triples (which the scripts need to find the blobs) give the versions
+back. Small values (None, numbers, short strings) and emptied channels are ``inline`` blobs in the
+record, which costs less than a hash field of their own; others are b"" there and live in blobs.
+A checkpoint's pending writes are one msgpack map ``{task S idx: [channel, type, bytes, path]}``.
 
 A blob is one of
 
     b"V" <len(type)> <type> <serialized value>     a whole value
+    b"Z" <len(type)> <type> <zlib(serialized)>     the same, compressed
     b"E"                                           the channel was emptied at this version
-    b"L" <u16 len(base)> <base field> <u32 count of base items> msgpack([type, bytes, ...])
+    b"L" <u16 len(base)> <base field> <u32 count of base items> <flag> msgpack([type, bytes, ...])
+
+Payloads of 256 bytes or more are zlib-compressed (level 1) when that saves at least an eighth:
+message text compresses about 2-3x, and every turn's messages are stored in a write and a blob.
 
 ``L`` blobs store a list channel (a message history) as the items appended since an earlier
 version of the same list (its *base*): a conversation then costs what each turn adds, not the whole
@@ -21,15 +31,16 @@ from __future__ import annotations
 
 import json
 import struct
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgpack
 
-from redis_checkpoint.checkpoint.keys import escape, unescape
+from redis_checkpoint.checkpoint.keys import SEP, escape, unescape
 from redis_checkpoint.errors import CorruptEntryError
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 UNKNOWN = b"?"
 EMPTY_BLOB = b"E"
 _LIST_HEAD = struct.Struct(">H")
@@ -100,7 +111,7 @@ def encode_record(
     checkpoint: tuple[str, bytes],
     metadata: tuple[str, bytes],
     metadata_value: Mapping[str, Any],
-    blob_fields: list[bytes],
+    versions: list[bytes],
 ) -> bytes:
     filters = {key.encode(): canonical(value) for key, value in metadata_value.items()}
     return pack(
@@ -111,7 +122,7 @@ def encode_record(
             checkpoint[1],
             metadata[0].encode(),
             metadata[1],
-            blob_fields,
+            versions,
             filters,
         ]
     )
@@ -120,7 +131,9 @@ def encode_record(
 class Record:
     """A decoded checkpoint record (values still serialized)."""
 
-    __slots__ = ("blob_fields", "checkpoint", "metadata", "parent_id")
+    __slots__ = ("checkpoint", "metadata", "parent_id", "versions")
+
+    versions: list[tuple[bytes, bytes, bytes]]  # (escaped channel, version token, inline blob)
 
     def __init__(self, raw: bytes, where: str) -> None:
         try:
@@ -130,17 +143,49 @@ class Record:
             self.parent_id: str | None = unescape(fields[1]) if fields[1] is not None else None
             self.checkpoint = (text(fields[2]), fields[3])
             self.metadata = (text(fields[4]), fields[5])
-            self.blob_fields: list[bytes] = list(fields[6])
+            flat = fields[6]
+            self.versions = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
         except Exception as exc:
             raise CorruptEntryError(where, f"checkpoint record is unreadable ({exc})") from exc
+
+    def blob_fields(self, ns: bytes) -> list[tuple[bytes, bytes]]:
+        """(escaped channel, blob field) of every channel version this checkpoint holds."""
+        head = b"b" + SEP + ns + SEP
+        return [
+            (channel, head + channel + SEP + token)
+            for channel, token, inline in self.versions
+            if not inline
+        ]
 
 
 # -- blobs --------------------------------------------------------------------------------------
 
 
+def is_small(value: Any) -> bool:
+    """Values stored inline in the checkpoint record (decided by type, without serializing)."""
+    if value is None or isinstance(value, (bool, float)):
+        return True
+    if isinstance(value, int):
+        return -(2**53) < value < 2**53
+    return isinstance(value, (str, bytes)) and len(value) <= 48
+
+
+COMPRESS_FROM = 256
+
+
+def squeeze(payload: bytes) -> tuple[bool, bytes]:
+    """(compressed?, bytes): zlib only where it pays."""
+    if len(payload) >= COMPRESS_FROM:
+        packed = zlib.compress(payload, 1)
+        if len(packed) <= len(payload) - len(payload) // 8:
+            return True, packed
+    return False, payload
+
+
 def encode_value(typed: tuple[str, bytes]) -> bytes:
     kind = typed[0].encode()
-    return b"V" + bytes([len(kind)]) + kind + typed[1]
+    compressed, payload = squeeze(typed[1])
+    return (b"Z" if compressed else b"V") + bytes([len(kind)]) + kind + payload
 
 
 def encode_list(base: bytes | None, base_count: int, items: Iterable[tuple[str, bytes]]) -> bytes:
@@ -148,9 +193,9 @@ def encode_list(base: bytes | None, base_count: int, items: Iterable[tuple[str, 
     flat: list[Any] = []
     for kind, payload in items:
         flat += [kind, payload]
-    return (
-        b"L" + _LIST_HEAD.pack(len(base)) + base + _LIST_COUNT.pack(base_count) + pack(flat)
-    )
+    compressed, payload = squeeze(pack(flat))
+    head = b"L" + _LIST_HEAD.pack(len(base)) + base + _LIST_COUNT.pack(base_count)
+    return head + (b"z" if compressed else b"-") + payload
 
 
 def list_base(blob: bytes) -> bytes | None:
@@ -178,9 +223,12 @@ def decode_blob(
         kind = blob[:1]
         if kind == b"E":
             return MISSING
-        if kind == b"V":
+        if kind in (b"V", b"Z"):
             size = blob[1]
-            return loads((blob[2 : 2 + size].decode(), blob[2 + size :]))
+            payload = blob[2 + size :]
+            if kind == b"Z":
+                payload = zlib.decompress(payload)
+            return loads((blob[2 : 2 + size].decode(), payload))
         if kind == b"L":
             return [loads(item) for item in list_items(field, blobs, where)]
         raise ValueError(f"unknown blob kind {kind!r}")
@@ -211,7 +259,10 @@ def list_items(
         seen.add(current)
         (size,) = _LIST_HEAD.unpack_from(blob, 1)
         (count,) = _LIST_COUNT.unpack_from(blob, 3 + size)
-        flat = unpack(blob[7 + size :])
+        payload = blob[8 + size :]
+        if blob[7 + size : 8 + size] == b"z":
+            payload = zlib.decompress(payload)
+        flat = unpack(payload)
         segments.append([(text(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)])
         expected.append(count)
         current = blob[3 : 3 + size] if size else None
@@ -226,13 +277,32 @@ def list_items(
 # -- writes -------------------------------------------------------------------------------------
 
 
-def encode_write(task_id: str, channel: str, typed: tuple[str, bytes], task_path: str) -> bytes:
-    return pack([task_id.encode(), channel.encode(), typed[0].encode(), typed[1], task_path.encode()])
+def encode_write(channel: str, typed: tuple[str, bytes], task_path: str) -> bytes:
+    compressed, payload = squeeze(typed[1])
+    return pack([channel.encode(), typed[0].encode(), payload, task_path.encode(), compressed])
 
 
-def decode_write(raw: bytes, where: str) -> tuple[str, str, tuple[str, bytes], str]:
+def decode_writes(
+    raw: bytes | None, where: str
+) -> list[tuple[tuple[str, str, int], str, tuple[str, bytes]]]:
+    """A checkpoint's writes as (writes_sort_key, channel, typed value), in that order."""
+    if not raw:
+        return []
     try:
-        task_id, channel, kind, payload, task_path = unpack(raw)
-        return text(task_id), text(channel), (text(kind), payload), text(task_path)
+        rows = []
+        for key, value in unpack(raw).items():
+            task_id, idx = key.rsplit(SEP, 1)
+            channel, kind, payload, task_path, compressed = unpack(value)
+            if compressed:
+                payload = zlib.decompress(payload)
+            rows.append(
+                (
+                    (text(task_path), unescape(task_id), int(idx)),
+                    text(channel),
+                    (text(kind), bytes(payload)),
+                )
+            )
     except Exception as exc:
-        raise CorruptEntryError(where, f"pending write is unreadable ({exc})") from exc
+        raise CorruptEntryError(where, f"pending writes are unreadable ({exc})") from exc
+    rows.sort(key=lambda row: row[0])
+    return rows

@@ -38,9 +38,14 @@ from redis_checkpoint.checkpoint.keys import (
     checkpoint_member,
     escape,
     unescape,
-    write_prefix,
-    write_suffix,
+    version_from_token,
+    version_token,
+    write_key,
+    writes_field,
 )
+
+# Stored in the member and in the record's channel/version pairs, not in the serialized checkpoint.
+_KEPT_ELSEWHERE = ("channel_values", "channel_versions", "id")
 
 T = TypeVar("T")
 Kind = Literal["read", "write", "admin"]
@@ -194,20 +199,12 @@ class SaverCore:
 
     # -- decoding ------------------------------------------------------------------------------
 
-    def _pending_writes(
-        self, keys: ThreadKeys, members: Sequence[bytes], values: Sequence[bytes | None]
-    ) -> list[PendingWrite]:
-        rows = []
-        for member, raw in zip(members, values):
-            if raw is None:
-                continue
-            task_id, channel, typed, task_path = codec.decode_write(
-                raw, self._where(keys, member)
-            )
-            idx = int(member.rsplit(SEP, 1)[1])
-            rows.append(((task_path, task_id, idx), (task_id, channel, typed)))
-        rows.sort(key=lambda row: row[0])
-        return [(tid, ch, self.serde.loads_typed(typed)) for _, (tid, ch, typed) in rows]
+    def _pending_writes(self, keys: ThreadKeys, member: bytes, raw: bytes | None) -> list[PendingWrite]:
+        where = self._where(keys, b"w" + member[1:])
+        return [
+            (sort_key[1], channel, self.serde.loads_typed(typed))
+            for sort_key, channel, typed in codec.decode_writes(raw, where)
+        ]
 
     def _tuple(
         self,
@@ -215,8 +212,7 @@ class SaverCore:
         member: bytes,
         raw: bytes,
         blobs: Mapping[bytes, bytes | None],
-        write_members: Sequence[bytes],
-        write_values: Sequence[bytes | None],
+        writes: bytes | None,
         remember: bool = False,
     ) -> CheckpointTuple:
         where = self._where(keys, member)
@@ -224,20 +220,32 @@ class SaverCore:
         _, ns_e, cid_e = member.split(SEP)
         ns, checkpoint_id = unescape(ns_e), unescape(cid_e)
         try:
-            checkpoint: Checkpoint = self.serde.loads_typed(record.checkpoint)
+            stored = self.serde.loads_typed(record.checkpoint)
             metadata: CheckpointMetadata = self.serde.loads_typed(record.metadata)
+            versions = {unescape(ch): version_from_token(tok) for ch, tok, _ in record.versions}
         except Exception as exc:
             raise codec.CorruptEntryError(where, f"cannot deserialize ({exc})") from exc
         values: dict[str, Any] = {}
-        for blob in record.blob_fields:
+        for channel_e, _, inline in record.versions:
+            if inline and inline != codec.EMPTY_BLOB:
+                values[unescape(channel_e)] = codec.decode_blob(
+                    b"", {b"": inline}, self.serde.loads_typed, where
+                )
+        for channel_e, blob in record.blob_fields(ns_e):
             value = codec.decode_blob(blob, blobs, self.serde.loads_typed, keys.data)
             if value is codec.MISSING:
                 continue
-            channel = unescape(blob.split(SEP)[2])
+            channel = unescape(channel_e)
             values[channel] = value
             if remember and (raw_blob := blobs.get(blob)) and raw_blob[:1] == b"L":
                 items = codec.list_items_raw(blob, blobs, keys.data)
                 self._remember_list((keys.thread_id, ns_e, channel), _StoredList(blob, items))
+        checkpoint: Checkpoint = {
+            **stored,
+            "id": checkpoint_id,
+            "channel_versions": versions,
+            "channel_values": values,
+        }
         config: RunnableConfig = {
             "configurable": {
                 "thread_id": keys.thread_id,
@@ -256,10 +264,10 @@ class SaverCore:
             }
         return CheckpointTuple(
             config=config,
-            checkpoint={**checkpoint, "channel_values": values},
+            checkpoint=checkpoint,
             metadata=metadata,
             parent_config=parent,
-            pending_writes=self._pending_writes(keys, write_members, write_values),
+            pending_writes=self._pending_writes(keys, member, writes),
         )
 
     # -- operations ----------------------------------------------------------------------------
@@ -285,9 +293,8 @@ class SaverCore:
         reply = (yield Call(commands, "read", thread_id))[0]
         if not reply:
             return None
-        member, raw, flat, write_members, write_values = reply
-        blobs = _pairs(flat)
-        return self._tuple(keys, member, raw, blobs, write_members, write_values, remember=True)
+        member, raw, flat, writes = reply
+        return self._tuple(keys, member, raw, _pairs(flat), writes, remember=True)
 
     def list_page(
         self,
@@ -319,8 +326,8 @@ class SaverCore:
         found, flat, more = (yield Call([command], "read", thread_id))[0]
         blobs = _pairs(flat)
         out = []
-        for member, raw, write_members, write_values in found:
-            tup = self._tuple(keys, member, raw, blobs, write_members, write_values)
+        for member, raw, writes in found:
+            tup = self._tuple(keys, member, raw, blobs, writes)
             if codec.metadata_matches(tup.metadata, filter):
                 out.append(tup)
         return out, more or None
@@ -393,38 +400,41 @@ class SaverCore:
         full: dict[bytes, list[bytes]] = {}
         lists: dict[tuple[str, bytes, str], _StoredList] = {}
         for channel, version in new_versions.items():
+            if channel not in values or codec.is_small(values[channel]):
+                continue  # inline in the record
             name = blob_field(ns_e, channel, version)
-            base = b""
-            if channel not in values:
-                blob = codec.EMPTY_BLOB
-            else:
-                typed = self.serde.dumps_typed(values[channel])
-                items = _split_list(typed) if type(values[channel]) is list else None
-                if items is None:
-                    blob = codec.encode_value(typed)
-                else:
-                    key = (thread_id, ns_e, channel)
-                    known = self._lists.get(key)
-                    start = 0
-                    if known and len(known.items) <= len(items):
-                        if items[: len(known.items)] == known.items:
-                            start, base = len(known.items), known.field
-                    blob = codec.encode_list(
-                        base or None, start, [(typed[0], item) for item in items[start:]]
-                    )
-                    full[name] = items
-                    lists[key] = _StoredList(name, items)
-            blob_args += [name, blob, base]
-        stored = {k: v for k, v in checkpoint.items() if k != "channel_values"}
+            typed = self.serde.dumps_typed(values[channel])
+            items = _split_list(typed) if type(values[channel]) is list else None
+            if items is None:
+                blob_args += [name, codec.encode_value(typed), b""]
+                continue
+            # A list that starts with the last version this process saw stores only its new items.
+            key = (thread_id, ns_e, channel)
+            known = self._lists.get(key)
+            start, base = 0, b""
+            if known and known.items == items[: len(known.items)]:
+                start, base = len(known.items), known.field
+            new_items = [(typed[0], item) for item in items[start:]]
+            blob_args += [name, codec.encode_list(base or None, start, new_items), base]
+            full[name] = items
+            lists[key] = _StoredList(name, items)
+        stored = {k: v for k, v in checkpoint.items() if k not in _KEPT_ELSEWHERE}
         full_metadata = get_checkpoint_metadata(config, metadata)
+        versions: list[bytes] = []
+        for channel, version in checkpoint["channel_versions"].items():
+            if channel not in values:
+                inline = codec.EMPTY_BLOB
+            elif codec.is_small(values[channel]):
+                inline = codec.encode_value(self.serde.dumps_typed(values[channel]))
+            else:
+                inline = b""
+            versions += [escape(channel), version_token(version), inline]
         record = codec.encode_record(
             parent_id=config["configurable"].get("checkpoint_id"),
             checkpoint=self.serde.dumps_typed(stored),
             metadata=self.serde.dumps_typed(full_metadata),
             metadata_value=full_metadata,
-            blob_fields=[
-                blob_field(ns_e, ch, ver) for ch, ver in checkpoint["channel_versions"].items()
-            ],
+            versions=versions,
         )
         member = checkpoint_member(ns_e, escape(checkpoint_id))
         head = (member, record, self.ttl_ms, thread_id)
@@ -467,13 +477,13 @@ class SaverCore:
         keys = self.keys(thread_id)
         ns = config["configurable"].get("checkpoint_ns", "") or ""
         checkpoint_id = config["configurable"]["checkpoint_id"]
-        args: list[Any] = [write_prefix(escape(ns), escape(checkpoint_id)), self.ttl_ms, thread_id]
+        args: list[Any] = [writes_field(escape(ns), escape(checkpoint_id)), self.ttl_ms, thread_id]
         for i, (channel, value) in enumerate(writes):
             idx = WRITES_IDX_MAP.get(channel, i)
             typed = self.serde.dumps_typed(value)
             args += [
-                write_suffix(task_id, idx),
-                codec.encode_write(task_id, channel, typed, task_path),
+                write_key(task_id, idx),
+                codec.encode_write(channel, typed, task_path),
                 b"1" if channel in WRITES_IDX_MAP else b"0",
             ]
         commands = [self._script("put_writes", keys, *args), *self._register(thread_id)]
@@ -607,17 +617,23 @@ class SaverCore:
         collected: dict[str, list[PendingWrite]] = {ch: [] for ch in channels}
         seeds: dict[str, Any] = {}
         remaining = set(channels)
-        for member, raw, write_members, write_values in steps:
+        ns_e = escape(ns)
+        for member, raw, writes_raw in steps:
             record = codec.Record(raw, self._where(keys, member))
             here: dict[str, Any] = {}
-            for blob in record.blob_fields:
-                channel = unescape(blob.split(SEP)[2])
+            for channel_e, _, inline in record.versions:
+                channel = unescape(channel_e)
+                if channel in remaining and inline and inline != codec.EMPTY_BLOB:
+                    here[channel] = codec.decode_blob(
+                        b"", {b"": inline}, self.serde.loads_typed, keys.data
+                    )
+            for channel_e, blob in record.blob_fields(ns_e):
+                channel = unescape(channel_e)
                 if channel in remaining and blob in blobs:
                     value = codec.decode_blob(blob, blobs, self.serde.loads_typed, keys.data)
                     if value is not codec.MISSING:
                         here[channel] = value
-            writes = self._pending_writes(keys, write_members, write_values)
-            for write in reversed(writes):
+            for write in reversed(self._pending_writes(keys, member, writes_raw)):
                 if write[1] in remaining:
                     collected[write[1]].append(write)
             for channel, value in here.items():

@@ -3,10 +3,10 @@
 Every thread lives in exactly two keys that share one hash slot (the ``{...}`` hash tag), so each
 operation on a thread is one script call on a single node, standalone or cluster:
 
-* ``<prefix>:cp:{<thread>}:idx`` - a sorted set (all scores 0, ordered by member bytes) indexing
-  checkpoints (``c`` members) and writes (``w`` members);
-* ``<prefix>:cp:{<thread>}:data`` - a hash holding checkpoint records, channel blobs, writes and the
-  thread's own settings.
+* ``<prefix>:cp:{<thread>}:idx`` - a sorted set of the thread's checkpoints (all scores 0, so
+  ordered by member bytes: namespace, then checkpoint id);
+* ``<prefix>:cp:{<thread>}:data`` - a hash holding checkpoint records (``c``), channel blobs
+  (``b``), each checkpoint's pending writes (``w``) and the thread's own settings.
 
 Field and member names join escaped parts with NUL bytes. Escaping keeps NUL and 0x01 out of every
 part, so a lexicographic range ``[c\\0<ns>\\0`` .. ``(c\\0<ns>\\1`` selects exactly one namespace.
@@ -50,6 +50,17 @@ def version_token(version: str | int | float) -> bytes:
     return b"s" + escape(str(version))
 
 
+def version_from_token(token: bytes) -> str | int | float:
+    kind, rest = token[:1], token[1:]
+    if kind == b"i":
+        return int(rest)
+    if kind == b"f":
+        return float(rest)
+    if kind == b"s":
+        return unescape(rest)
+    raise ValueError(f"unknown channel version {token!r}")
+
+
 def checkpoint_member(ns: bytes, checkpoint_id: bytes) -> bytes:
     return b"c" + SEP + ns + SEP + checkpoint_id
 
@@ -58,11 +69,12 @@ def blob_field(ns: bytes, channel: str, version: str | int | float) -> bytes:
     return b"b" + SEP + ns + SEP + escape(channel) + SEP + version_token(version)
 
 
-def write_prefix(ns: bytes, checkpoint_id: bytes) -> bytes:
-    return b"w" + SEP + ns + SEP + checkpoint_id + SEP
+def writes_field(ns: bytes, checkpoint_id: bytes) -> bytes:
+    """The field holding a checkpoint's pending writes (one map, see codec.py)."""
+    return b"w" + SEP + ns + SEP + checkpoint_id
 
 
-def write_suffix(task_id: str, idx: int) -> bytes:
+def write_key(task_id: str, idx: int) -> bytes:
     return escape(task_id) + SEP + str(idx).encode()
 
 

@@ -60,9 +60,17 @@ class _Thread:
         hi = bisect.bisect_left(self.members, upper)
         return self.members[lo:hi]
 
-    def writes_of(self, member: bytes) -> tuple[list[bytes], list[bytes | None]]:
-        names = self.with_prefix(b"w" + member[1:] + SEP)
-        return names, [self.data.get(n) for n in names]
+    def writes_of(self, member: bytes) -> bytes | None:
+        return self.data.get(b"w" + member[1:])
+
+    def blob_fields(self, member: bytes, record: list[Any]) -> list[bytes]:
+        head = b"b" + member[1 : member.index(SEP, 2) + 1]
+        triples = record[6]
+        return [
+            head + triples[i] + SEP + triples[i + 1]
+            for i in range(0, len(triples), 3)
+            if not triples[i + 2]
+        ]
 
     def chain(self, name: bytes, out: list[bytes], seen: set[bytes]) -> None:
         current: bytes | None = name
@@ -76,7 +84,7 @@ class _Thread:
         raw = self.data[member]
         try:
             fields = codec.unpack(raw)
-            if not isinstance(fields, list) or fields[0] != 1:
+            if not isinstance(fields, list) or fields[0] != codec.RECORD_FORMAT:
                 raise ValueError
             return fields
         except Exception:
@@ -209,13 +217,11 @@ class MemoryTier:
             entries, flat = reply[0], reply[1]
         else:
             return
-        for member, raw, write_members, write_values in entries:
+        for member, raw, writes in entries:
             thread.zadd(member)
             thread.hset(member, raw)
-            for name, value in zip(write_members, write_values):
-                if value is not None:
-                    thread.zadd(name)
-                    thread.hset(name, value)
+            if writes:
+                thread.hset(b"w" + member[1:], writes)
         for i in range(0, len(flat), 2):
             if flat[i + 1]:
                 thread.hset(flat[i], flat[i + 1])
@@ -260,13 +266,11 @@ class MemoryTier:
             member = found[-1]
         if member not in thread.data:
             return None
-        record = thread.record(member)
         flat: list[bytes] = []
         seen: set[bytes] = set()
-        for name in record[6]:
+        for name in thread.blob_fields(member, thread.record(member)):
             thread.chain(name, flat, seen)
-        names, values = thread.writes_of(member)
-        return [member, thread.data[member], flat, names, values]
+        return [member, thread.data[member], flat, thread.writes_of(member)]
 
     def _script_list(self, thread: _Thread, args: list[bytes]) -> Any:
         has_ns, ns, before, exact = args[0] == b"1", args[1], args[2], args[3]
@@ -295,10 +299,9 @@ class MemoryTier:
                 for k, v in filters.items()
             ):
                 continue
-            for name in record[6]:
+            for name in thread.blob_fields(member, record):
                 thread.chain(name, flat, seen)
-            names, values = thread.writes_of(member)
-            found.append([member, thread.data[member], names, values])
+            found.append([member, thread.data[member], thread.writes_of(member)])
             if limit and len(found) >= limit:
                 more = member
                 break
@@ -320,11 +323,12 @@ class MemoryTier:
         return [1, thread.ttl(int(args[2]))]
 
     def _script_put_writes(self, thread: _Thread, args: list[bytes]) -> Any:
+        current = thread.data.get(args[0])
+        writes = codec.unpack(current) if current else {}
         for i in range(3, len(args), 3):
-            member = args[0] + args[i]
-            if args[i + 2] == b"1" or member not in thread.data:
-                thread.hset(member, args[i + 1])
-            thread.zadd(member)
+            if args[i + 2] == b"1" or args[i] not in writes:
+                writes[args[i]] = args[i + 1]
+        thread.hset(args[0], codec.pack(writes))
         thread.data.setdefault(THREAD_ID, args[2])
         return thread.ttl(int(args[1]))
 
@@ -333,7 +337,7 @@ class MemoryTier:
         target = self._script_get(thread, [ns, cid])
         if target is None:
             return [[], []]
-        remaining = {b"b" + SEP + ns + SEP + ch + SEP for ch in args[2:]}
+        remaining = set(args[2:])
         parent = thread.record(target[0])[1]
         steps: list[Any] = []
         flat: list[bytes] = []
@@ -343,14 +347,21 @@ class MemoryTier:
             if member not in thread.data:
                 break
             record = thread.record(member)
-            names, values = thread.writes_of(member)
-            steps.append([member, thread.data[member], names, values])
-            for name in record[6]:
-                head = name[: name.rindex(SEP) + 1]
-                blob = thread.data.get(name)
-                if head in remaining and blob and blob != codec.EMPTY_BLOB:
-                    remaining.discard(head)
-                    thread.chain(name, flat, seen)
+            steps.append([member, thread.data[member], thread.writes_of(member)])
+            triples = record[6]
+            for i in range(0, len(triples), 3):
+                channel, inline = triples[i], triples[i + 2]
+                if channel not in remaining:
+                    continue
+                found = bool(inline) and inline != codec.EMPTY_BLOB
+                if not inline:
+                    name = b"b" + SEP + ns + SEP + channel + SEP + triples[i + 1]
+                    blob = thread.data.get(name)
+                    if blob and blob != codec.EMPTY_BLOB:
+                        found = True
+                        thread.chain(name, flat, seen)
+                if found:
+                    remaining.discard(channel)
             parent = record[1]
         return [steps, flat]
 

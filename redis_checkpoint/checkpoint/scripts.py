@@ -27,8 +27,8 @@ local function apply_ttl(default_ms)
   return ms
 end
 
-local function chunked(cmd, key, items, first)
-  -- Lua's unpack() has a stack limit: send long argument lists in slices.
+local function chunked(cmd, key, items)
+  -- Lua's unpack() has a stack limit: send long argument lists in slices (of even length).
   local out = {}
   for i = 1, #items, 400 do
     local part = redis.call(cmd, key, unpack(items, i, math.min(i + 399, #items)))
@@ -41,10 +41,21 @@ end
 
 local function record(member, raw)
   local ok, r = pcall(cmsgpack.unpack, raw)
-  if not ok or type(r) ~= 'table' or r[1] ~= 1 or type(r[7]) ~= 'table' then
+  if not ok or type(r) ~= 'table' or r[1] ~= 2 or type(r[7]) ~= 'table' then
     error({err = 'CORRUPT checkpoint record ' .. member})
   end
   return r
+end
+
+local function blob_fields(member, r)
+  -- r[7] holds (channel, version, inline value) triples; a channel whose value is not inline
+  -- lives in the blob field 'b' S ns S channel S version.
+  local head = 'b' .. string.sub(member, 2, string.find(member, S, 3, true))
+  local out = {}
+  for i = 1, #r[7], 3 do
+    if r[7][i + 2] == '' then out[#out + 1] = head .. r[7][i] .. S .. r[7][i + 1] end
+  end
+  return out
 end
 
 local function add_chain(field, out, seen)
@@ -62,48 +73,30 @@ local function add_chain(field, out, seen)
   end
 end
 
-local function writes_of(member)
-  local p = 'w' .. string.sub(member, 2) .. S
-  local wm = redis.call('ZRANGEBYLEX', idx, '[' .. p, '(' .. string.sub(p, 1, -2) .. E)
-  local wv = {}
-  if #wm > 0 then wv = chunked('HMGET', data, wm) end
-  return wm, wv
-end
-
-local function checkpoint_of_write(m)
-  -- 'w' S ns S cid S task S idx  ->  'c' S ns S cid
-  local a = string.find(m, S, 1, true)
-  local b = string.find(m, S, a + 1, true)
-  local c = string.find(m, S, b + 1, true)
-  return 'c' .. string.sub(m, 2, c - 1)
+local function writes_field(member)
+  return 'w' .. string.sub(member, 2)
 end
 
 local function collect_garbage()
-  -- Delete writes of vanished checkpoints and blobs that no kept checkpoint reaches.
+  -- Drop the writes of vanished checkpoints and the blobs no kept checkpoint reaches.
   local reach, keep = {}, {}
-  local cps = redis.call('ZRANGEBYLEX', idx, '[c' .. S, '(c' .. E)
+  local cps = redis.call('ZRANGE', idx, 0, -1)
   for _, m in ipairs(cps) do
     keep[m] = true
     local raw = redis.call('HGET', data, m)
     if raw then
-      local r = record(m, raw)
       local chain = {}
-      for _, f in ipairs(r[7]) do add_chain(f, chain, reach) end
+      for _, f in ipairs(blob_fields(m, record(m, raw))) do add_chain(f, chain, reach) end
     end
   end
   local dead = {}
-  for _, m in ipairs(redis.call('ZRANGEBYLEX', idx, '[w' .. S, '(w' .. E)) do
-    if not keep[checkpoint_of_write(m)] then dead[#dead + 1] = m end
-  end
-  if #dead > 0 then
-    chunked('ZREM', idx, dead)
-    chunked('HDEL', data, dead)
-  end
-  local blobs = {}
   for _, f in ipairs(redis.call('HKEYS', data)) do
-    if string.sub(f, 1, 2) == 'b' .. S and not reach[f] then blobs[#blobs + 1] = f end
+    local kind = string.sub(f, 1, 2)
+    if (kind == 'b' .. S and not reach[f]) or (kind == 'w' .. S and not keep['c' .. string.sub(f, 2)]) then
+      dead[#dead + 1] = f
+    end
   end
-  if #blobs > 0 then chunked('HDEL', data, blobs) end
+  if #dead > 0 then chunked('HDEL', data, dead) end
   if #cps == 0 then
     redis.call('DEL', idx, data)
     return 0
@@ -126,12 +119,11 @@ else
 end
 local raw = redis.call('HGET', data, member)
 if not raw then return false end
-local r = record(member, raw)
 local blobs, seen = {}, {}
-for _, f in ipairs(r[7]) do add_chain(f, blobs, seen) end
-local wm, wv = writes_of(member)
+for _, f in ipairs(blob_fields(member, record(member, raw))) do add_chain(f, blobs, seen) end
+local writes = redis.call('HGET', data, writes_field(member))
 if ARGV[3] == '1' then apply_ttl(ARGV[4]) end
-return {member, raw, blobs, wm, wv}
+return {member, raw, blobs, writes}
 """
 
 # ARGV: ns given ('1'/'0'), ns, before id, exact id, limit (0 = none), cursor member,
@@ -167,9 +159,8 @@ while not done do
         if v ~= '?' and have ~= '?' and have ~= v then ok = false break end
       end
       if ok then
-        for _, f in ipairs(r[7]) do add_chain(f, blobs, seen) end
-        local wm, wv = writes_of(m)
-        found[#found + 1] = {m, raw, wm, wv}
+        for _, f in ipairs(blob_fields(m, r)) do add_chain(f, blobs, seen) end
+        found[#found + 1] = {m, raw, redis.call('HGET', data, writes_field(m))}
         if limit > 0 and #found >= limit then done = true break end
       end
     end
@@ -207,17 +198,21 @@ redis.call('ZADD', idx, 0, ARGV[1])
 return {1, apply_ttl(ARGV[3])}
 """
 
-# ARGV: write prefix, default ttl ms, thread id, then (suffix, write, overwrite) triples
+# ARGV: writes field, default ttl ms, thread id, then (key, write, overwrite) triples.
+# A checkpoint's writes are one msgpack map, key 'task S idx' -> write.
 PUT_WRITES = r"""
-for i = 4, #ARGV, 3 do
-  local m = ARGV[1] .. ARGV[i]
-  if ARGV[i + 2] == '1' then
-    redis.call('HSET', data, m, ARGV[i + 1])
-  else
-    redis.call('HSETNX', data, m, ARGV[i + 1])
-  end
-  redis.call('ZADD', idx, 0, m)
+local f = ARGV[1]
+local map = {}
+local cur = redis.call('HGET', data, f)
+if cur then
+  local ok, m = pcall(cmsgpack.unpack, cur)
+  if not ok or type(m) ~= 'table' then error({err = 'CORRUPT pending writes ' .. f}) end
+  map = m
 end
+for i = 4, #ARGV, 3 do
+  if ARGV[i + 2] == '1' or map[ARGV[i]] == nil then map[ARGV[i]] = ARGV[i + 1] end
+end
+redis.call('HSET', data, f, cmsgpack.pack(map))
 redis.call('HSETNX', data, 'id', ARGV[3])
 return apply_ttl(ARGV[2])
 """
@@ -239,7 +234,7 @@ end
 local raw = redis.call('HGET', data, member)
 if not raw then return {{}, {}} end
 local remaining, left = {}, 0
-for i = 3, #ARGV do remaining['b' .. S .. ns .. S .. ARGV[i] .. S] = true left = left + 1 end
+for i = 3, #ARGV do remaining[ARGV[i]] = true left = left + 1 end
 local parent = record(member, raw)[2]
 local steps, blobs, seen = {}, {}, {}
 while parent and left > 0 do
@@ -247,16 +242,22 @@ while parent and left > 0 do
   raw = redis.call('HGET', data, m)
   if not raw then break end
   local r = record(m, raw)
-  local wm, wv = writes_of(m)
-  steps[#steps + 1] = {m, raw, wm, wv}
-  for _, f in ipairs(r[7]) do
-    local p = string.sub(f, 1, #f - #string.match(f, '[^%z]*$'))
-    if remaining[p] then
-      local v = redis.call('HGET', data, f)
-      if v and v ~= 'E' then
-        remaining[p] = nil
+  steps[#steps + 1] = {m, raw, redis.call('HGET', data, writes_field(m))}
+  for i = 1, #r[7], 3 do
+    local ch, inline = r[7][i], r[7][i + 2]
+    if remaining[ch] then
+      local found = inline ~= '' and inline ~= 'E'
+      if inline == '' then
+        local f = 'b' .. S .. ns .. S .. ch .. S .. r[7][i + 1]
+        local v = redis.call('HGET', data, f)
+        if v and v ~= 'E' then
+          found = true
+          add_chain(f, blobs, seen)
+        end
+      end
+      if found then
+        remaining[ch] = nil
         left = left - 1
-        add_chain(f, blobs, seen)
       end
     end
   end
@@ -265,10 +266,10 @@ end
 return {steps, blobs}
 """
 
-# ARGV: 'keep_latest'. Keeps the newest checkpoint of each namespace, and the ancestors a
-# DeltaChannel needs to rebuild its value (back to one with no counters since a snapshot).
+# Keeps the newest checkpoint of each namespace, and the ancestors a DeltaChannel needs to
+# rebuild its value (back to one whose metadata has no counters since a snapshot).
 PRUNE = r"""
-local cps = redis.call('ZRANGEBYLEX', idx, '[c' .. S, '(c' .. E)
+local cps = redis.call('ZRANGE', idx, 0, -1)
 local latest, keep = {}, {}
 for _, m in ipairs(cps) do
   local a = string.find(m, S, 3, true)
@@ -301,7 +302,7 @@ DELETE_RUNS = r"""
 local runs = {}
 for i = 1, #ARGV do runs[ARGV[i]] = true end
 local dead = {}
-for _, m in ipairs(redis.call('ZRANGEBYLEX', idx, '[c' .. S, '(c' .. E)) do
+for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
   local raw = redis.call('HGET', data, m)
   if raw then
     local run = record(m, raw)[8]['run_id']
@@ -316,7 +317,7 @@ return {#dead, collect_garbage()}
 
 # Everything of a thread but its settings, to copy it elsewhere.
 DUMP = r"""
-local members = redis.call('ZRANGEBYLEX', idx, '-', '+')
+local members = redis.call('ZRANGE', idx, 0, -1)
 local fields = {}
 for _, f in ipairs(redis.call('HKEYS', data)) do
   if f ~= 't' and f ~= 'id' then fields[#fields + 1] = f end
