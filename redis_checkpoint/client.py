@@ -144,6 +144,8 @@ def _parse_target(settings: Settings) -> _Target:
         plain = join_url(base_scheme, netloc, parts.path, urlencode(query))
         return _Target("cluster", tls, url=plain, hosts=tuple(nodes[1:]))
 
+    if not cluster_param:
+        return _Target("standalone", tls, url=url)  # untouched: redis-py parses it
     plain = join_url(scheme, parts.netloc, parts.path, urlencode(query), parts.fragment)
     return _Target("standalone", tls, url=plain)
 
@@ -269,7 +271,7 @@ def _async_retry(settings: Settings) -> redis.asyncio.retry.Retry:
 def _cluster_failure(settings: Settings, exc: Exception) -> Exception:
     # The sync cluster client connects in its constructor; report an outage
     # as such and anything else (e.g. "cluster mode not enabled") as config.
-    if is_unavailable_error(exc) or "cannot be connected" in str(exc):
+    if is_unavailable_error(exc):
         return RedisUnavailableError(
             f"cannot reach Redis Cluster at {settings.redacted_url()}: {exc}"
         )
@@ -472,8 +474,10 @@ def is_unavailable_error(exc: BaseException) -> bool:
     if isinstance(exc, _UNAVAILABLE_TYPES):
         return True
     if isinstance(exc, redis.exceptions.RedisClusterException):
-        # Raised when no startup node answers while (re)discovering slots.
-        return "cannot be connected" in str(exc)
+        # Raised when no startup node answers while (re)discovering slots; the
+        # same message also wraps "Cluster mode is not enabled", a config error.
+        message = str(exc)
+        return "cannot be connected" in message and "not enabled" not in message
     if isinstance(exc, redis.exceptions.ResponseError):
         # Writes refused because the server cannot persist (stop-writes-on-bgsave-error).
         return str(exc).startswith("MISCONF")

@@ -327,6 +327,18 @@ def test_sync_cluster_unreachable_raises_unavailable() -> None:
     assert "pw@" not in str(info.value)
 
 
+def test_cluster_client_against_standalone_server_is_a_config_error(redis_url: str) -> None:
+    with pytest.raises(ConfigurationError, match="cannot use Redis Cluster"):
+        create_client(redis_url, cluster=True)
+
+
+def test_cluster_false_query_keeps_standalone(redis_url: str) -> None:
+    client = create_client(redis_url + "?cluster=false")
+    assert isinstance(client, redis.Redis)
+    assert client.ping() is True
+    client.close()
+
+
 def test_is_cluster_false_for_standalone(redis_url: str) -> None:
     client = create_client(redis_url)
     assert not is_cluster(client)
@@ -484,6 +496,10 @@ def test_unavailable_errors(exc: BaseException) -> None:
         redis.exceptions.DataError("bad"),
         redis.exceptions.WatchError("changed"),
         redis.exceptions.RedisClusterException("Argument 'db' is not possible"),
+        redis.exceptions.RedisClusterException(
+            "Redis Cluster cannot be connected. Please provide at least one reachable node: "
+            "Cluster mode is not enabled on this node"
+        ),
         ValueError("x"),
         ConfigurationError("x"),
         KeyError("x"),

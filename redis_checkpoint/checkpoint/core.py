@@ -422,12 +422,13 @@ class SaverCore:
         full_metadata = get_checkpoint_metadata(config, metadata)
         versions: list[bytes] = []
         for channel, version in checkpoint["channel_versions"].items():
-            if channel not in values:
-                inline = codec.EMPTY_BLOB
-            elif codec.is_small(values[channel]):
-                inline = codec.encode_value(self.serde.dumps_typed(values[channel]))
+            if channel in values:
+                small = codec.is_small(values[channel])
+                inline = codec.encode_value(self.serde.dumps_typed(values[channel])) if small else b""
+            elif channel in new_versions:
+                inline = codec.EMPTY_BLOB  # emptied (or a DeltaChannel between snapshots)
             else:
-                inline = b""
+                inline = b""  # whatever an earlier checkpoint stored for this version
             versions += [escape(channel), version_token(version), inline]
         record = codec.encode_record(
             parent_id=config["configurable"].get("checkpoint_id"),

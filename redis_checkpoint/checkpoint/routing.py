@@ -94,8 +94,9 @@ class Router:
         """Count a failure; True when it means 'Redis is away' and the tier should answer."""
         if not is_unavailable_error(exc):
             return False
+        before = self.breaker.state
         self.breaker.record_failure()
-        if self.breaker.state == "open":
+        if before == "closed" and self.breaker.state == "open":
             log.warning("Redis at %s is unavailable (%s); serving from memory", self.url, exc)
         self._publish()
         return True

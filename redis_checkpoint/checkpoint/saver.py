@@ -172,8 +172,11 @@ class RedisSaver(RedisSaverBase):
     @staticmethod
     def _command(target: Any, command: Command) -> Any:
         if command.script:
+            # execute_command, not evalsha(): redis-py's cluster pipeline refuses the latter.
             sha = SCRIPTS[command.name].sha
-            return target.evalsha(sha, len(command.keys), *command.keys, *command.args)
+            return target.execute_command(
+                "EVALSHA", sha, len(command.keys), *command.keys, *command.args
+            )
         return target.execute_command(command.name, *command.keys, *command.args)
 
     # -- BaseCheckpointSaver -------------------------------------------------------------------

@@ -1,0 +1,363 @@
+"""The sync saver on a real redis-server: API, round trips, odd ids, TTLs, bad input, storage."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from redis.crc import key_slot
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import CheckpointTuple
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+from redis_checkpoint import (
+    CorruptEntryError,
+    MissingThreadIdError,
+    RedisSaver,
+    RedisUnavailableError,
+)
+from redis_checkpoint.testing import RedisServer
+
+ODD_THREAD_IDS = ["a:b", "{x}", "}{", "a{b}c:d", "ünïcödé ✓", "", "nul\x00byte", "\x01\x02"]
+_prefixes = itertools.count()
+
+
+@pytest.fixture
+def saver(redis_server: RedisServer) -> Iterator[RedisSaver]:
+    with RedisSaver.from_conn_string(redis_server.url, key_prefix=f"s{next(_prefixes)}") as s:
+        yield s
+
+
+def config(thread_id: str, ns: str = "", checkpoint_id: str | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ns}
+    if checkpoint_id:
+        conf["checkpoint_id"] = checkpoint_id
+    return {"configurable": conf}
+
+
+def put(
+    saver: Any,
+    thread_id: str,
+    values: dict[str, Any],
+    parent: dict[str, Any] | None = None,
+    ns: str = "",
+    **metadata: Any,
+) -> dict[str, Any]:
+    """Put a checkpoint where ``values`` changed, carrying the parent's other channels along
+    (as LangGraph does: a checkpoint holds every channel's value, new versions only for some)."""
+    conf = config(thread_id, ns, parent["configurable"]["checkpoint_id"] if parent else None)
+    previous = saver.get_tuple(parent) if parent else None
+    versions = dict(previous.checkpoint["channel_versions"]) if previous else {}
+    new = {ch: saver.get_next_version(versions.get(ch), None) for ch in values}
+    versions.update(new)
+    all_values = {**(previous.checkpoint["channel_values"] if previous else {}), **values}
+    cp = generate_checkpoint(channel_values=all_values, channel_versions=versions)
+    return saver.put(conf, cp, {"source": "loop", "step": 0, **metadata}, new)  # type: ignore[no-any-return]
+
+
+def history(saver: Any, thread_id: str) -> list[CheckpointTuple]:
+    return list(saver.list(config(thread_id)))
+
+
+# -- the API -------------------------------------------------------------------------------------
+
+
+def test_round_trip_of_values_metadata_parents_and_writes(saver: RedisSaver) -> None:
+    first = put(saver, "t", {"messages": [HumanMessage("hi")], "n": 1}, user="ann")
+    second = put(saver, "t", {"messages": [HumanMessage("hi"), AIMessage("yo")]}, first)
+    saver.put_writes(second, [("n", 5), ("messages", [AIMessage("x")])], "task-b", "b")
+    saver.put_writes(second, [("n", 6)], "task-a", "a")
+
+    latest = saver.get_tuple(config("t"))
+    assert latest is not None
+    assert latest.config["configurable"]["checkpoint_id"] == second["configurable"]["checkpoint_id"]
+    assert latest.parent_config == {"configurable": {**first["configurable"]}}
+    assert latest.checkpoint["channel_values"] == {
+        "messages": [HumanMessage("hi"), AIMessage("yo")],
+        "n": 1,  # unchanged channel: read from the first checkpoint's version
+    }
+    # writes_sort_key order: task_path first, then task id, then index
+    assert latest.pending_writes == [
+        ("task-a", "n", 6),
+        ("task-b", "n", 5),
+        ("task-b", "messages", [AIMessage("x")]),
+    ]
+    by_id = saver.get_tuple(first)
+    assert by_id is not None and by_id.metadata["user"] == "ann"
+    assert by_id.checkpoint["channel_values"]["messages"] == [HumanMessage("hi")]
+
+
+def test_normal_writes_are_idempotent_and_special_writes_overwrite(saver: RedisSaver) -> None:
+    stored = put(saver, "w", {"a": 1})
+    saver.put_writes(stored, [("a", "first")], "task")
+    saver.put_writes(stored, [("a", "second")], "task")
+    saver.put_writes(stored, [("__error__", "boom")], "task")
+    saver.put_writes(stored, [("__error__", "boom again")], "task")
+    tup = saver.get_tuple(stored)
+    assert tup is not None
+    assert sorted(tup.pending_writes or []) == [("task", "__error__", "boom again"), ("task", "a", "first")]
+
+
+def test_list_filters_before_limit_namespaces_and_all_threads(saver: RedisSaver) -> None:
+    parent = None
+    for step in range(6):
+        parent = put(saver, "L", {"x": step}, parent, step=step, kind="even" if step % 2 == 0 else "odd")
+    put(saver, "L", {"x": "child"}, None, ns="sub:1", kind="even")
+    put(saver, "other", {"x": 0}, kind="even")
+
+    newest_first = [t.checkpoint["channel_values"]["x"] for t in saver.list(config("L", ""))]
+    assert newest_first == [5, 4, 3, 2, 1, 0]
+    both_ns = list(saver.list({"configurable": {"thread_id": "L"}}))
+    assert len(both_ns) == 7
+    evens = list(saver.list(config("L", ""), filter={"kind": "even", "step": 2}))
+    assert [t.metadata["step"] for t in evens] == [2]
+    assert [t.metadata["step"] for t in saver.list(config("L", ""), filter={"step": True})] == [1]
+    cut = newest_first_ids = [t.config["configurable"]["checkpoint_id"] for t in saver.list(config("L", ""))]
+    before = list(saver.list(config("L", ""), before=config("L", "", cut[1]), limit=2))
+    assert [t.config["configurable"]["checkpoint_id"] for t in before] == newest_first_ids[2:4]
+    everything = list(saver.list(None))
+    assert {t.config["configurable"]["thread_id"] for t in everything} == {"L", "other"}
+    assert len(everything) == 8
+    assert len(list(saver.list(None, filter={"kind": "even"}, limit=3))) == 3
+    assert list(saver.list(config("L", ""), filter={"kind": "none"})) == []
+
+
+def test_odd_thread_ids_and_namespaces_stay_apart(saver: RedisSaver, redis_client: redis.Redis) -> None:
+    for thread_id in ODD_THREAD_IDS:
+        put(saver, thread_id, {"who": thread_id}, ns="ns:{1}\x00ü")
+    for thread_id in ODD_THREAD_IDS:
+        tup = saver.get_tuple(config(thread_id, "ns:{1}\x00ü"))
+        assert tup is not None, thread_id
+        assert tup.checkpoint["channel_values"] == {"who": thread_id}
+        assert tup.config["configurable"]["thread_id"] == thread_id
+        keys = saver.core.keys(thread_id)
+        assert redis_client.exists(keys.idx, keys.data) == 2
+        # both keys of a thread hash to one cluster slot
+        assert key_slot(keys.idx.encode()) == key_slot(keys.data.encode())
+    listed = {t.config["configurable"]["thread_id"] for t in saver.list(None)}
+    assert listed == set(ODD_THREAD_IDS)
+
+
+def test_delete_copy_and_prune(saver: RedisSaver) -> None:
+    a = put(saver, "src", {"m": [1, 2]})
+    b = put(saver, "src", {"m": [1, 2, 3]}, a)
+    saver.put_writes(b, [("m", 4)], "t1")
+    saver.copy_thread("src", "dst")
+    assert [t.checkpoint for t in history(saver, "dst")] == [t.checkpoint for t in history(saver, "src")]
+    saver.prune(["src"], strategy="keep_latest")
+    kept = history(saver, "src")
+    assert len(kept) == 1 and kept[0].checkpoint["channel_values"] == {"m": [1, 2, 3]}
+    assert kept[0].pending_writes == [("t1", "m", 4)]
+    saver.delete_thread("src")
+    assert history(saver, "src") == []
+    assert len(history(saver, "dst")) == 2
+    saver.prune(["dst"], strategy="delete")
+    assert history(saver, "dst") == []
+    assert {t.config["configurable"]["thread_id"] for t in saver.list(None)} == set()
+
+
+def test_delta_channel_history_matches_in_memory_saver(saver: RedisSaver) -> None:
+    reference = InMemorySaver()
+    configs: dict[int, Any] = {}
+    for s in (saver, reference):
+        parent = None
+        for step in range(5):
+            values = {"seed": "snapshot"} if step == 1 else {"other": step}
+            parent = put(s, "h", values, parent, step=step)
+            s.put_writes(parent, [("seed", f"d{step}"), ("other", step)], f"task{step}", f"p{step}")
+        configs[id(s)] = parent
+    ours = saver.get_delta_channel_history(config=configs[id(saver)], channels=["seed", "other"])
+    theirs = reference.get_delta_channel_history(
+        config=configs[id(reference)], channels=["seed", "other"]
+    )
+    assert ours == theirs
+    assert ours["seed"]["seed"] == "snapshot"
+    rt = saver.round_trips
+    saver.get_delta_channel_history(config=configs[id(saver)], channels=["seed"])
+    assert saver.round_trips - rt == 1  # the whole ancestor walk is one script call
+
+
+# -- round trips ---------------------------------------------------------------------------------
+
+
+def test_one_round_trip_per_operation(saver: RedisSaver) -> None:
+    parent = None
+    for step in range(60):
+        parent = put(saver, "rt", {"messages": [HumanMessage(str(i)) for i in range(step + 1)]}, parent)
+    assert parent is not None
+    checkpoint = saver.get_tuple(parent)
+    assert checkpoint is not None
+
+    def count(fn: Any) -> int:
+        before = saver.round_trips
+        fn()
+        return saver.round_trips - before
+
+    new_cp = {**checkpoint.checkpoint, "id": str(uuid.uuid4())}
+    assert count(lambda: saver.put(parent, new_cp, {"step": 1}, {})) == 1
+    assert count(lambda: saver.put_writes(parent, [("a", 1), ("b", 2)], "task")) == 1
+    assert count(lambda: saver.get_tuple(config("rt"))) == 1
+    assert count(lambda: saver.get_tuple(parent)) == 1
+    assert count(lambda: list(saver.list(config("rt"), limit=50))) == 1
+    assert count(lambda: list(saver.list(config("rt", ""), limit=50, filter={"step": 0}))) == 1
+
+
+# -- TTLs ----------------------------------------------------------------------------------------
+
+
+def test_ttl_expires_every_key_of_a_thread_together(redis_server: RedisServer) -> None:
+    client = redis_server.client()
+    with RedisSaver.from_conn_string(redis_server.url, key_prefix="ttl1", ttl=0.4) as saver:
+        stored = put(saver, "t", {"m": [1, 2, 3], "n": "x" * 100})
+        saver.put_writes(stored, [("m", 1)], "task")
+        keys = saver.core.keys("t")
+        ttls = [client.pttl(keys.idx), client.pttl(keys.data)]
+        assert all(0 < t <= 400 for t in ttls), ttls
+        assert abs(ttls[0] - ttls[1]) < 50
+        assert 0 < (saver.thread_ttl("t") or 0) <= 0.4
+        time.sleep(0.6)
+        assert saver.get_tuple(config("t")) is None
+        assert client.exists(keys.idx, keys.data) == 0
+        assert list(saver.list(None)) == []  # the registry forgets expired threads too
+        assert client.zcard(saver.core.layout.registry) == 0
+
+
+def test_refresh_on_read_and_pinning(redis_server: RedisServer) -> None:
+    with RedisSaver.from_conn_string(
+        redis_server.url, key_prefix="ttl2", ttl=0.5, refresh_on_read=True
+    ) as saver:
+        put(saver, "r", {"a": 1})
+        put(saver, "p", {"a": 1})
+        saver.pin_thread("p")
+        assert saver.thread_ttl("p") is None
+        for _ in range(4):  # 0.8 s in all, kept alive by reads
+            time.sleep(0.2)
+            assert saver.get_tuple(config("r")) is not None
+        latest = saver.get_tuple(config("p"))
+        assert latest is not None
+        put(saver, "p", {"a": 2}, latest.config)
+        assert saver.thread_ttl("p") is None  # a write keeps the pin
+        time.sleep(0.6)
+        assert saver.get_tuple(config("r")) is None
+        assert saver.get_tuple(config("p")) is not None
+        left = saver.unpin_thread("p")
+        assert left is not None and 0 < left <= 0.5
+        assert saver.set_thread_ttl("p", 30) == pytest.approx(30, abs=0.5)
+        with pytest.raises(KeyError):
+            saver.pin_thread("never-written")
+
+
+def test_evicting_memory_policy_is_warned_about(redis_server_bin: str) -> None:
+    with RedisServer(binary=redis_server_bin, args=["--maxmemory-policy", "allkeys-lru"]) as server:
+        with pytest.warns(RuntimeWarning, match="allkeys-lru"), RedisSaver.from_conn_string(server.url):
+            pass
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def test_config_without_thread_id_fails_like_in_memory_saver(saver: RedisSaver) -> None:
+    with pytest.raises(KeyError) as ours:
+        saver.get_tuple({"configurable": {}})
+    with pytest.raises(KeyError) as theirs:
+        InMemorySaver().get_tuple({"configurable": {}})
+    assert ours.value.args == theirs.value.args == ("thread_id",)
+    assert isinstance(ours.value, MissingThreadIdError)
+    assert "thread_id" in str(ours.value) and "configurable" in str(ours.value)
+    with pytest.raises(KeyError):
+        saver.put({"configurable": {}}, generate_checkpoint(), {}, {})
+
+
+def test_unreachable_url_names_it_without_password() -> None:
+    with pytest.raises(RedisUnavailableError) as err:
+        with RedisSaver.from_conn_string("redis://user:s3cret@127.0.0.1:1/0"):
+            pass
+    assert "127.0.0.1:1" in str(err.value)
+    assert "s3cret" not in str(err.value)
+
+
+def test_corrupt_records_and_blobs_raise_naming_the_key(
+    saver: RedisSaver, redis_client: redis.Redis
+) -> None:
+    stored = put(saver, "bad", {"m": ["x" * 100, "y"]})
+    keys = saver.core.keys("bad")
+    fields = redis_client.hkeys(keys.data)
+    record = next(f for f in fields if f.startswith(b"c\x00"))
+    blob = next(f for f in fields if f.startswith(b"b\x00"))
+    redis_client.hset(keys.data, blob, b"Lgarbage")
+    with pytest.raises(CorruptEntryError) as err:
+        saver.get_tuple(stored)
+    assert keys.data in str(err.value)
+    redis_client.hset(keys.data, record, b"\xc1 not msgpack")
+    with pytest.raises(CorruptEntryError) as err:
+        saver.get_tuple(config("bad"))
+    assert keys.data in str(err.value) and "record" in str(err.value)
+    with pytest.raises(CorruptEntryError):
+        list(saver.list(config("bad")))
+
+
+def test_encrypted_serializer_plugs_in(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+    serde = EncryptedSerializer.from_pycryptodome_aes(key=b"0123456789abcdef")
+    with RedisSaver.from_conn_string(redis_server.url, key_prefix="enc", serde=serde) as saver:
+        secret = "the launch code is 12345"
+        first = put(saver, "e", {"messages": [HumanMessage(secret)], "note": secret})
+        second = put(saver, "e", {"messages": [HumanMessage(secret), AIMessage("ok")]}, first)
+        saver.put_writes(second, [("note", secret)], "task")
+        tup = saver.get_tuple(config("e"))
+        assert tup is not None
+        assert tup.checkpoint["channel_values"]["messages"] == [HumanMessage(secret), AIMessage("ok")]
+        assert tup.pending_writes == [("task", "note", secret)]
+        stored = b"".join(redis_client.hvals(saver.core.keys("e").data))
+        assert secret.encode() not in stored
+    with RedisSaver.from_conn_string(redis_server.url, key_prefix="enc") as plain:
+        with pytest.raises(CorruptEntryError):
+            plain.get_tuple(config("e"))
+
+
+# -- storage growth --------------------------------------------------------------------------------
+
+
+def test_a_growing_message_list_is_stored_as_deltas(
+    saver: RedisSaver, redis_client: redis.Redis, redis_server: RedisServer
+) -> None:
+    messages: list[Any] = []
+    parent = None
+    sizes = []
+    keys = saver.core.keys("grow")
+    for turn in range(60):
+        messages = [*messages, HumanMessage(f"question {turn} " * 10), AIMessage(f"answer {turn} " * 40)]
+        parent = put(saver, "grow", {"messages": messages}, parent)
+        sizes.append(redis_client.memory_usage(keys.data, samples=0) or 0)
+    early = (sizes[19] - sizes[9]) / 10
+    late = (sizes[59] - sizes[49]) / 10
+    assert late < early * 1.3, (early, late)  # flat: turn 55 costs about what turn 15 did
+    tup = saver.get_tuple(config("grow"))
+    assert tup is not None and tup.checkpoint["channel_values"]["messages"] == messages
+    # a fresh process (empty list cache) still reads the chain, and writes a full copy once
+    with RedisSaver.from_conn_string(redis_server.url, key_prefix=saver.core.layout.prefix) as other:
+        fresh = other.get_tuple(config("grow"))
+        assert fresh is not None and fresh.checkpoint["channel_values"]["messages"] == messages
+    older = list(saver.list(config("grow")))[30]
+    assert older.checkpoint["channel_values"]["messages"] == messages[: 2 * 30]
+
+
+def test_a_list_whose_base_was_pruned_elsewhere_is_written_whole(saver: RedisSaver) -> None:
+    first = put(saver, "p2", {"m": list(range(10))})
+    second = put(saver, "p2", {"m": list(range(12))}, first)
+    # another process deletes the thread; this process still remembers list version two
+    other = RedisSaver(saver.client, url=saver.url, key_prefix=saver.core.layout.prefix)
+    other.delete_thread("p2")
+    version = saver.get_next_version("000000000002.0", None)
+    checkpoint = generate_checkpoint(channel_values={"m": list(range(14))}, channel_versions={"m": version})
+    rt = saver.round_trips
+    third = saver.put(second, checkpoint, {"step": 3}, {"m": version})
+    assert saver.round_trips - rt == 2  # the refusal, then the whole list
+    tup = saver.get_tuple(third)
+    assert tup is not None and tup.checkpoint["channel_values"]["m"] == list(range(14))
