@@ -55,8 +55,11 @@ def venv_works() -> bool:
 
 
 def check(cmd: list[str], what: str) -> None:
-    result = subprocess.run(cmd, cwd=ROOT)
+    # pip's -q still lets build-backend warnings through; show its output only when it fails.
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
         say(f"{what} failed (exit code {result.returncode}); see the output above")
         sys.exit(result.returncode)
 

@@ -18,8 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -211,7 +210,7 @@ def continue_thread(thread_id: str) -> int:
         loaded = len(messages_of(graph, thread_id))
         print(f"  child pid {os.getpid()}: new saver loaded {loaded} messages from Redis")
         ask(graph, thread_id, CHILD_QUESTION)
-        print(f"  child added one turn; the full conversation now:\n")
+        print("  child added one turn; the full conversation now:\n")
         print_conversation(messages_of(graph, thread_id), indent="    ")
     return 0
 
