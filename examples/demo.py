@@ -63,8 +63,8 @@ def assistant(state: ChatState) -> dict[str, list[AnyMessage]]:
     said = [str(m.content) for m in state["messages"] if isinstance(m, HumanMessage)]
     words = len(said[-1].split())
     total = sum(len(text.split()) for text in said)
-    first = said[0] if len(said[0]) <= 26 else said[0][:25] + "…"
-    reply = f'Turn {len(said)}: {words} words ({total} so far). You began with "{first}"'
+    first = said[0] if len(said[0]) <= 40 else said[0][:39] + "…"
+    reply = f'Turn {len(said)}: {words} words, {total} in this thread. You began: "{first}"'
     return {"messages": [AIMessage(reply)]}
 
 
@@ -180,13 +180,14 @@ def conversation(saver: RedisSaver) -> Any:
     trips_before = saver.round_trips
     for question in QUESTIONS:
         ask(graph, THREAD, question)
+    turn_trips = saver.round_trips - trips_before
     print(f'\n  thread "{THREAD}" after {len(QUESTIONS)} turns:\n')
     print_conversation(messages_of(graph, THREAD))
     print("\n  checkpoint history (newest first), from graph.get_state_history():\n")
     print_history(graph, THREAD)
     print(
-        f"\n  saver.round_trips: {saver.round_trips - trips_before} for {len(QUESTIONS)} turns"
-        f" (one per saver call; {saver.round_trips} in total)"
+        f"\n  saver.round_trips: {turn_trips} for the {len(QUESTIONS)} turns (one per saver call);"
+        f" {saver.round_trips} in total, with the cleanup and the reads for these tables"
     )
     return graph
 
@@ -243,7 +244,7 @@ def outage() -> None:
                         server_state,
                         str(saver.serving_from_memory),
                         pending,
-                        f"{elapsed_ms:.1f}",
+                        round(elapsed_ms, 1),
                     )
                 )
 
@@ -256,7 +257,7 @@ def outage() -> None:
             time.sleep(1.5)
             turn(OUTAGE_QUESTIONS[3], "restarted")
 
-        table(["turn", "redis-server", "serving_from_memory", "pending", "ms"], rows)
+        table(["turn", "redis-server", "serving_from_memory", "pending", "turn ms"], rows)
         print("\n  (pending: threads held in memory, waiting to be written back to Redis)")
         NOTES.flush_notes()
 

@@ -1,0 +1,95 @@
+"""The in-memory tier runs the scripts in Python: it must answer exactly as the Lua on Redis does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
+
+from redis_checkpoint import RedisSaver
+from redis_checkpoint.testing import RedisServer
+
+THREADS = ["plain", "a:{b}", "ünï", ""]
+
+
+@pytest.fixture
+def dead_url() -> Iterator[str]:
+    server = RedisServer()
+    server.start()
+    url = server.url
+    server.close()
+    yield url
+
+
+def script(savers: list[RedisSaver]) -> None:
+    """The same operations, with the same checkpoint objects, on every saver."""
+    for thread_id in THREADS:
+        for ns in ("", "sub:1"):
+            parent: dict[str, Any] | None = None
+            messages: list[Any] = []
+            versions: dict[str, Any] = {}
+            for step in range(6):
+                messages = [*messages, HumanMessage(f"q{step} " * 30), AIMessage(f"a{step} " * 60)]
+                new = {"messages": savers[0].get_next_version(versions.get("messages"), None)}
+                if step % 2 == 0:
+                    new["note"] = savers[0].get_next_version(versions.get("note"), None)
+                versions = {**versions, **new}
+                values = {"messages": messages, "note": f"n{step - step % 2}", "big": "x" * 300}
+                if step == 0:
+                    new["big"] = versions["big"] = "000000000001.00000000"
+                cp = generate_checkpoint(channel_values=values, channel_versions=dict(versions))
+                conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns}}
+                if parent:
+                    conf["configurable"]["checkpoint_id"] = parent["configurable"]["checkpoint_id"]
+                meta = {"source": "loop", "step": step, "parity": step % 2}
+                outs = [s.put(conf, cp, meta, new) for s in savers]
+                parent = outs[0]
+                for s in savers:
+                    s.put_writes(parent, [("messages", [AIMessage("w")]), ("note", step)], "t1", "p1")
+                    s.put_writes(parent, [("__error__", f"e{step}")], "t0", "p0")
+                    s.put_writes(parent, [("__error__", f"again{step}")], "t0", "p0")
+
+
+def observe(saver: RedisSaver) -> list[Any]:
+    seen: list[Any] = []
+    for thread_id in THREADS:
+        seen.append(saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}))
+        seen.append(list(saver.list({"configurable": {"thread_id": thread_id}})))
+        seen.append(
+            list(
+                saver.list(
+                    {"configurable": {"thread_id": thread_id, "checkpoint_ns": "sub:1"}},
+                    filter={"parity": 1},
+                    limit=2,
+                )
+            )
+        )
+        latest = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": "sub:1"}})
+        assert latest is not None
+        seen.append(saver.get_delta_channel_history(config=latest.config, channels=["note", "big"]))
+    return seen
+
+
+def test_memory_tier_answers_like_redis(redis_server: RedisServer, dead_url: str) -> None:
+    with (
+        RedisSaver.from_conn_string(redis_server.url, key_prefix="difftier") as on_redis,
+        RedisSaver.from_conn_string(dead_url, require_redis=False, key_prefix="difftier") as in_memory,
+    ):
+        script([on_redis, in_memory])
+        assert in_memory.serving_from_memory and not on_redis.serving_from_memory
+        assert observe(in_memory) == observe(on_redis)
+        # and the Redis saver's own mirror, read while Redis is "away", agrees too
+        assert on_redis.memory is not None
+        for thread_id in THREADS:
+            for call in ("get", "list"):
+                conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+                op = on_redis.core.get_tuple(conf) if call == "get" else on_redis.core.list_page(
+                    thread_id, "", checkpoint_id=None, filter=None, before=None, limit=100, cursor=None
+                )
+                request = next(op)
+                from_memory = on_redis.memory.execute(request, outage=False)
+                from_redis = on_redis._send(request)
+                assert from_memory == from_redis, (thread_id, call)
