@@ -131,7 +131,9 @@ async def test_async_conversations_survive_a_kill_in_their_middle(
 
         async def talk(thread_id: str, turns: range) -> None:
             for i in turns:
-                await graph.ainvoke({"messages": [HumanMessage(f"{thread_id}-{i}")]}, cfg(thread_id))
+                await graph.ainvoke(
+                    {"messages": [HumanMessage(f"{thread_id}-{i}")]}, cfg(thread_id)
+                )
                 await asyncio.sleep(0)
 
         first = asyncio.gather(*(talk(t, range(0, 6)) for t in threads))
@@ -170,7 +172,9 @@ def test_delete_during_an_outage_is_replayed(fresh_redis: RedisServer, clock: Cl
     assert history["kept"][0] == ["hello", "reply #1 to hello", "more", "reply #3 to more"]
 
 
-def test_without_fallback_an_outage_is_a_clear_error(fresh_redis: RedisServer, clock: Clock) -> None:
+def test_without_fallback_an_outage_is_a_clear_error(
+    fresh_redis: RedisServer, clock: Clock
+) -> None:
     with RedisSaver.from_conn_string(
         fresh_redis.url, key_prefix="nofb", fallback=False, breaker=breaker(clock)
     ) as saver:
@@ -218,5 +222,7 @@ def test_a_saver_started_without_redis_serves_from_memory(dead_url: str) -> None
         for i in range(3):
             assert turn(graph, "solo", f"q{i}") == 2 * (i + 1)
         assert saver.serving_from_memory
-        history = [[m.content for m in s.values["messages"]] for s in graph.get_state_history(cfg("solo"))]
+        history = [
+            [m.content for m in s.values["messages"]] for s in graph.get_state_history(cfg("solo"))
+        ]
         assert history == reference_history({"solo": ["q0", "q1", "q2"]})["solo"]

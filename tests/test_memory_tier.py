@@ -1,4 +1,4 @@
-"""The in-memory tier runs the scripts in Python: it must answer exactly as the Lua on Redis does."""
+"""The in-memory tier runs the scripts in Python: it must answer exactly as Lua on Redis does."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ def script(savers: list[RedisSaver]) -> None:
                 outs = [s.put(conf, cp, meta, new) for s in savers]
                 parent = outs[0]
                 for s in savers:
-                    s.put_writes(parent, [("messages", [AIMessage("w")]), ("note", step)], "t1", "p1")
+                    s.put_writes(
+                        parent, [("messages", [AIMessage("w")]), ("note", step)], "t1", "p1"
+                    )
                     s.put_writes(parent, [("__error__", f"e{step}")], "t0", "p0")
                     s.put_writes(parent, [("__error__", f"again{step}")], "t0", "p0")
 
@@ -56,7 +58,9 @@ def script(savers: list[RedisSaver]) -> None:
 def observe(saver: RedisSaver) -> list[Any]:
     seen: list[Any] = []
     for thread_id in THREADS:
-        seen.append(saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}))
+        seen.append(
+            saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+        )
         seen.append(list(saver.list({"configurable": {"thread_id": thread_id}})))
         seen.append(
             list(
@@ -67,7 +71,9 @@ def observe(saver: RedisSaver) -> list[Any]:
                 )
             )
         )
-        latest = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": "sub:1"}})
+        latest = saver.get_tuple(
+            {"configurable": {"thread_id": thread_id, "checkpoint_ns": "sub:1"}}
+        )
         assert latest is not None
         seen.append(saver.get_delta_channel_history(config=latest.config, channels=["note", "big"]))
     return seen
@@ -76,7 +82,9 @@ def observe(saver: RedisSaver) -> list[Any]:
 def test_memory_tier_answers_like_redis(redis_server: RedisServer, dead_url: str) -> None:
     with (
         RedisSaver.from_conn_string(redis_server.url, key_prefix="difftier") as on_redis,
-        RedisSaver.from_conn_string(dead_url, require_redis=False, key_prefix="difftier") as in_memory,
+        RedisSaver.from_conn_string(
+            dead_url, require_redis=False, key_prefix="difftier"
+        ) as in_memory,
     ):
         script([on_redis, in_memory])
         assert in_memory.serving_from_memory and not on_redis.serving_from_memory
@@ -86,8 +94,18 @@ def test_memory_tier_answers_like_redis(redis_server: RedisServer, dead_url: str
         for thread_id in THREADS:
             for call in ("get", "list"):
                 conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-                op = on_redis.core.get_tuple(conf) if call == "get" else on_redis.core.list_page(
-                    thread_id, "", checkpoint_id=None, filter=None, before=None, limit=100, cursor=None
+                op = (
+                    on_redis.core.get_tuple(conf)
+                    if call == "get"
+                    else on_redis.core.list_page(
+                        thread_id,
+                        "",
+                        checkpoint_id=None,
+                        filter=None,
+                        before=None,
+                        limit=100,
+                        cursor=None,
+                    )
                 )
                 request = next(op)
                 from_memory = on_redis.memory.execute(request, outage=False)

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import redis
-from redis.crc import key_slot
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from redis.crc import key_slot
 
 from redis_checkpoint import (
     CorruptEntryError,
@@ -102,13 +102,18 @@ def test_normal_writes_are_idempotent_and_special_writes_overwrite(saver: RedisS
     saver.put_writes(stored, [("__error__", "boom again")], "task")
     tup = saver.get_tuple(stored)
     assert tup is not None
-    assert sorted(tup.pending_writes or []) == [("task", "__error__", "boom again"), ("task", "a", "first")]
+    assert sorted(tup.pending_writes or []) == [
+        ("task", "__error__", "boom again"),
+        ("task", "a", "first"),
+    ]
 
 
 def test_list_filters_before_limit_namespaces_and_all_threads(saver: RedisSaver) -> None:
     parent = None
     for step in range(6):
-        parent = put(saver, "L", {"x": step}, parent, step=step, kind="even" if step % 2 == 0 else "odd")
+        parent = put(
+            saver, "L", {"x": step}, parent, step=step, kind="even" if step % 2 == 0 else "odd"
+        )
     put(saver, "L", {"x": "child"}, None, ns="sub:1", kind="even")
     put(saver, "other", {"x": 0}, kind="even")
 
@@ -119,7 +124,9 @@ def test_list_filters_before_limit_namespaces_and_all_threads(saver: RedisSaver)
     evens = list(saver.list(config("L", ""), filter={"kind": "even", "step": 2}))
     assert [t.metadata["step"] for t in evens] == [2]
     assert [t.metadata["step"] for t in saver.list(config("L", ""), filter={"step": True})] == [1]
-    cut = newest_first_ids = [t.config["configurable"]["checkpoint_id"] for t in saver.list(config("L", ""))]
+    cut = newest_first_ids = [
+        t.config["configurable"]["checkpoint_id"] for t in saver.list(config("L", ""))
+    ]
     before = list(saver.list(config("L", ""), before=config("L", "", cut[1]), limit=2))
     assert [t.config["configurable"]["checkpoint_id"] for t in before] == newest_first_ids[2:4]
     everything = list(saver.list(None))
@@ -129,7 +136,9 @@ def test_list_filters_before_limit_namespaces_and_all_threads(saver: RedisSaver)
     assert list(saver.list(config("L", ""), filter={"kind": "none"})) == []
 
 
-def test_odd_thread_ids_and_namespaces_stay_apart(saver: RedisSaver, redis_client: redis.Redis) -> None:
+def test_odd_thread_ids_and_namespaces_stay_apart(
+    saver: RedisSaver, redis_client: redis.Redis
+) -> None:
     for thread_id in ODD_THREAD_IDS:
         put(saver, thread_id, {"who": thread_id}, ns="ns:{1}\x00ü")
     for thread_id in ODD_THREAD_IDS:
@@ -150,7 +159,9 @@ def test_delete_copy_and_prune(saver: RedisSaver) -> None:
     b = put(saver, "src", {"m": [1, 2, 3]}, a)
     saver.put_writes(b, [("m", 4)], "t1")
     saver.copy_thread("src", "dst")
-    assert [t.checkpoint for t in history(saver, "dst")] == [t.checkpoint for t in history(saver, "src")]
+    assert [t.checkpoint for t in history(saver, "dst")] == [
+        t.checkpoint for t in history(saver, "src")
+    ]
     saver.prune(["src"], strategy="keep_latest")
     kept = history(saver, "src")
     assert len(kept) == 1 and kept[0].checkpoint["channel_values"] == {"m": [1, 2, 3]}
@@ -190,7 +201,9 @@ def test_delta_channel_history_matches_in_memory_saver(saver: RedisSaver) -> Non
 def test_one_round_trip_per_operation(saver: RedisSaver) -> None:
     parent = None
     for step in range(60):
-        parent = put(saver, "rt", {"messages": [HumanMessage(str(i)) for i in range(step + 1)]}, parent)
+        parent = put(
+            saver, "rt", {"messages": [HumanMessage(str(i)) for i in range(step + 1)]}, parent
+        )
     assert parent is not None
     checkpoint = saver.get_tuple(parent)
     assert checkpoint is not None
@@ -255,9 +268,12 @@ def test_refresh_on_read_and_pinning(redis_server: RedisServer) -> None:
 
 
 def test_evicting_memory_policy_is_warned_about(redis_server_bin: str) -> None:
-    with RedisServer(binary=redis_server_bin, args=["--maxmemory-policy", "allkeys-lru"]) as server:
-        with pytest.warns(RuntimeWarning, match="allkeys-lru"), RedisSaver.from_conn_string(server.url):
-            pass
+    with (
+        RedisServer(binary=redis_server_bin, args=["--maxmemory-policy", "allkeys-lru"]) as server,
+        pytest.warns(RuntimeWarning, match="allkeys-lru"),
+        RedisSaver.from_conn_string(server.url),
+    ):
+        pass
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -276,9 +292,11 @@ def test_config_without_thread_id_fails_like_in_memory_saver(saver: RedisSaver) 
 
 
 def test_unreachable_url_names_it_without_password() -> None:
-    with pytest.raises(RedisUnavailableError) as err:
-        with RedisSaver.from_conn_string("redis://user:s3cret@127.0.0.1:1/0"):
-            pass
+    with (
+        pytest.raises(RedisUnavailableError) as err,
+        RedisSaver.from_conn_string("redis://user:s3cret@127.0.0.1:1/0"),
+    ):
+        pass
     assert "127.0.0.1:1" in str(err.value)
     assert "s3cret" not in str(err.value)
 
@@ -303,7 +321,9 @@ def test_corrupt_records_and_blobs_raise_naming_the_key(
         list(saver.list(config("bad")))
 
 
-def test_encrypted_serializer_plugs_in(redis_server: RedisServer, redis_client: redis.Redis) -> None:
+def test_encrypted_serializer_plugs_in(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
     serde = EncryptedSerializer.from_pycryptodome_aes(key=b"0123456789abcdef")
     with RedisSaver.from_conn_string(redis_server.url, key_prefix="enc", serde=serde) as saver:
         secret = "the launch code is 12345"
@@ -312,13 +332,18 @@ def test_encrypted_serializer_plugs_in(redis_server: RedisServer, redis_client: 
         saver.put_writes(second, [("note", secret)], "task")
         tup = saver.get_tuple(config("e"))
         assert tup is not None
-        assert tup.checkpoint["channel_values"]["messages"] == [HumanMessage(secret), AIMessage("ok")]
+        assert tup.checkpoint["channel_values"]["messages"] == [
+            HumanMessage(secret),
+            AIMessage("ok"),
+        ]
         assert tup.pending_writes == [("task", "note", secret)]
         stored = b"".join(redis_client.hvals(saver.core.keys("e").data))
         assert secret.encode() not in stored
-    with RedisSaver.from_conn_string(redis_server.url, key_prefix="enc") as plain:
-        with pytest.raises(CorruptEntryError):
-            plain.get_tuple(config("e"))
+    with (
+        RedisSaver.from_conn_string(redis_server.url, key_prefix="enc") as plain,
+        pytest.raises(CorruptEntryError),
+    ):
+        plain.get_tuple(config("e"))
 
 
 # -- storage growth --------------------------------------------------------------------------------
@@ -332,7 +357,11 @@ def test_a_growing_message_list_is_stored_as_deltas(
     sizes = []
     keys = saver.core.keys("grow")
     for turn in range(60):
-        messages = [*messages, HumanMessage(f"question {turn} " * 10), AIMessage(f"answer {turn} " * 40)]
+        messages = [
+            *messages,
+            HumanMessage(f"question {turn} " * 10),
+            AIMessage(f"answer {turn} " * 40),
+        ]
         parent = put(saver, "grow", {"messages": messages}, parent)
         sizes.append(redis_client.memory_usage(keys.data, samples=0) or 0)
     early = (sizes[19] - sizes[9]) / 10
@@ -341,7 +370,9 @@ def test_a_growing_message_list_is_stored_as_deltas(
     tup = saver.get_tuple(config("grow"))
     assert tup is not None and tup.checkpoint["channel_values"]["messages"] == messages
     # a fresh process (empty list cache) still reads the chain, and writes a full copy once
-    with RedisSaver.from_conn_string(redis_server.url, key_prefix=saver.core.layout.prefix) as other:
+    with RedisSaver.from_conn_string(
+        redis_server.url, key_prefix=saver.core.layout.prefix
+    ) as other:
         fresh = other.get_tuple(config("grow"))
         assert fresh is not None and fresh.checkpoint["channel_values"]["messages"] == messages
     older = list(saver.list(config("grow")))[30]
@@ -355,7 +386,9 @@ def test_a_list_whose_base_was_pruned_elsewhere_is_written_whole(saver: RedisSav
     other = RedisSaver(saver.client, url=saver.url, key_prefix=saver.core.layout.prefix)
     other.delete_thread("p2")
     version = saver.get_next_version("000000000002.0", None)
-    checkpoint = generate_checkpoint(channel_values={"m": list(range(14))}, channel_versions={"m": version})
+    checkpoint = generate_checkpoint(
+        channel_values={"m": list(range(14))}, channel_versions={"m": version}
+    )
     rt = saver.round_trips
     third = saver.put(second, checkpoint, {"step": 3}, {"m": version})
     assert saver.round_trips - rt == 2  # the refusal, then the whole list

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -76,10 +77,9 @@ class AsyncRedisSaver(RedisSaverBase):
         try:
             for script in SCRIPTS.values():
                 await self.client.script_load(script.source)
-            try:
+            # CONFIG may be disabled (managed Redis): nothing to check then.
+            with contextlib.suppress(ResponseError):
                 self._check_policy(await self.client.config_get("maxmemory-policy"))
-            except ResponseError:
-                pass  # CONFIG may be disabled (managed Redis); nothing to check then
         except Exception as exc:
             if not (is_unavailable_error(exc) and self.memory is not None):
                 raise
@@ -201,7 +201,7 @@ class AsyncRedisSaver(RedisSaverBase):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        op = self.core.list(config, filter=filter, before=before, limit=limit)
+        op = self.core.list_checkpoints(config, filter=filter, before=before, limit=limit)
         async for tup in self._aiterate("list", op):
             yield tup
 

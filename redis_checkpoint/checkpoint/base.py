@@ -1,4 +1,4 @@
-"""What the sync and the async saver share besides the core: construction, versions, setup checks."""
+"""What the sync and async savers share besides the core: options, versions, setup checks."""
 
 from __future__ import annotations
 
@@ -104,7 +104,9 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
             # A cluster client answers per node: {node: {name: value}}.
             for value in reply.values():
                 if isinstance(value, dict):
-                    policies |= {_text(v) for k, v in value.items() if _text(k) == "maxmemory-policy"}
+                    policies |= {
+                        _text(v) for k, v in value.items() if _text(k) == "maxmemory-policy"
+                    }
         else:
             policies = set()
         risky = [p for p in policies if p in EVICTING or (self.ttl and p in EVICTING_WITH_TTL)]

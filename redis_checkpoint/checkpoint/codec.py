@@ -212,9 +212,7 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-def decode_blob(
-    field: bytes, blobs: Mapping[bytes, bytes | None], loads: Any, where: str
-) -> Any:
+def decode_blob(field: bytes, blobs: Mapping[bytes, bytes | None], loads: Any, where: str) -> Any:
     """The value a blob field stands for, resolving list chains; ``MISSING`` when absent/empty."""
     blob = blobs.get(field)
     if not blob:
@@ -267,7 +265,7 @@ def list_items(
         expected.append(count)
         current = blob[3 : 3 + size] if size else None
     items: list[tuple[str, bytes]] = []
-    for count, segment in zip(reversed(expected), reversed(segments)):
+    for count, segment in zip(reversed(expected), reversed(segments), strict=True):
         if count != len(items):
             raise CorruptEntryError(f"{where} field {field!r}", "list chain lengths disagree")
         items += segment

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import msgpack
 from langchain_core.runnables import RunnableConfig
@@ -43,6 +43,7 @@ from redis_checkpoint.checkpoint.keys import (
     write_key,
     writes_field,
 )
+from redis_checkpoint.errors import CorruptEntryError
 
 # Stored in the member and in the record's channel/version pairs, not in the serialized checkpoint.
 _KEPT_ELSEWHERE = ("channel_values", "channel_versions", "id")
@@ -147,9 +148,7 @@ class SaverCore:
     refresh_on_read: bool = False
     list_cache_size: int = 4096
     # The last stored version of each list channel, so the next version stores only its new items.
-    _lists: OrderedDict[tuple[str, bytes, str], _StoredList] = field(
-        default_factory=OrderedDict
-    )
+    _lists: OrderedDict[tuple[str, bytes, str], _StoredList] = field(default_factory=OrderedDict)
     # Registry expiry (ms) this process last wrote per thread; see _register().
     _registered: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
@@ -199,7 +198,9 @@ class SaverCore:
 
     # -- decoding ------------------------------------------------------------------------------
 
-    def _pending_writes(self, keys: ThreadKeys, member: bytes, raw: bytes | None) -> list[PendingWrite]:
+    def _pending_writes(
+        self, keys: ThreadKeys, member: bytes, raw: bytes | None
+    ) -> list[PendingWrite]:
         where = self._where(keys, b"w" + member[1:])
         return [
             (sort_key[1], channel, self.serde.loads_typed(typed))
@@ -224,7 +225,7 @@ class SaverCore:
             metadata: CheckpointMetadata = self.serde.loads_typed(record.metadata)
             versions = {unescape(ch): version_from_token(tok) for ch, tok, _ in record.versions}
         except Exception as exc:
-            raise codec.CorruptEntryError(where, f"cannot deserialize ({exc})") from exc
+            raise CorruptEntryError(where, f"cannot deserialize ({exc})") from exc
         values: dict[str, Any] = {}
         for channel_e, _, inline in record.versions:
             if inline and inline != codec.EMPTY_BLOB:
@@ -240,12 +241,10 @@ class SaverCore:
             if remember and (raw_blob := blobs.get(blob)) and raw_blob[:1] == b"L":
                 items = codec.list_items_raw(blob, blobs, keys.data)
                 self._remember_list((keys.thread_id, ns_e, channel), _StoredList(blob, items))
-        checkpoint: Checkpoint = {
-            **stored,
-            "id": checkpoint_id,
-            "channel_versions": versions,
-            "channel_values": values,
-        }
+        checkpoint = cast(
+            Checkpoint,
+            {**stored, "id": checkpoint_id, "channel_versions": versions, "channel_values": values},
+        )
         config: RunnableConfig = {
             "configurable": {
                 "thread_id": keys.thread_id,
@@ -332,7 +331,7 @@ class SaverCore:
                 out.append(tup)
         return out, more or None
 
-    def list(
+    def list_checkpoints(
         self,
         config: RunnableConfig | None,
         *,
@@ -424,7 +423,9 @@ class SaverCore:
         for channel, version in checkpoint["channel_versions"].items():
             if channel in values:
                 small = codec.is_small(values[channel])
-                inline = codec.encode_value(self.serde.dumps_typed(values[channel])) if small else b""
+                inline = (
+                    codec.encode_value(self.serde.dumps_typed(values[channel])) if small else b""
+                )
             elif channel in new_versions:
                 inline = codec.EMPTY_BLOB  # emptied (or a DeltaChannel between snapshots)
             else:
@@ -452,11 +453,11 @@ class SaverCore:
                         None, 0, [(kind, item) for item in full[blob_args[i]]]
                     )
                     blob_args[i + 2] = b""
-            reply = (yield Call([self._script("put", keys, *head, *blob_args)], "write", thread_id))[
-                0
-            ]
+            reply = (
+                yield Call([self._script("put", keys, *head, *blob_args)], "write", thread_id)
+            )[0]
             if reply[0] == 0:
-                raise codec.CorruptEntryError(keys.data, "list base vanished while writing")
+                raise CorruptEntryError(keys.data, "list base vanished while writing")
         for key, stored_list in lists.items():
             self._remember_list(key, stored_list)
         return {
@@ -530,7 +531,7 @@ class SaverCore:
             yield from self._unregister_emptied(batch, [r[1] for r in replies])
 
     def _unregister_emptied(self, threads: Sequence[str], left: Sequence[int]) -> Op[None]:
-        gone = [t for t, n in zip(threads, left) if n == 0]
+        gone = [t for t, n in zip(threads, left, strict=True) if n == 0]
         for thread_id in gone:
             self.forget_thread(thread_id)
         if gone:
@@ -544,7 +545,7 @@ class SaverCore:
         if not members:
             return
         pairs: list[bytes] = []
-        for name, value in zip(fields, values):
+        for name, value in zip(fields, values, strict=True):
             if value is not None:
                 pairs += [name, value]
         self.forget_thread(target)

@@ -19,6 +19,7 @@ from typing import Any
 from redis_checkpoint.checkpoint import codec
 from redis_checkpoint.checkpoint.core import Call, Command
 from redis_checkpoint.checkpoint.keys import SEP
+from redis_checkpoint.errors import CorruptEntryError
 
 THREAD_TTL = b"t"
 THREAD_ID = b"id"
@@ -88,7 +89,7 @@ class _Thread:
                 raise ValueError
             return fields
         except Exception:
-            raise codec.CorruptEntryError(
+            raise CorruptEntryError(
                 f"{self.keys[1]} field {member!r}", "checkpoint record is unreadable"
             ) from None
 
@@ -130,10 +131,14 @@ class MemoryTier:
 
     def _thread(self, thread_id: str, keys: tuple[str, str], create: bool) -> _Thread | None:
         thread = self._threads.get(thread_id)
-        if thread is not None and thread.expires_at is not None:
-            if thread.expires_at <= time.monotonic() and thread_id not in self._dirty:
-                self._drop(thread_id)
-                thread = None
+        if (
+            thread is not None
+            and thread.expires_at is not None
+            and thread.expires_at <= time.monotonic()
+            and thread_id not in self._dirty
+        ):
+            self._drop(thread_id)
+            thread = None
         if thread is None and create:
             thread = self._threads[thread_id] = _Thread(keys)
             self._ids[keys[1]] = thread_id
@@ -176,7 +181,7 @@ class MemoryTier:
                 for command in call.commands:
                     self._command(call.thread_id, command, outage=False)
             else:
-                for command, reply in zip(call.commands, replies):
+                for command, reply in zip(call.commands, replies, strict=True):
                     if command.script and reply:
                         self._absorb(call.thread_id, command, reply)
             self._shrink()
@@ -194,7 +199,7 @@ class MemoryTier:
                 thread = self._threads.get(thread_id)
                 members = list(thread.members) if thread else []
                 pairs: list[bytes] = []
-                for name, value in (thread.data.items() if thread else ()):
+                for name, value in thread.data.items() if thread else ():
                     pairs += [name, value]
                 out.append((thread_id, deleted, members, pairs))
             self._dirty.clear()
@@ -211,9 +216,7 @@ class MemoryTier:
         before = thread.size
         if command.name == "get":
             entries, flat = [reply[:2] + reply[3:]], reply[2]
-        elif command.name == "list":
-            entries, flat = reply[0], reply[1]
-        elif command.name == "history":
+        elif command.name == "list" or command.name == "history":
             entries, flat = reply[0], reply[1]
         else:
             return
@@ -311,7 +314,9 @@ class MemoryTier:
         triples = [args[i : i + 3] for i in range(4, len(args), 3)]
         fresh = {name for name, _, _ in triples}
         missing = [
-            name for name, _, base in triples if base and base not in fresh and base not in thread.data
+            name
+            for name, _, base in triples
+            if base and base not in fresh and base not in thread.data
         ]
         if missing:
             return [0, missing]

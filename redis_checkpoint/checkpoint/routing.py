@@ -115,7 +115,7 @@ class Router:
     def check_replies(self, call: Call, replies: Sequence[Any]) -> bool:
         """Raise script errors; False when a script must be loaded and the Call sent again."""
         retry = False
-        for command, reply in zip(call.commands, replies):
+        for command, reply in zip(call.commands, replies, strict=True):
             if isinstance(reply, NoScriptError):
                 retry = True
             elif isinstance(reply, ResponseError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,8 +24,8 @@ from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
 from redis_checkpoint.checkpoint.routing import Route
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
-from redis_checkpoint.client import check_connection, create_client, is_unavailable_error
 from redis_checkpoint.client import _describe as describe_client
+from redis_checkpoint.client import check_connection, create_client, is_unavailable_error
 from redis_checkpoint.settings import Settings
 
 T = TypeVar("T")
@@ -75,10 +76,9 @@ class RedisSaver(RedisSaverBase):
         try:
             for script in SCRIPTS.values():
                 self.client.script_load(script.source)
-            try:
+            # CONFIG may be disabled (managed Redis): nothing to check then.
+            with contextlib.suppress(ResponseError):
                 self._check_policy(self.client.config_get("maxmemory-policy"))
-            except ResponseError:
-                pass  # CONFIG may be disabled (managed Redis); nothing to check then
         except Exception as exc:
             if not (is_unavailable_error(exc) and self.memory is not None):
                 raise
@@ -193,7 +193,7 @@ class RedisSaver(RedisSaverBase):
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         return self._iterate(
-            "list", self.core.list(config, filter=filter, before=before, limit=limit)
+            "list", self.core.list_checkpoints(config, filter=filter, before=before, limit=limit)
         )
 
     def put(
@@ -243,9 +243,7 @@ class RedisSaver(RedisSaverBase):
 
     def set_thread_ttl(self, thread_id: str, seconds: float) -> float | None:
         """Give one thread its own TTL (kept across writes, until unpinned)."""
-        return self._run(
-            "set_thread_ttl", self.core.set_ttl(thread_id, "set", int(seconds * 1000))
-        )
+        return self._run("set_thread_ttl", self.core.set_ttl(thread_id, "set", int(seconds * 1000)))
 
     def thread_ttl(self, thread_id: str) -> float | None:
         """Seconds before the thread expires; None when it never does."""

@@ -92,7 +92,9 @@ local function collect_garbage()
   local dead = {}
   for _, f in ipairs(redis.call('HKEYS', data)) do
     local kind = string.sub(f, 1, 2)
-    if (kind == 'b' .. S and not reach[f]) or (kind == 'w' .. S and not keep['c' .. string.sub(f, 2)]) then
+    local orphan_blob = kind == 'b' .. S and not reach[f]
+    local orphan_writes = kind == 'w' .. S and not keep['c' .. string.sub(f, 2)]
+    if orphan_blob or orphan_writes then
       dead[#dead + 1] = f
     end
   end
