@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -23,7 +22,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Emit, IterOp, Op
-from redis_checkpoint.checkpoint.routing import Route
+from redis_checkpoint.checkpoint.routing import Send
 from redis_checkpoint.checkpoint.saver import RedisSaver
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
@@ -88,68 +87,41 @@ class AsyncRedisSaver(RedisSaverBase):
     def setup(self) -> None:
         self._sync(self.asetup())
 
-    # -- the driver ----------------------------------------------------------------------------
+    # -- the driver: send what the router asks for ---------------------------------------------
 
-    async def _arun(self, name: str, op: Op[T]) -> T:
-        start, fallback_before, outcome = time.perf_counter(), self._router.fallback_calls, "ok"
-        try:
-            call = next(op)
-            while True:
-                call = op.send(await self._execute(call))
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        except BaseException:
-            outcome = "error"
-            raise
-        finally:
-            if outcome == "ok" and self._router.fallback_calls != fallback_before:
-                outcome = "fallback"
-            self.metrics.observe_operation(name, time.perf_counter() - start, outcome)
+    async def _next(self, gen: Generator[Send | Emit, Any, T]) -> tuple[bool, Any]:
+        """Serve the router until it emits results (False, Emit) or ends (True, its value).
 
-    async def _aiterate(self, name: str, op: IterOp) -> AsyncIterator[CheckpointTuple]:
+        StopIteration cannot cross an ``await`` (it would become a RuntimeError), hence the flag.
+        """
         reply: Any = None
+        error: Exception | None = None
         while True:
             try:
-                item = op.send(reply)
-            except StopIteration:
-                return
+                item = gen.throw(error) if error is not None else gen.send(reply)
+            except StopIteration as stop:
+                return True, stop.value
             if isinstance(item, Emit):
-                reply = None
-                for tup in item.tuples:
-                    yield tup
-            else:
-                reply = await self._arun(name, _single(item))
+                return False, item
+            try:
+                reply, error = await self._send(item.call), None
+            except Exception as exc:
+                reply, error = None, exc
 
-    async def _execute(self, call: Call) -> list[Any]:
-        route = self._router.route()
-        if route is Route.REPLAY_THEN_REDIS and not await self._replay():
-            route = Route.MEMORY
-        if route is Route.MEMORY:
-            return self._router.in_memory(call)
-        try:
-            replies = await self._send(call)
-        except Exception as exc:
-            if self._router.failed(exc):
-                return self._router.in_memory(call, exc)
-            raise
-        self._router.succeeded(call, replies)
-        return replies
+    async def _arun(self, name: str, op: Op[T]) -> T:
+        done, value = await self._next(self._router.run(name, op))
+        if not done:
+            raise RuntimeError(f"{name} emitted results")
+        return value  # type: ignore[no-any-return]
 
-    async def _replay(self) -> bool:
-        plan = self._router.replay_plan()
-        done = 0
-        try:
-            for item in plan:
-                await self._send(item.call)
-                self._router.replay_done(item)
-                done += 1
-        except Exception as exc:
-            self._router.failed(exc)
-            self._router.replay_finished(plan[done:])
-            return False
-        self._router.breaker.record_success()
-        self._router.replay_finished([])
-        return True
+    async def _aiterate(self, name: str, op: IterOp) -> AsyncIterator[CheckpointTuple]:
+        gen = self._router.run(name, op)
+        while True:
+            done, emitted = await self._next(gen)
+            if done:
+                return
+            for tup in emitted.tuples:
+                yield tup
 
     async def _send(self, call: Call, loaded: bool = False) -> list[Any]:
         self._router.sent(call)
@@ -306,7 +278,3 @@ class AsyncRedisSaver(RedisSaverBase):
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
-
-
-def _single(call: Call) -> Op[list[Any]]:
-    return (yield call)

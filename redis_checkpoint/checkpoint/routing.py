@@ -1,42 +1,46 @@
 """Where each Call goes: Redis, or the in-memory tier while Redis is away (no I/O here).
 
-The sync and async savers ask :meth:`Router.route` before a Call, report how Redis answered,
-and run :meth:`Router.replay_plan`'s Calls to write back what the tier took meanwhile.
+:meth:`Router.run` drives one operation of the core: it routes each of its Calls, serves it from
+memory while the breaker is open, writes back what the memory tier took once Redis returns, and
+counts it all. It yields only :class:`Send` requests - "send this Call to Redis, give me the
+replies or throw me the error" - so the sync and async savers are a ten-line loop each.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.exceptions import NoScriptError, ResponseError
 
 from redis_checkpoint.breaker import CircuitBreaker
-from redis_checkpoint.checkpoint.core import Call, SaverCore
+from redis_checkpoint.checkpoint.core import Call, Emit, SaverCore
 from redis_checkpoint.checkpoint.memory import MemoryTier
 from redis_checkpoint.client import is_unavailable_error
 from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
 from redis_checkpoint.metrics import Metrics
 
 log = logging.getLogger("redis_checkpoint.checkpoint")
+T = TypeVar("T")
 COMPONENT = "checkpoint"
+
+
+@dataclass
+class Send:
+    """A request to the driver: send ``call`` to Redis."""
+
+    call: Call
 
 
 class Route(Enum):
     REDIS = "redis"
     REPLAY_THEN_REDIS = "replay"
     MEMORY = "memory"
-
-
-@dataclass
-class ReplayItem:
-    thread_id: str
-    deleted: bool
-    call: Call
 
 
 class Router:
@@ -57,6 +61,71 @@ class Router:
         self.fallback_calls = 0
         self._replaying = False
         self._lock = threading.Lock()
+
+    # -- driving an operation ------------------------------------------------------------------
+
+    def run(self, name: str, op: Generator[Call | Emit, Any, T]) -> Generator[Send | Emit, Any, T]:
+        """Run ``op``; what it emits (list results) passes through to the driver."""
+        start, fallback_before, outcome = time.perf_counter(), self.fallback_calls, "ok"
+        try:
+            item = next(op)
+            while True:
+                if isinstance(item, Emit):
+                    yield item
+                    item = op.send(None)
+                else:
+                    item = op.send((yield from self._execute(item)))
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            if outcome == "ok" and self.fallback_calls != fallback_before:
+                outcome = "fallback"
+            self.metrics.observe_operation(name, time.perf_counter() - start, outcome)
+
+    def _execute(self, call: Call) -> Generator[Send, Any, list[Any]]:
+        route = self.route()
+        if route is Route.REPLAY_THEN_REDIS and not (yield from self._replay()):
+            route = Route.MEMORY
+        if route is Route.MEMORY:
+            return self.in_memory(call)
+        try:
+            replies: list[Any] = yield Send(call)
+        except Exception as exc:
+            if self.failed(exc):
+                return self.in_memory(call, exc)
+            raise
+        self.succeeded(call, replies)
+        return replies
+
+    def _replay(self) -> Generator[Send, Any, bool]:
+        """Write back the threads the memory tier took during the outage; False if Redis fails."""
+        assert self.memory is not None
+        plan = []
+        for thread_id, deleted, members, pairs in self.memory.take_dirty():
+            op = self.core.restore(
+                thread_id, members, pairs, replace=deleted, kind="admin", register=True
+            )
+            plan.append((thread_id, deleted, next(op)))
+        done = 0
+        try:
+            for _, _, call in plan:
+                yield Send(call)
+                done += 1
+                self.metrics.replayed(COMPONENT, 1)
+        except Exception as exc:
+            self.failed(exc)
+            for thread_id, deleted, _ in plan[done:]:
+                self.memory.restore_dirty(thread_id, deleted)
+            return False
+        finally:
+            self._replaying = False
+            self._publish()
+        self.breaker.record_success()
+        log.warning("wrote back %d threads taken in memory during the outage", len(plan))
+        return True
 
     # -- deciding ------------------------------------------------------------------------------
 
@@ -130,30 +199,6 @@ class Router:
             detail = message[message.index("CORRUPT") :].split(" script:")[0]
             return CorruptEntryError(keys[-1] if keys else "?", detail)
         return exc
-
-    # -- write-back after an outage ------------------------------------------------------------
-
-    def replay_plan(self) -> list[ReplayItem]:
-        assert self.memory is not None
-        items = []
-        for thread_id, deleted, members, pairs in self.memory.take_dirty():
-            op = self.core.restore(
-                thread_id, members, pairs, replace=deleted, kind="admin", register=True
-            )
-            items.append(ReplayItem(thread_id, deleted, next(op)))
-        return items
-
-    def replay_done(self, item: ReplayItem) -> None:
-        self.metrics.replayed(COMPONENT, 1)
-
-    def replay_finished(self, leftover: Sequence[ReplayItem]) -> None:
-        assert self.memory is not None
-        for item in leftover:
-            self.memory.restore_dirty(item.thread_id, item.deleted)
-        self._replaying = False
-        if not leftover:
-            log.warning("wrote back the checkpoints taken in memory during the outage")
-        self._publish()
 
     def _publish(self) -> None:
         active = self.breaker.state != "closed"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -22,7 +21,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
-from redis_checkpoint.checkpoint.routing import Route
+from redis_checkpoint.checkpoint.routing import Send
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import check_connection, create_client, is_unavailable_error
@@ -84,67 +83,35 @@ class RedisSaver(RedisSaverBase):
                 raise
             self._router.failed(exc)
 
-    # -- the driver ----------------------------------------------------------------------------
+    # -- the driver: send what the router asks for ---------------------------------------------
 
-    def _run(self, name: str, op: Op[T]) -> T:
-        start, fallback_before, outcome = time.perf_counter(), self._router.fallback_calls, "ok"
-        try:
-            call = next(op)
-            while True:
-                call = op.send(self._execute(call))
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        except BaseException:
-            outcome = "error"
-            raise
-        finally:
-            if outcome == "ok" and self._router.fallback_calls != fallback_before:
-                outcome = "fallback"
-            self.metrics.observe_operation(name, time.perf_counter() - start, outcome)
-
-    def _iterate(self, name: str, op: IterOp) -> Iterator[CheckpointTuple]:
+    def _drive(self, gen: Generator[Send | Emit, Any, T]) -> Generator[CheckpointTuple, None, T]:
         reply: Any = None
+        error: Exception | None = None
         while True:
             try:
-                item = op.send(reply)
-            except StopIteration:
-                return
+                item = gen.throw(error) if error is not None else gen.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply = error = None
             if isinstance(item, Emit):
-                reply = None
                 yield from item.tuples
-            else:
-                reply = self._run(name, _single(item))
+                continue
+            try:
+                reply = self._send(item.call)
+            except Exception as exc:
+                error = exc
 
-    def _execute(self, call: Call) -> list[Any]:
-        route = self._router.route()
-        if route is Route.REPLAY_THEN_REDIS and not self._replay():
-            route = Route.MEMORY
-        if route is Route.MEMORY:
-            return self._router.in_memory(call)
+    def _run(self, name: str, op: Op[T]) -> T:
+        drive = self._drive(self._router.run(name, op))
         try:
-            replies = self._send(call)
-        except Exception as exc:
-            if self._router.failed(exc):
-                return self._router.in_memory(call, exc)
-            raise
-        self._router.succeeded(call, replies)
-        return replies
+            next(drive)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        raise RuntimeError(f"{name} emitted results")
 
-    def _replay(self) -> bool:
-        plan = self._router.replay_plan()
-        done = 0
-        try:
-            for item in plan:
-                self._send(item.call)
-                self._router.replay_done(item)
-                done += 1
-        except Exception as exc:
-            self._router.failed(exc)
-            self._router.replay_finished(plan[done:])
-            return False
-        self._router.breaker.record_success()
-        self._router.replay_finished([])
-        return True
+    def _iterate(self, name: str, op: IterOp) -> Iterator[CheckpointTuple]:
+        yield from self._drive(self._router.run(name, op))
 
     def _send(self, call: Call, loaded: bool = False) -> list[Any]:
         self._router.sent(call)
@@ -304,7 +271,3 @@ class RedisSaver(RedisSaverBase):
         return await asyncio.to_thread(
             lambda: self.get_delta_channel_history(config=config, channels=channels)
         )
-
-
-def _single(call: Call) -> Op[list[Any]]:
-    return (yield call)
