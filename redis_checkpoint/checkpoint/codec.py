@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
@@ -188,12 +188,10 @@ def encode_value(typed: tuple[str, bytes]) -> bytes:
     return (b"Z" if compressed else b"V") + bytes([len(kind)]) + kind + payload
 
 
-def encode_list(base: bytes | None, base_count: int, items: Iterable[tuple[str, bytes]]) -> bytes:
+def encode_list(base: bytes | None, base_count: int, items: list[bytes]) -> bytes:
+    """A list blob: the msgpack encodings of the items appended since ``base``."""
     base = base or b""
-    flat: list[Any] = []
-    for kind, payload in items:
-        flat += [kind, payload]
-    compressed, payload = squeeze(pack(flat))
+    compressed, payload = squeeze(pack(items))
     head = b"L" + _LIST_HEAD.pack(len(base)) + base + _LIST_COUNT.pack(base_count)
     return head + (b"z" if compressed else b"-") + payload
 
@@ -205,6 +203,18 @@ def list_base(blob: bytes) -> bytes | None:
     return blob[3 : 3 + size] if size else None
 
 
+def msgpack_list(items: list[bytes]) -> bytes:
+    """The msgpack encoding of a list, from its items' encodings (a header, then the items)."""
+    n = len(items)
+    if n < 16:
+        head = bytes([0x90 | n])
+    elif n < 0x10000:
+        head = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdd" + n.to_bytes(4, "big")
+    return head + b"".join(items)
+
+
 class _Missing:
     pass
 
@@ -212,64 +222,77 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
-def decode_blob(field: bytes, blobs: Mapping[bytes, bytes | None], loads: Any, where: str) -> Any:
-    """The value a blob field stands for, resolving list chains; ``MISSING`` when absent/empty."""
-    blob = blobs.get(field)
-    if not blob:
-        return MISSING
-    try:
-        kind = blob[:1]
-        if kind == b"E":
+class Blobs:
+    """The blobs one reply brought, plus lists this process already knows by field.
+
+    Blob fields never change once written, so a list chain resolved once (here, or from
+    ``known``) is reused: a reply only carries what is newer than what the client knows.
+    """
+
+    def __init__(
+        self,
+        fetched: Mapping[bytes, bytes | None],
+        where: str,
+        known: Mapping[bytes, list[bytes]] | None = None,
+    ) -> None:
+        self.fetched = fetched
+        self.where = where
+        self.lists: dict[bytes, list[bytes]] = dict(known or {})
+
+    def __contains__(self, field: bytes) -> bool:
+        return field in self.lists or bool(self.fetched.get(field))
+
+    def value(self, field: bytes, loads: Any) -> Any:
+        """The value a blob field stands for; ``MISSING`` when absent or emptied."""
+        if field in self.lists:
+            return loads(("msgpack", msgpack_list(self.lists[field])))
+        blob = self.fetched.get(field)
+        if not blob:
             return MISSING
-        if kind in (b"V", b"Z"):
-            size = blob[1]
-            payload = blob[2 + size :]
-            if kind == b"Z":
-                payload = zlib.decompress(payload)
-            return loads((blob[2 : 2 + size].decode(), payload))
-        if kind == b"L":
-            return [loads(item) for item in list_items(field, blobs, where)]
-        raise ValueError(f"unknown blob kind {kind!r}")
-    except CorruptEntryError:
-        raise
-    except Exception as exc:
-        raise CorruptEntryError(f"{where} field {field!r}", f"blob is unreadable ({exc})") from exc
-
-
-def list_items_raw(field: bytes, blobs: Mapping[bytes, bytes | None], where: str) -> list[bytes]:
-    return [payload for _, payload in list_items(field, blobs, where)]
-
-
-def list_items(
-    field: bytes, blobs: Mapping[bytes, bytes | None], where: str
-) -> list[tuple[str, bytes]]:
-    """The (type, bytes) items of a list blob, following its chain of bases."""
-    segments: list[list[tuple[str, bytes]]] = []
-    expected: list[int] = []
-    current: bytes | None = field
-    seen: set[bytes] = set()
-    while current is not None:
-        blob = blobs.get(current)
-        if not blob or blob[:1] != b"L" or current in seen:
+        try:
+            kind = blob[:1]
+            if kind == b"E":
+                return MISSING
+            if kind in (b"V", b"Z"):
+                size = blob[1]
+                payload = blob[2 + size :]
+                if kind == b"Z":
+                    payload = zlib.decompress(payload)
+                return loads((blob[2 : 2 + size].decode(), payload))
+            if kind == b"L":
+                return loads(("msgpack", msgpack_list(self.items(field))))
+            raise ValueError(f"unknown blob kind {kind!r}")
+        except CorruptEntryError:
+            raise
+        except Exception as exc:
             raise CorruptEntryError(
-                f"{where} field {current!r}", "a list blob's base is missing or not a list"
-            )
-        seen.add(current)
-        (size,) = _LIST_HEAD.unpack_from(blob, 1)
-        (count,) = _LIST_COUNT.unpack_from(blob, 3 + size)
-        payload = blob[8 + size :]
-        if blob[7 + size : 8 + size] == b"z":
-            payload = zlib.decompress(payload)
-        flat = unpack(payload)
-        segments.append([(text(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)])
-        expected.append(count)
-        current = blob[3 : 3 + size] if size else None
-    items: list[tuple[str, bytes]] = []
-    for count, segment in zip(reversed(expected), reversed(segments), strict=True):
-        if count != len(items):
-            raise CorruptEntryError(f"{where} field {field!r}", "list chain lengths disagree")
-        items += segment
-    return items
+                f"{self.where} field {field!r}", f"blob is unreadable ({exc})"
+            ) from exc
+
+    def items(self, field: bytes) -> list[bytes]:
+        """The items of a list blob, following its chain of bases back to a known list."""
+        chain: list[tuple[bytes, int, list[bytes]]] = []
+        current: bytes | None = field
+        while current is not None and current not in self.lists:
+            blob = self.fetched.get(current)
+            if not blob or blob[:1] != b"L" or any(current == c[0] for c in chain):
+                raise CorruptEntryError(
+                    f"{self.where} field {current!r}", "a list blob's base is missing"
+                )
+            (size,) = _LIST_HEAD.unpack_from(blob, 1)
+            (count,) = _LIST_COUNT.unpack_from(blob, 3 + size)
+            payload = blob[8 + size :]
+            if blob[7 + size : 8 + size] == b"z":
+                payload = zlib.decompress(payload)
+            chain.append((current, count, [bytes(item) for item in unpack(payload)]))
+            current = blob[3 : 3 + size] if size else None
+        items = self.lists[current] if current is not None else []
+        for name, count, segment in reversed(chain):
+            if count != len(items):
+                raise CorruptEntryError(f"{self.where} field {name!r}", "list lengths disagree")
+            items = items + segment
+            self.lists[name] = items
+        return items
 
 
 # -- writes -------------------------------------------------------------------------------------

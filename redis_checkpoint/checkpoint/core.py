@@ -147,8 +147,11 @@ class SaverCore:
     ttl_ms: int = 0
     refresh_on_read: bool = False
     list_cache_size: int = 4096
-    # The last stored version of each list channel, so the next version stores only its new items.
-    _lists: OrderedDict[tuple[str, bytes, str], _StoredList] = field(default_factory=OrderedDict)
+    # The last list version this process wrote or read, per (thread, namespace) and channel: the
+    # next version stores only its new items, and reads fetch only what is newer.
+    _lists: OrderedDict[tuple[str, bytes], dict[str, _StoredList]] = field(
+        default_factory=OrderedDict
+    )
     # Registry expiry (ms) this process last wrote per thread; see _register().
     _registered: OrderedDict[str, float] = field(default_factory=OrderedDict)
 
@@ -187,11 +190,18 @@ class SaverCore:
         for key in [k for k in self._lists if k[0] == thread_id]:
             del self._lists[key]
 
-    def _remember_list(self, key: tuple[str, bytes, str], stored: _StoredList) -> None:
-        self._lists[key] = stored
+    def _remember_lists(self, thread_id: str, ns: bytes, lists: dict[str, _StoredList]) -> None:
+        if not lists:
+            return
+        key = (thread_id, ns)
+        self._lists.setdefault(key, {}).update(lists)
         self._lists.move_to_end(key)
         while len(self._lists) > self.list_cache_size:
             self._lists.popitem(last=False)
+
+    def _known_lists(self, thread_id: str, ns: bytes) -> dict[bytes, list[bytes]]:
+        known = self._lists.get((thread_id, ns))
+        return {stored.field: stored.items for stored in known.values()} if known else {}
 
     def _where(self, keys: ThreadKeys, member: bytes) -> str:
         return f"{keys.data} field {member!r}"
@@ -207,12 +217,30 @@ class SaverCore:
             for sort_key, channel, typed in codec.decode_writes(raw, where)
         ]
 
+    def _values(
+        self, record: codec.Record, ns: bytes, blobs: codec.Blobs, only: set[str] | None = None
+    ) -> dict[str, Any]:
+        """Channel values of a checkpoint: inline ones, then those in blobs."""
+        loads = self.serde.loads_typed
+        values: dict[str, Any] = {}
+        for channel_e, _, inline in record.versions:
+            channel = unescape(channel_e)
+            if inline and inline != codec.EMPTY_BLOB and (only is None or channel in only):
+                values[channel] = codec.Blobs({b"": inline}, blobs.where).value(b"", loads)
+        for channel_e, blob in record.blob_fields(ns):
+            channel = unescape(channel_e)
+            if only is None or channel in only:
+                value = blobs.value(blob, loads)
+                if value is not codec.MISSING:
+                    values[channel] = value
+        return values
+
     def _tuple(
         self,
         keys: ThreadKeys,
         member: bytes,
         raw: bytes,
-        blobs: Mapping[bytes, bytes | None],
+        blobs: codec.Blobs,
         writes: bytes | None,
         remember: bool = False,
     ) -> CheckpointTuple:
@@ -220,27 +248,21 @@ class SaverCore:
         record = codec.Record(raw, where)
         _, ns_e, cid_e = member.split(SEP)
         ns, checkpoint_id = unescape(ns_e), unescape(cid_e)
+        loads = self.serde.loads_typed
         try:
-            stored = self.serde.loads_typed(record.checkpoint)
-            metadata: CheckpointMetadata = self.serde.loads_typed(record.metadata)
+            stored = loads(record.checkpoint)
+            metadata: CheckpointMetadata = loads(record.metadata)
             versions = {unescape(ch): version_from_token(tok) for ch, tok, _ in record.versions}
         except Exception as exc:
             raise CorruptEntryError(where, f"cannot deserialize ({exc})") from exc
-        values: dict[str, Any] = {}
-        for channel_e, _, inline in record.versions:
-            if inline and inline != codec.EMPTY_BLOB:
-                values[unescape(channel_e)] = codec.decode_blob(
-                    b"", {b"": inline}, self.serde.loads_typed, where
-                )
-        for channel_e, blob in record.blob_fields(ns_e):
-            value = codec.decode_blob(blob, blobs, self.serde.loads_typed, keys.data)
-            if value is codec.MISSING:
-                continue
-            channel = unescape(channel_e)
-            values[channel] = value
-            if remember and (raw_blob := blobs.get(blob)) and raw_blob[:1] == b"L":
-                items = codec.list_items_raw(blob, blobs, keys.data)
-                self._remember_list((keys.thread_id, ns_e, channel), _StoredList(blob, items))
+        values = self._values(record, ns_e, blobs)
+        if remember:
+            lists = {
+                unescape(channel): _StoredList(blob, blobs.lists[blob])
+                for channel, blob in record.blob_fields(ns_e)
+                if blob in blobs.lists
+            }
+            self._remember_lists(keys.thread_id, ns_e, lists)
         checkpoint = cast(
             Checkpoint,
             {**stored, "id": checkpoint_id, "channel_versions": versions, "channel_values": values},
@@ -277,14 +299,17 @@ class SaverCore:
         ns = config["configurable"].get("checkpoint_ns", "") or ""
         checkpoint_id = get_checkpoint_id(config)
         refresh = self.refresh_on_read and self.ttl_ms > 0
+        ns_e = escape(ns)
+        known = self._known_lists(thread_id, ns_e)
         commands = [
             self._script(
                 "get",
                 keys,
-                escape(ns),
+                ns_e,
                 escape(checkpoint_id) if checkpoint_id else b"",
                 b"1" if refresh else b"0",
                 self.ttl_ms,
+                *known,
             )
         ]
         if refresh:
@@ -293,7 +318,8 @@ class SaverCore:
         if not reply:
             return None
         member, raw, flat, writes = reply
-        return self._tuple(keys, member, raw, _pairs(flat), writes, remember=True)
+        blobs = codec.Blobs(_pairs(flat), keys.data, known)
+        return self._tuple(keys, member, raw, blobs, writes, remember=True)
 
     def list_page(
         self,
@@ -309,6 +335,7 @@ class SaverCore:
         """Up to ``limit`` matching checkpoints of one thread, newest first, and a cursor."""
         keys = self.keys(thread_id)
         refresh = self.refresh_on_read and self.ttl_ms > 0
+        known = self._known_lists(thread_id, escape(ns)) if ns is not None else {}
         command = self._script(
             "list",
             keys,
@@ -320,10 +347,12 @@ class SaverCore:
             cursor or b"",
             b"1" if refresh else b"0",
             self.ttl_ms,
+            len(known),
+            *known,
             *codec.filter_args(filter),
         )
         found, flat, more = (yield Call([command], "read", thread_id))[0]
-        blobs = _pairs(flat)
+        blobs = codec.Blobs(_pairs(flat), keys.data, known)
         out = []
         for member, raw, writes in found:
             tup = self._tuple(keys, member, raw, blobs, writes)
@@ -397,7 +426,8 @@ class SaverCore:
         values = checkpoint["channel_values"]
         blob_args: list[bytes] = []
         full: dict[bytes, list[bytes]] = {}
-        lists: dict[tuple[str, bytes, str], _StoredList] = {}
+        lists: dict[str, _StoredList] = {}
+        remembered = self._lists.get((thread_id, ns_e), {})
         for channel, version in new_versions.items():
             if channel not in values or codec.is_small(values[channel]):
                 continue  # inline in the record
@@ -408,15 +438,13 @@ class SaverCore:
                 blob_args += [name, codec.encode_value(typed), b""]
                 continue
             # A list that starts with the last version this process saw stores only its new items.
-            key = (thread_id, ns_e, channel)
-            known = self._lists.get(key)
+            known = remembered.get(channel)
             start, base = 0, b""
             if known and known.items == items[: len(known.items)]:
                 start, base = len(known.items), known.field
-            new_items = [(typed[0], item) for item in items[start:]]
-            blob_args += [name, codec.encode_list(base or None, start, new_items), base]
+            blob_args += [name, codec.encode_list(base or None, start, items[start:]), base]
             full[name] = items
-            lists[key] = _StoredList(name, items)
+            lists[channel] = _StoredList(name, items)
         stored = {k: v for k, v in checkpoint.items() if k not in _KEPT_ELSEWHERE}
         full_metadata = get_checkpoint_metadata(config, metadata)
         versions: list[bytes] = []
@@ -448,18 +476,14 @@ class SaverCore:
             missing = set(reply[1])
             for i in range(0, len(blob_args), 3):
                 if blob_args[i] in missing:
-                    kind = "msgpack"
-                    blob_args[i + 1] = codec.encode_list(
-                        None, 0, [(kind, item) for item in full[blob_args[i]]]
-                    )
+                    blob_args[i + 1] = codec.encode_list(None, 0, full[blob_args[i]])
                     blob_args[i + 2] = b""
             reply = (
                 yield Call([self._script("put", keys, *head, *blob_args)], "write", thread_id)
             )[0]
             if reply[0] == 0:
                 raise CorruptEntryError(keys.data, "list base vanished while writing")
-        for key, stored_list in lists.items():
-            self._remember_list(key, stored_list)
+        self._remember_lists(thread_id, ns_e, lists)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -615,26 +639,14 @@ class SaverCore:
             *[escape(ch) for ch in channels],
         )
         steps, flat = (yield Call([command], "read", thread_id))[0]
-        blobs = _pairs(flat)
+        blobs = codec.Blobs(_pairs(flat), keys.data)
         collected: dict[str, list[PendingWrite]] = {ch: [] for ch in channels}
         seeds: dict[str, Any] = {}
         remaining = set(channels)
         ns_e = escape(ns)
         for member, raw, writes_raw in steps:
             record = codec.Record(raw, self._where(keys, member))
-            here: dict[str, Any] = {}
-            for channel_e, _, inline in record.versions:
-                channel = unescape(channel_e)
-                if channel in remaining and inline and inline != codec.EMPTY_BLOB:
-                    here[channel] = codec.decode_blob(
-                        b"", {b"": inline}, self.serde.loads_typed, keys.data
-                    )
-            for channel_e, blob in record.blob_fields(ns_e):
-                channel = unescape(channel_e)
-                if channel in remaining and blob in blobs:
-                    value = codec.decode_blob(blob, blobs, self.serde.loads_typed, keys.data)
-                    if value is not codec.MISSING:
-                        here[channel] = value
+            here = self._values(record, ns_e, blobs, remaining)
             for write in reversed(self._pending_writes(keys, member, writes_raw)):
                 if write[1] in remaining:
                     collected[write[1]].append(write)

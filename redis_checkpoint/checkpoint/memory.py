@@ -270,7 +270,7 @@ class MemoryTier:
         if member not in thread.data:
             return None
         flat: list[bytes] = []
-        seen: set[bytes] = set()
+        seen: set[bytes] = set(args[4:])
         for name in thread.blob_fields(member, thread.record(member)):
             thread.chain(name, flat, seen)
         return [member, thread.data[member], flat, thread.writes_of(member)]
@@ -278,7 +278,8 @@ class MemoryTier:
     def _script_list(self, thread: _Thread, args: list[bytes]) -> Any:
         has_ns, ns, before, exact = args[0] == b"1", args[1], args[2], args[3]
         limit, cursor = int(args[4]), args[5]
-        filters = {args[i]: args[i + 1] for i in range(8, len(args), 2)}
+        known = int(args[8])
+        filters = {args[i]: args[i + 1] for i in range(9 + known, len(args), 2)}
         prefix = b"c" + SEP + ns + SEP if has_ns else b"c" + SEP
         candidates = thread.with_prefix(prefix)
         if has_ns and before:
@@ -287,7 +288,7 @@ class MemoryTier:
             candidates = [m for m in candidates if m < cursor]
         found: list[Any] = []
         flat: list[bytes] = []
-        seen: set[bytes] = set()
+        seen: set[bytes] = set(args[9 : 9 + known])
         more = None
         for member in reversed(candidates):
             cid = member[member.index(SEP, 2) + 1 :]

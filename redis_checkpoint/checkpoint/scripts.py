@@ -107,7 +107,8 @@ local function collect_garbage()
 end
 """
 
-# ARGV: ns, checkpoint id ('' = latest), refresh ('1'/'0'), default ttl ms
+# ARGV: ns, checkpoint id ('' = latest), refresh ('1'/'0'), default ttl ms, then the blob fields
+# the client already knows (list chains stop there: a read carries only what is new to it)
 GET = r"""
 local ns, cid = ARGV[1], ARGV[2]
 local member
@@ -122,6 +123,7 @@ end
 local raw = redis.call('HGET', data, member)
 if not raw then return false end
 local blobs, seen = {}, {}
+for i = 5, #ARGV do seen[ARGV[i]] = true end
 for _, f in ipairs(blob_fields(member, record(member, raw))) do add_chain(f, blobs, seen) end
 local writes = redis.call('HGET', data, writes_field(member))
 if ARGV[3] == '1' then apply_ttl(ARGV[4]) end
@@ -129,12 +131,13 @@ return {member, raw, blobs, writes}
 """
 
 # ARGV: ns given ('1'/'0'), ns, before id, exact id, limit (0 = none), cursor member,
-#       refresh, default ttl ms, filter key/value pairs...
+#       refresh, default ttl ms, count of known blob fields, known fields..., filter pairs...
 LIST = r"""
 local has_ns, ns, before, exact = ARGV[1] == '1', ARGV[2], ARGV[3], ARGV[4]
 local limit, cursor = tonumber(ARGV[5]), ARGV[6]
+local known = tonumber(ARGV[9])
 local filters = {}
-for i = 9, #ARGV, 2 do filters[ARGV[i]] = ARGV[i + 1] end
+for i = 10 + known, #ARGV, 2 do filters[ARGV[i]] = ARGV[i + 1] end
 local lo, hi
 if has_ns then
   lo, hi = '[c' .. S .. ns .. S, '(c' .. S .. ns .. E
@@ -144,6 +147,7 @@ else
 end
 if cursor ~= '' then hi = '(' .. cursor end
 local found, blobs, seen = {}, {}, {}
+for i = 10, 9 + known do seen[ARGV[i]] = true end
 local scanned, last, done = 0, nil, false
 while not done do
   local page = redis.call('ZREVRANGEBYLEX', idx, hi, lo, 'LIMIT', 0, 100)
