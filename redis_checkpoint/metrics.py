@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
@@ -136,11 +137,20 @@ class Metrics:
         self.redis_circuit_state = c.redis_circuit_state
         self.redis_circuit_transitions_total = c.redis_circuit_transitions_total
         self.cache_errors_total = c.cache_errors_total
+        # labels() costs a lock and a dict lookup per call; hot paths reuse the children.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe_operation(self, operation: str, seconds: float, outcome: str) -> None:
         """Count one checkpoint operation and record its duration."""
-        self.checkpoint_operations_total.labels(operation, outcome).inc()
-        self.checkpoint_operation_duration_seconds.labels(operation).observe(seconds)
+        self._child(self.checkpoint_operations_total, operation, outcome).inc()
+        self._child(self.checkpoint_operation_duration_seconds, operation).observe(seconds)
 
     def breaker_transition(self, name: str, old: str, new: str) -> None:
         """Usable directly as ``CircuitBreaker(on_transition=...)``."""
@@ -148,7 +158,7 @@ class Metrics:
         self.redis_circuit_transitions_total.labels(name, new).inc()
 
     def round_trip(self, component: str, operation: str, n: int = 1) -> None:
-        self.redis_round_trips_total.labels(component, operation).inc(n)
+        self._child(self.redis_round_trips_total, component, operation).inc(n)
 
     def set_fallback(self, component: str, active: bool, pending: int) -> None:
         self.redis_fallback_active.labels(component).set(1 if active else 0)

@@ -83,6 +83,13 @@ def canonical(value: Any) -> bytes:
     Lua compares these to pre-filter ``list(filter=...)`` on the server; the client then checks the
     survivors with Python equality, so ``UNKNOWN`` only costs precision, never correctness.
     """
+    # Fast paths for what metadata mostly holds (step numbers, sources, run ids).
+    if value is None or value is True or value is False:
+        return b"null" if value is None else (b"1" if value else b"0")
+    if type(value) is int:
+        return str(value).encode()
+    if type(value) is str:
+        return json.dumps(value, ensure_ascii=False).encode()
     try:
         return json.dumps(
             _normal(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False

@@ -14,6 +14,7 @@ part, so a lexicographic range ``[c\\0<ns>\\0`` .. ``(c\\0<ns>\\1`` selects exac
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -25,6 +26,7 @@ THREAD_ID_FIELD = b"id"
 THREAD_TTL_FIELD = b"t"
 
 
+@functools.lru_cache(maxsize=4096)
 def escape(part: str) -> bytes:
     """Encode a user string so that it contains no NUL and no bare 0x01 byte."""
     raw = part.encode("utf-8", "surrogatepass")
@@ -39,6 +41,7 @@ def unescape(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogatepass")
 
 
+@functools.lru_cache(maxsize=4096)
 def version_token(version: str | int | float) -> bytes:
     """A channel version as bytes; the type is kept so that 1 and "1" never share a blob."""
     if isinstance(version, bool):
@@ -107,8 +110,7 @@ class KeyLayout:
         return f"{self.prefix}:cp:threads"
 
     def thread(self, thread_id: str) -> ThreadKeys:
-        base = f"{self.prefix}:cp:{{{thread_tag(thread_id)}}}"
-        return ThreadKeys(thread_id, f"{base}:idx", f"{base}:data")
+        return _thread_keys(self.prefix, thread_id)
 
     def thread_id_from_key(self, key: str) -> str | None:
         head = f"{self.prefix}:cp:{{"
@@ -116,3 +118,9 @@ class KeyLayout:
             return None
         tag = key[len(head) : key.index("}", len(head))]
         return "" if tag == "%" else unquote(tag)
+
+
+@functools.lru_cache(maxsize=4096)
+def _thread_keys(prefix: str, thread_id: str) -> ThreadKeys:
+    base = f"{prefix}:cp:{{{thread_tag(thread_id)}}}"
+    return ThreadKeys(thread_id, f"{base}:idx", f"{base}:data")

@@ -32,6 +32,9 @@ class _Thread:
     data: dict[bytes, bytes] = field(default_factory=dict)
     expires_at: float | None = None
     size: int = 0
+    # Calls mirrored while Redis was healthy, applied only when the thread is first needed here:
+    # mirroring then costs an append on the hot path.
+    backlog: list[tuple[Call, Sequence[Any]]] = field(default_factory=list)
 
     def zadd(self, member: bytes) -> None:
         i = bisect.bisect_left(self.members, member)
@@ -144,7 +147,25 @@ class MemoryTier:
             self._ids[keys[1]] = thread_id
         if thread is not None:
             self._threads.move_to_end(thread_id)
+            if thread.backlog:
+                self._apply_backlog(thread_id, thread)
         return thread
+
+    def _apply_backlog(self, thread_id: str, thread: _Thread) -> None:
+        backlog, thread.backlog = thread.backlog, []
+        self._size -= thread.size
+        thread.size = sum(len(k) + len(v) for k, v in thread.data.items()) + sum(
+            len(m) for m in thread.members
+        )
+        self._size += thread.size
+        for call, replies in backlog:
+            if call.kind == "write":
+                for command in call.commands:
+                    self._command(thread_id, command, outage=False)
+            else:
+                for command, reply in zip(call.commands, replies, strict=True):
+                    if command.script and reply:
+                        self._absorb(thread_id, command, reply)
 
     def _drop(self, thread_id: str) -> None:
         thread = self._threads.pop(thread_id, None)
@@ -177,13 +198,18 @@ class MemoryTier:
         if call.kind == "admin" or call.thread_id is None:
             return
         with self._lock:
-            if call.kind == "write":
-                for command in call.commands:
-                    self._command(call.thread_id, command, outage=False)
+            thread_id = call.thread_id
+            thread = self._threads.get(thread_id)
+            if thread is None:
+                keys = call.commands[0].keys
+                thread = self._threads[thread_id] = _Thread((keys[0], keys[-1]))
+                self._ids[keys[-1]] = thread_id
             else:
-                for command, reply in zip(call.commands, replies, strict=True):
-                    if command.script and reply:
-                        self._absorb(call.thread_id, command, reply)
+                self._threads.move_to_end(thread_id)
+            weight = _weight([c.args for c in call.commands] if call.kind == "write" else replies)
+            thread.backlog.append((call, replies))
+            thread.size += weight
+            self._size += weight
             self._shrink()
 
     def forget(self, thread_id: str) -> None:
@@ -387,3 +413,12 @@ class MemoryTier:
         if thread.expires_at is None:
             return -1
         return max(0, int((thread.expires_at - time.monotonic()) * 1000))
+
+
+def _weight(obj: Any) -> int:
+    """Roughly the bytes an object holds (the tier's budget is counted in these)."""
+    if isinstance(obj, (bytes, str)):
+        return len(obj)
+    if isinstance(obj, (list, tuple)):
+        return sum(_weight(item) for item in obj) + 8
+    return 8
