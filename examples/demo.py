@@ -17,10 +17,12 @@ import logging
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
+import redis
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -63,8 +65,8 @@ def assistant(state: ChatState) -> dict[str, list[AnyMessage]]:
     said = [str(m.content) for m in state["messages"] if isinstance(m, HumanMessage)]
     words = len(said[-1].split())
     total = sum(len(text.split()) for text in said)
-    first = said[0] if len(said[0]) <= 40 else said[0][:39] + "…"
-    reply = f'Turn {len(said)}: {words} words, {total} in this thread. You began: "{first}"'
+    first = textwrap.shorten(said[0], 24, placeholder="…")
+    reply = f'Turn {len(said)}: {words} words, {total} in this thread. You began "{first}"'
     return {"messages": [AIMessage(reply)]}
 
 
@@ -185,10 +187,12 @@ def conversation(saver: RedisSaver) -> Any:
     print_conversation(messages_of(graph, THREAD))
     print("\n  checkpoint history (newest first), from graph.get_state_history():\n")
     print_history(graph, THREAD)
-    print(
-        f"\n  saver.round_trips: {turn_trips} for the {len(QUESTIONS)} turns (one per saver call);"
-        f" {saver.round_trips} in total, with the cleanup and the reads for these tables"
-    )
+    trips, turns = saver.round_trips, len(QUESTIONS)
+    if saver.serving_from_memory:
+        print(f"\n  saver.round_trips: {trips} (tries to reach Redis; memory served the rest)")
+    else:
+        print(f"\n  saver.round_trips: {turn_trips} for the {turns} turns, one per saver call")
+        print(f"  ({trips} in total, counting the cleanup and the reads for these tables)")
     return graph
 
 
@@ -296,8 +300,9 @@ def main() -> int:
     print("redis_checkpoint demo: a LangGraph chat checkpointed in Redis")
     try:
         reachable = redis_reachable(url)
-    except ConfigurationError as exc:
-        print(f"REDIS_URL is not usable: {exc}")
+    except (ConfigurationError, redis.RedisError) as exc:
+        # Reachable but refusing us (bad URL, password, ...): falling back would hide that.
+        print(f"cannot use Redis at {shown}: {exc}")
         return 2
 
     ok = True
