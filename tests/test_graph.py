@@ -62,10 +62,13 @@ class Driver:
             return await graph.aget_state(config, subgraphs=subgraphs)
         return graph.get_state(config, subgraphs=subgraphs)
 
-    async def history(self, graph: Graph, config: RunnableConfig) -> list[StateSnapshot]:
+    async def history(
+        self, graph: Graph, config: RunnableConfig, **options: Any
+    ) -> list[StateSnapshot]:
+        # options: filter, before, limit
         if self.asynchronous:
-            return [s async for s in graph.aget_state_history(config)]
-        return list(graph.get_state_history(config))
+            return [s async for s in graph.aget_state_history(config, **options)]
+        return list(graph.get_state_history(config, **options))
 
     async def update(
         self, graph: Graph, config: RunnableConfig, values: Any, as_node: str | None = None
@@ -201,10 +204,16 @@ async def test_multi_turn_conversation(driver: Driver) -> None:
         history = await drv.history(graph, config)
         assert_linear(history)
         assert cid(history[0].config) == cid(state.config)
+        # filter, before and limit select the same snapshots as InMemorySaver's.
+        inputs = await drv.history(graph, config, filter={"source": "input"})
+        page = await drv.history(graph, config, before=history[2].config, limit=3)
         return {
             "results": results,
             "state": snapshot_view(state),
             "history": history_view(history),
+            "inputs": [snapshot_view(s) for s in inputs],
+            "page": [snapshot_view(s) for s in page],
+            "page_ids": [history.index(s) for s in page],
         }
 
     got, expected = await both(driver, scenario)
@@ -219,6 +228,8 @@ async def test_multi_turn_conversation(driver: Driver) -> None:
     # input, loop-after-input, chat, summarize: four checkpoints per turn.
     assert len(got["history"]) == 4 * TURNS
     assert [h["step"] for h in got["history"]] == list(range(4 * TURNS - 2, -2, -1))
+    assert [s["step"] for s in got["inputs"]] == [4 * t - 1 for t in range(TURNS - 1, -1, -1)]
+    assert got["page_ids"] == [3, 4, 5]
 
 
 async def test_threads_do_not_mix(driver: Driver) -> None:
@@ -618,7 +629,7 @@ def extend(state: list[str], batches: Sequence[list[str]]) -> list[str]:
 
 
 class DeltaState(TypedDict):
-    items: Annotated[list[str], DeltaChannel(extend, snapshot_frequency=3)]
+    items: Annotated[list[str], DeltaChannel(extend, snapshot_frequency=4)]
     turn: int
 
 
@@ -647,6 +658,7 @@ def delta_graph(saver: BaseCheckpointSaver[Any]) -> Graph:
 class DeltaRun:
     after_turns: list[Any] = field(default_factory=list)
     state: Any = None
+    latest_has_value: bool = True
     history_len: int = 0
 
 
@@ -661,25 +673,62 @@ async def test_delta_channel_prune_keep_latest(driver: Driver) -> None:
             out.after_turns.append(
                 await drv.invoke(graph, {"turn": turn, "items": [f"in{turn}"]}, config)
             )
-        out.history_len = len(await drv.history(graph, config))
+        latest = await drv.saver.aget_tuple(config)
+        assert latest is not None
+        out.latest_has_value = "items" in latest.checkpoint["channel_values"]
         if prune:
             if drv.asynchronous:
                 await drv.saver.aprune([thread_id], strategy="keep_latest")
             else:
                 drv.saver.prune([thread_id], strategy="keep_latest")
+        out.history_len = len(await drv.history(graph, config))
         out.state = snapshot_view(await drv.state(graph, config))
         # One more turn on top of the pruned thread must still build on the full value.
         out.after_turns.append(await drv.invoke(graph, {"turn": 99, "items": ["last"]}, config))
         return out
 
     pruned = await run(driver, prune=True)
-    history_after = await driver.history(delta_graph(driver.saver), config)
     reference = await run(driver.reference(), prune=False)
+    # With 3 updates a turn and a snapshot every 4th, the latest checkpoint holds no value of
+    # its own: reading it walks back to a snapshot, through checkpoints prune must keep.
+    assert not reference.latest_has_value and not pruned.latest_has_value
     assert pruned.after_turns == reference.after_turns
     assert pruned.state["values"] == reference.state["values"]
     assert pruned.state["next"] == reference.state["next"] == ()
     # Five items per turn: the input's, left's, right's two and tail's.
     assert len(reference.after_turns[-1]["items"]) == 5 * (turns + 1)
-    # Pruning dropped checkpoints yet kept a chain back to a snapshot.
-    assert len(history_after) < reference.history_len + 4
-    assert len(history_after) >= 2
+    # keep_latest dropped the older checkpoints but kept the chain back to the snapshot.
+    assert reference.history_len == 4 * turns
+    assert 2 <= pruned.history_len < reference.history_len
+
+
+async def test_delta_channel_fork_reads_its_own_branch(driver: Driver) -> None:
+    # A DeltaChannel value is rebuilt from the writes along the parent chain: on a fork that
+    # chain must be the fork's, not the newer checkpoints of the other branch.
+    async def scenario(drv: Driver) -> dict[str, Any]:
+        graph = delta_graph(drv.saver)
+        config = thread_config()
+        for turn in range(4):
+            await drv.invoke(graph, {"turn": turn, "items": [f"in{turn}"]}, config)
+        history = await drv.history(graph, config)
+        past = next(s for s in history if s.metadata["step"] == 5)
+        forked = await drv.update(graph, past.config, {"items": ["edited"]}, as_node="tail")
+        fork_state = await drv.state(graph, forked)
+        after = await drv.invoke(graph, {"turn": 50, "items": ["on-fork"]}, forked)
+        return {
+            "past": snapshot_view(past),
+            "fork_state": snapshot_view(fork_state),
+            "after": after,
+            "latest": snapshot_view(await drv.state(graph, config)),
+            "old_branch": snapshot_view(await drv.state(graph, history[0].config)),
+            "history": history_view(await drv.history(graph, config)),
+        }
+
+    got, expected = await both(driver, scenario)
+    assert got == expected
+    assert got["fork_state"]["values"]["items"] == [*got["past"]["values"]["items"], "edited"]
+    assert got["after"]["items"][: len(got["past"]["values"]["items"]) + 1] == [
+        *got["past"]["values"]["items"],
+        "edited",
+    ]
+    assert len(got["old_branch"]["values"]["items"]) == 5 * 4
