@@ -393,6 +393,8 @@ def test_a_list_whose_base_was_pruned_elsewhere_is_written_whole(saver: RedisSav
     )
     rt = saver.round_trips
     third = saver.put(second, checkpoint, {"step": 3}, {"m": version})
-    assert saver.round_trips - rt == 2  # the refusal, then the whole list
+    # the refusal, the whole list, and registering the re-created thread for list(None)
+    assert saver.round_trips - rt == 3
     tup = saver.get_tuple(third)
     assert tup is not None and tup.checkpoint["channel_values"]["m"] == list(range(14))
+    assert [t.config["configurable"]["thread_id"] for t in other.list(None)] == ["p2"]

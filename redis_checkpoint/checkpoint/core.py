@@ -8,6 +8,7 @@ tier while Redis is away) and feed the replies back, so both share every line of
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Generator, Mapping, Sequence
@@ -154,6 +155,8 @@ class SaverCore:
     )
     # Registry expiry (ms) this process last wrote per thread; see _register().
     _registered: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    # Both caches are shared by every thread using one saver.
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -167,41 +170,52 @@ class SaverCore:
         """A registry update for list(None), when this process has not made one lately.
 
         The registry scores each thread by when its keys expire; ``ZADD GT`` only raises a
-        score, so a thread pinned elsewhere (score +inf) stays visible.
+        score, so a thread pinned elsewhere (score +inf) stays visible. A write that finds its
+        thread gone (deleted or expired, perhaps by another process) registers it again: see
+        ``_reregister``.
         """
         now = time.time() * 1000
-        known = None if force else self._registered.get(thread_id)
-        if self.ttl_ms <= 0:
-            if known is not None:
-                return []
-            score: float = float("inf")
-        else:
-            if known is not None and known >= now + self.ttl_ms:
-                return []
-            score = now + self.ttl_ms * 1.25
-        self._registered[thread_id] = score
-        self._registered.move_to_end(thread_id)
-        while len(self._registered) > self.list_cache_size:
-            self._registered.popitem(last=False)
+        with self._lock:
+            known = None if force else self._registered.get(thread_id)
+            if self.ttl_ms <= 0:
+                if known is not None:
+                    return []
+                score: float = float("inf")
+            else:
+                if known is not None and known >= now + self.ttl_ms:
+                    return []
+                score = now + self.ttl_ms * 1.25
+            self._registered[thread_id] = score
+            self._registered.move_to_end(thread_id)
+            while len(self._registered) > self.list_cache_size:
+                self._registered.popitem(last=False)
         return [Command("ZADD", (self.layout.registry,), ("GT", _score(score), thread_id), False)]
 
+    def _reregister(self, thread_id: str, created: int, sent: list[Command]) -> Op[None]:
+        """The thread was (re)created by this write but the registry update was skipped."""
+        if created and len(sent) == 1:
+            yield Call(self._register(thread_id, force=True), "write", thread_id)
+
     def forget_thread(self, thread_id: str) -> None:
-        self._registered.pop(thread_id, None)
-        for key in [k for k in self._lists if k[0] == thread_id]:
-            del self._lists[key]
+        with self._lock:
+            self._registered.pop(thread_id, None)
+            for key in [k for k in self._lists if k[0] == thread_id]:
+                del self._lists[key]
 
     def _remember_lists(self, thread_id: str, ns: bytes, lists: dict[str, _StoredList]) -> None:
         if not lists:
             return
         key = (thread_id, ns)
-        self._lists.setdefault(key, {}).update(lists)
-        self._lists.move_to_end(key)
-        while len(self._lists) > self.list_cache_size:
-            self._lists.popitem(last=False)
+        with self._lock:
+            self._lists.setdefault(key, {}).update(lists)
+            self._lists.move_to_end(key)
+            while len(self._lists) > self.list_cache_size:
+                self._lists.popitem(last=False)
 
     def _known_lists(self, thread_id: str, ns: bytes) -> dict[bytes, list[bytes]]:
-        known = self._lists.get((thread_id, ns))
-        return {stored.field: stored.items for stored in known.values()} if known else {}
+        with self._lock:
+            known = self._lists.get((thread_id, ns))
+            return {stored.field: stored.items for stored in known.values()} if known else {}
 
     def _where(self, keys: ThreadKeys, member: bytes) -> str:
         return f"{keys.data} field {member!r}"
@@ -427,7 +441,8 @@ class SaverCore:
         blob_args: list[bytes] = []
         full: dict[bytes, list[bytes]] = {}
         lists: dict[str, _StoredList] = {}
-        remembered = self._lists.get((thread_id, ns_e), {})
+        with self._lock:
+            remembered = dict(self._lists.get((thread_id, ns_e), {}))
         for channel, version in new_versions.items():
             if channel not in values or codec.is_small(values[channel]):
                 continue  # inline in the record
@@ -470,6 +485,8 @@ class SaverCore:
         head = (member, record, self.ttl_ms, thread_id)
         commands = [self._script("put", keys, *head, *blob_args), *self._register(thread_id)]
         reply = (yield Call(commands, "write", thread_id))[0]
+        if reply[0] == 1:
+            yield from self._reregister(thread_id, reply[2], commands)
         if reply[0] == 0:
             # A base this process remembered is gone (deleted or pruned elsewhere): store those
             # lists whole.
@@ -483,6 +500,7 @@ class SaverCore:
             )[0]
             if reply[0] == 0:
                 raise CorruptEntryError(keys.data, "list base vanished while writing")
+            yield from self._reregister(thread_id, reply[2], commands)
         self._remember_lists(thread_id, ns_e, lists)
         return {
             "configurable": {
@@ -513,7 +531,8 @@ class SaverCore:
                 b"1" if channel in WRITES_IDX_MAP else b"0",
             ]
         commands = [self._script("put_writes", keys, *args), *self._register(thread_id)]
-        yield Call(commands, "write", thread_id)
+        reply = (yield Call(commands, "write", thread_id))[0]
+        yield from self._reregister(thread_id, reply[1], commands)
 
     def delete_thread(self, thread_id: str) -> Op[None]:
         thread_id = str(thread_id)
@@ -614,7 +633,8 @@ class SaverCore:
         left = None if reply < 0 else reply / 1000
         if mode != "get":
             score = float("inf") if left is None else time.time() * 1000 + reply
-            self._registered[thread_id] = score
+            with self._lock:
+                self._registered[thread_id] = score
             yield Call(
                 [Command("ZADD", (self.layout.registry,), (_score(score), thread_id), False)],
                 "write",

@@ -350,9 +350,10 @@ class MemoryTier:
         thread.hset(args[0], args[1])
         for name, blob, _ in triples:
             thread.hset(name, blob)
+        created = int(THREAD_ID not in thread.data)
         thread.data.setdefault(THREAD_ID, args[3])
         thread.zadd(args[0])
-        return [1, thread.ttl(int(args[2]))]
+        return [1, thread.ttl(int(args[2])), created]
 
     def _script_put_writes(self, thread: _Thread, args: list[bytes]) -> Any:
         current = thread.data.get(args[0])
@@ -361,8 +362,9 @@ class MemoryTier:
             if args[i + 2] == b"1" or args[i] not in writes:
                 writes[args[i]] = args[i + 1]
         thread.hset(args[0], codec.pack(writes))
+        created = int(THREAD_ID not in thread.data)
         thread.data.setdefault(THREAD_ID, args[2])
-        return thread.ttl(int(args[1]))
+        return [thread.ttl(int(args[1])), created]
 
     def _script_history(self, thread: _Thread, args: list[bytes]) -> Any:
         ns, cid = args[0], args[1]

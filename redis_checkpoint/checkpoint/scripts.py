@@ -181,7 +181,8 @@ if done and last then more = last end
 return {found, blobs, more}
 """
 
-# ARGV: member, record, default ttl ms, thread id, then (field, blob, base) triples
+# ARGV: member, record, default ttl ms, thread id, then (field, blob, base) triples.
+# Returns {0, fields whose base is missing} or {1, ttl, 1 if this created the thread}.
 PUT = r"""
 local fresh = {}
 for i = 5, #ARGV, 3 do fresh[ARGV[i]] = true end
@@ -199,9 +200,9 @@ for i = 5, #ARGV, 3 do
   args[#args + 1] = ARGV[i + 1]
 end
 chunked('HSET', data, args)
-redis.call('HSETNX', data, 'id', ARGV[4])
+local created = redis.call('HSETNX', data, 'id', ARGV[4])
 redis.call('ZADD', idx, 0, ARGV[1])
-return {1, apply_ttl(ARGV[3])}
+return {1, apply_ttl(ARGV[3]), created}
 """
 
 # ARGV: writes field, default ttl ms, thread id, then (key, write, overwrite) triples.
@@ -219,8 +220,8 @@ for i = 4, #ARGV, 3 do
   if ARGV[i + 2] == '1' or map[ARGV[i]] == nil then map[ARGV[i]] = ARGV[i + 1] end
 end
 redis.call('HSET', data, f, cmsgpack.pack(map))
-redis.call('HSETNX', data, 'id', ARGV[3])
-return apply_ttl(ARGV[2])
+local created = redis.call('HSETNX', data, 'id', ARGV[3])
+return {apply_ttl(ARGV[2]), created}
 """
 
 # ARGV: ns, checkpoint id ('' = latest), then escaped channel names.
