@@ -8,7 +8,7 @@ same scripts in Python for the in-memory fallback tier; tests run both and compa
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 PRELUDE = r"""
 local idx, data = KEYS[1], KEYS[2]
@@ -375,10 +375,11 @@ return redis.call('PTTL', data)
 class Script:
     name: str
     source: str
+    sha: str = field(init=False)
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        # EVALSHA names the script by this digest; computed once, not per call.
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
 def _script(name: str, body: str) -> Script:
