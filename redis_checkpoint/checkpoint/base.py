@@ -85,15 +85,22 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         return self.breaker.state != "closed"
 
     def get_next_version(self, current: str | None, channel: None = None) -> str:
-        # Zero-padded so versions sort as strings; the random tail keeps concurrent writers apart.
-        # Short, because every checkpoint repeats its channels' versions.
+        """The next version of a channel: ``<length letter><counter>.<random>``.
+
+        The letter spells the counter's digit count (b = 1, c = 2, ...), so versions sort as
+        strings without zero padding: every checkpoint repeats its channels' versions, and short
+        ones keep records small. The random tail keeps forked branches' versions apart.
+        Versions of other savers (``"0000…12.0.43"``) are read by their leading number.
+        """
         if current is None:
             number = 0
         elif isinstance(current, (int, float)):
             number = int(current)
         else:
-            number = int(str(current).split(".", 1)[0])
-        return f"{number + 1:012}.{random.getrandbits(32):08x}"
+            head = str(current).split(".", 1)[0]
+            number = int(head[1:] if head[:1].isalpha() else head)
+        digits = str(number + 1)
+        return f"{chr(ord('a') + len(digits))}{digits}.{random.getrandbits(32):08x}"
 
     # -- helpers of the drivers ----------------------------------------------------------------
 

@@ -121,12 +121,14 @@ def encode_record(
     versions: list[bytes],
 ) -> bytes:
     filters = {key.encode(): canonical(value) for key, value in metadata_value.items()}
+    compressed, payload = squeeze(checkpoint[1])
     return pack(
         [
             RECORD_FORMAT,
             escape(parent_id) if parent_id is not None else None,
-            checkpoint[0].encode(),
-            checkpoint[1],
+            # \x01 before the type marks a zlib-compressed checkpoint
+            (b"\x01" if compressed else b"") + checkpoint[0].encode(),
+            payload,
             metadata[0].encode(),
             metadata[1],
             versions,
@@ -148,7 +150,10 @@ class Record:
             if not isinstance(fields, list) or fields[0] != RECORD_FORMAT:
                 raise ValueError("unknown record format")
             self.parent_id: str | None = unescape(fields[1]) if fields[1] is not None else None
-            self.checkpoint = (text(fields[2]), fields[3])
+            kind, payload = fields[2], fields[3]
+            if kind[:1] == b"\x01":
+                kind, payload = kind[1:], zlib.decompress(payload)
+            self.checkpoint = (text(kind), payload)
             self.metadata = (text(fields[4]), fields[5])
             flat = fields[6]
             self.versions = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
