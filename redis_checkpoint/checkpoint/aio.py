@@ -18,7 +18,7 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
 )
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Emit, IterOp, Op
@@ -43,6 +43,8 @@ class AsyncRedisSaver(RedisSaverBase):
     def __init__(self, client: AsyncClient, *, url: str | None = None, **options: Any) -> None:
         super().__init__(url=url or describe_client(client), **options)
         self.client = client
+        self._waiting: list[tuple[Call, asyncio.Future[list[Any]]]] = []
+        self._sender: asyncio.Future[None] | None = None
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -123,27 +125,57 @@ class AsyncRedisSaver(RedisSaverBase):
             for tup in emitted.tuples:
                 yield tup
 
-    async def _send(self, call: Call, loaded: bool = False) -> list[Any]:
-        self._router.sent(call)
-        if len(call.commands) == 1:
+    async def _send(self, call: Call) -> list[Any]:
+        """Send a Call. Calls made while a round trip is in flight go together in the next one
+        (auto-pipelining): many concurrent conversations share round trips, each caller still
+        waits for its own replies."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((call, future))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send_waiting())
+        return await future
+
+    async def _send_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
             try:
-                replies = [await RedisSaver._command(self.client, call.commands[0])]
+                results = await self._send_batch([call for call, _ in batch])
+            except Exception as exc:  # the connection failed: every Call of the batch did
+                results = [exc] * len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue  # its caller was cancelled
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+    async def _send_batch(
+        self, calls: list[Call], loaded: bool = False
+    ) -> list[list[Any] | Exception]:
+        """One round trip for several Calls; per Call its replies, or the error it raised."""
+        self._router.sent(calls)
+        commands = [command for call in calls for command in call.commands]
+        if len(commands) == 1:
+            try:
+                replies = [await RedisSaver._command(self.client, commands[0])]
             except ResponseError as exc:
                 if is_unavailable_error(exc):
                     raise
                 replies = [exc]
         else:
             pipe = self.client.pipeline(transaction=False)
-            for command in call.commands:
+            for command in commands:
                 RedisSaver._command(pipe, command)
             replies = await pipe.execute(raise_on_error=False)
-        if self._router.check_replies(call, replies):
-            return replies
-        if loaded:
-            raise NoScriptError("scripts vanished right after loading")
-        for script in SCRIPTS.values():
-            await self.client.script_load(script.source)
-        return await self._send(call, loaded=True)
+        results, retry = self._router.split_replies(calls, replies)
+        if retry and not loaded:
+            for script in SCRIPTS.values():
+                await self.client.script_load(script.source)
+            again = await self._send_batch([calls[i] for i in retry], loaded=True)
+            for i, result in zip(retry, again, strict=True):
+                results[i] = result
+        return results
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the saver's loop from another thread."""

@@ -145,10 +145,12 @@ class Router:
 
     # -- reporting -----------------------------------------------------------------------------
 
-    def sent(self, call: Call) -> None:
+    def sent(self, calls: Sequence[Call]) -> None:
+        """One round trip carrying these Calls."""
         self.round_trips += 1
-        for command in call.commands:
-            self.metrics.round_trip(COMPONENT, command.name)
+        for call in calls:
+            for command in call.commands:
+                self.metrics.round_trip(COMPONENT, command.name)
 
     def succeeded(self, call: Call, replies: Sequence[Any]) -> None:
         was_open = self.breaker.state != "closed"
@@ -180,6 +182,28 @@ class Router:
         replies = self.memory.execute(call, outage=True)
         self._publish()
         return replies
+
+    def split_replies(
+        self, calls: Sequence[Call], replies: Sequence[Any]
+    ) -> tuple[list[list[Any] | Exception], list[int]]:
+        """A batch's replies per Call (or the error it raised), and the Calls to send again
+        once the scripts are loaded."""
+        results: list[list[Any] | Exception] = []
+        retry: list[int] = []
+        start = 0
+        for call in calls:
+            own = list(replies[start : start + len(call.commands)])
+            start += len(call.commands)
+            try:
+                if not self.check_replies(call, own):
+                    retry.append(len(results))
+                    own_result: list[Any] | Exception = NoScriptError("scripts did not load")
+                else:
+                    own_result = own
+            except Exception as exc:
+                own_result = exc
+            results.append(own_result)
+        return results, retry
 
     def check_replies(self, call: Call, replies: Sequence[Any]) -> bool:
         """Raise script errors; False when a script must be loaded and the Call sent again."""

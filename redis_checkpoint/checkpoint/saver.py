@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -17,7 +18,7 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
 )
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
@@ -42,6 +43,9 @@ class RedisSaver(RedisSaverBase):
     def __init__(self, client: SyncClient, *, url: str | None = None, **options: Any) -> None:
         super().__init__(url=url or describe_client(client), **options)
         self.client = client
+        self._batch_lock = threading.Lock()
+        self._waiting: list[_Slot] = []
+        self._sending = False
 
     @classmethod
     @contextmanager
@@ -113,28 +117,57 @@ class RedisSaver(RedisSaverBase):
     def _iterate(self, name: str, op: IterOp) -> Iterator[CheckpointTuple]:
         yield from self._drive(self._router.run(name, op))
 
-    def _send(self, call: Call, loaded: bool = False) -> list[Any]:
-        self._router.sent(call)
-        if len(call.commands) == 1:
-            command = call.commands[0]
+    def _send(self, call: Call) -> list[Any]:
+        """Send a Call. Calls other threads make while a round trip is in flight go together in
+        the next one (auto-pipelining); each caller still waits for its own replies."""
+        slot = _Slot(call)
+        with self._batch_lock:
+            self._waiting.append(slot)
+            leader = not self._sending
+            self._sending = True
+        if leader:
+            while True:
+                with self._batch_lock:
+                    batch, self._waiting = self._waiting, []
+                    if not batch:
+                        self._sending = False
+                        break
+                try:
+                    results = self._send_batch([waiting.call for waiting in batch])
+                except Exception as exc:  # the connection failed: every Call of the batch did
+                    results = [exc] * len(batch)
+                for waiting, result in zip(batch, results, strict=True):
+                    waiting.result = result
+                    waiting.done.set()
+        slot.done.wait()
+        if isinstance(slot.result, Exception):
+            raise slot.result
+        return slot.result
+
+    def _send_batch(self, calls: list[Call], loaded: bool = False) -> list[list[Any] | Exception]:
+        """One round trip for several Calls; per Call its replies, or the error it raised."""
+        self._router.sent(calls)
+        commands = [command for call in calls for command in call.commands]
+        if len(commands) == 1:
             try:
-                replies = [self._command(self.client, command)]
+                replies = [self._command(self.client, commands[0])]
             except ResponseError as exc:
                 if is_unavailable_error(exc):
                     raise
                 replies = [exc]
         else:
             pipe = self.client.pipeline(transaction=False)
-            for command in call.commands:
+            for command in commands:
                 self._command(pipe, command)
             replies = pipe.execute(raise_on_error=False)
-        if self._router.check_replies(call, replies):
-            return replies
-        if loaded:
-            raise NoScriptError("scripts vanished right after loading")
-        for script in SCRIPTS.values():
-            self.client.script_load(script.source)
-        return self._send(call, loaded=True)
+        results, retry = self._router.split_replies(calls, replies)
+        if retry and not loaded:
+            for script in SCRIPTS.values():
+                self.client.script_load(script.source)
+            again = self._send_batch([calls[i] for i in retry], loaded=True)
+            for i, result in zip(retry, again, strict=True):
+                results[i] = result
+        return results
 
     @staticmethod
     def _command(target: Any, command: Command) -> Any:
@@ -271,3 +304,14 @@ class RedisSaver(RedisSaverBase):
         return await asyncio.to_thread(
             lambda: self.get_delta_channel_history(config=config, channels=channels)
         )
+
+
+class _Slot:
+    """A Call waiting for the thread that sends the next batch."""
+
+    __slots__ = ("call", "done", "result")
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.done = threading.Event()
+        self.result: list[Any] | Exception = []
