@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import gc
 import json
 import math
 import os
@@ -90,6 +91,29 @@ TARGET_ROUND_TRIPS: dict[str, int] = {
 }
 
 _T0 = time.perf_counter()
+
+
+def _loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+LOADAVG_START = _loadavg()
+
+
+@contextlib.contextmanager
+def settled_heap() -> Iterator[None]:
+    """Collect, then freeze what exists, for one measurement: the objects earlier phases left
+    behind are not rescanned by the collector, so one saver's timing does not pay for another's
+    heap. Garbage the measured code makes itself is collected as usual."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def progress(message: str) -> None:
@@ -540,6 +564,7 @@ class Settings:
     rounds: int
     async_rounds: int
     async_conversations: int
+    async_turns: int
     latency_calls: int
     growth_turns: int
     warmup_turns: int
@@ -551,7 +576,7 @@ class Settings:
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--turns", type=int, help="turns per conversation (default 30, quick 10)")
+    parser.add_argument("--turns", type=int, help="turns per conversation (default 30, quick 8)")
     parser.add_argument(
         "--conversations",
         type=int,
@@ -563,6 +588,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         help="conversations run one after another per sync round (default 4, quick 2)",
     )
     parser.add_argument("--rounds", type=int, help="sync rounds, best kept (default 2, quick 1)")
+    parser.add_argument(
+        "--async-turns",
+        type=int,
+        help="turns per conversation in the async phase (default: --turns, at most 20)",
+    )
     parser.add_argument(
         "--async-rounds",
         type=int,
@@ -584,13 +614,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
             parser.error("counts must be >= 1")
         return chosen
 
+    turns = pick(args.turns, 30, 8)
     return Settings(
-        turns=pick(args.turns, 30, 10),
+        turns=turns,
         sync_conversations=pick(args.sync_conversations, 4, 2),
         rounds=pick(args.rounds, 2, 1),
         async_rounds=pick(args.async_rounds, 2, 2),
         async_conversations=pick(args.conversations, 20, 20),
-        latency_calls=pick(args.latency_calls, 200, 40),
+        async_turns=pick(args.async_turns, min(turns, 20), min(turns, 20)),
+        latency_calls=pick(args.latency_calls, 200, 30),
         growth_turns=pick(args.growth_turns, 100, 40),
         warmup_turns=2 if quick else 3,
         quick=quick,
@@ -715,16 +747,17 @@ def phase_sync(s: Settings, entries: list[Entry], report: Report) -> dict[str, s
         results[entry.key] = {"best_tps": 0.0, "rounds": [], "turn_s": []}
     for rnd in range(s.rounds):
         for entry in entries:
-            if entry.skip:
+            if entry.skip or (rnd > 0 and entry.key not in ("memory", OURS_KEY)):
                 continue
             durations: list[float] = []
             rt_before = round_trips(entry.saver)
-            start = time.perf_counter()
-            for conv in range(s.sync_conversations):
-                thread = f"bench-{s.run_id}-sync-r{rnd}-c{conv}"
-                durations += run_turns(entry.graph, thread, conv, range(s.turns))
-                last_thread[entry.key] = thread
-            elapsed = time.perf_counter() - start
+            with settled_heap():
+                start = time.perf_counter()
+                for conv in range(s.sync_conversations):
+                    thread = f"bench-{s.run_id}-sync-r{rnd}-c{conv}"
+                    durations += run_turns(entry.graph, thread, conv, range(s.turns))
+                    last_thread[entry.key] = thread
+                elapsed = time.perf_counter() - start
             rt_after = round_trips(entry.saver)
             tps = len(durations) / elapsed
             res = results[entry.key]
@@ -761,7 +794,9 @@ def phase_sync(s: Settings, entries: list[Entry], report: Report) -> dict[str, s
     total = s.sync_conversations * s.turns
     body = (
         f"{s.sync_conversations} conversations {TIMES} {s.turns} turns, one after another, "
-        f"{s.rounds} round(s) (best kept), after {s.warmup_turns} warm-up turns per saver.\n\n"
+        f"after {s.warmup_turns} warm-up turns per saver. Round 1 runs every saver; "
+        f"{s.rounds - 1} more round(s) rerun InMemorySaver and ours, alternating; the best "
+        "round is kept.\n\n"
         + md_table(
             ["saver", "turns/s", "per round", "turn p50 ms", "turn p95 ms", "ratio"],
             rows,
@@ -795,10 +830,11 @@ def _timed(fn: Callable[[int], Any], calls: int, warmup: int) -> list[float]:
     for i in range(warmup):
         fn(i)
     samples = []
-    for i in range(calls):
-        start = time.perf_counter()
-        fn(i)
-        samples.append(time.perf_counter() - start)
+    with settled_heap():
+        for i in range(calls):
+            start = time.perf_counter()
+            fn(i)
+            samples.append(time.perf_counter() - start)
     return samples
 
 
@@ -892,7 +928,10 @@ def phase_latency(
     body = (
         f"Milliseconds, {s.latency_calls} calls per operation (after 5 warm-up calls) on a "
         f"conversation of {s.turns} turns; by-id lookups cycle over all checkpoints of the "
-        "thread.\n\n" + md_table(headers, rows, right=[1, 2, 3, 4, 5, 6, 7, 8])
+        "thread. Every timed batch in this benchmark starts with `gc.collect()` + "
+        "`gc.freeze()`, so the collector does not rescan what earlier phases left on the heap "
+        f"(without it, `list` p95 was ~3{TIMES} its p50 for every saver).\n\n"
+        + md_table(headers, rows, right=[1, 2, 3, 4, 5, 6, 7, 8])
     )
     report.add("3. Read latency (sync API)", body)
     report.data["latency"] = {"turns": s.turns, "calls": s.latency_calls, "savers": data}
@@ -903,38 +942,68 @@ def phase_latency(
 # --------------------------------------------------------------------------------------------
 
 
+ServerDelta = tuple[int, int, int, int, int]
+
+
 class ServerCounters:
-    """Commands executed and bytes moved on our private server, read via INFO."""
+    """What one operation cost our private server, from its SLOWLOG with a 0 µs threshold
+    (every command is logged; commands run inside a script are logged with the client address
+    ``?:0``): top-level commands and their server time, all commands including those scripts
+    ran, and bytes in/out from ``INFO stats`` (minus what the INFO call itself accounts for)."""
+
+    _OWN = (b"INFO", b"SLOWLOG", b"CONFIG")
+    _SCRIPT_CLIENT = (b"?:0", "?:0")
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.base_in = 0
         self.base_out = 0
-        a = self._read()
-        b = self._read()
-        # What reading the counters itself costs (INFO request/reply sizes).
-        self.base_in = b[1] - a[1]
-        self.base_out = b[2] - a[2]
+        self._saved: dict[str, Any] = {}
 
-    def _read(self) -> tuple[int, int, int]:
-        stats = self.client.info("commandstats")
-        commands = sum(
-            int(v["calls"])
-            for k, v in stats.items()
-            if isinstance(v, dict) and k not in ("cmdstat_info",)
-        )
+    def __enter__(self) -> ServerCounters:
+        self._saved = self.client.config_get("slowlog-*")
+        self.client.config_set("slowlog-log-slower-than", 0)
+        self.client.config_set("slowlog-max-len", 100000)
+        a = self.snapshot()
+        b = self._net()
+        self.base_in = b[0] - a[0]
+        self.base_out = b[1] - a[1]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, value in self._saved.items():
+            self.client.config_set(name, value)
+        self.client.slowlog_reset()
+
+    def _net(self) -> tuple[int, int]:
         net = self.client.info("stats")
-        return commands, int(net["total_net_input_bytes"]), int(net["total_net_output_bytes"])
+        return int(net["total_net_input_bytes"]), int(net["total_net_output_bytes"])
 
-    def snapshot(self) -> tuple[int, int, int]:
-        return self._read()
+    def snapshot(self) -> tuple[int, int]:
+        self.client.slowlog_reset()
+        return self._net()
 
-    def delta(self, before: tuple[int, int, int]) -> tuple[int, int, int]:
-        after = self._read()
+    def delta(self, before: tuple[int, int]) -> ServerDelta:
+        after = self._net()
+        entries = self.client.slowlog_get(-1)
+        top_level = in_scripts = usec = 0
+        for entry in entries:
+            command = entry.get("command", b"")
+            if isinstance(command, str):
+                command = command.encode()
+            if command.split(b" ", 1)[0].upper() in self._OWN:
+                continue
+            if entry.get("client_address") in self._SCRIPT_CLIENT:
+                in_scripts += 1
+            else:
+                top_level += 1
+                usec += int(entry.get("duration", 0))
         return (
-            after[0] - before[0],
-            after[1] - before[1] - self.base_in,
-            after[2] - before[2] - self.base_out,
+            top_level + in_scripts,
+            after[0] - before[0] - self.base_in,
+            after[1] - before[1] - self.base_out,
+            top_level,
+            usec,
         )
 
 
@@ -971,7 +1040,7 @@ def _explicit_ops_sync(
     saver: Any, thread: str, counters: ServerCounters | None
 ) -> dict[str, OpResult]:
     config = thread_config(thread)
-    results: dict[str, list[tuple[int | None, tuple[int, int, int] | None, float]]] = {}
+    results: dict[str, list[tuple[int | None, ServerDelta | None, float]]] = {}
 
     def measure(name: str, fn: Callable[[], Any]) -> Any:
         before_rt = round_trips(saver)
@@ -1005,7 +1074,7 @@ def _explicit_ops_sync(
 
 async def _explicit_ops_async(saver: Any, thread: str) -> dict[str, OpResult]:
     config = thread_config(thread)
-    results: dict[str, list[tuple[int | None, tuple[int, int, int] | None, float]]] = {}
+    results: dict[str, list[tuple[int | None, ServerDelta | None, float]]] = {}
 
     async def measure(name: str, make: Callable[[], Any]) -> Any:
         before_rt = round_trips(saver)
@@ -1041,7 +1110,7 @@ async def _explicit_ops_async(saver: Any, thread: str) -> dict[str, OpResult]:
 
 
 def _summarize_ops(
-    results: dict[str, list[tuple[int | None, tuple[int, int, int] | None, float]]],
+    results: dict[str, list[tuple[int | None, ServerDelta | None, float]]],
 ) -> dict[str, OpResult]:
     out: dict[str, OpResult] = {}
     for name, samples in results.items():
@@ -1050,6 +1119,8 @@ def _summarize_ops(
         out[name] = {
             "round_trips": rts,
             "server_commands": [v[0] for v in srv],
+            "server_top_level_commands": [v[3] for v in srv],
+            "server_usec": [v[4] for v in srv],
             "bytes_to_server": [v[1] for v in srv],
             "bytes_from_server": [v[2] for v in srv],
             "ms": [t * 1000 for _, _, t in samples],
@@ -1115,10 +1186,12 @@ def phase_round_trips_sync(
     s: Settings,
     entry: Entry,
     thread: str,
-    counters: ServerCounters | None,
+    client: redis.Redis,
     report: Report,
 ) -> dict[str, OpResult]:
-    explicit = _explicit_ops_sync(entry.saver, thread, counters)
+    # SLOWLOG at 0 µs only for these few calls: it would slow down the throughput phases.
+    with ServerCounters(client) as counters:
+        explicit = _explicit_ops_sync(entry.saver, thread, counters)
     # The same operations as the graph issues them, on 3 more turns of the conversation, with
     # durability="sync" so that calls do not overlap (overlapping calls are left out).
     instrumented = 3
@@ -1183,7 +1256,9 @@ def report_round_trips(
                 _span(rts) + flag,
                 _span(asyn.get("round_trips", [])),
                 f"{LE} {target}" if target is not None else "",
+                _span(sync.get("server_top_level_commands", [])),
                 _span(sync.get("server_commands", [])),
+                _span(sync.get("server_usec", [])),
                 _span(sync.get("bytes_to_server", [])),
                 _span(sync.get("bytes_from_server", [])),
                 f"{statistics.median(sync['ms']):.2f}" if sync.get("ms") else "",
@@ -1208,6 +1283,8 @@ def report_round_trips(
             "",
             "",
             "",
+            "",
+            "",
         ]
     )
     headers = [
@@ -1215,7 +1292,9 @@ def report_round_trips(
         "round trips (sync)",
         "(async)",
         "target",
-        "server cmds",
+        "top-level cmds",
+        "cmds incl. in scripts",
+        "server µs",
         "bytes to server",
         "bytes from server",
         "sync ms",
@@ -1223,9 +1302,11 @@ def report_round_trips(
     note = (
         "Each explicit operation called 3 times on the thread of a finished conversation (min"
         f"{DASH}max shown); `put` stores the latest checkpoint plus one new AIMessage, "
-        "`put_writes` two writes on it. Round trips are `saver.round_trips` after minus before; "
-        "server commands and bytes come from `INFO commandstats`/`INFO stats` of the private "
-        "server (minus the INFO calls themselves). `in graph:` rows are the calls LangGraph "
+        "`put_writes` two writes on it. Round trips are `saver.round_trips` after minus before. "
+        "From the private server's SLOWLOG (threshold 0 µs): top-level commands (a script call "
+        "is one) and their server time, and all commands including those scripts ran; bytes "
+        "from `INFO stats` (minus the INFO call itself); `sync ms` is the median wall time of "
+        "the call. `in graph:` rows are the calls LangGraph "
         'itself made during 3 more turns with durability="sync"; calls that overlapped another '
         f"saver call ({graph_info.get('overlapped_excluded', 0)} of "
         f"{graph_info.get('calls', 0)}) cannot be attributed and are left out. `per turn` is "
@@ -1236,7 +1317,7 @@ def report_round_trips(
     )
     report.add(
         f"4. Redis round trips per operation ({label})",
-        note + "\n\n" + md_table(headers, rows, right=[1, 2, 4, 5, 6, 7]),
+        note + "\n\n" + md_table(headers, rows, right=[1, 2, 4, 5, 6, 7, 8, 9]),
     )
     report.data.setdefault("round_trips", {}).update(
         {"sync": sync_ops, "async": async_ops, "targets": TARGET_ROUND_TRIPS}
@@ -1271,16 +1352,20 @@ async def phase_async(
                 if entry.skip or (rnd > 0 and entry.key not in ("memory", OURS_KEY)):
                     continue
                 rt_before = round_trips(entry.saver)
-                start = time.perf_counter()
-                per_conv = await asyncio.gather(
-                    *(
-                        arun_turns(
-                            entry.graph, f"bench-{s.run_id}-async-r{rnd}-c{c}", c, range(s.turns)
+                with settled_heap():
+                    start = time.perf_counter()
+                    per_conv = await asyncio.gather(
+                        *(
+                            arun_turns(
+                                entry.graph,
+                                f"bench-{s.run_id}-async-r{rnd}-c{c}",
+                                c,
+                                range(s.async_turns),
+                            )
+                            for c in range(s.async_conversations)
                         )
-                        for c in range(s.async_conversations)
                     )
-                )
-                elapsed = time.perf_counter() - start
+                    elapsed = time.perf_counter() - start
                 rt_after = round_trips(entry.saver)
                 durations = [d for conv in per_conv for d in conv]
                 tps = len(durations) / elapsed
@@ -1319,7 +1404,7 @@ async def phase_async(
             ]
         )
     body = (
-        f"`asyncio.gather` of {s.async_conversations} conversations {TIMES} {s.turns} turns "
+        f"`asyncio.gather` of {s.async_conversations} conversations {TIMES} {s.async_turns} turns "
         "(`graph.ainvoke` loops) on one event loop, after 2 warm-up turns on 4 other threads. "
         f"Round 1 runs every saver; {s.async_rounds - 1} more round(s) rerun InMemorySaver and "
         "ours; the best round is kept. Turn latency is per `ainvoke` under that concurrency.\n\n"
@@ -1332,7 +1417,7 @@ async def phase_async(
     report.add(f"2. Async throughput ({s.async_conversations} concurrent conversations)", body)
     report.data["async"] = {
         "conversations": s.async_conversations,
-        "turns": s.turns,
+        "turns": s.async_turns,
         "savers": {
             e.label: (
                 {"skipped": e.skip}
@@ -1539,6 +1624,7 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
     first, last = windows[0], windows[-1]
     flat = last["redis_used_memory_per_turn"] / max(first["redis_used_memory_per_turn"], 1)
     mem_flat = last["inmemory_bytes_per_turn"] / max(first["inmemory_bytes_per_turn"], 1)
+    key_flat = last["redis_key_bytes_per_turn"] / max(first["redis_key_bytes_per_turn"], 1)
     headers = [
         "turns",
         "msg content B/turn",
@@ -1562,8 +1648,12 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
         + md_table(headers, rows, right=list(range(1, 10)))
         + f"\n\nRedis used_memory: {total_used[0]:,} B before, {total_used[1]:,} B after "
         f"({total_used[1] - total_used[0]:+,} B for {turns} turns). "
-        f"Target: {LE} {TARGET_BYTES_RATIO:.0f}{TIMES} content bytes and flat; measured last/first "
-        f"window: Redis {flat:.2f}{TIMES}, InMemorySaver {mem_flat:.2f}{TIMES}.\n\n"
+        f"Target: Redis used_memory per turn {LE} {TARGET_BYTES_RATIO:.0f}{TIMES} the content "
+        f"bytes, and flat. Measured: {last['redis_ratio_to_content']:.2f}{TIMES} in the last "
+        f"window (highest window {max(w['redis_ratio_to_content'] for w in windows):.2f}"
+        f"{TIMES}); last/first window bytes per turn: Redis used_memory {flat:.2f}{TIMES}, "
+        f"Redis key bytes {key_flat:.2f}{TIMES} (used_memory moves with allocator and encoding "
+        f"changes; key bytes are the steadier measure), InMemorySaver {mem_flat:.2f}{TIMES}.\n\n"
         f"Where the bytes are after turn {turns} (all keys of the server, largest first; the "
         "2-turn warm-up thread is included; hash fields grouped by their first NUL-separated "
         "part, B/turn = field + value bytes / turns):\n\n" + breakdown_table(keys, turns)
@@ -1575,7 +1665,11 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
         "windows": windows,
         "used_memory_before": total_used[0],
         "used_memory_after": total_used[1],
-        "last_over_first_window": {"redis": flat, "inmemory": mem_flat},
+        "last_over_first_window": {
+            "redis_used_memory": flat,
+            "redis_key_bytes": key_flat,
+            "inmemory": mem_flat,
+        },
         "keys_at_end": keys,
         "target_ratio_to_content": TARGET_BYTES_RATIO,
     }
@@ -1616,6 +1710,8 @@ def machine_info(server_version: str) -> dict[str, Any]:
             versions[dist] = importlib_metadata.version(dist)
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "loadavg_start": LOADAVG_START,
+        "loadavg_end": _loadavg(),
         "nproc": nproc,
         "cpu": cpu,
         "platform": platform.platform(),
@@ -1635,6 +1731,8 @@ def write_results(s: Settings, report: Report, machine: dict[str, Any], elapsed:
         f"- machine: nproc {machine['nproc']}, {machine['cpu'] or 'cpu n/a'}, "
         f"{machine['platform']}",
         f"- python {machine['python']}; {machine['redis_server']}",
+        f"- load average (1/5/15 min) at start {machine['loadavg_start']}, at end "
+        f"{machine['loadavg_end']} (other work on the machine skews the timings)",
         "- packages: " + ", ".join(f"{k} {v}" for k, v in machine["packages"].items()),
         f"- command: `{command}`" + (" (quick mode)" if s.quick else ""),
         f"- total run time: {elapsed:.0f} s",
@@ -1674,7 +1772,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = Report()
     progress(
         f"settings: {s.turns} turns, sync {s.rounds}{TIMES}{s.sync_conversations} conversations, "
-        f"async {s.async_conversations} concurrent, {s.latency_calls} latency calls, "
+        f"async {s.async_rounds}{TIMES}{s.async_conversations} concurrent {TIMES} "
+        f"{s.async_turns} turns, {s.latency_calls} latency calls, "
         f"growth {s.growth_turns} turns; private Redis via {ours.server_note}"
     )
     server_version = ""
@@ -1685,14 +1784,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         client = srv.client()
         server_version = str(client.info("server").get("redis_version", ""))
-        counters = ServerCounters(client)
         with contextlib.ExitStack() as stack:
             entries = open_sync_savers(stack, s, ours, srv.url, pg)
             threads = phase_sync(s, entries, report)
             async_ops = asyncio.run(phase_async(s, ours, srv.url, pg, report))
             phase_latency(s, entries, threads, report)
             mine = next(e for e in entries if e.key == OURS_KEY)
-            sync_ops = phase_round_trips_sync(s, mine, threads[OURS_KEY], counters, report)
+            sync_ops = phase_round_trips_sync(s, mine, threads[OURS_KEY], client, report)
             report_round_trips(mine.label, sync_ops, async_ops, report)
         client.close()
     phase_growth(s, ours, report)
