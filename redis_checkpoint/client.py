@@ -250,24 +250,6 @@ def _common_kwargs(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _sync_retry(settings: Settings) -> redis.retry.Retry:
-    # Only transport failures are retried, and only a few times: redis-py's
-    # default policy (10 retries, 1 s cap) makes a dead server cost seconds.
-    return redis.retry.Retry(
-        ExponentialBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE),
-        settings.retries,
-        supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
-    )
-
-
-def _async_retry(settings: Settings) -> redis.asyncio.retry.Retry:
-    return redis.asyncio.retry.Retry(
-        ExponentialBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE),
-        settings.retries,
-        supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
-    )
-
-
 def _cluster_failure(settings: Settings, exc: Exception) -> Exception:
     # The sync cluster client connects in its constructor; report an outage
     # as such and anything else (e.g. "cluster mode not enabled") as config.
@@ -281,35 +263,69 @@ def _cluster_failure(settings: Settings, exc: Exception) -> Exception:
 # --- factories --------------------------------------------------------------------------
 
 
-def create_client(
-    target: str | Settings | redis.Redis | redis.cluster.RedisCluster | None = None,
-    **overrides: Any,
-) -> redis.Redis | redis.cluster.RedisCluster:
-    """Return a synchronous client for ``target``.
+@dataclass(frozen=True)
+class _Flavour:
+    """redis-py's classes for one side (sync or asyncio): one factory body builds both."""
 
-    ``target`` is a URL, a :class:`Settings`, an existing client (returned
-    as-is after checking it returns bytes; ``overrides`` are then ignored) or
-    ``None`` for :meth:`Settings.from_env`. ``overrides`` are Settings fields.
-    """
-    if isinstance(target, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
+    name: str
+    redis: Any
+    cluster: Any
+    node: Any
+    sentinel: Any
+    pool: Any
+    retry: Any
+    other: tuple[type, ...]  # the other side's clients, refused with a pointer to its factory
+    other_factory: str
+
+
+_SYNC = _Flavour(
+    "create_client",
+    redis.Redis,
+    redis.cluster.RedisCluster,
+    redis.cluster.ClusterNode,
+    redis.sentinel.Sentinel,
+    redis.BlockingConnectionPool,
+    redis.retry.Retry,
+    (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster),
+    "create_async_client",
+)
+_ASYNC = _Flavour(
+    "create_async_client",
+    redis.asyncio.Redis,
+    redis.asyncio.cluster.RedisCluster,
+    redis.asyncio.cluster.ClusterNode,
+    redis.asyncio.sentinel.Sentinel,
+    redis.asyncio.BlockingConnectionPool,
+    redis.asyncio.retry.Retry,
+    (redis.Redis, redis.cluster.RedisCluster),
+    "create_client",
+)
+
+
+def _build(flavour: _Flavour, target: Any, overrides: dict[str, Any]) -> Any:
+    if isinstance(target, flavour.other):
         raise ConfigurationError(
-            f"create_client() needs a synchronous client but got {type(target).__name__} "
-            "from redis.asyncio; use create_async_client() instead"
+            f"{flavour.name}() cannot use {type(target).__module__}.{type(target).__name__}; "
+            f"use {flavour.other_factory}() for it"
         )
-    if isinstance(target, (redis.Redis, redis.cluster.RedisCluster)):
+    if isinstance(target, (flavour.redis, flavour.cluster)):
         _require_binary(target)
         return target
     if target is not None and not isinstance(target, (str, Settings)):
         raise ConfigurationError(
-            f"create_client() target={type(target).__name__!s} is not a URL, Settings or "
+            f"{flavour.name}() target={type(target).__name__!s} is not a URL, Settings or "
             "redis client"
         )
     settings = _settings_for(target, overrides)
     parsed = _parse_target(settings)
     common = _common_kwargs(settings)
-    retry = _sync_retry(settings)
-    client: redis.Redis | redis.cluster.RedisCluster
-
+    # Only transport failures are retried, and only a few times: redis-py's
+    # default policy (10 retries, 1 s cap) makes a dead server cost seconds.
+    retry = flavour.retry(
+        ExponentialBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE),
+        settings.retries,
+        supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
+    )
     if parsed.kind == "sentinel":
         sentinel_kwargs: dict[str, Any] = {
             "socket_timeout": settings.socket_timeout,
@@ -320,12 +336,10 @@ def create_client(
             sentinel_kwargs["ssl"] = True
         if parsed.sentinel_password is not None:
             sentinel_kwargs["password"] = parsed.sentinel_password
-        sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            list(parsed.hosts), sentinel_kwargs=sentinel_kwargs, **common
-        )
-        client = sentinel.master_for(  # type: ignore[no-untyped-call]
+        sentinel = flavour.sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs, **common)
+        client = sentinel.master_for(
             parsed.service,
-            redis_class=redis.Redis,
+            redis_class=flavour.redis,
             db=parsed.db,
             username=parsed.username,
             password=parsed.password,
@@ -335,12 +349,9 @@ def create_client(
         )
     elif parsed.kind == "cluster":
         try:
-            client = redis.cluster.RedisCluster.from_url(
+            client = flavour.cluster.from_url(
                 parsed.url,
-                startup_nodes=[
-                    redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
-                    for h, p in parsed.hosts
-                ],
+                startup_nodes=[flavour.node(h, p) for h, p in parsed.hosts],
                 retry=retry,
                 max_connections=settings.max_connections,
                 **common,
@@ -350,16 +361,32 @@ def create_client(
     else:
         # Blocking pool: callers past max_connections wait (up to socket_timeout)
         # instead of getting MaxConnectionsError, which looks like an outage.
-        pool = redis.BlockingConnectionPool.from_url(
+        pool = flavour.pool.from_url(
             parsed.url,
             max_connections=settings.max_connections,
             timeout=settings.socket_timeout,
             retry=retry,
             **common,
         )
-        client = redis.Redis.from_pool(pool)
+        client = flavour.redis.from_pool(pool)
     # A URL query string (?decode_responses=true) overrides our kwargs.
     _require_binary(client)
+    return client
+
+
+def create_client(
+    target: str | Settings | redis.Redis | redis.cluster.RedisCluster | None = None,
+    **overrides: Any,
+) -> redis.Redis | redis.cluster.RedisCluster:
+    """Return a synchronous client for ``target``.
+
+    ``target`` is a URL, a :class:`Settings`, an existing client (returned
+    as-is after checking it returns bytes; ``overrides`` are then ignored) or
+    ``None`` for :meth:`Settings.from_env`. ``overrides`` are Settings fields.
+    The sync cluster client connects at once: an unreachable cluster raises
+    RedisUnavailableError here.
+    """
+    client: redis.Redis | redis.cluster.RedisCluster = _build(_SYNC, target, overrides)
     return client
 
 
@@ -370,69 +397,9 @@ def create_async_client(
     **overrides: Any,
 ) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
     """Asyncio counterpart of :func:`create_client` (nothing connects until first use)."""
-    if isinstance(target, (redis.Redis, redis.cluster.RedisCluster)):
-        raise ConfigurationError(
-            f"create_async_client() needs a redis.asyncio client but got synchronous "
-            f"{type(target).__name__}; use create_client() instead"
-        )
-    if isinstance(target, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
-        _require_binary(target)
-        return target
-    if target is not None and not isinstance(target, (str, Settings)):
-        raise ConfigurationError(
-            f"create_async_client() target={type(target).__name__!s} is not a URL, "
-            "Settings or redis.asyncio client"
-        )
-    settings = _settings_for(target, overrides)
-    parsed = _parse_target(settings)
-    common = _common_kwargs(settings)
-    retry = _async_retry(settings)
-    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
-
-    if parsed.kind == "sentinel":
-        sentinel_kwargs: dict[str, Any] = {
-            "socket_timeout": settings.socket_timeout,
-            "socket_connect_timeout": settings.socket_connect_timeout,
-            "retry": retry,
-        }
-        if parsed.tls:
-            sentinel_kwargs["ssl"] = True
-        if parsed.sentinel_password is not None:
-            sentinel_kwargs["password"] = parsed.sentinel_password
-        sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-            list(parsed.hosts), sentinel_kwargs=sentinel_kwargs, **common
-        )
-        client = sentinel.master_for(
-            parsed.service,
-            redis_class=redis.asyncio.Redis,
-            db=parsed.db,
-            username=parsed.username,
-            password=parsed.password,
-            ssl=parsed.tls,
-            max_connections=settings.max_connections,
-            retry=retry,
-        )
-    elif parsed.kind == "cluster":
-        try:
-            client = redis.asyncio.cluster.RedisCluster.from_url(
-                parsed.url,
-                startup_nodes=[redis.asyncio.cluster.ClusterNode(h, p) for h, p in parsed.hosts],
-                retry=retry,
-                max_connections=settings.max_connections,
-                **common,
-            )
-        except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
-            raise _cluster_failure(settings, exc) from exc
-    else:
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
-            parsed.url,
-            max_connections=settings.max_connections,
-            timeout=settings.socket_timeout,
-            retry=retry,
-            **common,
-        )
-        client = redis.asyncio.Redis.from_pool(pool)
-    _require_binary(client)
+    client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster = _build(
+        _ASYNC, target, overrides
+    )
     return client
 
 

@@ -84,3 +84,13 @@ def fresh_redis(redis_server_bin: str) -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def dead_url(redis_server_bin: str) -> Iterator[str]:
+    """The URL of a redis-server that was started and stopped: nothing listens there."""
+    server = RedisServer(binary=redis_server_bin)
+    server.start()
+    url = server.url
+    server.close()
+    yield url

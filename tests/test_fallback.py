@@ -8,7 +8,6 @@ round trips, not by timing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -205,15 +204,6 @@ def test_operations_across_threads_need_redis(fresh_redis: RedisServer, clock: C
         ):
             with pytest.raises(RedisUnavailableError, match="spans threads"):
                 call()
-
-
-@pytest.fixture
-def dead_url() -> Iterator[str]:
-    server = RedisServer()
-    server.start()
-    url = server.url
-    server.close()
-    yield url
 
 
 def test_a_saver_started_without_redis_serves_from_memory(dead_url: str) -> None:

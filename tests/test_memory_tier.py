@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 
@@ -13,15 +11,6 @@ from redis_checkpoint import RedisSaver
 from redis_checkpoint.testing import RedisServer
 
 THREADS = ["plain", "a:{b}", "ünï", ""]
-
-
-@pytest.fixture
-def dead_url() -> Iterator[str]:
-    server = RedisServer()
-    server.start()
-    url = server.url
-    server.close()
-    yield url
 
 
 def script(savers: list[RedisSaver]) -> None:
