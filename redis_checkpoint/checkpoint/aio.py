@@ -150,32 +150,30 @@ class AsyncRedisSaver(RedisSaverBase):
                 else:
                     future.set_result(result)
 
-    async def _send_batch(
-        self, calls: list[Call], loaded: bool = False
-    ) -> list[list[Any] | Exception]:
-        """One round trip for several Calls; per Call its replies, or the error it raised."""
-        self._router.sent(calls)
-        commands = [command for call in calls for command in call.commands]
-        if len(commands) == 1:
+    async def _send_batch(self, calls: list[Call]) -> list[list[Any] | Exception]:
+        batch = self._router.batch(calls)
+        reply: Any = None
+        while True:
             try:
-                replies = [await RedisSaver._command(self.client, commands[0])]
-            except ResponseError as exc:
-                if is_unavailable_error(exc):
-                    raise
-                replies = [exc]
-        else:
-            pipe = self.client.pipeline(transaction=False)
-            for command in commands:
-                RedisSaver._command(pipe, command)
-            replies = await pipe.execute(raise_on_error=False)
-        results, retry = self._router.split_replies(calls, replies)
-        if retry and not loaded:
-            for script in SCRIPTS.values():
-                await self.client.script_load(script.source)
-            again = await self._send_batch([calls[i] for i in retry], loaded=True)
-            for i, result in zip(retry, again, strict=True):
-                results[i] = result
-        return results
+                request = batch.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            if request is None:
+                for script in SCRIPTS.values():
+                    await self.client.script_load(script.source)
+                reply = None
+            elif len(request) == 1:
+                try:
+                    reply = [await RedisSaver._command(self.client, request[0])]
+                except ResponseError as exc:
+                    if is_unavailable_error(exc):
+                        raise
+                    reply = [exc]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for command in request:
+                    RedisSaver._command(pipe, command)
+                reply = await pipe.execute(raise_on_error=False)
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the saver's loop from another thread."""

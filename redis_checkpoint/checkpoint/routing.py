@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from redis.exceptions import NoScriptError, ResponseError
 
 from redis_checkpoint.breaker import CircuitBreaker
-from redis_checkpoint.checkpoint.core import Call, Emit, SaverCore
+from redis_checkpoint.checkpoint.core import Call, Command, Emit, SaverCore
 from redis_checkpoint.checkpoint.memory import MemoryTier
 from redis_checkpoint.client import is_unavailable_error
 from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
@@ -182,6 +182,25 @@ class Router:
         replies = self.memory.execute(call, outage=True)
         self._publish()
         return replies
+
+    def batch(
+        self, calls: Sequence[Call]
+    ) -> Generator[list[Command] | None, Any, list[list[Any] | Exception]]:
+        """One round trip for several Calls: yields the commands to send (the driver sends back
+        their replies), or None to have the scripts loaded after a NOSCRIPT. Returns, per Call,
+        its replies or the error it raised."""
+        self.sent(calls)
+        replies = yield [command for call in calls for command in call.commands]
+        results, retry = self.split_replies(calls, replies)
+        if retry:
+            yield None
+            again_calls = [calls[i] for i in retry]
+            self.sent(again_calls)
+            replies = yield [command for call in again_calls for command in call.commands]
+            again, _ = self.split_replies(again_calls, replies)
+            for i, result in zip(retry, again, strict=True):
+                results[i] = result
+        return results
 
     def split_replies(
         self, calls: Sequence[Call], replies: Sequence[Any]
