@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -100,3 +101,35 @@ def test_memory_tier_answers_like_redis(redis_server: RedisServer, dead_url: str
                 from_memory = on_redis.memory.execute(request, outage=False)
                 from_redis = on_redis._send(request)
                 assert from_memory == from_redis, (thread_id, call)
+
+
+def _put_call(core: Any, thread_id: str, size: int) -> Any:
+    value = secrets.token_hex(size // 2)  # incompressible-ish, so the bytes are real
+    cp = generate_checkpoint(channel_values={"blob": value}, channel_versions={"blob": 1})
+    conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+    return next(core.put(conf, cp, {"step": 0}, {"blob": 1}))
+
+
+def test_the_tier_keeps_to_its_budget_but_never_drops_a_dirty_thread() -> None:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from redis_checkpoint.checkpoint.core import SaverCore
+    from redis_checkpoint.checkpoint.memory import MemoryTier
+
+    evicted: list[str] = []
+    tier = MemoryTier(max_bytes=20_000, on_evict=evicted.append)
+    core = SaverCore(JsonPlusSerializer())
+    # while Redis is healthy: mirrored threads are dropped least recently used first
+    for i in range(40):
+        tier.mirror(_put_call(core, f"t{i}", 2_000), [[1, 0, 1]])
+    assert tier.size <= 20_000
+    assert evicted[:3] == ["t0", "t1", "t2"] and "t39" in tier
+    # during an outage: dirty threads stay, whatever the budget says
+    for i in range(40):
+        tier.execute(_put_call(core, f"d{i}", 2_000), outage=True)
+    assert tier.pending == 40
+    assert all(f"d{i}" in tier for i in range(40))
+    assert tier.size > 20_000
+    written_back = tier.take_dirty()
+    assert sorted(t for t, *_ in written_back) == sorted(f"d{i}" for i in range(40))
+    assert tier.pending == 0

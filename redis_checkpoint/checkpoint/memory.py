@@ -22,6 +22,7 @@ from redis_checkpoint.checkpoint.keys import SEP
 from redis_checkpoint.errors import CorruptEntryError
 
 THREAD_TTL = b"t"
+_BACKLOG_LIMIT = 64
 THREAD_ID = b"id"
 
 
@@ -210,6 +211,9 @@ class MemoryTier:
             thread.backlog.append((call, replies))
             thread.size += weight
             self._size += weight
+            if len(thread.backlog) >= _BACKLOG_LIMIT:
+                # Repeated reads bring the same fields again: applying them counts them once.
+                self._apply_backlog(thread_id, thread)
             self._shrink()
 
     def forget(self, thread_id: str) -> None:
