@@ -116,7 +116,8 @@ class Router:
                 done += 1
                 self.metrics.replayed(COMPONENT, 1)
         except Exception as exc:
-            self.failed(exc)
+            if not self.failed(exc):
+                log.error("writing back the in-memory threads failed; will retry: %r", exc)
             for thread_id, deleted, _ in plan[done:]:
                 self.memory.restore_dirty(thread_id, deleted)
             return False
