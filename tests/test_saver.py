@@ -398,3 +398,38 @@ def test_a_list_whose_base_was_pruned_elsewhere_is_written_whole(saver: RedisSav
     tup = saver.get_tuple(third)
     assert tup is not None and tup.checkpoint["channel_values"]["m"] == list(range(14))
     assert [t.config["configurable"]["thread_id"] for t in other.list(None)] == ["p2"]
+
+
+def test_an_interrupted_round_trip_releases_the_callers_waiting_on_it(saver: RedisSaver) -> None:
+    import threading
+
+    real = saver._send_batch
+    follower_queued = threading.Event()
+
+    def interrupted(calls: list[Any]) -> Any:
+        if not follower_queued.is_set():
+            while not saver._waiting:  # wait until the other thread rides on this round trip
+                time.sleep(0.001)
+            follower_queued.set()
+            raise KeyboardInterrupt
+        return real(calls)
+
+    saver._send_batch = interrupted  # type: ignore[method-assign]
+    seen: list[BaseException] = []
+
+    def follower() -> None:
+        time.sleep(0.01)
+        try:
+            saver.get_tuple(config("other"))
+        except BaseException as exc:
+            seen.append(exc)
+
+    other = threading.Thread(target=follower)
+    other.start()
+    with pytest.raises(KeyboardInterrupt):
+        saver.get_tuple(config("leader"))
+    other.join(5)
+    assert not other.is_alive()
+    assert len(seen) == 1 and "interrupted" in str(seen[0])
+    saver._send_batch = real  # type: ignore[method-assign]
+    assert saver.get_tuple(config("after")) is None  # nothing stuck: the next call goes through

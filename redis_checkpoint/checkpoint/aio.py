@@ -142,6 +142,14 @@ class AsyncRedisSaver(RedisSaverBase):
                 results = await self._send_batch([call for call, _ in batch])
             except Exception as exc:  # the connection failed: every Call of the batch did
                 results = [exc] * len(batch)
+            except BaseException as exc:  # cancelled: release every waiting caller
+                for _, future in batch + self._waiting:
+                    if not future.done():
+                        future.set_exception(
+                            RuntimeError(f"the round trip was interrupted ({exc!r})")
+                        )
+                self._waiting = []
+                raise
             for (_, future), result in zip(batch, results, strict=True):
                 if future.done():
                     continue  # its caller was cancelled

@@ -136,6 +136,14 @@ class RedisSaver(RedisSaverBase):
                     results = self._send_batch([waiting.call for waiting in batch])
                 except Exception as exc:  # the connection failed: every Call of the batch did
                     results = [exc] * len(batch)
+                except BaseException as exc:  # interrupted: release every waiting caller
+                    with self._batch_lock:
+                        batch += self._waiting
+                        self._waiting, self._sending = [], False
+                    for waiting in batch:
+                        waiting.result = RuntimeError(f"the round trip was interrupted ({exc!r})")
+                        waiting.done.set()
+                    raise
                 for waiting, result in zip(batch, results, strict=True):
                     waiting.result = result
                     waiting.done.set()
