@@ -249,15 +249,23 @@ class Blobs:
     ) -> None:
         self.fetched = fetched
         self.where = where
-        self.lists: dict[bytes, list[bytes]] = dict(known or {})
+        # field -> (items, n): the list is the first n items. A chain's fields share one list,
+        # so resolving a long history costs its length, not its length squared.
+        self.lists: dict[bytes, tuple[list[bytes], int]] = {
+            name: (items, len(items)) for name, items in (known or {}).items()
+        }
 
     def __contains__(self, field: bytes) -> bool:
         return field in self.lists or bool(self.fetched.get(field))
 
+    def list_of(self, field: bytes) -> list[bytes]:
+        items, n = self.lists[field]
+        return items if n == len(items) else items[:n]
+
     def value(self, field: bytes, loads: Any) -> Any:
         """The value a blob field stands for; ``MISSING`` when absent or emptied."""
         if field in self.lists:
-            return loads(("msgpack", msgpack_list(self.lists[field])))
+            return loads(("msgpack", msgpack_list(self.list_of(field))))
         blob = self.fetched.get(field)
         if not blob:
             return MISSING
@@ -284,13 +292,15 @@ class Blobs:
     def items(self, field: bytes) -> list[bytes]:
         """The items of a list blob, following its chain of bases back to a known list."""
         chain: list[tuple[bytes, int, list[bytes]]] = []
+        seen: set[bytes] = set()
         current: bytes | None = field
         while current is not None and current not in self.lists:
             blob = self.fetched.get(current)
-            if not blob or blob[:1] != b"L" or any(current == c[0] for c in chain):
+            if not blob or blob[:1] != b"L" or current in seen:
                 raise CorruptEntryError(
                     f"{self.where} field {current!r}", "a list blob's base is missing"
                 )
+            seen.add(current)
             (size,) = _LIST_HEAD.unpack_from(blob, 1)
             (count,) = _LIST_COUNT.unpack_from(blob, 3 + size)
             payload = blob[8 + size :]
@@ -298,12 +308,12 @@ class Blobs:
                 payload = zlib.decompress(payload)
             chain.append((current, count, [bytes(item) for item in unpack(payload)]))
             current = blob[3 : 3 + size] if size else None
-        items = self.lists[current] if current is not None else []
+        items = list(self.list_of(current)) if current is not None else []
         for name, count, segment in reversed(chain):
             if count != len(items):
                 raise CorruptEntryError(f"{self.where} field {name!r}", "list lengths disagree")
-            items = items + segment
-            self.lists[name] = items
+            items.extend(segment)
+            self.lists[name] = (items, len(items))
         return items
 
 

@@ -272,7 +272,7 @@ class SaverCore:
         values = self._values(record, ns_e, blobs)
         if remember:
             lists = {
-                unescape(channel): _StoredList(blob, blobs.lists[blob])
+                unescape(channel): _StoredList(blob, blobs.list_of(blob))
                 for channel, blob in record.blob_fields(ns_e)
                 if blob in blobs.lists
             }
