@@ -433,3 +433,33 @@ def test_an_interrupted_round_trip_releases_the_callers_waiting_on_it(saver: Red
     assert len(seen) == 1 and "interrupted" in str(seen[0])
     saver._send_batch = real  # type: ignore[method-assign]
     assert saver.get_tuple(config("after")) is None  # nothing stuck: the next call goes through
+
+
+def test_a_long_history_reads_back_whole_in_a_fresh_process(
+    saver: RedisSaver, redis_server: RedisServer
+) -> None:
+    parent = None
+    items: list[str] = []
+    version = None
+    conf = config("long")
+    for i in range(1500):  # a chain of 1500 list deltas
+        items = [*items, f"message {i}"]
+        version = saver.get_next_version(version, None)
+        checkpoint = generate_checkpoint(
+            channel_values={"m": items}, channel_versions={"m": version}
+        )
+        parent = saver.put(parent or conf, checkpoint, {"step": i}, {"m": version})
+    with RedisSaver.from_conn_string(
+        redis_server.url, key_prefix=saver.core.layout.prefix
+    ) as fresh:
+        before = fresh.round_trips
+        latest = fresh.get_tuple(conf)
+        assert fresh.round_trips - before == 1
+        assert latest is not None and latest.checkpoint["channel_values"]["m"] == items
+        page = list(fresh.list(conf, limit=100))
+        assert [len(t.checkpoint["channel_values"]["m"]) for t in page] == list(
+            range(1500, 1400, -1)
+        )
+        fresh.prune(["long"], strategy="keep_latest")
+        kept = fresh.get_tuple(conf)
+        assert kept is not None and kept.checkpoint["channel_values"]["m"] == items
