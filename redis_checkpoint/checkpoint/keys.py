@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 SEP = b"\x00"
-END = b"\x01"
-
-# Field names in a thread's data hash that are not checkpoint parts.
-THREAD_ID_FIELD = b"id"
-THREAD_TTL_FIELD = b"t"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -81,11 +76,6 @@ def write_key(task_id: str, idx: int) -> bytes:
     return escape(task_id) + SEP + str(idx).encode()
 
 
-def split_member(member: bytes) -> list[bytes]:
-    """Split a member or field name into its escaped parts (kind first)."""
-    return member.split(SEP)
-
-
 def thread_tag(thread_id: str) -> str:
     """The hash-tag text for a thread: percent-encoded so `{`, `}`, `:` and unicode are safe."""
     return quote(thread_id, safe="") or "%"
@@ -111,13 +101,6 @@ class KeyLayout:
 
     def thread(self, thread_id: str) -> ThreadKeys:
         return _thread_keys(self.prefix, thread_id)
-
-    def thread_id_from_key(self, key: str) -> str | None:
-        head = f"{self.prefix}:cp:{{"
-        if not key.startswith(head) or "}" not in key[len(head) :]:
-            return None
-        tag = key[len(head) : key.index("}", len(head))]
-        return "" if tag == "%" else unquote(tag)
 
 
 @functools.lru_cache(maxsize=4096)
