@@ -43,12 +43,6 @@ class _Thread:
             self.members.insert(i, member)
             self.size += len(member)
 
-    def zrem(self, member: bytes) -> None:
-        i = bisect.bisect_left(self.members, member)
-        if i < len(self.members) and self.members[i] == member:
-            del self.members[i]
-            self.size -= len(member)
-
     def hset(self, name: bytes, value: bytes) -> None:
         old = self.data.get(name)
         self.size += len(value) - (len(old) if old is not None else -len(name))
@@ -114,7 +108,6 @@ class MemoryTier:
         self.max_bytes = max_bytes
         self._on_evict = on_evict
         self._threads: OrderedDict[str, _Thread] = OrderedDict()
-        self._ids: dict[str, str] = {}  # data key -> thread id
         self._dirty: dict[str, bool] = {}  # thread id -> deleted during the outage first
         self._size = 0
         self._lock = threading.RLock()
@@ -145,7 +138,6 @@ class MemoryTier:
             thread = None
         if thread is None and create:
             thread = self._threads[thread_id] = _Thread(keys)
-            self._ids[keys[1]] = thread_id
         if thread is not None:
             self._threads.move_to_end(thread_id)
             if thread.backlog:
@@ -172,7 +164,6 @@ class MemoryTier:
         thread = self._threads.pop(thread_id, None)
         if thread is not None:
             self._size -= thread.size
-            self._ids.pop(thread.keys[1], None)
 
     def _shrink(self) -> None:
         for thread_id in list(self._threads):
@@ -204,7 +195,6 @@ class MemoryTier:
             if thread is None:
                 keys = call.commands[0].keys
                 thread = self._threads[thread_id] = _Thread((keys[0], keys[-1]))
-                self._ids[keys[-1]] = thread_id
             else:
                 self._threads.move_to_end(thread_id)
             weight = _weight([c.args for c in call.commands] if call.kind == "write" else replies)
@@ -215,11 +205,6 @@ class MemoryTier:
                 # Repeated reads bring the same fields again: applying them counts them once.
                 self._apply_backlog(thread_id, thread)
             self._shrink()
-
-    def forget(self, thread_id: str) -> None:
-        with self._lock:
-            if thread_id not in self._dirty:
-                self._drop(thread_id)
 
     def take_dirty(self) -> list[tuple[str, bool, list[bytes], list[bytes]]]:
         """Threads to write back: (thread id, delete first, members, field/value pairs)."""
@@ -265,7 +250,8 @@ class MemoryTier:
             return self._plain(thread_id, command, outage)
         handler = getattr(self, f"_script_{command.name}")
         writes = command.name in ("put", "put_writes", "ttl")
-        thread = self._thread(thread_id, (command.keys[0], command.keys[1]), create=writes)
+        creates = command.name in ("put", "put_writes")
+        thread = self._thread(thread_id, (command.keys[0], command.keys[1]), create=creates)
         if thread is None:
             return None if command.name != "ttl" else -2
         before = thread.size
@@ -405,7 +391,6 @@ class MemoryTier:
 
     def _script_ttl(self, thread: _Thread, args: list[bytes]) -> Any:
         if not thread.members:
-            self._drop(next(k for k, v in self._threads.items() if v is thread))
             return -2
         mode = args[0]
         if mode == b"pin":
