@@ -326,13 +326,7 @@ async def test_interrupt_and_resume(driver: Driver) -> None:
 
 async def test_interrupt_before_then_continue(driver: Driver) -> None:
     async def scenario(drv: Driver) -> dict[str, Any]:
-        builder = StateGraph(ChatState)
-        builder.add_node("chat", chat)
-        builder.add_node("summarize", summarize)
-        builder.add_edge(START, "chat")
-        builder.add_edge("chat", "summarize")
-        builder.add_edge("summarize", END)
-        graph = builder.compile(checkpointer=drv.saver, interrupt_before=["summarize"])
+        graph = chat_graph(drv.saver, interrupt_before=["summarize"])
         config = thread_config()
         stopped = await drv.invoke(graph, human(0), config)
         paused = await drv.state(graph, config)
