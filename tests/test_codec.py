@@ -1,0 +1,54 @@
+"""Byte formats: compression with the preset dictionary, and data earlier versions wrote."""
+
+from __future__ import annotations
+
+import os
+import zlib
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from redis_checkpoint.checkpoint import codec
+from redis_checkpoint.errors import CorruptEntryError
+
+serde = JsonPlusSerializer()
+
+
+def test_a_short_message_compresses_with_the_dictionary_and_round_trips() -> None:
+    typed = serde.dumps_typed([HumanMessage(content="Why does my deploy fail?", id="h-1")])
+    encoding, payload = codec.squeeze(typed[1])
+    plain = zlib.compress(typed[1], 9)
+    assert encoding == codec.DEFLATE
+    # The class path and field names come from the dictionary: half of plain zlib or less.
+    assert len(payload) * 2 <= len(plain)
+    assert codec.unsqueeze(encoding, payload) == typed[1]
+
+
+def test_incompressible_payloads_stay_raw() -> None:
+    payload = os.urandom(512)
+    assert codec.squeeze(payload) == (codec.RAW, payload)
+    assert codec.squeeze(b"short") == (codec.RAW, b"short")
+
+
+def test_blobs_and_writes_written_by_earlier_versions_still_read() -> None:
+    typed = serde.dumps_typed([AIMessage(content="x " * 300, id="a-1")])
+    legacy = zlib.compress(typed[1], 1)
+    blob = b"Z" + bytes([len(typed[0])]) + typed[0].encode() + legacy
+    value = codec.Blobs({b"f": blob}, "k").value(b"f", serde.loads_typed)
+    assert value == serde.loads_typed(typed)
+
+    items = codec.pack([typed[1]])
+    list_blob = b"L" + b"\x00\x00" + b"\x00\x00\x00\x00" + b"z" + zlib.compress(items, 1)
+    assert codec.Blobs({b"l": list_blob}, "k").items(b"l") == [typed[1]]
+
+    row = codec.pack([b"messages", typed[0].encode(), legacy, b"", True])
+    [(_, channel, back)] = codec.decode_writes(codec.pack({b"t\x000": row}), "k")
+    assert channel == "messages" and back == typed
+
+
+def test_a_truncated_compressed_blob_is_a_corrupt_entry_naming_the_key() -> None:
+    blob = codec.encode_value(serde.dumps_typed("hello " * 100))
+    assert blob[:1] == b"D"
+    with pytest.raises(CorruptEntryError, match="rc:cp:{t}:data"):
+        codec.Blobs({b"f": blob[:-5]}, "rc:cp:{t}:data").value(b"f", serde.loads_typed)
