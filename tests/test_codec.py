@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import zlib
@@ -53,3 +54,9 @@ def test_a_truncated_compressed_blob_is_a_corrupt_entry_naming_the_key() -> None
     assert blob[:1] == b"D"
     with pytest.raises(CorruptEntryError, match=re.escape("rc:cp:{t}:data")):
         codec.Blobs({b"f": blob[:-5]}, "rc:cp:{t}:data").value(b"f", serde.loads_typed)
+
+
+def test_the_preset_dictionary_never_changes() -> None:
+    # Stored payloads can only be read with these exact bytes.
+    digest = hashlib.sha256(codec.ZDICT).hexdigest()
+    assert digest == "cbafb82ee6ffc8b6f080d398d94367811ac86eb6f62bb45f5576c09c877ad728"

@@ -202,28 +202,28 @@ RAW, ZLIB, DEFLATE = 0, 1, 2  # ZLIB: written by earlier versions, read only
 
 # Stored data depends on these exact bytes: never change them (a new dictionary needs a new flag).
 ZDICT = (
-    b' the and that with for you this are not have from your what can will they which would'
-    b' there their about when use should more into also than then them been only some could'
-    b' other \xc7\x88\x05\x94\xbelangchain_core.messages.system\xadSystemMessage\x86\xa7con'
-    b'tent\xa0\xb1additional_kwargs\x80\xb1response_metadata\x80\xa4type\xa6system\xa4name'
-    b'\xc0\xa2id\xa0\xb3model_validate_json\xc7\xa9\x05\x94\xbclangchain_core.messages.tool'
-    b'\xabToolMessage\x89\xa7content\xa0\xb1additional_kwargs\x80\xb1response_metadata\x80'
-    b'\xa4type\xa4tool\xa4name\xc0\xa2id\xa0\xactool_call_id\xa0\xa8artifact\xc0\xa6status'
-    b'\xa7success\xb3model_validate_json\xc8\x01\x16\x05\x94\xbalangchain_core.messages.ai'
-    b'\xa9AIMessage\x89\xa7content\xa0\xb1additional_kwargs\x80\xb1response_metadata\x82'
-    b'\xaamodel_name\xa0\xadfinish_reason\xa4stop\xa4type\xa2ai\xa4name\xc0\xa2id\xa0\xaato'
-    b'ol_calls\x91\x84\xa4name\xa0\xa4args\x80\xa2id\xa0\xa4type\xa9tool_call\xb2invalid_to'
-    b'ol_calls\x90\xaeusage_metadata\x83\xacinput_tokens\x00\xadoutput_tokens\x00\xactotal_'
-    b'tokens\x00\xb3model_validate_json\x84\xa6source\xa5input\xa4step\xff\xa7parents\x80'
-    b'\xa6run_id\xa0\x84\xa1v\x04\xa2ts\xd9 2026-01-01T00:00:00.000000+00:00\xadversions_se'
-    b'en\x83\xa9__input__\x80\xa9__start__\x81\xa9__start__\xa0\xa0\x81\xaabranch:to:\xa0'
-    b'\xb0updated_channels\x93\xaabranch:to:\xa8messages\xa9__start__\x83\xa6source\xa4loop'
-    b'\xa4step\x01\xa7parents\x80\xc7\x85\x05\x94\xbdlangchain_core.messages.human\xacHuman'
-    b'Message\x86\xa7content\xa0\xb1additional_kwargs\x80\xb1response_metadata\x80\xa4type'
-    b'\xa5human\xa4name\xc0\xa2id\xa0\xb3model_validate_json\xc7\xac\x05\x94\xbalangchain_c'
-    b'ore.messages.ai\xa9AIMessage\x89\xa7content\xa0\xb1additional_kwargs\x80\xb1response_'
-    b'metadata\x80\xa4type\xa2ai\xa4name\xc0\xa2id\xa0\xaatool_calls\x90\xb2invalid_tool_ca'
-    b'lls\x90\xaeusage_metadata\xc0\xb3model_validate_json'
+    b" the and that with for you this are not have from your what can will they which would"
+    b" there their about when use should more into also than then them been only some could"
+    b" other \xc7\x88\x05\x94\xbelangchain_core.messages.system\xadSystemMessage\x86\xa7con"
+    b"tent\xa0\xb1additional_kwargs\x80\xb1response_metadata\x80\xa4type\xa6system\xa4name"
+    b"\xc0\xa2id\xa0\xb3model_validate_json\xc7\xa9\x05\x94\xbclangchain_core.messages.tool"
+    b"\xabToolMessage\x89\xa7content\xa0\xb1additional_kwargs\x80\xb1response_metadata\x80"
+    b"\xa4type\xa4tool\xa4name\xc0\xa2id\xa0\xactool_call_id\xa0\xa8artifact\xc0\xa6status"
+    b"\xa7success\xb3model_validate_json\xc8\x01\x16\x05\x94\xbalangchain_core.messages.ai"
+    b"\xa9AIMessage\x89\xa7content\xa0\xb1additional_kwargs\x80\xb1response_metadata\x82"
+    b"\xaamodel_name\xa0\xadfinish_reason\xa4stop\xa4type\xa2ai\xa4name\xc0\xa2id\xa0\xaato"
+    b"ol_calls\x91\x84\xa4name\xa0\xa4args\x80\xa2id\xa0\xa4type\xa9tool_call\xb2invalid_to"
+    b"ol_calls\x90\xaeusage_metadata\x83\xacinput_tokens\x00\xadoutput_tokens\x00\xactotal_"
+    b"tokens\x00\xb3model_validate_json\x84\xa6source\xa5input\xa4step\xff\xa7parents\x80"
+    b"\xa6run_id\xa0\x84\xa1v\x04\xa2ts\xd9 2026-01-01T00:00:00.000000+00:00\xadversions_se"
+    b"en\x83\xa9__input__\x80\xa9__start__\x81\xa9__start__\xa0\xa0\x81\xaabranch:to:\xa0"
+    b"\xb0updated_channels\x93\xaabranch:to:\xa8messages\xa9__start__\x83\xa6source\xa4loop"
+    b"\xa4step\x01\xa7parents\x80\xc7\x85\x05\x94\xbdlangchain_core.messages.human\xacHuman"
+    b"Message\x86\xa7content\xa0\xb1additional_kwargs\x80\xb1response_metadata\x80\xa4type"
+    b"\xa5human\xa4name\xc0\xa2id\xa0\xb3model_validate_json\xc7\xac\x05\x94\xbalangchain_c"
+    b"ore.messages.ai\xa9AIMessage\x89\xa7content\xa0\xb1additional_kwargs\x80\xb1response_"
+    b"metadata\x80\xa4type\xa2ai\xa4name\xc0\xa2id\xa0\xaatool_calls\x90\xb2invalid_tool_ca"
+    b"lls\x90\xaeusage_metadata\xc0\xb3model_validate_json"
 )
 
 
