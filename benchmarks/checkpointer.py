@@ -643,9 +643,35 @@ class Entry:
     saver: Any = None
     graph: Any = None
     skip: str | None = None
+    reference: bool = False  # a yardstick row of the throughput table, not a saver to inspect
 
 
 OURS_KEY = "redis"
+FLOOR_KEY = "floor"
+
+
+class PingPerCallSaver(InMemorySaver):
+    """InMemorySaver plus one PING to the benchmark's Redis per put, put_writes and get_tuple.
+
+    What talking to Redis alone costs a saver that makes one round trip per call: the floor
+    under any networked saver's ratio on this machine.
+    """
+
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__()
+        self.client = client
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        self.client.ping()
+        return super().get_tuple(config)
+
+    def put(self, *args: Any, **kwargs: Any) -> RunnableConfig:
+        self.client.ping()
+        return super().put(*args, **kwargs)
+
+    def put_writes(self, *args: Any, **kwargs: Any) -> None:
+        self.client.ping()
+        super().put_writes(*args, **kwargs)
 
 
 def open_sync_savers(
@@ -654,6 +680,13 @@ def open_sync_savers(
     entries: list[Entry] = []
     memory = Entry("memory", "InMemorySaver", saver=InMemorySaver())
     entries.append(memory)
+    floor = Entry(
+        FLOOR_KEY,
+        "InMemorySaver + 1 PING per call",
+        saver=PingPerCallSaver(redis.Redis.from_url(redis_url)),
+        reference=True,
+    )
+    entries.append(floor)
 
     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rcbench-sqlite-"))
     sqlite = Entry("sqlite", "SqliteSaver (temp file)")
@@ -747,7 +780,7 @@ def phase_sync(s: Settings, entries: list[Entry], report: Report) -> dict[str, s
         results[entry.key] = {"best_tps": 0.0, "rounds": [], "turn_s": []}
     for rnd in range(s.rounds):
         for entry in entries:
-            if entry.skip or (rnd > 0 and entry.key not in ("memory", OURS_KEY)):
+            if entry.skip or (rnd > 0 and entry.key not in ("memory", FLOOR_KEY, OURS_KEY)):
                 continue
             durations: list[float] = []
             rt_before = round_trips(entry.saver)
@@ -795,8 +828,10 @@ def phase_sync(s: Settings, entries: list[Entry], report: Report) -> dict[str, s
     body = (
         f"{s.sync_conversations} conversations {TIMES} {s.turns} turns, one after another, "
         f"after {s.warmup_turns} warm-up turns per saver. Round 1 runs every saver; "
-        f"{s.rounds - 1} more round(s) rerun InMemorySaver and ours, alternating; the best "
-        "round is kept.\n\n"
+        f"{s.rounds - 1} more round(s) rerun InMemorySaver, the PING row and ours, alternating; "
+        "the best round is kept. `InMemorySaver + 1 PING per call` is a yardstick, not a saver: "
+        "InMemorySaver plus one round trip to the same Redis per put, put_writes and get_tuple, "
+        "the cost of the network alone on this machine.\n\n"
         + md_table(
             ["saver", "turns/s", "per round", "turn p50 ms", "turn p95 ms", "ratio"],
             rows,
@@ -844,6 +879,8 @@ def phase_latency(
     rows = []
     data: dict[str, Any] = {}
     for entry in entries:
+        if entry.reference:
+            continue
         if entry.skip:
             rows.append([entry.label, entry.skip, "", "", "", "", "", "", ""])
             data[entry.label] = {"skipped": entry.skip}
@@ -1349,7 +1386,7 @@ async def phase_async(
         # a target), alternating, and the best round of each is kept.
         for rnd in range(s.async_rounds):
             for entry in entries:
-                if entry.skip or (rnd > 0 and entry.key not in ("memory", OURS_KEY)):
+                if entry.skip or (rnd > 0 and entry.key not in ("memory", FLOOR_KEY, OURS_KEY)):
                     continue
                 rt_before = round_trips(entry.saver)
                 with settled_heap():
