@@ -214,6 +214,8 @@ class CacheEngine(_Engine[SyncClient]):
         return self._run(self.core.delete(namespace, keys))
 
     def invalidate_tags(self, namespace: str, *tags: str) -> int:
+        """Delete the entries written with any of ``tags``; returns the keys deleted (entries
+        of a cleared generation not yet expired included)."""
         return self._run(self.core.invalidate_tags(namespace, tags))
 
     def clear(self, namespace: str) -> None:
