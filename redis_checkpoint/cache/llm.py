@@ -50,8 +50,19 @@ SECRET_PARAMETERS = frozenset(
 )
 
 
+def _plain(value: Any) -> Any:
+    """dumpd's output with str subclasses (langchain's text accessors) made plain str."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
 def _encode_generations(generations: RETURN_VAL_TYPE) -> bytes:
-    return codec.dumps([dumpd(generation) for generation in generations])
+    return codec.dumps([_plain(dumpd(generation)) for generation in generations])
 
 
 def _decode_generations(payload: bytes) -> list[Generation]:
