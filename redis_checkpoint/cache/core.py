@@ -298,6 +298,8 @@ class CacheCore:
 
     def _succeeded(self) -> None:
         if self.breaker.state == "closed":
+            if self.breaker.failures:
+                self.breaker.record_success()  # failures must be consecutive to open it
             return
         self.breaker.record_success()
         if self.memory is not None:
