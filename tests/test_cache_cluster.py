@@ -52,5 +52,5 @@ async def test_async_faces_on_a_cluster(redis_cluster: RedisClusterServers) -> N
             await node.aclear([("n",)])
             assert await node.aget([(("n",), "k")]) == {}
         finally:
-            await llm.async_engine.aclose()
-            await node.async_engine.aclose()
+            await llm.aclose()
+            await node.aclose()

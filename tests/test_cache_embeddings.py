@@ -120,4 +120,4 @@ async def test_async_twins(cached: CachedEmbeddings) -> None:
     await cached.aclear()
     await cached.aembed_documents(["p"])
     assert len(model.documents) == 2
-    await cached._engines.aclose()
+    await cached.aclose()

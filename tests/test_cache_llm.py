@@ -83,7 +83,7 @@ async def test_async_invocations_use_the_native_async_path(llm_cache: LLMCache) 
     await llm_cache.aclear()
     await model.ainvoke([HumanMessage("hello")])
     assert model.calls == 2
-    await llm_cache._engines.aclose()
+    await llm_cache.aclose()
 
 
 def test_fake_chat_model_is_called_once(llm_cache: LLMCache) -> None:
@@ -146,6 +146,10 @@ def test_clear_removes_only_this_cache(redis_url: str) -> None:
         theirs.update("p", "m", generations)
         mine.clear()
         assert mine.lookup("p", "m") is None and theirs.lookup("p", "m") is not None
+        mine.update("empty", "m", [])
+        assert mine.lookup("empty", "m") is None  # never a hit with no generations
+        mine.close()  # the engine was passed in: it stays open for the other face
+        assert theirs.lookup("p", "m") is not None
 
 
 def test_corrupt_llm_entry_is_a_miss(llm_cache: LLMCache) -> None:

@@ -58,7 +58,7 @@ async def test_a_cached_node_runs_once_async(redis_url: str) -> None:
     await cache.aclear()
     await graph.ainvoke({"question": "a"})
     assert runs == ["a", "a"]
-    await cache._engines.aclose()
+    await cache.aclose()
 
 
 def test_clear_one_namespace_from_another_client(redis_url: str) -> None:

@@ -312,6 +312,9 @@ class CacheCore:
         self.breaker.record_failure()
         if before == "closed" and self.breaker.state == "open":
             log.warning("Redis is unavailable (%s); the cache serves from memory", exc)
+            if self.memory is not None:
+                # A write that raced the end of the last outage may linger there: start clean.
+                self.memory.clear()
         self.metrics.set_fallback("cache", self.breaker.state != "closed", len(self._pending))
 
     def _queue(self, command: tuple[Any, ...]) -> None:

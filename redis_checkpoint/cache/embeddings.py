@@ -82,6 +82,14 @@ class CachedEmbeddings(Embeddings):
     def async_engine(self) -> AsyncCacheEngine:
         return self._engines.async_engine
 
+    def close(self) -> None:
+        """Close the clients this face created (not an engine passed in)."""
+        self._engines.close()
+
+    async def aclose(self) -> None:
+        """Close the async client this face created (its lazy async twin included)."""
+        await self._engines.aclose()
+
     # -- packing ---------------------------------------------------------------------------
 
     def pack(self, vector: Sequence[float]) -> bytes:

@@ -56,6 +56,13 @@ def _resolve(target: Any, settings: Settings | None, overrides: Mapping[str, Any
     return (settings or Settings.from_env()).replace(**overrides)
 
 
+def _no_options_with_core(core: CacheCore | None, options: Mapping[str, Any]) -> None:
+    if core is not None and options:
+        raise TypeError(
+            f"options {sorted(options)} belong to the core; a shared core= already has its own"
+        )
+
+
 class _Engine(Generic[C]):
     """What both drivers share: the core, the client and the round-trip count."""
 
@@ -104,6 +111,7 @@ class CacheEngine(_Engine[SyncClient]):
             resolved = _resolve(target, settings, {})
             client = create_client(resolved)
             self._owns_client = True
+        _no_options_with_core(core, options)
         super().__init__(core or CacheCore(resolved, **options), client)
         self._client_given = not self._owns_client
         self._flights: dict[tuple[str, str | bytes], _Flight] = {}
@@ -297,6 +305,7 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
             resolved = _resolve(target, settings, {})
             client = create_async_client(resolved)
             self._owns_client = True
+        _no_options_with_core(core, options)
         super().__init__(core or CacheCore(resolved, **options), client)
         self._flights: dict[tuple[str, str | bytes], asyncio.Future[Any]] = {}
 

@@ -23,18 +23,26 @@ class EngineOwner:
     ) -> None:
         if engine is not None and (target is not None or options):
             raise TypeError("pass either engine= or a target and engine options, not both")
+        # Close only what we built: an engine passed in may serve other faces too.
+        self._owns_engine = engine is None
         self.engine = engine if engine is not None else CacheEngine(target, **options)
         self._async_engine = async_engine
+        self._owns_async_engine = False
 
     @property
     def async_engine(self) -> AsyncCacheEngine:
         if self._async_engine is None:
             self._async_engine = self.engine.async_twin()
+            self._owns_async_engine = True
         return self._async_engine
 
     def close(self) -> None:
-        self.engine.close()
+        """Close the sync engine's client if this face built it."""
+        if self._owns_engine:
+            self.engine.close()
 
     async def aclose(self) -> None:
-        if self._async_engine is not None:
+        """Close the async engine's client if this face built it (e.g. the lazy twin)."""
+        if self._async_engine is not None and self._owns_async_engine:
             await self._async_engine.aclose()
+            self._async_engine = None

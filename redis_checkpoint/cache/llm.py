@@ -119,6 +119,14 @@ class LLMCache(BaseCache):
     def async_engine(self) -> AsyncCacheEngine:
         return self._engines.async_engine
 
+    def close(self) -> None:
+        """Close the clients this face created (not an engine passed in)."""
+        self._engines.close()
+
+    async def aclose(self) -> None:
+        """Close the async client this face created (its lazy async twin included)."""
+        await self._engines.aclose()
+
     @staticmethod
     def key(prompt: str, llm_string: str) -> str:
         return digest(llm_string, prompt)
@@ -136,6 +144,8 @@ class LLMCache(BaseCache):
         return self._hit(value)
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        if not return_val:
+            return  # an empty list would read back as a hit with nothing in it
         self.engine.set(
             self.namespace,
             self.key(prompt, llm_string),
@@ -154,6 +164,8 @@ class LLMCache(BaseCache):
         return self._hit(value)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        if not return_val:
+            return
         await self.async_engine.set(
             self.namespace,
             self.key(prompt, llm_string),
