@@ -245,3 +245,34 @@ def test_engine_from_a_client_needs_an_async_client_for_its_twin(
     with pytest.raises(ValueError, match="async_twin"):
         cache.async_twin()
     assert isinstance(AsyncCacheEngine, type)
+
+
+def test_tag_sets_shed_the_keys_of_expired_entries(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with engine(redis_url, unique("prune")) as cache:
+        cache.core.tag_prune_threshold = 50
+        cache.set_many("ns", [(f"old{i}", i) for i in range(100)], tags=["hot"])
+        layout = cache.core.layout
+        redis_client.delete(*(layout.entry("ns", f"old{i}") for i in range(100)))  # "expired"
+        tag_set = layout.tag("ns", "hot")
+        assert redis_client.scard(tag_set) == 100
+        for i in range(20):
+            cache.set("ns", f"new{i}", i, tags=["hot"])
+        assert redis_client.scard(tag_set) < 100  # live members always stay
+        assert {f"new{i}" for i in range(20)} <= {
+            m.decode().rsplit(":", 1)[1] for m in redis_client.smembers(tag_set)
+        }
+        assert cache.invalidate_tags("ns", "hot") == 20
+
+
+def test_a_waiter_computes_itself_after_wait_timeout(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with engine(redis_url, unique("stale-lock")) as cache:
+        # A leader that crashed holding the lock (it would expire after lock_timeout).
+        redis_client.set(cache.core.layout.lock("ns", "k"), "someone", px=60_000)
+        runs: list[int] = []
+        value = cache.get_or_compute("ns", "k", lambda: runs.append(1) or "mine", wait_timeout=0.05)
+        assert value == "mine" and runs == [1]
+        assert cache.get("ns", "k") == "mine"

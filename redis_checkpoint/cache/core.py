@@ -126,14 +126,16 @@ class _Script:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-# KEYS: generation, entries..., tag sets...; ARGV: ttl in ms (0 = none), payloads (one per entry).
+# KEYS: generation, entries..., tag sets...
+# ARGV: ttl in ms (0 = none), tag-set size above which a write prunes it, payloads (one per entry).
 _SET = _Script(
     """
 local gen = redis.call('GET', KEYS[1]) or '0'
 local ttl = tonumber(ARGV[1])
-local n = #ARGV - 1
+local prune_above = tonumber(ARGV[2])
+local n = #ARGV - 2
 for i = 1, n do
-  local value = 'RC1:' .. gen .. ':' .. ARGV[i + 1]
+  local value = 'RC1:' .. gen .. ':' .. ARGV[i + 2]
   if ttl > 0 then
     redis.call('SET', KEYS[i + 1], value, 'PX', ttl)
   else
@@ -149,6 +151,14 @@ for t = n + 2, #KEYS do
     redis.call('PERSIST', KEYS[t])
   elseif left == -2 or (left >= 0 and left < ttl) then
     redis.call('PEXPIRE', KEYS[t], ttl)
+  end
+  -- A long-lived tag set keeps the keys of expired entries: each write drops a few of them.
+  if redis.call('SCARD', KEYS[t]) > prune_above then
+    for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[t], 16)) do
+      if redis.call('EXISTS', member) == 0 then
+        redis.call('SREM', KEYS[t], member)
+      end
+    end
   end
 end
 return n
@@ -224,6 +234,8 @@ class CacheCore:
         self.max_value_bytes = max_value_bytes
         self.namespace_ttls: dict[str, Ttl] = dict(namespace_ttls or {})
         self.lock_timeout = lock_timeout
+        #: A write to a tag set larger than this checks 16 random members and drops the expired.
+        self.tag_prune_threshold = 1024
         self.wait_timeout = wait_timeout
         self._clock = clock
         self._lock = threading.Lock()
@@ -423,6 +435,7 @@ class CacheCore:
             *entry_keys,
             *tag_keys,
             ttl_ms,
+            self.tag_prune_threshold,
             *payloads,
         )
         status, _ = yield from self._redis(namespace, (command,))
