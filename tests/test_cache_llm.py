@@ -152,16 +152,34 @@ def test_clear_removes_only_this_cache(redis_url: str) -> None:
         assert theirs.lookup("p", "m") is not None
 
 
-def test_corrupt_llm_entry_is_a_miss(llm_cache: LLMCache) -> None:
-    exact = llm_cache.engine
-    exact.set(llm_cache.namespace, LLMCache.key("p", "m"), {"not": "generations"})
-    assert llm_cache.lookup("p", "m") is None
-    exact.set(
-        llm_cache.namespace,
-        LLMCache.key("p", "m"),
+def test_corrupt_or_foreign_llm_entries_are_misses(llm_cache: LLMCache) -> None:
+    engine = llm_cache.engine
+    key = LLMCache.key("p", "m")
+    foreign = [
+        {"not": "generations"},
         [{"lc": 1, "type": "constructor", "id": ["os", "system"], "kwargs": {}}],
-    )
-    assert llm_cache.lookup("p", "m") is None  # load() refuses classes outside the allow-list
+        [{"class": "ChatGeneration", "message_class": "SystemMessage", "message": {}}],
+        [{"class": "ChatGeneration", "message_class": "AIMessage", "message": {"content": 5}}],
+    ]
+    for value in foreign:
+        engine.set(llm_cache.namespace, key, value)
+        assert llm_cache.lookup("p", "m") is None
+    assert engine.stats()[llm_cache.namespace].errors == len(foreign)
+
+
+def test_a_response_the_cache_cannot_store_is_returned_not_raised(llm_cache: LLMCache) -> None:
+    class Opaque:
+        pass
+
+    class OddChat(CountingChat):
+        def _generate(self, *args: Any, **kwargs: Any) -> ChatResult:
+            result = super()._generate(*args, **kwargs)
+            result.generations[0].message.additional_kwargs["parsed"] = Opaque()
+            return result
+
+    model = OddChat(cache=llm_cache, model_name="odd")
+    assert model.invoke("q").additional_kwargs["parsed"] is not None
+    assert model.invoke("q") is not None and model.calls == 2  # answered, just not cached
     assert llm_cache.engine.stats()[llm_cache.namespace].errors == 2
 
 
