@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis
+import redis.asyncio
 from cache_helpers import engine, invalidate_in_process, private_metrics, unique
 
 from redis_checkpoint import AsyncCacheEngine, CacheEngine, Settings
@@ -244,7 +245,21 @@ def test_engine_from_a_client_needs_an_async_client_for_its_twin(
     assert cache.get("ns", "k") == 1
     with pytest.raises(ValueError, match="async_twin"):
         cache.async_twin()
-    assert isinstance(AsyncCacheEngine, type)
+
+
+async def test_async_engine_on_an_async_client(redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    cache = AsyncCacheEngine(client, prefix=unique("aclient"), metrics=private_metrics())
+    assert await cache.set("ns", "k", {"a": 1})
+    assert await cache.get("ns", "k") == {"a": 1}
+    await cache.aclose()  # not ours to close
+    assert await client.ping()
+    await client.aclose()
+
+
+def test_prefix_must_not_break_the_hash_tag(redis_url: str) -> None:
+    with pytest.raises(ValueError, match="prefix"):
+        CacheEngine(redis_url, prefix="a{b}", metrics=private_metrics())
 
 
 def test_tag_sets_shed_the_keys_of_expired_entries(

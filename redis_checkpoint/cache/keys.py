@@ -58,6 +58,13 @@ class KeyLayout:
 
     prefix: str
 
+    def __post_init__(self) -> None:
+        if not self.prefix or any(c in "{}" or c.isspace() for c in self.prefix):
+            raise ValueError(
+                f"cache key prefix {self.prefix!r} must be non-empty, without '{{', '}}' or "
+                "whitespace (braces would change the Redis Cluster hash tag)"
+            )
+
     def base(self, namespace: str) -> str:
         if not namespace:
             raise ValueError("a cache namespace must be a non-empty string")
