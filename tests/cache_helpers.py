@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import time
 from typing import Any
 
+from langchain_core.embeddings import Embeddings
 from prometheus_client import CollectorRegistry
 
 from redis_checkpoint.cache import CacheEngine
@@ -50,3 +52,24 @@ def invalidate_in_process(url: str, prefix: str, tag: str, namespace_to_clear: s
     with engine(url, prefix) as cache:
         cache.invalidate_tags("tagged", tag)
         cache.clear(namespace_to_clear)
+
+
+class CountingEmbeddings(Embeddings):
+    """Deterministic 8-dimensional vectors; records every text it is asked to embed."""
+
+    def __init__(self, model: str = "counting-v1") -> None:
+        self.model = model
+        self.documents: list[list[str]] = []
+        self.queries: list[str] = []
+
+    def vector(self, text: str) -> list[float]:
+        seed = hashlib.sha256(f"{self.model}/{text}".encode()).digest()
+        return [b / 255 + 1e-12 for b in seed[:8]]  # the 1e-12 is lost in float32
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.documents.append(list(texts))
+        return [self.vector(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        self.queries.append(text)
+        return [-x for x in self.vector(text)]

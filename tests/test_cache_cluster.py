@@ -4,9 +4,8 @@ in one slot (the namespace's hash tag), sync and async."""
 from __future__ import annotations
 
 import pytest
-from cache_helpers import private_metrics, unique
+from cache_helpers import CountingEmbeddings, private_metrics, unique
 from langchain_core.outputs import Generation
-from test_cache_embeddings import CountingEmbeddings
 
 from redis_checkpoint import CachedEmbeddings, CacheEngine, LLMCache, NodeCache
 from redis_checkpoint.cache import MISSING

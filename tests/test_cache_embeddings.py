@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import struct
 
 import pytest
 import redis
-from cache_helpers import engine, unique
-from langchain_core.embeddings import Embeddings
+from cache_helpers import CountingEmbeddings, engine, unique
 
 from redis_checkpoint import CachedEmbeddings
 from redis_checkpoint.cache.keys import digest
-
-
-class CountingEmbeddings(Embeddings):
-    """Deterministic 8-dimensional vectors; records every text it is asked to embed."""
-
-    def __init__(self, model: str = "counting-v1") -> None:
-        self.model = model
-        self.documents: list[list[str]] = []
-        self.queries: list[str] = []
-
-    def vector(self, text: str) -> list[float]:
-        seed = hashlib.sha256(f"{self.model}/{text}".encode()).digest()
-        return [b / 255 + 1e-12 for b in seed[:8]]  # the 1e-12 is lost in float32
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        self.documents.append(list(texts))
-        return [self.vector(t) for t in texts]
-
-    def embed_query(self, text: str) -> list[float]:
-        self.queries.append(text)
-        return [-x for x in self.vector(text)]
 
 
 def as_float32(vector: list[float]) -> list[float]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 
 import redis
-from cache_helpers import private_metrics, unique
+from cache_helpers import CountingEmbeddings, private_metrics, unique
 
-from redis_checkpoint import CacheEngine, CircuitBreaker, LLMCache
+from redis_checkpoint import CachedEmbeddings, CacheEngine, CircuitBreaker, LLMCache
 from redis_checkpoint.cache import MISSING
 from redis_checkpoint.cache.memory import MemoryTier
 from redis_checkpoint.testing import RedisServer
@@ -84,6 +84,11 @@ def test_a_cache_started_without_redis_works_from_memory(dead_url: str) -> None:
         assert llm.lookup("prompt", "model") is None
         assert cache.set("ns", "k", b"v") and cache.get("ns", "k") == b"v"
         assert cache.serving_from_memory
+        model = CountingEmbeddings()
+        embeddings = CachedEmbeddings(model, engine=cache)
+        first = embeddings.embed_documents(["a", "b"])
+        assert embeddings.embed_documents(["b", "a"]) == [first[1], first[0]]
+        assert model.documents == [["a", "b"]]  # the second batch came from memory
 
 
 async def test_async_calls_survive_a_kill_in_their_middle(fresh_redis: RedisServer) -> None:

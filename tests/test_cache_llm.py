@@ -227,3 +227,17 @@ async def test_async_sdk_call_decorator_single_flight(redis_url: str) -> None:
         @cached_llm_call(CacheEngine.__new__(CacheEngine))
         async def wrong(prompt: str) -> str:
             return prompt
+
+
+def test_global_llm_cache(llm_cache: LLMCache) -> None:
+    from langchain_core.globals import get_llm_cache, set_llm_cache
+
+    previous = get_llm_cache()
+    set_llm_cache(llm_cache)
+    try:
+        model = CountingChat(model_name="global")
+        model.invoke("q")
+        assert model.invoke("q").response_metadata["cache_hit"] is True
+        assert model.calls == 1
+    finally:
+        set_llm_cache(previous)
