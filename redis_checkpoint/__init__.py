@@ -1,11 +1,20 @@
 """redis_checkpoint: an AI application's caching stack on plain Redis.
 
-The LangGraph checkpoint saver (sync and async) with an in-memory fallback tier, on foundations
-every face of the package shares: settings, one client factory, a circuit breaker and one metrics
-module.
+The LangGraph checkpoint saver (sync and async) with an in-memory fallback tier, and one cache
+engine with its AI faces (LLM responses, embeddings, LangGraph nodes), on foundations every face of
+the package shares: settings, one client factory, a circuit breaker and one metrics module.
 """
 
 from redis_checkpoint.breaker import CircuitBreaker
+from redis_checkpoint.cache import (
+    DEFAULT_TTLS,
+    AsyncCacheEngine,
+    CachedEmbeddings,
+    CacheEngine,
+    LLMCache,
+    NodeCache,
+    cached_llm_call,
+)
 from redis_checkpoint.checkpoint import AsyncRedisSaver, MissingThreadIdError, RedisSaver
 from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import (
@@ -18,16 +27,23 @@ from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings
 
 __all__ = [
+    "DEFAULT_TTLS",
+    "AsyncCacheEngine",
     "AsyncRedisSaver",
+    "CacheEngine",
+    "CachedEmbeddings",
     "CircuitBreaker",
     "ConfigurationError",
     "CorruptEntryError",
+    "LLMCache",
     "Metrics",
     "MissingThreadIdError",
+    "NodeCache",
     "RedisCheckpointError",
     "RedisSaver",
     "RedisUnavailableError",
     "Settings",
+    "cached_llm_call",
     "create_async_client",
     "create_client",
     "get_metrics",

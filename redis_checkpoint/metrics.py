@@ -100,6 +100,31 @@ class _Collectors:
             ["cache", "kind"],
             registry=registry,
         )
+        self.cache_requests_total = Counter(
+            name("cache_requests_total"),
+            "Cache lookups by cache namespace and result (hit, miss).",
+            ["cache", "result"],
+            registry=registry,
+        )
+        self.cache_writes_total = Counter(
+            name("cache_writes_total"),
+            "Cache writes by cache namespace and outcome (stored, oversize).",
+            ["cache", "outcome"],
+            registry=registry,
+        )
+        self.cache_deletes_total = Counter(
+            name("cache_deletes_total"),
+            "Cache invalidations by cache namespace and scope (key, tag, namespace).",
+            ["cache", "scope"],
+            registry=registry,
+        )
+        self.cache_operation_duration_seconds = Histogram(
+            name("cache_operation_duration_seconds"),
+            "Duration of cache operations in seconds.",
+            ["cache", "operation"],
+            buckets=OPERATION_BUCKETS,
+            registry=registry,
+        )
 
 
 # Keyed by (id(registry), prefix); the value keeps the registry alive, so the
@@ -137,6 +162,10 @@ class Metrics:
         self.redis_circuit_state = c.redis_circuit_state
         self.redis_circuit_transitions_total = c.redis_circuit_transitions_total
         self.cache_errors_total = c.cache_errors_total
+        self.cache_requests_total = c.cache_requests_total
+        self.cache_writes_total = c.cache_writes_total
+        self.cache_deletes_total = c.cache_deletes_total
+        self.cache_operation_duration_seconds = c.cache_operation_duration_seconds
         # labels() costs a lock and a dict lookup per call; hot paths reuse the children.
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
@@ -171,6 +200,21 @@ class Metrics:
 
     def error(self, cache: str, kind: str) -> None:
         self.cache_errors_total.labels(cache, kind).inc()
+
+    def cache_lookups(self, cache: str, hits: int, misses: int) -> None:
+        if hits:
+            self._child(self.cache_requests_total, cache, "hit").inc(hits)
+        if misses:
+            self._child(self.cache_requests_total, cache, "miss").inc(misses)
+
+    def cache_write(self, cache: str, outcome: str, n: int = 1) -> None:
+        self._child(self.cache_writes_total, cache, outcome).inc(n)
+
+    def cache_delete(self, cache: str, scope: str, n: int = 1) -> None:
+        self._child(self.cache_deletes_total, cache, scope).inc(n)
+
+    def observe_cache(self, cache: str, operation: str, seconds: float) -> None:
+        self._child(self.cache_operation_duration_seconds, cache, operation).observe(seconds)
 
 
 _default: Metrics | None = None

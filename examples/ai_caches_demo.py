@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""The LLM cache and the embedding cache at work: hits, misses and time saved.
+
+    python examples/ai_caches_demo.py
+
+Uses Redis at REDIS_URL (default redis://127.0.0.1:6379/0) under its own key prefix; when Redis
+cannot be reached, the same code runs on the cache's in-memory tier. The LLM and the embedding
+model are simulated (fixed sleeps), so the demo needs no API key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.embeddings import Embeddings
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+from redis_checkpoint import CachedEmbeddings, CacheEngine, LLMCache, Settings
+from redis_checkpoint.client import check_connection
+from redis_checkpoint.errors import RedisUnavailableError
+
+LLM_SECONDS = 0.3
+EMBED_SECONDS_PER_TEXT = 0.001
+
+
+class SimulatedChat(BaseChatModel):
+    """Answers after LLM_SECONDS, like a remote model would."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "simulated-chat"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        time.sleep(LLM_SECONDS)
+        message = AIMessage(f"(simulated) an answer to: {messages[-1].content}")
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+class SimulatedEmbeddings(Embeddings):
+    """Deterministic 384-dim vectors, EMBED_SECONDS_PER_TEXT per text."""
+
+    model = "simulated-384"
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        time.sleep(EMBED_SECONDS_PER_TEXT * len(texts))
+        return [self.embed_one(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embed_documents([text])[0]
+
+    @staticmethod
+    def embed_one(text: str) -> list[float]:
+        raw = hashlib.blake2b(text.encode(), digest_size=64).digest() * 6
+        return [b / 255 for b in raw]
+
+
+def timed(call: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = call()
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    settings = Settings.from_env(socket_connect_timeout=0.2, retries=0)
+    engine = CacheEngine(settings, prefix="rc-demo:cache")
+    try:
+        check_connection(engine.client)
+        where = f"Redis at {settings.redacted_url()}"
+    except RedisUnavailableError:
+        where = "the in-memory tier (Redis unreachable)"
+    print(f"Caching on {where}\n")
+
+    llm_cache = LLMCache(engine=engine)
+    embeddings = CachedEmbeddings(SimulatedEmbeddings(), engine=engine)
+    llm_cache.clear()  # a fresh start for the demo: one INCR, nothing scanned
+    embeddings.clear()
+    model = SimulatedChat(cache=llm_cache)
+
+    rows: list[tuple[str, str, float]] = []
+    for question in ["What is Redis?", "What is LangGraph?", "What is Redis?", "What is Redis?"]:
+        reply, seconds = timed(lambda q=question: model.invoke(q))
+        hit = reply.response_metadata.get("cache_hit", False)
+        rows.append((f"LLM: {question}", "hit" if hit else "miss", seconds))
+    texts = [f"document {i}" for i in range(300)]
+    for run in ("cold", "warm"):
+        _, seconds = timed(lambda: embeddings.embed_documents(texts))
+        outcome = "hits" if run == "warm" else "misses"
+        rows.append((f"embed 300 documents ({run})", outcome, seconds))
+
+    print(f"{'call':<40} {'cache':<7} {'ms':>9}")
+    for name, outcome, seconds in rows:
+        print(f"{name:<40} {outcome:<7} {seconds * 1000:>9.1f}")
+
+    llm_saved = sum(LLM_SECONDS for _, outcome, _ in rows[:4] if outcome == "hit")
+    embed_saved = rows[4][2] - rows[5][2]
+    print(f"\ntime saved: LLM {llm_saved:.1f} s, embeddings {embed_saved:.2f} s")
+    print(f"\n{'namespace':<52} {'hits':>5} {'misses':>6} {'sets':>5} {'hit ratio':>9}")
+    for namespace, stats in engine.stats().items():
+        print(
+            f"{namespace[:52]:<52} {stats.hits:>5} {stats.misses:>6} {stats.sets:>5} "
+            f"{stats.hit_ratio:>9.0%}"
+        )
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,572 @@
+"""The cache engine's one core: every operation as a plan of round trips, with no I/O of its own.
+
+An operation is a generator. It yields :class:`Send` (the commands of one round trip; the driver
+sends back their replies or throws the error), :class:`Sleep` (a single-flight waiter backing off)
+or :class:`Compute` (run the caller's function; the driver sends back its result). The sync
+driver (:class:`~redis_checkpoint.cache.engine.CacheEngine`) and the async one
+(:class:`~redis_checkpoint.cache.engine.AsyncCacheEngine`) only do those three things, so they
+share every line of the logic below.
+
+How invalidation works without KEYS or FLUSHDB, across processes and on Redis Cluster
+-------------------------------------------------------------------------------------
+* **Namespace**: each namespace has a generation counter (``...:#gen``). Every entry is written
+  by a small Lua script that stamps the current generation into the stored value
+  (``RC1:<gen>:<payload>``); every read fetches the counter with the entries in the same MGET and
+  treats an entry of another generation as a miss. Clearing a namespace is one ``INCR``: O(1),
+  atomic, seen at once by every process. Old entries are never read again and leave by their TTL.
+* **Tag**: a write with tags adds the entry's key to one set per tag (``...:#tag:<tag>``, expiring
+  no sooner than its longest-lived member); invalidating a tag deletes the set's members and the
+  set in one Lua call.
+* **Key**: ``DEL``.
+* All keys of a namespace carry the hash tag ``{namespace}`` (see :mod:`.keys`), so each of these
+  multi-key commands touches one slot and is valid on a cluster. The price: one namespace lives
+  on one cluster node.
+* Under an evicting ``maxmemory-policy`` the counter itself could be evicted; entries written
+  after the last clear would then read as misses (safe), but entries from before an older clear
+  could come back. Run caches on ``volatile-*`` policies, where the counter (no TTL) is never
+  evicted.
+
+While Redis is unavailable (the circuit breaker is open, or a call just failed with a connection
+error) reads and writes go to the bounded in-memory tier and invalidations are applied there and
+queued; the queue is replayed to Redis before anything else once Redis answers, and the memory
+tier is then emptied (see :mod:`.memory`). The application never sees a Redis error from a
+lookup or a write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar
+
+from redis_checkpoint.breaker import CircuitBreaker
+from redis_checkpoint.cache.keys import KeyLayout
+from redis_checkpoint.cache.memory import MemoryTier
+from redis_checkpoint.cache.stats import CacheStats
+from redis_checkpoint.client import is_unavailable_error
+from redis_checkpoint.metrics import Metrics, get_metrics
+from redis_checkpoint.settings import Settings
+
+__all__ = [
+    "DEFAULT",
+    "DEFAULT_TTLS",
+    "MISSING",
+    "CacheCore",
+    "Compute",
+    "Send",
+    "Sleep",
+]
+
+log = logging.getLogger("redis_checkpoint.cache")
+T = TypeVar("T")
+
+#: Default TTL in seconds per kind of cache. Embeddings: 7 days, since a vector depends only on
+#: the text and the model (both in the key) and never goes stale; a week keeps a re-index of the
+#: same corpus warm while letting the vectors of a model no longer used leave on their own.
+DEFAULT_TTLS: Final[Mapping[str, int]] = {
+    "ai": 1800,
+    "embeddings": 7 * 24 * 3600,
+    "api": 600,
+    "db": 300,
+    "session": 7200,
+    "conversation": 3600,
+}
+
+#: Values larger than this (encoded) are not cached; see ``max_value_bytes``.
+DEFAULT_MAX_VALUE_BYTES = 1024 * 1024
+
+
+class _Marker:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: What a lookup returns for a key it does not hold (``None`` is a cacheable value).
+MISSING: Final[Any] = _Marker("MISSING")
+#: "Use the namespace's TTL" (``None`` means no expiry).
+DEFAULT: Final[Any] = _Marker("DEFAULT")
+
+Ttl = float | None
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send these commands in one round trip; reply with the list of their replies."""
+
+    commands: tuple[tuple[Any, ...], ...]
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """Wait this many seconds (a single-flight waiter polling for the leader's result)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Compute:
+    """Run the caller's computation; reply with its result (or throw its error)."""
+
+
+Step = Send | Sleep | Compute
+Op = Generator[Step, Any, T]
+
+
+class _Script:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+# KEYS: generation, entries..., tag sets...
+# ARGV: ttl in ms (0 = none), tag-set size above which a write prunes it, payloads (one per entry).
+_SET = _Script(
+    """
+local gen = redis.call('GET', KEYS[1]) or '0'
+local ttl = tonumber(ARGV[1])
+local prune_above = tonumber(ARGV[2])
+local n = #ARGV - 2
+for i = 1, n do
+  local value = 'RC1:' .. gen .. ':' .. ARGV[i + 2]
+  if ttl > 0 then
+    redis.call('SET', KEYS[i + 1], value, 'PX', ttl)
+  else
+    redis.call('SET', KEYS[i + 1], value)
+  end
+end
+for t = n + 2, #KEYS do
+  local left = redis.call('PTTL', KEYS[t])
+  for i = 1, n do
+    redis.call('SADD', KEYS[t], KEYS[i + 1])
+  end
+  if ttl <= 0 then
+    redis.call('PERSIST', KEYS[t])
+  elseif left == -2 or (left >= 0 and left < ttl) then
+    redis.call('PEXPIRE', KEYS[t], ttl)
+  end
+  -- A long-lived tag set keeps the keys of expired entries: each write drops a few of them.
+  if redis.call('SCARD', KEYS[t]) > prune_above then
+    for _, member in ipairs(redis.call('SRANDMEMBER', KEYS[t], 16)) do
+      if redis.call('EXISTS', member) == 0 then
+        redis.call('SREM', KEYS[t], member)
+      end
+    end
+  end
+end
+return n
+"""
+)
+
+# KEYS: the tag set. Deletes its members (all in the tag set's slot) and the set.
+_INVALIDATE_TAG = _Script(
+    """
+local members = redis.call('SMEMBERS', KEYS[1])
+local deleted = 0
+for i = 1, #members, 500 do
+  deleted = deleted + redis.call('DEL', unpack(members, i, math.min(i + 499, #members)))
+end
+redis.call('DEL', KEYS[1])
+return deleted
+"""
+)
+
+# KEYS: the lock; ARGV: the owner's token. Only the owner releases it.
+_UNLOCK = _Script(
+    """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+)
+
+SCRIPTS: Final[tuple[_Script, ...]] = (_SET, _INVALIDATE_TAG, _UNLOCK)
+_MAGIC = b"RC1:"
+
+Status = Literal["ok", "down", "error"]
+
+
+class CacheCore:
+    """State and logic shared by the sync and async engines of one cache.
+
+    ``prefix`` defaults to ``<settings.key_prefix>:cache``. ``namespace_ttls`` maps a namespace
+    to its default TTL (seconds, ``None`` for no expiry); other namespaces use
+    ``settings.default_ttl``. ``memory`` is the fallback tier (``None`` disables fallback: reads
+    miss and writes are dropped while Redis is away). With ``settings.cache_enabled`` false the
+    cache never touches Redis: lookups miss and computations always run.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        prefix: str | None = None,
+        breaker: CircuitBreaker | None = None,
+        metrics: Metrics | None = None,
+        memory: MemoryTier | Literal[True] | None = True,
+        max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES,
+        namespace_ttls: Mapping[str, Ttl] | None = None,
+        lock_timeout: float = 30.0,
+        wait_timeout: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        if max_value_bytes < 1:
+            raise ValueError(f"max_value_bytes={max_value_bytes!r} must be >= 1")
+        if lock_timeout <= 0 or wait_timeout <= 0:
+            raise ValueError("lock_timeout and wait_timeout must be > 0 seconds")
+        self.metrics = metrics or get_metrics()
+        self.layout = KeyLayout(prefix or f"{self.settings.key_prefix}:cache")
+        self.breaker = breaker or CircuitBreaker.from_settings(
+            self.settings, "cache", on_transition=self.metrics.breaker_transition
+        )
+        self.memory: MemoryTier | None = MemoryTier() if memory is True else memory
+        self.stats = CacheStats(self.metrics)
+        self.enabled = self.settings.cache_enabled
+        self.max_value_bytes = max_value_bytes
+        self.namespace_ttls: dict[str, Ttl] = dict(namespace_ttls or {})
+        self.lock_timeout = lock_timeout
+        #: A write to a tag set larger than this checks 16 random members and drops the expired.
+        self.tag_prune_threshold = 1024
+        self.wait_timeout = wait_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        # Invalidations made while Redis was away, replayed before anything else on recovery.
+        self._pending: list[tuple[Any, ...]] = []
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def ttl_for(self, namespace: str, ttl: Any = DEFAULT) -> Ttl:
+        """The TTL a write uses: ``ttl`` if given, else the namespace's, else the settings'."""
+        if ttl is DEFAULT:
+            ttl = self.namespace_ttls.get(namespace, self.settings.default_ttl)
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))):
+            raise TypeError(f"ttl={ttl!r} must be seconds (int or float) or None")
+        if ttl is not None and ttl <= 0:
+            raise ValueError(f"ttl={ttl!r} must be > 0 seconds, or None for no expiry")
+        return ttl
+
+    @property
+    def pending_invalidations(self) -> int:
+        return len(self._pending)
+
+    @property
+    def serving_from_memory(self) -> bool:
+        return self.breaker.state != "closed"
+
+    # -- talking to Redis ----------------------------------------------------------------------
+
+    def _redis(
+        self, namespace: str, commands: tuple[tuple[Any, ...], ...], *, quiet: bool = True
+    ) -> Generator[Step, Any, tuple[Status, list[Any]]]:
+        """Send ``commands`` unless Redis is known to be away. "down": use the memory tier;
+        "error": a command failed (counted; raised instead when not ``quiet``)."""
+        if not self.breaker.allow_request():
+            return "down", []
+        if self._pending and not (yield from self._replay()):
+            return "down", []
+        try:
+            replies: list[Any] = yield Send(commands)
+        except Exception as exc:
+            if is_unavailable_error(exc):
+                self._failed(exc)
+                return "down", []
+            # The server answered: it is up, whatever the command's problem was.
+            self.breaker.record_success()
+            if not quiet:
+                raise
+            self.stats.error(namespace, "redis")
+            log.warning("cache command failed in namespace %r: %r", namespace, exc)
+            return "error", []
+        self._succeeded()
+        return "ok", replies
+
+    def _replay(self) -> Generator[Step, Any, bool]:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return True
+        try:
+            yield Send(tuple(pending))
+        except Exception as exc:
+            if is_unavailable_error(exc):
+                with self._lock:
+                    self._pending[:0] = pending
+                self._failed(exc)
+                return False
+            log.error("replaying %d invalidations failed, dropped: %r", len(pending), exc)
+        else:
+            log.warning("replayed %d invalidations made while Redis was away", len(pending))
+        self._succeeded()
+        return True
+
+    def _succeeded(self) -> None:
+        if self.breaker.state == "closed":
+            if self.breaker.failures:
+                self.breaker.record_success()  # failures must be consecutive to open it
+            return
+        self.breaker.record_success()
+        if self.memory is not None:
+            self.memory.clear()
+        self.metrics.set_fallback("cache", False, len(self._pending))
+        log.warning("Redis is reachable again; the cache left its memory tier")
+
+    def _failed(self, exc: BaseException) -> None:
+        before = self.breaker.state
+        self.breaker.record_failure()
+        if before == "closed" and self.breaker.state == "open":
+            log.warning("Redis is unavailable (%s); the cache serves from memory", exc)
+            if self.memory is not None:
+                # A write that raced the end of the last outage may linger there: start clean.
+                self.memory.clear()
+        self.metrics.set_fallback("cache", self.breaker.state != "closed", len(self._pending))
+
+    def _queue(self, command: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._pending.append(command)
+
+    # -- entries -------------------------------------------------------------------------------
+
+    def _unwrap(self, namespace: str, raw: Any, generation: bytes) -> bytes | None:
+        """The payload of a stored value, or None for a miss (absent, older generation, or
+        corrupt: counted as an error)."""
+        if raw is None:
+            return None
+        if isinstance(raw, bytes) and raw.startswith(_MAGIC):
+            end = raw.find(b":", len(_MAGIC))
+            if end > 0:
+                return raw[end + 1 :] if raw[len(_MAGIC) : end] == generation else None
+        self.stats.error(namespace, "corrupt")
+        return None
+
+    def _decode(
+        self, namespace: str, payloads: Iterable[bytes | None], decode: Callable[[bytes], Any]
+    ) -> list[Any]:
+        values: list[Any] = []
+        for payload in payloads:
+            value = MISSING
+            if payload is not None:
+                try:
+                    value = decode(payload)
+                except Exception as exc:
+                    self.stats.error(namespace, "corrupt")
+                    log.warning("undecodable cache entry in namespace %r: %r", namespace, exc)
+            values.append(value)
+        return values
+
+    def _fetch(
+        self, namespace: str, keys: Sequence[str | bytes], decode: Callable[[bytes], Any]
+    ) -> Generator[Step, Any, list[Any]]:
+        entry_keys = [self.layout.entry(namespace, key) for key in keys]
+        generation_key = self.layout.generation(namespace)
+        status, replies = yield from self._redis(
+            namespace, (("MGET", generation_key, *entry_keys),)
+        )
+        payloads: list[bytes | None]
+        if status == "ok":
+            found = replies[0]
+            generation = found[0] or b"0"
+            payloads = [self._unwrap(namespace, raw, generation) for raw in found[1:]]
+        elif status == "down" and self.memory is not None:
+            self.stats.fallback(namespace)
+            payloads = self.memory.get_many(entry_keys)
+        else:
+            payloads = [None] * len(keys)
+        return self._decode(namespace, payloads, decode)
+
+    def get_many(
+        self, namespace: str, keys: Sequence[str | bytes], decode: Callable[[bytes], Any]
+    ) -> Op[list[Any]]:
+        """The decoded value of each key, or MISSING. One round trip (MGET) for the batch."""
+        if not self.enabled or not keys:
+            self.stats.lookups(namespace, 0, len(keys))
+            return [MISSING] * len(keys)
+        start = time.perf_counter()
+        values = yield from self._fetch(namespace, keys, decode)
+        hits = sum(value is not MISSING for value in values)
+        self.stats.lookups(namespace, hits, len(values) - hits)
+        self.stats.timed(namespace, "get", time.perf_counter() - start)
+        return values
+
+    def set_many(
+        self,
+        namespace: str,
+        items: Sequence[tuple[str | bytes, Any]],
+        encode: Callable[[Any], bytes],
+        *,
+        ttl: Any = DEFAULT,
+        tags: Sequence[str] = (),
+    ) -> Op[int]:
+        """Store the items in one round trip; returns how many were stored.
+
+        Encoding errors (TypeError) reach the caller before anything is written; values over
+        ``max_value_bytes`` are skipped and counted.
+        """
+        seconds = self.ttl_for(namespace, ttl)
+        entry_keys: list[str] = []
+        payloads: list[bytes] = []
+        for key, value in items:
+            payload = encode(value)
+            if not isinstance(payload, bytes):
+                raise TypeError(f"the encoder returned {type(payload).__name__}, not bytes")
+            if len(payload) > self.max_value_bytes:
+                self.stats.oversize(namespace)
+                continue
+            entry_keys.append(self.layout.entry(namespace, key))
+            payloads.append(payload)
+        if not self.enabled or not payloads:
+            return 0
+        start = time.perf_counter()
+        tag_keys = [self.layout.tag(namespace, tag) for tag in dict.fromkeys(tags)]
+        ttl_ms = 0 if seconds is None else max(1, int(seconds * 1000))
+        command = (
+            "EVALSHA",
+            _SET.sha,
+            1 + len(entry_keys) + len(tag_keys),
+            self.layout.generation(namespace),
+            *entry_keys,
+            *tag_keys,
+            ttl_ms,
+            self.tag_prune_threshold,
+            *payloads,
+        )
+        status, _ = yield from self._redis(namespace, (command,))
+        if status == "down" and self.memory is not None:
+            self.stats.fallback(namespace)
+            base = self.layout.base(namespace)
+            for entry_key, payload in zip(entry_keys, payloads, strict=True):
+                self.memory.set(entry_key, payload, seconds, base, tag_keys)
+        stored = len(payloads) if status != "error" else 0
+        if stored:
+            self.stats.stored(namespace, stored)
+        self.stats.timed(namespace, "set", time.perf_counter() - start)
+        return stored
+
+    # -- invalidation --------------------------------------------------------------------------
+
+    def _invalidate(
+        self, namespace: str, scope: str, command: tuple[Any, ...], in_memory: Callable[[], int]
+    ) -> Op[int]:
+        start = time.perf_counter()
+        status, replies = yield from self._redis(namespace, (command,), quiet=False)
+        if status == "down":
+            self._queue(command)
+            self.stats.fallback(namespace)
+        removed = in_memory() if self.memory is not None else 0
+        if status == "ok" and scope != "namespace":
+            removed = int(replies[0])
+        self.stats.deleted(namespace, scope, max(removed, 1) if scope == "namespace" else removed)
+        self.stats.timed(namespace, f"invalidate_{scope}", time.perf_counter() - start)
+        return removed
+
+    def delete(self, namespace: str, keys: Sequence[str | bytes]) -> Op[int]:
+        """Delete entries; returns how many existed."""
+        if not keys:
+            return 0
+        entry_keys = [self.layout.entry(namespace, key) for key in keys]
+        memory = self.memory
+        return (
+            yield from self._invalidate(
+                namespace,
+                "key",
+                ("DEL", *entry_keys),
+                lambda: memory.delete(entry_keys) if memory is not None else 0,
+            )
+        )
+
+    def invalidate_tags(self, namespace: str, tags: Sequence[str]) -> Op[int]:
+        """Delete every entry of ``namespace`` written with one of ``tags``, in every process."""
+        removed = 0
+        memory = self.memory
+        for tag in dict.fromkeys(tags):
+            tag_key = self.layout.tag(namespace, tag)
+            command = ("EVALSHA", _INVALIDATE_TAG.sha, 1, tag_key)
+            removed += yield from self._invalidate(
+                namespace,
+                "tag",
+                command,
+                lambda key=tag_key: memory.invalidate_tag(key) if memory is not None else 0,  # type: ignore[misc]
+            )
+        return removed
+
+    def clear(self, namespace: str) -> Op[int]:
+        """Invalidate every entry of ``namespace`` at once (one INCR; no scan)."""
+        base = self.layout.base(namespace)
+        memory = self.memory
+        return (
+            yield from self._invalidate(
+                namespace,
+                "namespace",
+                ("INCR", self.layout.generation(namespace)),
+                lambda: memory.clear_namespace(base) if memory is not None else 0,
+            )
+        )
+
+    # -- single flight -------------------------------------------------------------------------
+
+    def get_or_compute(
+        self,
+        namespace: str,
+        key: str | bytes,
+        decode: Callable[[bytes], Any],
+        encode: Callable[[Any], bytes],
+        *,
+        ttl: Any = DEFAULT,
+        tags: Sequence[str] = (),
+        lock_timeout: float | None = None,
+        wait_timeout: float | None = None,
+    ) -> Op[Any]:
+        """The cached value, or the result of Compute stored for the next caller.
+
+        Across processes the first caller takes a Redis lock (``SET NX PX``, expiring after
+        ``lock_timeout`` so a crashed leader cannot block the key for long) and computes; the
+        others poll for its result with a growing back-off (2 ms to 50 ms). If the leader fails,
+        nothing is cached, the lock is released and a waiter takes over. A waiter that waited
+        ``wait_timeout`` in all computes on its own, as does everyone while Redis is away.
+        """
+        [value] = yield from self.get_many(namespace, [key], decode)
+        if value is not MISSING or not self.enabled:
+            if value is MISSING:
+                value = yield Compute()
+            return value
+        lock_key = self.layout.lock(namespace, key)
+        token = os.urandom(16).hex()
+        lock_ms = max(1, int((lock_timeout or self.lock_timeout) * 1000))
+        deadline = self._clock() + (wait_timeout or self.wait_timeout)
+        delay = 0.002
+        while True:
+            status, replies = yield from self._redis(
+                namespace, (("SET", lock_key, token, "NX", "PX", lock_ms),)
+            )
+            if status != "ok":
+                break
+            if replies[0]:
+                unlock = (("EVALSHA", _UNLOCK.sha, 1, lock_key, token),)
+                try:
+                    value = yield Compute()
+                    yield from self.set_many(namespace, [(key, value)], encode, ttl=ttl, tags=tags)
+                except GeneratorExit:
+                    raise  # closed (a cancelled task): no more round trips; the lock expires
+                except BaseException:
+                    yield from self._redis(namespace, unlock)
+                    raise
+                yield from self._redis(namespace, unlock)
+                return value
+            yield Sleep(delay)
+            delay = min(delay * 2, 0.05)
+            [value] = yield from self._fetch(namespace, [key], decode)
+            if value is not MISSING:
+                return value
+            if self._clock() >= deadline:
+                break
+        value = yield Compute()
+        yield from self.set_many(namespace, [(key, value)], encode, ttl=ttl, tags=tags)
+        return value

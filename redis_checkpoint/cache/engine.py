@@ -1,0 +1,455 @@
+"""CacheEngine and AsyncCacheEngine: the sync and asyncio drivers of the cache core.
+
+Each only sends the core's round trips (a lone command directly, several in one pipeline), sleeps
+when a single-flight waiter backs off, and runs the caller's computation; all logic is in
+:mod:`.core`. Both drivers of one cache can share a core (:meth:`CacheEngine.async_twin`): same
+statistics, breaker and memory tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+from redis.exceptions import NoScriptError
+
+from redis_checkpoint.cache import codec
+from redis_checkpoint.cache.core import (
+    DEFAULT,
+    MISSING,
+    SCRIPTS,
+    CacheCore,
+    Compute,
+    Op,
+    Send,
+    Sleep,
+    Step,
+)
+from redis_checkpoint.cache.stats import NamespaceStats
+from redis_checkpoint.client import create_async_client, create_client
+from redis_checkpoint.errors import ConfigurationError
+from redis_checkpoint.settings import Settings
+
+__all__ = ["AsyncCacheEngine", "CacheEngine"]
+
+T = TypeVar("T")
+C = TypeVar("C")
+SyncClient = redis.Redis | redis.cluster.RedisCluster
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+Encode = Callable[[Any], bytes]
+Decode = Callable[[bytes], Any]
+Commands = tuple[tuple[Any, ...], ...]
+
+
+def _resolve(target: Any, settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
+    if isinstance(target, Settings):
+        return target.replace(**overrides)
+    if isinstance(target, str):
+        return (settings or Settings.from_env(url=target)).replace(url=target, **overrides)
+    return (settings or Settings.from_env()).replace(**overrides)
+
+
+def _no_options_with_core(core: CacheCore | None, options: Mapping[str, Any]) -> None:
+    if core is not None and options:
+        raise TypeError(
+            f"options {sorted(options)} belong to the core; a shared core= already has its own"
+        )
+
+
+class _Engine(Generic[C]):
+    """What both drivers share: the core, the client and the round-trip count."""
+
+    client: C
+
+    def __init__(self, core: CacheCore, client: C) -> None:
+        self.core = core
+        self.client = client
+        #: Network round trips sent to Redis by this driver (script loads included).
+        self.round_trips = 0
+
+    def stats(self) -> dict[str, NamespaceStats]:
+        """A snapshot of the counters per namespace (shared with the twin driver)."""
+        return self.core.stats.snapshot()
+
+    @property
+    def serving_from_memory(self) -> bool:
+        return self.core.serving_from_memory
+
+    def _pipeline_commands(self, pipe: Any, commands: Commands) -> None:
+        for command in commands:
+            pipe.execute_command(*command)
+
+
+class CacheEngine(_Engine[SyncClient]):
+    """The cache engine on redis-py's sync client.
+
+    ``target`` is a URL, a :class:`Settings`, a redis-py client, or ``None`` for REDIS_URL and
+    the other environment settings. Keyword options are those of :class:`CacheCore`; pass
+    ``core=`` to share one with another driver.
+    """
+
+    def __init__(
+        self,
+        target: str | Settings | SyncClient | None = None,
+        *,
+        core: CacheCore | None = None,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(target, (redis.Redis, redis.cluster.RedisCluster)):
+            client = create_client(target)
+            resolved = core.settings if core is not None else (settings or Settings.from_env())
+            self._owns_client = False
+        else:
+            resolved = _resolve(target, settings, {})
+            client = create_client(resolved)
+            self._owns_client = True
+        _no_options_with_core(core, options)
+        super().__init__(core or CacheCore(resolved, **options), client)
+        self._client_given = not self._owns_client
+        self._flights: dict[tuple[str, str | bytes], _Flight] = {}
+        self._flights_lock = threading.Lock()
+
+    def async_twin(self, client: AsyncClient | None = None) -> AsyncCacheEngine:
+        """An AsyncCacheEngine on the same core (stats, breaker, memory tier)."""
+        if client is None and self._client_given:
+            raise ConfigurationError(
+                "this engine was built from a client, so its async twin needs one too: "
+                "engine.async_twin(redis.asyncio.Redis(...))"
+            )
+        return AsyncCacheEngine(client if client is not None else None, core=self.core)
+
+    def close(self) -> None:
+        if self._owns_client:
+            self.client.close()
+
+    def __enter__(self) -> CacheEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the driver ----------------------------------------------------------------------------
+
+    def _send(self, commands: Commands) -> list[Any]:
+        try:
+            return self._execute(commands)
+        except NoScriptError:
+            # A restarted or failed-over server forgot the scripts: load them and resend once.
+            for script in SCRIPTS:
+                self.client.script_load(script.source)
+            self.round_trips += len(SCRIPTS)
+            return self._execute(commands)
+
+    def _execute(self, commands: Commands) -> list[Any]:
+        self.round_trips += 1
+        if len(commands) == 1:
+            return [self.client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+        pipe = self.client.pipeline(transaction=False)
+        self._pipeline_commands(pipe, commands)
+        return list(pipe.execute())
+
+    def _run(self, op: Op[T], compute: Callable[[], Any] | None = None) -> T:
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step: Step = op.throw(error) if error is not None else op.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply = error = None
+            try:
+                if isinstance(step, Send):
+                    reply = self._send(step.commands)
+                elif isinstance(step, Sleep):
+                    time.sleep(step.seconds)
+                elif isinstance(step, Compute) and compute is not None:
+                    reply = compute()
+                else:  # pragma: no cover - the core only asks for Compute when given one
+                    raise RuntimeError(f"unexpected step {step!r}")
+            except Exception as exc:
+                error = exc
+
+    # -- the API -------------------------------------------------------------------------------
+
+    def get(
+        self, namespace: str, key: str | bytes, default: Any = None, *, decode: Decode = codec.loads
+    ) -> Any:
+        """The cached value, or ``default``."""
+        [value] = self._run(self.core.get_many(namespace, [key], decode))
+        return default if value is MISSING else value
+
+    def get_many(
+        self, namespace: str, keys: Sequence[str | bytes], *, decode: Decode = codec.loads
+    ) -> list[Any]:
+        """One MGET for all ``keys``: each value, or :data:`MISSING`."""
+        return self._run(self.core.get_many(namespace, keys, decode))
+
+    def set(
+        self,
+        namespace: str,
+        key: str | bytes,
+        value: Any,
+        *,
+        ttl: Any = DEFAULT,
+        tags: Sequence[str] = (),
+        encode: Encode = codec.dumps,
+    ) -> bool:
+        """Store ``value``; False when it was not stored (oversize, or an error was counted)."""
+        op = self.core.set_many(namespace, [(key, value)], encode, ttl=ttl, tags=tags)
+        return self._run(op) == 1
+
+    def set_many(
+        self,
+        namespace: str,
+        items: Sequence[tuple[str | bytes, Any]],
+        *,
+        ttl: Any = DEFAULT,
+        tags: Sequence[str] = (),
+        encode: Encode = codec.dumps,
+    ) -> int:
+        """Store all ``items`` in one round trip; returns how many were stored."""
+        return self._run(self.core.set_many(namespace, items, encode, ttl=ttl, tags=tags))
+
+    def delete(self, namespace: str, *keys: str | bytes) -> int:
+        return self._run(self.core.delete(namespace, keys))
+
+    def invalidate_tags(self, namespace: str, *tags: str) -> int:
+        """Delete the entries written with any of ``tags``; returns the keys deleted (entries
+        of a cleared generation not yet expired included)."""
+        return self._run(self.core.invalidate_tags(namespace, tags))
+
+    def clear(self, namespace: str) -> None:
+        self._run(self.core.clear(namespace))
+
+    def get_or_compute(
+        self,
+        namespace: str,
+        key: str | bytes,
+        compute: Callable[[], T],
+        *,
+        ttl: Any = DEFAULT,
+        tags: Sequence[str] = (),
+        encode: Encode = codec.dumps,
+        decode: Decode = codec.loads,
+        lock_timeout: float | None = None,
+        wait_timeout: float | None = None,
+    ) -> T:
+        """The cached value, else ``compute()`` run once across threads and processes."""
+        flight_key = (namespace, key)
+        with self._flights_lock:
+            flight = self._flights.get(flight_key)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[flight_key] = _Flight()
+        if not leader:
+            flight.done.wait()
+            if flight.ok:
+                return flight.value  # type: ignore[no-any-return]
+        op = self.core.get_or_compute(
+            namespace,
+            key,
+            decode,
+            encode,
+            ttl=ttl,
+            tags=tags,
+            lock_timeout=lock_timeout,
+            wait_timeout=wait_timeout,
+        )
+        try:
+            value: T = self._run(op, compute)
+            if leader:
+                flight.value, flight.ok = value, True
+            return value
+        finally:
+            if leader:
+                with self._flights_lock:
+                    del self._flights[flight_key]
+                flight.done.set()
+
+
+class _Flight:
+    """One in-process computation other threads wait for."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.ok = False
+        self.value: Any = None
+
+
+class AsyncCacheEngine(_Engine[AsyncClient]):
+    """The cache engine on redis.asyncio; the same API as :class:`CacheEngine`, awaitable."""
+
+    def __init__(
+        self,
+        target: str | Settings | AsyncClient | None = None,
+        *,
+        core: CacheCore | None = None,
+        settings: Settings | None = None,
+        **options: Any,
+    ) -> None:
+        if isinstance(target, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
+            client = create_async_client(target)
+            resolved = core.settings if core is not None else (settings or Settings.from_env())
+            self._owns_client = False
+        else:
+            if target is None and core is not None:
+                target = core.settings
+            resolved = _resolve(target, settings, {})
+            client = create_async_client(resolved)
+            self._owns_client = True
+        _no_options_with_core(core, options)
+        super().__init__(core or CacheCore(resolved, **options), client)
+        self._flights: dict[tuple[str, str | bytes], asyncio.Future[Any]] = {}
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> AsyncCacheEngine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- the driver ----------------------------------------------------------------------------
+
+    async def _send(self, commands: Commands) -> list[Any]:
+        try:
+            return await self._execute(commands)
+        except NoScriptError:
+            for script in SCRIPTS:
+                await self.client.script_load(script.source)
+            self.round_trips += len(SCRIPTS)
+            return await self._execute(commands)
+
+    async def _execute(self, commands: Commands) -> list[Any]:
+        self.round_trips += 1
+        if len(commands) == 1:
+            return [await self.client.execute_command(*commands[0])]
+        pipe = self.client.pipeline(transaction=False)
+        self._pipeline_commands(pipe, commands)
+        return list(await pipe.execute())
+
+    async def _run(self, op: Op[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step: Step = op.throw(error) if error is not None else op.send(reply)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            reply = error = None
+            try:
+                if isinstance(step, Send):
+                    reply = await self._send(step.commands)
+                elif isinstance(step, Sleep):
+                    await asyncio.sleep(step.seconds)
+                elif isinstance(step, Compute) and compute is not None:
+                    reply = await compute()
+                else:  # pragma: no cover
+                    raise RuntimeError(f"unexpected step {step!r}")
+            except Exception as exc:
+                error = exc
+
+    # -- the API -------------------------------------------------------------------------------
+
+    async def get(
+        self, namespace: str, key: str | bytes, default: Any = None, *, decode: Decode = codec.loads
+    ) -> Any:
+        [value] = await self._run(self.core.get_many(namespace, [key], decode))
+        return default if value is MISSING else value
+
+    async def get_many(
+        self, namespace: str, keys: Sequence[str | bytes], *, decode: Decode = codec.loads
+    ) -> list[Any]:
+        return await self._run(self.core.get_many(namespace, keys, decode))
+
+    async def set(
+        self,
+        namespace: str,
+        key: str | bytes,
+        value: Any,
+        *,
+        ttl: Any = DEFAULT,
+        tags: Sequence[str] = (),
+        encode: Encode = codec.dumps,
+    ) -> bool:
+        op = self.core.set_many(namespace, [(key, value)], encode, ttl=ttl, tags=tags)
+        return await self._run(op) == 1
+
+    async def set_many(
+        self,
+        namespace: str,
+        items: Sequence[tuple[str | bytes, Any]],
+        *,
+        ttl: Any = DEFAULT,
+        tags: Sequence[str] = (),
+        encode: Encode = codec.dumps,
+    ) -> int:
+        return await self._run(self.core.set_many(namespace, items, encode, ttl=ttl, tags=tags))
+
+    async def delete(self, namespace: str, *keys: str | bytes) -> int:
+        return await self._run(self.core.delete(namespace, keys))
+
+    async def invalidate_tags(self, namespace: str, *tags: str) -> int:
+        return await self._run(self.core.invalidate_tags(namespace, tags))
+
+    async def clear(self, namespace: str) -> None:
+        await self._run(self.core.clear(namespace))
+
+    async def get_or_compute(
+        self,
+        namespace: str,
+        key: str | bytes,
+        compute: Callable[[], Awaitable[T]],
+        *,
+        ttl: Any = DEFAULT,
+        tags: Sequence[str] = (),
+        encode: Encode = codec.dumps,
+        decode: Decode = codec.loads,
+        lock_timeout: float | None = None,
+        wait_timeout: float | None = None,
+    ) -> T:
+        """The cached value, else ``await compute()`` run once across tasks, threads and
+        processes."""
+        flight_key = (namespace, key)
+        flight = self._flights.get(flight_key)
+        if flight is not None:
+            try:
+                return await asyncio.shield(flight)  # type: ignore[no-any-return]
+            except Exception:
+                pass  # the leader failed: nothing was cached, try on our own
+        leader = flight is None
+        if leader:
+            flight = self._flights[flight_key] = asyncio.get_running_loop().create_future()
+        op = self.core.get_or_compute(
+            namespace,
+            key,
+            decode,
+            encode,
+            ttl=ttl,
+            tags=tags,
+            lock_timeout=lock_timeout,
+            wait_timeout=wait_timeout,
+        )
+        try:
+            value: T = await self._run(op, compute)
+        except BaseException as exc:
+            if leader and flight is not None:
+                self._flights.pop(flight_key, None)
+                if not flight.done():
+                    flight.set_exception(exc if isinstance(exc, Exception) else RuntimeError())
+                    flight.exception()  # mark retrieved: waiters retry on their own
+            raise
+        if leader and flight is not None:
+            self._flights.pop(flight_key, None)
+            flight.set_result(value)
+        return value

@@ -1,0 +1,316 @@
+"""LLM responses: a langchain-core BaseCache, and a decorator for any LLM SDK call.
+
+An entry is keyed by a digest of (llm_string, prompt): the llm_string holds the model's name and
+invocation parameters, so two models, or one model with other parameters, never share an entry.
+Generations are stored as msgpack maps of their fields (``model_dump``) plus their class name, and
+read back only as one of six known classes (Generation, ChatGeneration, their chunks, AIMessage,
+AIMessageChunk) with pydantic validation: no pickle, no import of a class named by the data. That
+is also seven times faster than langchain-core's ``load`` (about 10 µs per hit instead of 70).
+A generation the cache cannot store exactly (another message class, a non-data value in
+``additional_kwargs``) is not cached: a warning and an error count, never an exception in the
+middle of the model call.
+
+A hit is recognisable: its generations carry ``generation_info["cache_hit"] = True`` and a chat
+message also ``response_metadata["cache_hit"] = True`` (``mark_hits=False`` turns this off).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar, cast
+
+from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk
+
+from redis_checkpoint.cache import codec
+from redis_checkpoint.cache.core import DEFAULT_TTLS, Ttl
+from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
+from redis_checkpoint.cache.face import EngineOwner
+from redis_checkpoint.cache.keys import digest
+from redis_checkpoint.settings import Settings
+
+__all__ = ["SECRET_PARAMETERS", "LLMCache", "cached_llm_call", "deterministic_only"]
+
+log = logging.getLogger("redis_checkpoint.cache")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_GENERATIONS: dict[str, type[Generation]] = {
+    cls.__name__: cls for cls in (Generation, GenerationChunk, ChatGeneration, ChatGenerationChunk)
+}
+_MESSAGES: dict[str, type[AIMessage]] = {cls.__name__: cls for cls in (AIMessage, AIMessageChunk)}
+
+#: Keyword arguments never put into a key (nor stored): credentials differ per caller while
+#: the answer does not.
+SECRET_PARAMETERS = frozenset(
+    {"api_key", "apikey", "password", "token", "access_token", "secret", "authorization"}
+)
+
+
+def _plain(value: Any) -> Any:
+    """Dumped fields with str subclasses (langchain's text accessors) made plain str."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _dump_generation(generation: Generation) -> dict[str, Any]:
+    kind = type(generation).__name__
+    if _GENERATIONS.get(kind) is not type(generation):
+        raise TypeError(f"the LLM cache stores {sorted(_GENERATIONS)}, not {kind}")
+    if isinstance(generation, ChatGeneration):
+        message = generation.message
+        message_kind = type(message).__name__
+        if _MESSAGES.get(message_kind) is not type(message):
+            raise TypeError(f"the LLM cache stores {sorted(_MESSAGES)}, not {message_kind}")
+        return {
+            "class": kind,
+            "generation_info": _plain(generation.generation_info),
+            "message_class": message_kind,
+            "message": _plain(message.model_dump()),
+        }
+    return {
+        "class": kind,
+        "text": str(generation.text),
+        "generation_info": _plain(generation.generation_info),
+    }
+
+
+def _load_generation(item: Any) -> Generation:
+    if not isinstance(item, dict):
+        raise ValueError("an LLM cache entry must hold generation maps")
+    cls = _GENERATIONS.get(item.get("class"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown generation class {item.get('class')!r}")
+    info = item.get("generation_info")
+    if issubclass(cls, ChatGeneration):
+        message_cls = _MESSAGES.get(item.get("message_class"))  # type: ignore[arg-type]
+        if message_cls is None:
+            raise ValueError(f"unknown message class {item.get('message_class')!r}")
+        message = message_cls.model_validate(item["message"])
+        return cls(message=message, generation_info=info)
+    return cls(text=item["text"], generation_info=info)
+
+
+def _encode_generations(generations: RETURN_VAL_TYPE) -> bytes:
+    return codec.dumps([_dump_generation(generation) for generation in generations])
+
+
+def _decode_generations(payload: bytes) -> list[Generation]:
+    data = codec.loads(payload)
+    if not isinstance(data, list):
+        raise ValueError("an LLM cache entry must be a list of generations")
+    return [_load_generation(item) for item in data]
+
+
+def _mark_hit(generations: list[Generation]) -> list[Generation]:
+    for generation in generations:
+        generation.generation_info = {**(generation.generation_info or {}), "cache_hit": True}
+        if isinstance(generation, ChatGeneration):
+            message = generation.message
+            message.response_metadata = {**message.response_metadata, "cache_hit": True}
+    return generations
+
+
+class LLMCache(BaseCache):
+    """LLM responses on Redis: ``set_llm_cache(LLMCache(url))`` or ``ChatModel(cache=...)``.
+
+    ``target`` is a URL, Settings, redis client or ``None`` (REDIS_URL); or pass ``engine=`` to
+    share one engine between faces. ``ttl`` defaults to 1800 s (the "ai" kind). ``clear()``
+    removes this cache's namespace only, in every process, without scanning.
+    """
+
+    def __init__(
+        self,
+        target: str | Settings | SyncClient | None = None,
+        *,
+        engine: CacheEngine | None = None,
+        async_engine: AsyncCacheEngine | None = None,
+        namespace: str = "llm",
+        ttl: Ttl = DEFAULT_TTLS["ai"],
+        mark_hits: bool = True,
+        **engine_options: Any,
+    ) -> None:
+        self._engines = EngineOwner(target, engine, async_engine, engine_options)
+        self.namespace = namespace
+        self.ttl = ttl
+        self.mark_hits = mark_hits
+
+    @property
+    def engine(self) -> CacheEngine:
+        return self._engines.engine
+
+    @property
+    def async_engine(self) -> AsyncCacheEngine:
+        return self._engines.async_engine
+
+    def close(self) -> None:
+        """Close the clients this face created (not an engine passed in)."""
+        self._engines.close()
+
+    async def aclose(self) -> None:
+        """Close the async client this face created (its lazy async twin included)."""
+        await self._engines.aclose()
+
+    @staticmethod
+    def key(prompt: str, llm_string: str) -> str:
+        return digest(llm_string, prompt)
+
+    def _hit(self, value: Any) -> RETURN_VAL_TYPE | None:
+        if value is None:
+            return None
+        generations = cast(list[Generation], value)
+        return _mark_hit(generations) if self.mark_hits else generations
+
+    def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        value = self.engine.get(
+            self.namespace, self.key(prompt, llm_string), decode=_decode_generations
+        )
+        return self._hit(value)
+
+    def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        if not return_val:
+            return  # an empty list would read back as a hit with nothing in it
+        try:
+            self.engine.set(
+                self.namespace,
+                self.key(prompt, llm_string),
+                return_val,
+                ttl=self.ttl,
+                encode=_encode_generations,
+            )
+        except TypeError as exc:
+            self._not_stored(exc)
+
+    def _not_stored(self, exc: TypeError) -> None:
+        # The model already answered: losing the answer over a cache write would be worse.
+        self.engine.core.stats.error(self.namespace, "unencodable")
+        log.warning("LLM response not cached: %s", exc)
+
+    def clear(self, **kwargs: Any) -> None:
+        self.engine.clear(self.namespace)
+
+    async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
+        value = await self.async_engine.get(
+            self.namespace, self.key(prompt, llm_string), decode=_decode_generations
+        )
+        return self._hit(value)
+
+    async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
+        if not return_val:
+            return
+        try:
+            await self.async_engine.set(
+                self.namespace,
+                self.key(prompt, llm_string),
+                return_val,
+                ttl=self.ttl,
+                encode=_encode_generations,
+            )
+        except TypeError as exc:
+            self._not_stored(exc)
+
+    async def aclear(self, **kwargs: Any) -> None:
+        await self.async_engine.clear(self.namespace)
+
+
+# -- any LLM SDK call -----------------------------------------------------------------------
+
+
+def deterministic_only(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
+    """The default policy: cache unless the call samples (``temperature`` > 0, or ``n`` > 1).
+
+    A call that does not pass ``temperature`` is cached: pass a stricter policy if your SDK
+    samples by default.
+    """
+    temperature = kwargs.get("temperature")
+    n = kwargs.get("n")
+    return not (
+        (isinstance(temperature, (int, float)) and temperature > 0)
+        or (isinstance(n, int) and n > 1)
+    )
+
+
+def call_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+    """Digest of the function's name and its arguments minus :data:`SECRET_PARAMETERS`."""
+    kept = {k: kwargs[k] for k in sorted(kwargs) if k.lower() not in SECRET_PARAMETERS}
+    try:
+        material = codec.dumps([list(args), kept])
+    except TypeError as exc:
+        raise TypeError(
+            f"cannot build a cache key for {function.__qualname__}: {exc}; pass key=..."
+        ) from None
+    return digest(f"{function.__module__}.{function.__qualname__}", material)
+
+
+def cached_llm_call(
+    engine: CacheEngine | AsyncCacheEngine,
+    *,
+    namespace: str = "llm-calls",
+    ttl: Ttl = DEFAULT_TTLS["ai"],
+    should_cache: Callable[[Sequence[Any], Mapping[str, Any]], bool] = deterministic_only,
+    key: Callable[..., str] | None = None,
+    encode: Callable[[Any], bytes] = codec.dumps,
+    decode: Callable[[bytes], Any] = codec.loads,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Cache any LLM SDK call (sync function with a CacheEngine, coroutine function with an
+    AsyncCacheEngine) with single-flight: concurrent identical calls run once.
+
+    ``should_cache(args, kwargs)`` returning False bypasses the cache (the default skips
+    sampling calls). ``key(*args, **kwargs)`` overrides the key. Results must be encodable
+    (dicts, lists, str...; e.g. ``response.model_dump()``) or come with ``encode``/``decode``.
+    """
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        def key_of(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
+            return key(*args, **kwargs) if key is not None else call_key(function, args, kwargs)
+
+        if inspect.iscoroutinefunction(function):
+            if not isinstance(engine, AsyncCacheEngine):
+                raise TypeError(f"{function.__qualname__} is async: pass an AsyncCacheEngine")
+            async_engine = engine
+            async_function = cast(Callable[..., Awaitable[Any]], function)
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                if not should_cache(args, kwargs):
+                    return await async_function(*args, **kwargs)
+                return await async_engine.get_or_compute(
+                    namespace,
+                    key_of(args, kwargs),
+                    lambda: async_function(*args, **kwargs),
+                    ttl=ttl,
+                    encode=encode,
+                    decode=decode,
+                )
+
+            return cast(Callable[P, R], async_wrapper)
+
+        if not isinstance(engine, CacheEngine):
+            raise TypeError(f"{function.__qualname__} is sync: pass a CacheEngine")
+        sync_engine = engine
+
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not should_cache(args, kwargs):
+                return function(*args, **kwargs)
+            return sync_engine.get_or_compute(
+                namespace,
+                key_of(args, kwargs),
+                lambda: function(*args, **kwargs),
+                ttl=ttl,
+                encode=encode,
+                decode=decode,
+            )
+
+        return wrapper
+
+    return decorate

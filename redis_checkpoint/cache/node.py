@@ -1,0 +1,129 @@
+"""NodeCache: langgraph's node cache (``graph.compile(cache=NodeCache(url))``) on the engine.
+
+All of a graph's node results live in one engine namespace; each entry is tagged with its
+langgraph namespace (the node), so ``clear([ns])`` is a tag invalidation and ``clear()`` a single
+generation bump: no KEYS, no SCAN. Values go through the cache's ``serde`` (langgraph's
+JsonPlusSerializer without pickle by default) and are stored as msgpack ``[type, bytes]``. The
+async methods run on redis.asyncio, never on a thread.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langgraph.cache.base import BaseCache, FullKey, Namespace, ValueT
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from redis_checkpoint.cache import codec
+from redis_checkpoint.cache.core import MISSING
+from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
+from redis_checkpoint.cache.face import EngineOwner
+from redis_checkpoint.cache.keys import digest, escape
+from redis_checkpoint.settings import Settings
+
+__all__ = ["NodeCache"]
+
+
+def _tag(namespace: Namespace) -> str:
+    return "/".join(escape(part) for part in namespace)
+
+
+class NodeCache(BaseCache[ValueT]):
+    """A langgraph ``BaseCache`` on Redis. TTLs come from each node's ``CachePolicy(ttl=...)``
+    (``None``: no expiry)."""
+
+    def __init__(
+        self,
+        target: str | Settings | SyncClient | None = None,
+        *,
+        engine: CacheEngine | None = None,
+        async_engine: AsyncCacheEngine | None = None,
+        namespace: str = "node",
+        serde: SerializerProtocol | None = None,
+        **engine_options: Any,
+    ) -> None:
+        super().__init__(serde=serde)
+        self._engines = EngineOwner(target, engine, async_engine, engine_options)
+        self.namespace = namespace
+
+    @property
+    def engine(self) -> CacheEngine:
+        return self._engines.engine
+
+    @property
+    def async_engine(self) -> AsyncCacheEngine:
+        return self._engines.async_engine
+
+    def close(self) -> None:
+        """Close the clients this face created (not an engine passed in)."""
+        self._engines.close()
+
+    async def aclose(self) -> None:
+        """Close the async client this face created (its lazy async twin included)."""
+        await self._engines.aclose()
+
+    @staticmethod
+    def _key(full_key: FullKey) -> str:
+        namespace, key = full_key
+        return digest(_tag(namespace), key)
+
+    def _encode(self, value: Any) -> bytes:
+        kind, data = self.serde.dumps_typed(value)
+        return codec.dumps([kind, data])
+
+    def _decode(self, payload: bytes) -> Any:
+        kind, data = codec.loads(payload)
+        if not isinstance(kind, str) or not isinstance(data, bytes):
+            raise ValueError("a node cache entry must be [type, bytes]")
+        return self.serde.loads_typed((kind, data))
+
+    @staticmethod
+    def _found(keys: Sequence[FullKey], values: Sequence[Any]) -> dict[FullKey, ValueT]:
+        return {k: v for k, v in zip(keys, values, strict=True) if v is not MISSING}
+
+    def _groups(
+        self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]
+    ) -> dict[tuple[str, int | None], list[tuple[str | bytes, Any]]]:
+        # One write per (node, ttl): the tag and the TTL apply to a whole write.
+        groups: dict[tuple[str, int | None], list[tuple[str | bytes, Any]]] = defaultdict(list)
+        for full_key, (value, ttl) in pairs.items():
+            groups[(_tag(full_key[0]), ttl)].append((self._key(full_key), value))
+        return groups
+
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        values = self.engine.get_many(
+            self.namespace, [self._key(k) for k in keys], decode=self._decode
+        )
+        return self._found(keys, values)
+
+    async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, ValueT]:
+        values = await self.async_engine.get_many(
+            self.namespace, [self._key(k) for k in keys], decode=self._decode
+        )
+        return self._found(keys, values)
+
+    def set(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        for (tag, ttl), items in self._groups(pairs).items():
+            self.engine.set_many(self.namespace, items, ttl=ttl, tags=[tag], encode=self._encode)
+
+    async def aset(self, pairs: Mapping[FullKey, tuple[ValueT, int | None]]) -> None:
+        for (tag, ttl), items in self._groups(pairs).items():
+            await self.async_engine.set_many(
+                self.namespace, items, ttl=ttl, tags=[tag], encode=self._encode
+            )
+
+    def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        if namespaces is None:
+            self.engine.clear(self.namespace)
+        else:
+            self.engine.invalidate_tags(self.namespace, *(_tag(ns) for ns in namespaces))
+
+    async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        if namespaces is None:
+            await self.async_engine.clear(self.namespace)
+        else:
+            await self.async_engine.invalidate_tags(
+                self.namespace, *(_tag(ns) for ns in namespaces)
+            )
