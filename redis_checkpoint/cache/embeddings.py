@@ -20,7 +20,7 @@ from langchain_core.embeddings import Embeddings
 
 from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING, Ttl
 from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
-from redis_checkpoint.cache.face import EngineOwner
+from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest
 from redis_checkpoint.settings import Settings
 
@@ -43,7 +43,7 @@ def model_identity(embeddings: Embeddings) -> str:
     return kind
 
 
-class CachedEmbeddings(Embeddings):
+class CachedEmbeddings(UsesEngines, Embeddings):
     """``CachedEmbeddings(OpenAIEmbeddings(...), url)`` and use it like the model.
 
     ``ttl`` defaults to 7 days (the "embeddings" kind); ``dtype`` is "float32" or "float64".
@@ -73,22 +73,6 @@ class CachedEmbeddings(Embeddings):
         # The dtype is in the namespace too: a float64 reader never sees float32 entries.
         self.documents_namespace = f"{namespace}:doc:{dtype}:{self.model_id}"
         self.queries_namespace = f"{namespace}:query:{dtype}:{self.model_id}"
-
-    @property
-    def engine(self) -> CacheEngine:
-        return self._engines.engine
-
-    @property
-    def async_engine(self) -> AsyncCacheEngine:
-        return self._engines.async_engine
-
-    def close(self) -> None:
-        """Close the clients this face created (not an engine passed in)."""
-        self._engines.close()
-
-    async def aclose(self) -> None:
-        """Close the async client this face created (its lazy async twin included)."""
-        await self._engines.aclose()
 
     # -- packing ---------------------------------------------------------------------------
 
@@ -154,9 +138,7 @@ class CachedEmbeddings(Embeddings):
         if not texts:
             return []
         keys = [digest(text) for text in texts]
-        found = await self.async_engine.get_many(
-            self.documents_namespace, keys, decode=self.unpack
-        )
+        found = await self.async_engine.get_many(self.documents_namespace, keys, decode=self.unpack)
         missing = self._missing(texts, found)
         if not missing:
             return list(found)

@@ -29,7 +29,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, Ttl
 from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
-from redis_checkpoint.cache.face import EngineOwner
+from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest
 from redis_checkpoint.settings import Settings
 
@@ -120,7 +120,7 @@ def _mark_hit(generations: list[Generation]) -> list[Generation]:
     return generations
 
 
-class LLMCache(BaseCache):
+class LLMCache(UsesEngines, BaseCache):
     """LLM responses on Redis: ``set_llm_cache(LLMCache(url))`` or ``ChatModel(cache=...)``.
 
     ``target`` is a URL, Settings, redis client or ``None`` (REDIS_URL); or pass ``engine=`` to
@@ -143,22 +143,6 @@ class LLMCache(BaseCache):
         self.namespace = namespace
         self.ttl = ttl
         self.mark_hits = mark_hits
-
-    @property
-    def engine(self) -> CacheEngine:
-        return self._engines.engine
-
-    @property
-    def async_engine(self) -> AsyncCacheEngine:
-        return self._engines.async_engine
-
-    def close(self) -> None:
-        """Close the clients this face created (not an engine passed in)."""
-        self._engines.close()
-
-    async def aclose(self) -> None:
-        """Close the async client this face created (its lazy async twin included)."""
-        await self._engines.aclose()
 
     @staticmethod
     def key(prompt: str, llm_string: str) -> str:

@@ -19,7 +19,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import MISSING
 from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
-from redis_checkpoint.cache.face import EngineOwner
+from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest, escape
 from redis_checkpoint.settings import Settings
 
@@ -30,7 +30,7 @@ def _tag(namespace: Namespace) -> str:
     return "/".join(escape(part) for part in namespace)
 
 
-class NodeCache(BaseCache[ValueT]):
+class NodeCache(UsesEngines, BaseCache[ValueT]):
     """A langgraph ``BaseCache`` on Redis. TTLs come from each node's ``CachePolicy(ttl=...)``
     (``None``: no expiry)."""
 
@@ -47,22 +47,6 @@ class NodeCache(BaseCache[ValueT]):
         super().__init__(serde=serde)
         self._engines = EngineOwner(target, engine, async_engine, engine_options)
         self.namespace = namespace
-
-    @property
-    def engine(self) -> CacheEngine:
-        return self._engines.engine
-
-    @property
-    def async_engine(self) -> AsyncCacheEngine:
-        return self._engines.async_engine
-
-    def close(self) -> None:
-        """Close the clients this face created (not an engine passed in)."""
-        self._engines.close()
-
-    async def aclose(self) -> None:
-        """Close the async client this face created (its lazy async twin included)."""
-        await self._engines.aclose()
 
     @staticmethod
     def _key(full_key: FullKey) -> str:
