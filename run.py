@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the demo or the tests in a project-local virtualenv, creating it on first use.
 
-    python3 run.py demo                 # examples/demo.py
+    python3 run.py demo                 # the demos in DEMOS, one after another
     python3 run.py test [pytest args]   # pytest, default args: -q
 
 Standard library only, so it works on a fresh machine with any Python >= 3.10.
@@ -24,8 +24,11 @@ EXTRAS = "all,dev"
 # Lives inside .venv so deleting the venv also forgets the install.
 STAMP = VENV / ".stamp-install"
 
+# The whole stack, face by face; each runs on Redis at REDIS_URL when reachable, else in memory.
+DEMOS = ("examples/demo.py", "examples/ai_caches_demo.py")
+
 USAGE = """\
-usage: python3 run.py demo                 run examples/demo.py
+usage: python3 run.py demo                 run the demos (examples/*demo.py)
        python3 run.py test [pytest args]   run the tests (default args: -q)"""
 
 NO_REDIS_SERVER = (
@@ -114,7 +117,12 @@ def main(argv: list[str]) -> int:
     command, args = argv[0], argv[1:]
     if command == "demo":
         ensure_venv()
-        return run([str(PYTHON), "examples/demo.py", *args])
+        for script in DEMOS:
+            say(f"{script}")
+            code = run([str(PYTHON), script, *args])
+            if code != 0:
+                return code
+        return 0
     if command == "test":
         if not redis_server_found():
             if os.environ.get("CI", "").lower() != "true":

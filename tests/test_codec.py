@@ -60,3 +60,36 @@ def test_the_preset_dictionary_never_changes() -> None:
     # Stored payloads can only be read with these exact bytes.
     digest = hashlib.sha256(codec.ZDICT).hexdigest()
     assert digest == "cbafb82ee6ffc8b6f080d398d94367811ac86eb6f62bb45f5576c09c877ad728"
+
+
+def test_a_record_hides_the_versions_of_inline_channels_and_reads_them_back() -> None:
+    checkpoint = serde.dumps_typed({"v": 4, "versions_seen": {"node": {"messages": "c1.ab"}}})
+    metadata = {"source": "loop", "step": 1}
+    versions = [b"messages", b"sc1.ab", b"", b"turn", b"sc2.cd", b"V\x07msgpack\x01"]
+    versions += [b"branch:to:node", b"sc3.ef", codec.EMPTY_BLOB]
+    raw = codec.encode_record(
+        parent_id="p-1",
+        checkpoint=checkpoint,
+        metadata=serde.dumps_typed(metadata),
+        metadata_value=metadata,
+        versions=versions,
+    )
+    fields = codec.unpack(raw)
+    # What the scripts see: the blob channel's token, only markers for the others.
+    shown = [b"messages", b"sc1.ab", b"", b"turn", b"", b"I", b"branch:to:node", b"", b"E"]
+    assert fields[6] == shown
+    record = codec.Record(raw, "k")
+    assert record.versions == [tuple(versions[i : i + 3]) for i in range(0, 9, 3)]
+    assert record.checkpoint == checkpoint and record.parent_id == "p-1"
+    assert serde.loads_typed(record.metadata) == metadata
+
+
+def test_format_2_records_still_read() -> None:
+    checkpoint = serde.dumps_typed({"v": 4, "ts": "2026-01-01T00:00:00+00:00"})
+    triples = [b"messages", b"sc1.ab", b"", b"turn", b"sc2.cd", b"V\x07msgpack\x01"]
+    raw = codec.pack(
+        [2, b"p-1", checkpoint[0].encode(), checkpoint[1], b"msgpack", codec.pack({}), triples, {}]
+    )
+    record = codec.Record(raw, "k")
+    assert record.checkpoint == checkpoint
+    assert record.versions == [tuple(triples[:3]), tuple(triples[3:])]

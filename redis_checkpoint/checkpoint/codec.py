@@ -3,13 +3,18 @@
 Records are msgpack arrays in the old "raw" string format, because the Lua scripts read them with
 Redis's built-in ``cmsgpack``, which does not understand msgpack's bin types:
 
-    record = [2, parent_id, checkpoint_type, checkpoint_bytes, metadata_type, metadata_bytes,
-              [channel, version, inline, ...], {metadata key: canonical JSON or "?"}]
+    record = [3, parent_id, encoding, squeeze(msgpack([checkpoint_type, checkpoint_bytes, hidden])),
+              metadata_type, metadata_bytes, [channel, version, inline, ...],
+              {metadata key: canonical JSON or "?"}]
 
 The checkpoint itself is stored without ``id`` and ``channel_versions``: the member names the id
-and the channel/version triples (which the scripts need to find the blobs) give the versions
-back. Small values (None, numbers, short strings) and emptied channels are ``inline`` blobs in the
-record, which costs less than a hash field of their own; others are b"" there and live in blobs.
+and the channel triples give the versions back. The scripts read the triples to find blobs: a
+channel whose value lives in a blob has its version token and ``inline`` b"". Every other channel
+shows only what the scripts need, its name and a marker (``E``: emptied at this version, ``I``: a
+small value such as None, a number or a short string); its version token and value are in
+``hidden`` (flat pairs, in triple order), compressed together with the checkpoint, whose
+``versions_seen`` repeats the same tokens. Format 2 records (all triples whole, the checkpoint
+compressed alone) still read.
 A checkpoint's pending writes are one msgpack map ``{task S idx: [channel, type, bytes, path]}``.
 
 A blob is one of
@@ -43,7 +48,9 @@ import msgpack
 from redis_checkpoint.checkpoint.keys import SEP, escape, unescape
 from redis_checkpoint.errors import CorruptEntryError
 
-RECORD_FORMAT = 2
+RECORD_FORMAT = 3
+RECORD_FORMATS = (2, 3)  # what the scripts and Record read
+INLINE = b"I"
 UNKNOWN = b"?"
 EMPTY_BLOB = b"E"
 _LIST_HEAD = struct.Struct(">H")
@@ -125,18 +132,29 @@ def encode_record(
     metadata_value: Mapping[str, Any],
     versions: list[bytes],
 ) -> bytes:
+    """``versions``: flat (escaped channel, version token, inline) triples, inline b"" for a
+    channel whose value is in a blob."""
     filters = {key.encode(): canonical(value) for key, value in metadata_value.items()}
-    cp_encoding, cp_payload = squeeze(checkpoint[1])
+    shown: list[bytes] = []
+    hidden: list[bytes] = []
+    for i in range(0, len(versions), 3):
+        channel, token, inline = versions[i], versions[i + 1], versions[i + 2]
+        if inline:
+            shown += [channel, b"", EMPTY_BLOB if inline == EMPTY_BLOB else INLINE]
+            hidden += [token, inline]
+        else:
+            shown += [channel, token, b""]
+    encoding, payload = squeeze(pack([checkpoint[0].encode(), checkpoint[1], hidden]))
     md_encoding, md_payload = squeeze(metadata[1])
     return pack(
         [
             RECORD_FORMAT,
             escape(parent_id) if parent_id is not None else None,
-            _typed_head(cp_encoding, checkpoint[0]),
-            cp_payload,
+            encoding,
+            payload,
             _typed_head(md_encoding, metadata[0]),
             md_payload,
-            versions,
+            shown,
             filters,
         ]
     )
@@ -163,13 +181,26 @@ class Record:
     def __init__(self, raw: bytes, where: str) -> None:
         try:
             fields = unpack(raw)
-            if not isinstance(fields, list) or fields[0] != RECORD_FORMAT:
+            if not isinstance(fields, list) or fields[0] not in RECORD_FORMATS:
                 raise ValueError("unknown record format")
             self.parent_id: str | None = unescape(fields[1]) if fields[1] is not None else None
-            self.checkpoint = _typed(fields[2], fields[3])
             self.metadata = _typed(fields[4], fields[5])
             flat = fields[6]
-            self.versions = [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+            if fields[0] == 2:
+                self.checkpoint = _typed(fields[2], fields[3])
+                self.versions = [
+                    (flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)
+                ]
+            else:
+                kind, payload, hidden = unpack(unsqueeze(fields[2], fields[3]))
+                self.checkpoint = (text(kind), bytes(payload))
+                pairs = iter(hidden)
+                self.versions = [
+                    (flat[i], flat[i + 1], b"")
+                    if not flat[i + 2]
+                    else (flat[i], next(pairs), next(pairs))
+                    for i in range(0, len(flat), 3)
+                ]
         except Exception as exc:
             raise CorruptEntryError(where, f"checkpoint record is unreadable ({exc})") from exc
 

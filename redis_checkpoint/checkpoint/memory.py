@@ -83,7 +83,7 @@ class _Thread:
         raw = self.data[member]
         try:
             fields = codec.unpack(raw)
-            if not isinstance(fields, list) or fields[0] != codec.RECORD_FORMAT:
+            if not isinstance(fields, list) or fields[0] not in codec.RECORD_FORMATS:
                 raise ValueError
             return fields
         except Exception:

@@ -41,7 +41,7 @@ end
 
 local function record(member, raw)
   local ok, r = pcall(cmsgpack.unpack, raw)
-  if not ok or type(r) ~= 'table' or r[1] ~= 2 or type(r[7]) ~= 'table' then
+  if not ok or type(r) ~= 'table' or (r[1] ~= 2 and r[1] ~= 3) or type(r[7]) ~= 'table' then
     error({err = 'CORRUPT checkpoint record ' .. member})
   end
   return r
