@@ -93,3 +93,31 @@ def test_format_2_records_still_read() -> None:
     record = codec.Record(raw, "k")
     assert record.checkpoint == checkpoint
     assert record.versions == [tuple(triples[:3]), tuple(triples[3:])]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "in_filters"),
+    [
+        ({"source": "loop", "step": 3, "parents": {}, "run_id": None}, True),
+        ({"tags": ["a", "b"], "nested": {"a": 1, "b": [None]}}, True),
+        ({"flag": True}, False),  # canonical spelling folds True into 1
+        ({"score": 1.0}, False),  # and 1.0 into 1
+        ({"nested": {"b": 1, "a": 2}}, False),  # canonical JSON sorts keys
+        ({"when": b"bytes"}, False),
+    ],
+)
+def test_metadata_is_stored_once_only_when_the_filters_spell_it_exactly(
+    metadata: dict[str, object], in_filters: bool
+) -> None:
+    assert codec.metadata_in_filters(metadata) is in_filters
+    raw = codec.encode_record(
+        parent_id=None,
+        checkpoint=serde.dumps_typed({"v": 4}),
+        metadata=None if in_filters else serde.dumps_typed(metadata),
+        metadata_value=metadata,
+        versions=[],
+    )
+    record = codec.Record(raw, "k")
+    back = record.metadata_value if record.metadata is None else serde.loads_typed(record.metadata)
+    assert back == metadata and list(back) == list(metadata)
+    assert [type(v) for v in back.values()] == [type(v) for v in metadata.values()]

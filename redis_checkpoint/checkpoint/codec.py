@@ -15,6 +15,8 @@ small value such as None, a number or a short string); its version token and val
 ``hidden`` (flat pairs, in triple order), compressed together with the checkpoint, whose
 ``versions_seen`` repeats the same tokens. Format 2 records (all triples whole, the checkpoint
 compressed alone) still read.
+Metadata is stored once: when the filters' canonical JSON gives it back exactly (the usual
+``{"source": ..., "step": ..., "parents": {}}``), its type is ``=`` and its bytes are empty.
 A checkpoint's pending writes are one msgpack map ``{task S idx: [channel, type, bytes, path]}``.
 
 A blob is one of
@@ -49,6 +51,7 @@ from redis_checkpoint.checkpoint.keys import SEP, escape, unescape
 from redis_checkpoint.errors import CorruptEntryError
 
 RECORD_FORMAT = 3
+FILTERS_ARE_METADATA = b"="  # a record's metadata type when its filters spell the metadata
 RECORD_FORMATS = (2, 3)  # what the scripts and Record read
 INLINE = b"I"
 UNKNOWN = b"?"
@@ -110,6 +113,27 @@ def canonical(value: Any) -> bytes:
         return UNKNOWN
 
 
+def metadata_in_filters(metadata: Mapping[str, Any]) -> bool:
+    """True when decoding the filters' canonical JSON gives ``metadata`` back exactly: strings,
+    ints, None, lists and key-sorted dicts (no bools or floats, which canonical spelling folds)."""
+    return all(type(key) is str and _json_exact(value) for key, value in metadata.items())
+
+
+def _json_exact(value: Any) -> bool:
+    if value is None or type(value) is str or type(value) is int:
+        return True
+    if type(value) is list:
+        return all(_json_exact(item) for item in value)
+    if type(value) is dict:
+        keys = list(value)
+        return (
+            all(type(key) is str for key in keys)
+            and keys == sorted(keys)
+            and all(_json_exact(item) for item in value.values())
+        )
+    return False
+
+
 def filter_args(filter: Mapping[str, Any] | None) -> list[bytes]:
     out: list[bytes] = []
     for key, value in (filter or {}).items():
@@ -128,12 +152,13 @@ def encode_record(
     *,
     parent_id: str | None,
     checkpoint: tuple[str, bytes],
-    metadata: tuple[str, bytes],
+    metadata: tuple[str, bytes] | None,
     metadata_value: Mapping[str, Any],
     versions: list[bytes],
 ) -> bytes:
     """``versions``: flat (escaped channel, version token, inline) triples, inline b"" for a
-    channel whose value is in a blob."""
+    channel whose value is in a blob. ``metadata`` None: the filters spell it exactly (see
+    :func:`metadata_in_filters`), so it is not stored twice."""
     filters = {key.encode(): canonical(value) for key, value in metadata_value.items()}
     shown: list[bytes] = []
     hidden: list[bytes] = []
@@ -145,14 +170,18 @@ def encode_record(
         else:
             shown += [channel, token, b""]
     encoding, payload = squeeze(pack([checkpoint[0].encode(), checkpoint[1], hidden]))
-    md_encoding, md_payload = squeeze(metadata[1])
+    if metadata is None:
+        md_head, md_payload = FILTERS_ARE_METADATA, b""
+    else:
+        md_encoding, md_payload = squeeze(metadata[1])
+        md_head = _typed_head(md_encoding, metadata[0])
     return pack(
         [
             RECORD_FORMAT,
             escape(parent_id) if parent_id is not None else None,
             encoding,
             payload,
-            _typed_head(md_encoding, metadata[0]),
+            md_head,
             md_payload,
             shown,
             filters,
@@ -174,7 +203,9 @@ def _typed(head: bytes, payload: bytes) -> tuple[str, bytes]:
 class Record:
     """A decoded checkpoint record (values still serialized)."""
 
-    __slots__ = ("checkpoint", "metadata", "parent_id", "versions")
+    __slots__ = ("checkpoint", "metadata", "metadata_value", "parent_id", "versions")
+
+    metadata: tuple[str, bytes] | None  # None: read ``metadata_value`` instead
 
     versions: list[tuple[bytes, bytes, bytes]]  # (escaped channel, version token, inline blob)
 
@@ -184,7 +215,11 @@ class Record:
             if not isinstance(fields, list) or fields[0] not in RECORD_FORMATS:
                 raise ValueError("unknown record format")
             self.parent_id: str | None = unescape(fields[1]) if fields[1] is not None else None
-            self.metadata = _typed(fields[4], fields[5])
+            if fields[4] == FILTERS_ARE_METADATA:
+                self.metadata = None
+                self.metadata_value = {text(k): json.loads(v) for k, v in fields[7].items()}
+            else:
+                self.metadata = _typed(fields[4], fields[5])
             flat = fields[6]
             if fields[0] == 2:
                 self.checkpoint = _typed(fields[2], fields[3])

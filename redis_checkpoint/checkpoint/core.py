@@ -265,7 +265,10 @@ class SaverCore:
         loads = self.serde.loads_typed
         try:
             stored = loads(record.checkpoint)
-            metadata: CheckpointMetadata = loads(record.metadata)
+            metadata = cast(
+                CheckpointMetadata,
+                record.metadata_value if record.metadata is None else loads(record.metadata),
+            )
             versions = {unescape(ch): version_from_token(tok) for ch, tok, _ in record.versions}
         except Exception as exc:
             raise CorruptEntryError(where, f"cannot deserialize ({exc})") from exc
@@ -477,7 +480,9 @@ class SaverCore:
         record = codec.encode_record(
             parent_id=config["configurable"].get("checkpoint_id"),
             checkpoint=self.serde.dumps_typed(stored),
-            metadata=self.serde.dumps_typed(full_metadata),
+            metadata=None
+            if codec.metadata_in_filters(full_metadata)
+            else self.serde.dumps_typed(full_metadata),
             metadata_value=full_metadata,
             versions=versions,
         )
