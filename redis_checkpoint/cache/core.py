@@ -376,7 +376,7 @@ class CacheCore:
             generation = found[0] or b"0"
             payloads = [self._unwrap(namespace, raw, generation) for raw in found[1:]]
         elif status == "down" and self.memory is not None:
-            self.stats.fallback(namespace)
+            self.stats.fallback(namespace, "get")
             payloads = self.memory.get_many(entry_keys)
         else:
             payloads = [None] * len(keys)
@@ -440,7 +440,7 @@ class CacheCore:
         )
         status, _ = yield from self._redis(namespace, (command,))
         if status == "down" and self.memory is not None:
-            self.stats.fallback(namespace)
+            self.stats.fallback(namespace, "set")
             base = self.layout.base(namespace)
             for entry_key, payload in zip(entry_keys, payloads, strict=True):
                 self.memory.set(entry_key, payload, seconds, base, tag_keys)
@@ -459,7 +459,7 @@ class CacheCore:
         status, replies = yield from self._redis(namespace, (command,), quiet=False)
         if status == "down":
             self._queue(command)
-            self.stats.fallback(namespace)
+            self.stats.fallback(namespace, f"invalidate_{scope}")
         removed = in_memory() if self.memory is not None else 0
         if status == "ok" and scope != "namespace":
             removed = int(replies[0])
@@ -560,6 +560,8 @@ class CacheCore:
                     raise
                 yield from self._redis(namespace, unlock)
                 return value
+            if delay == 0.002:  # the first wait of this caller
+                self.stats.singleflight_wait(namespace, "redis")
             yield Sleep(delay)
             delay = min(delay * 2, 0.05)
             [value] = yield from self._fetch(namespace, [key], decode)

@@ -82,6 +82,10 @@ class _Engine(Generic[C]):
     def serving_from_memory(self) -> bool:
         return self.core.serving_from_memory
 
+    def set_cache_type(self, namespace: str, cache_type: str) -> None:
+        """Label ``namespace``'s metrics with ``cache_type`` (``llm``, ``query``, ...)."""
+        self.core.stats.set_cache_type(namespace, cache_type)
+
     def _pipeline_commands(self, pipe: Any, commands: Commands) -> None:
         for command in commands:
             pipe.execute_command(*command)
@@ -250,6 +254,7 @@ class CacheEngine(_Engine[SyncClient]):
             if flight is None:
                 flight = self._flights[flight_key] = _Flight()
         if not leader:
+            self.core.stats.singleflight_wait(namespace, "process")
             flight.done.wait()
             if flight.ok:
                 return flight.value  # type: ignore[no-any-return]
@@ -423,6 +428,7 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
         flight_key = (namespace, key)
         flight = self._flights.get(flight_key)
         if flight is not None:
+            self.core.stats.singleflight_wait(namespace, "process")
             try:
                 return await asyncio.shield(flight)  # type: ignore[no-any-return]
             except Exception:

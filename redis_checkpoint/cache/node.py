@@ -47,6 +47,7 @@ class NodeCache(BaseCache[ValueT]):
         super().__init__(serde=serde)
         self._engines = EngineOwner(target, engine, async_engine, engine_options)
         self.namespace = namespace
+        self.engine.set_cache_type(namespace, "node")
 
     @property
     def engine(self) -> CacheEngine:
