@@ -76,6 +76,9 @@ class Router:
                 else:
                     item = op.send((yield from self._execute(item)))
         except StopIteration as stop:
+            if name == "get_tuple":
+                found = stop.value is not None
+                self.metrics.lookups(COMPONENT, name, int(found), int(not found))
             return stop.value  # type: ignore[no-any-return]
         except BaseException:
             outcome = "error"
