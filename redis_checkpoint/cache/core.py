@@ -289,6 +289,21 @@ class CacheCore:
         self._succeeded()
         return "ok", replies
 
+    def probe(self) -> Op[bool]:
+        """A health check: PING Redis whatever the breaker says. An answer replays the queued
+        invalidations, closes the breaker and empties the memory tier (as the next call would);
+        a connection error counts as a failure. True when Redis answered."""
+        try:
+            yield Send((("PING",),))
+        except Exception as exc:
+            if is_unavailable_error(exc):
+                self._failed(exc)
+            return False
+        if not (yield from self._replay()):
+            return False
+        self._succeeded()
+        return True
+
     def _replay(self) -> Generator[Step, Any, bool]:
         with self._lock:
             pending, self._pending = self._pending, []

@@ -130,6 +130,10 @@ class CacheEngine(_Engine[SyncClient]):
             )
         return AsyncCacheEngine(client if client is not None else None, core=self.core)
 
+    def ping(self) -> bool:
+        """Health check: see :meth:`CacheCore.probe`."""
+        return self._run(self.core.probe())
+
     def close(self) -> None:
         if self._owns_client:
             self.client.close()
@@ -313,6 +317,10 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
         _no_options_with_core(core, options)
         super().__init__(core or CacheCore(resolved, **options), client)
         self._flights: dict[tuple[str, str | bytes], asyncio.Future[Any]] = {}
+
+    async def ping(self) -> bool:
+        """Health check: see :meth:`CacheCore.probe`."""
+        return await self._run(self.core.probe())
 
     async def aclose(self) -> None:
         if self._owns_client:
