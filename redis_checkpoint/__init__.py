@@ -24,6 +24,7 @@ from redis_checkpoint.errors import (
     RedisUnavailableError,
 )
 from redis_checkpoint.metrics import Metrics, get_metrics
+from redis_checkpoint.ops import HealthMonitor, HealthReport
 from redis_checkpoint.settings import Settings
 
 __all__ = [
@@ -48,4 +49,5 @@ __all__ = [
     "create_client",
     "get_metrics",
 ]
+__all__ += ["HealthMonitor", "HealthReport"]
 __version__ = "0.1.0"

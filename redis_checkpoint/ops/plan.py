@@ -1,0 +1,66 @@
+"""Run a plan of Redis round trips on a sync or an asyncio client (the ops modules' one driver).
+
+A plan is a generator that yields the commands of one round trip (a tuple of command tuples) and
+gets back their replies, or the error thrown in; it returns its result. The operations tools
+(health checks, keyspace sampling, the CLI) are written once as plans and run by either driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any, TypeVar
+
+__all__ = ["Commands", "Plan", "run_async", "run_sync", "send_async", "send_sync"]
+
+T = TypeVar("T")
+Commands = tuple[tuple[Any, ...], ...]
+Plan = Generator[Commands, list[Any], T]
+
+
+def send_sync(client: Any, commands: Commands) -> list[Any]:
+    """One round trip: a lone command directly, several in one pipeline."""
+    if len(commands) == 1:
+        return [client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(pipe.execute())
+
+
+async def send_async(client: Any, commands: Commands) -> list[Any]:
+    if len(commands) == 1:
+        return [await client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute())
+
+
+def run_sync(client: Any, plan: Plan[T]) -> T:
+    reply: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            commands = plan.throw(error) if error is not None else plan.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            reply = send_sync(client, commands)
+        except Exception as exc:
+            error = exc
+
+
+async def run_async(client: Any, plan: Plan[T]) -> T:
+    reply: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            commands = plan.throw(error) if error is not None else plan.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            reply = await send_async(client, commands)
+        except Exception as exc:
+            error = exc
