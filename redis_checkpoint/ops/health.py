@@ -436,4 +436,3 @@ class HealthMonitor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
