@@ -203,10 +203,10 @@ class HealthMonitor:
             raise ConfigurationError(f"keyspace_sample={keyspace_sample!r} must be >= 0")
         if isinstance(target, Settings):
             self.settings = target
+        elif settings is not None:
+            self.settings = settings.replace(url=target) if target else settings
         else:
-            self.settings = (settings or Settings.from_env(url=target)).replace(
-                **({"url": target} if target else {})
-            )
+            self.settings = Settings.from_env(url=target)
         self.interval = interval
         self.metrics = metrics or get_metrics()
         self.keyspace_sample = keyspace_sample

@@ -54,11 +54,11 @@ def _info_fields(replies: Sequence[Any]) -> dict[str, Any]:
 
 
 def server_facts_plan(clock: Any = time.perf_counter) -> Plan[ServerFacts]:
-    """PING (timed alone, so the figure is one round trip) then INFO server/memory/stats."""
+    """PING (timed alone, so the figure is one round trip), then INFO in one round trip."""
     start = clock()
     yield (("PING",),)
     ping_ms = (clock() - start) * 1000
-    replies = yield (("INFO", "server"), ("INFO", "memory"), ("INFO", "stats"))
+    replies = yield (("INFO", "server"), ("INFO", "clients"), ("INFO", "memory"), ("INFO", "stats"))
     return ServerFacts(ping_ms, _info_fields(replies))
 
 
