@@ -73,7 +73,8 @@ class ComponentHealth:
 @dataclass
 class HealthReport:
     """The outcome of one check. ``status``: ``ok``, ``degraded`` (Redis answers the monitor
-    but a component still serves from memory) or ``down``."""
+    but a component still serves from memory, or holds writes Redis has not taken yet, e.g.
+    under ``maxmemory``) or ``down``."""
 
     status: str
     checked_at: float
@@ -258,7 +259,7 @@ class HealthMonitor:
             except Exception as exc:  # MEMORY or SCAN refused (managed Redis): skip, say so
                 log.warning("keyspace sample failed: %r", exc)
         status = "down" if facts is None else "ok"
-        if status == "ok" and any(h.serving_from_memory for h in healths):
+        if status == "ok" and any(h.serving_from_memory or h.pending for h in healths):
             status = "degraded"
         report = HealthReport(
             status,
