@@ -44,7 +44,7 @@ from redis_checkpoint.ops.keyspace import (
     keyspace_plan,
     server_facts_plan,
 )
-from redis_checkpoint.ops.plan import Commands, send_async, send_sync
+from redis_checkpoint.ops.plan import Commands, run_async, run_sync
 from redis_checkpoint.settings import Settings
 
 __all__ = ["ComponentHealth", "HealthMonitor", "HealthReport", "Monitored"]
@@ -312,43 +312,21 @@ class HealthMonitor:
         """Run one check now on the sync client (probes the sync components)."""
         if self._client is None:
             self._client = create_client(self.settings)
-        plan = self._check(probe_async=False)
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = plan.throw(error) if error is not None else plan.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply, error = None, None
-            if isinstance(step, _Probe):
-                reply = self._probe_sync(step.monitored)
-                continue
-            try:
-                reply = send_sync(self._client, step)
-            except Exception as exc:
-                error = exc
+        return run_sync(
+            self._client,
+            self._check(probe_async=False),
+            lambda step: self._probe_sync(step.monitored),
+        )
 
     async def acheck(self) -> HealthReport:
         """Run one check now on an asyncio client (probes every component)."""
         if self._async_client is None:
             self._async_client = create_async_client(self.settings)
-        plan = self._check(probe_async=True)
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                step = plan.throw(error) if error is not None else plan.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply, error = None, None
-            if isinstance(step, _Probe):
-                reply = await self._probe_async(step.monitored)
-                continue
-            try:
-                reply = await send_async(self._async_client, step)
-            except Exception as exc:
-                error = exc
+        return await run_async(
+            self._async_client,
+            self._check(probe_async=True),
+            lambda step: self._probe_async(step.monitored),
+        )
 
     # The probes never raise: a probe that fails is an unreachable Redis.
     @staticmethod

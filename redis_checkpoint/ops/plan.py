@@ -7,7 +7,7 @@ gets back their replies, or the error thrown in; it returns its result. The oper
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 __all__ = ["Commands", "Plan", "run_async", "run_sync", "send_async", "send_sync"]
@@ -36,31 +36,47 @@ async def send_async(client: Any, commands: Commands) -> list[Any]:
     return list(await pipe.execute())
 
 
-def run_sync(client: Any, plan: Plan[T]) -> T:
+def run_sync(
+    client: Any, plan: Generator[Any, Any, T], other: Callable[[Any], Any] | None = None
+) -> T:
+    """Drive ``plan``; a step that is not a tuple of commands goes to ``other(step)``."""
     reply: Any = None
     error: Exception | None = None
     while True:
         try:
-            commands = plan.throw(error) if error is not None else plan.send(reply)
+            step = plan.throw(error) if error is not None else plan.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         reply, error = None, None
         try:
-            reply = send_sync(client, commands)
+            reply = send_sync(client, step) if isinstance(step, tuple) else _other(other, step)
         except Exception as exc:
             error = exc
 
 
-async def run_async(client: Any, plan: Plan[T]) -> T:
+async def run_async(
+    client: Any,
+    plan: Generator[Any, Any, T],
+    other: Callable[[Any], Awaitable[Any]] | None = None,
+) -> T:
     reply: Any = None
     error: Exception | None = None
     while True:
         try:
-            commands = plan.throw(error) if error is not None else plan.send(reply)
+            step = plan.throw(error) if error is not None else plan.send(reply)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
         reply, error = None, None
         try:
-            reply = await send_async(client, commands)
+            if isinstance(step, tuple):
+                reply = await send_async(client, step)
+            else:
+                reply = await _other(other, step)
         except Exception as exc:
             error = exc
+
+
+def _other(handler: Callable[[Any], Any] | None, step: Any) -> Any:
+    if handler is None:
+        raise TypeError(f"the plan asked for {step!r} and no handler was given")
+    return handler(step)
