@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry
 from redis_checkpoint import (
     AsyncCacheEngine,
     AsyncRedisSaver,
+    CacheEngine,
     ConfigurationError,
+    RedisSaver,
     create_management_app,
     create_management_router,
 )
@@ -63,6 +65,7 @@ async def setup(redis_server: RedisServer) -> AsyncIterator[Setup]:
 
             app.state.management.add_warmer("user", warm_user)
             yield state
+        await app.state.management.aclose()
         await engine.aclose()
 
 
@@ -234,3 +237,32 @@ def test_fastapi_sees_the_routes_in_its_openapi_schema(redis_url: str) -> None:
     assert "delete" in paths["/cache/threads/{thread_id}"]
     schema = paths["/cache/invalidate"]["post"]["requestBody"]["content"]["application/json"]
     assert schema["schema"]["required"] == ["namespace"]
+
+
+async def test_sync_saver_and_engine_are_served_from_worker_threads(
+    redis_server: RedisServer,
+) -> None:
+    metrics = Metrics(CollectorRegistry())
+    prefix = unique("mgmt-sync")
+    with (
+        RedisSaver.from_conn_string(redis_server.url, key_prefix=prefix, metrics=metrics) as saver,
+        CacheEngine(redis_server.url, prefix=f"{prefix}:cache", metrics=metrics) as engine,
+    ):
+        build().compile(checkpointer=saver).invoke({"messages": [HumanMessage("hi")]}, cfg("s"))
+        engine.set("http", "page", "body", tags=["pages"])
+        app = create_management_app(
+            saver=saver, engine=engine, token="r", admin_token="a", metrics=metrics
+        )
+        admin = {"Authorization": "Bearer a"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ops") as client:
+            assert (await client.get("/threads", headers=admin)).json()["threads"] == ["s"]
+            body = {"namespace": "http", "tags": ["pages"]}
+            invalidated = await client.post("/invalidate", headers=admin, json=body)
+            assert invalidated.json()["removed"] == 1
+            tested = await client.post("/test", headers=admin)
+            assert tested.status_code == 200, tested.json()
+            stats = (await client.get("/stats", headers=admin)).json()
+            assert stats["cache_types"]["http"]["keys"] == 0  # all invalidated
+            assert stats["components"][0]["kind"] == "checkpoint"
+        await app.state.management.aclose()

@@ -47,6 +47,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
+from redis_checkpoint.checkpoint.saver import RedisSaver
 from redis_checkpoint.client import create_async_client
 from redis_checkpoint.errors import ConfigurationError
 from redis_checkpoint.metrics import Metrics, get_metrics
@@ -179,12 +180,22 @@ class ManagementAPI:
             else Settings.from_env()
         )
         components = [c for c in (saver, engine) if c is not None]
+        self._owns_monitor = monitor is None
         self.monitor = monitor or HealthMonitor(
             self.settings, components=components, metrics=self.metrics
         )
         self.warmers: dict[str, Warmer] = dict(warmers or {})
         self.keyspace_sample = keyspace_sample
         self._client: Any = None
+
+    async def aclose(self) -> None:
+        """Close the API's own Redis clients (the monitor's, unless it was passed in, and the
+        keyspace sampler's). Call it from the host application's shutdown."""
+        if self._owns_monitor:
+            await self.monitor.astop()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     def add_warmer(self, name: str, warmer: Warmer) -> None:
         """Register ``warmer(params)`` (sync or async) as ``POST /warm/<name>``."""
@@ -313,6 +324,11 @@ class ManagementAPI:
                 by_type.setdefault(cache_type, {}).update(
                     {"keys": entry["keys"], "redis_bytes": entry["bytes"]}
                 )
+            for entry in by_type.values():  # seen in this process, nothing in Redis
+                if "keys" not in entry:
+                    entry.update(
+                        dict.fromkeys(("keys", "redis_bytes"), 0 if sample.complete else None)
+                    )
         namespaces = {}
         if self.engine is not None:
             namespaces = {ns: s.as_dict() for ns, s in self.engine.stats().items()}
@@ -348,8 +364,10 @@ class ManagementAPI:
         limit = self._int_param(request, "limit", 100, 1000)
         if isinstance(saver, AsyncRedisSaver):
             ids = list(await saver.alist_threads())
+        elif isinstance(saver, RedisSaver):
+            ids = list(await asyncio.to_thread(saver.list_threads))
         else:
-            ids = list(await asyncio.to_thread(saver.list_threads))  # type: ignore[attr-defined]
+            raise BadRequest(f"{type(saver).__name__} cannot list threads")
         return JSONResponse(
             {"total": len(ids), "offset": offset, "threads": ids[offset : offset + limit]}
         )
