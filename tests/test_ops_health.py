@@ -20,7 +20,7 @@ from redis_checkpoint import (
     Settings,
 )
 from redis_checkpoint.metrics import Metrics
-from redis_checkpoint.testing import RedisServer
+from redis_checkpoint.testing import RedisClusterServers, RedisServer
 from tests.cache_helpers import unique
 
 
@@ -141,3 +141,27 @@ def test_bad_options_are_refused(redis_url: str) -> None:
         HealthMonitor(redis_url, interval=0)
     with pytest.raises(ConfigurationError, match="cannot monitor"):
         HealthMonitor(redis_url, components=[object()])
+
+
+@pytest.mark.cluster
+async def test_keyspace_sample_covers_every_cluster_primary(
+    redis_cluster: RedisClusterServers,
+) -> None:
+    metrics = Metrics(CollectorRegistry())
+    prefix = unique("hcl")
+    namespaces = ["llm", "query", "http", "node"]  # hash tags that land on different nodes
+    with CacheEngine(redis_cluster.url, prefix=f"{prefix}:cache", metrics=metrics) as engine:
+        for namespace in namespaces:
+            engine.set(namespace, "k", "v")
+        sync_report = HealthMonitor(
+            redis_cluster.url, components=[engine], metrics=metrics, keyspace_sample=10_000
+        ).check()
+    monitor = HealthMonitor(redis_cluster.url, metrics=metrics, keyspace_sample=10_000)
+    monitor.add(AsyncCacheEngine(redis_cluster.url, prefix=f"{prefix}:cache", metrics=metrics))
+    async_report = await monitor.acheck()
+    await monitor.astop()
+    await monitor.components[0].target.aclose()
+    for report in (sync_report, async_report):
+        assert report.status == "ok" and report.keyspace is not None
+        by_type = report.keyspace["by_type"]
+        assert {t: by_type[t]["keys"] for t in namespaces} == dict.fromkeys(namespaces, 1)

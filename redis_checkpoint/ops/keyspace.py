@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from redis_checkpoint.cache.stats import default_cache_type
-from redis_checkpoint.ops.plan import Plan
+from redis_checkpoint.ops.plan import PRIMARIES, OnNode, Plan
 
 __all__ = ["KeyspaceSample", "ServerFacts", "keyspace_plan", "server_facts_plan"]
 
@@ -123,21 +123,26 @@ def keyspace_plan(
     sample = KeyspaceSample()
     patterns = [f"{_glob_escape(p)}:cp:*" for p in checkpoint_prefixes]
     patterns += [f"{_glob_escape(p)}:{{*" for p in cache_prefixes]
-    for pattern in dict.fromkeys(patterns):
-        cursor: Any = 0
-        while True:
-            [(cursor, keys)] = yield (("SCAN", cursor, "MATCH", pattern, "COUNT", batch),)
-            keys = [_text(k) for k in keys][: max_keys - sample.scanned]
-            if keys:
-                sizes = yield tuple(("MEMORY", "USAGE", key) for key in keys)
-                for key, size in zip(keys, sizes, strict=True):
-                    cache_type = classify(key, checkpoint_prefixes, cache_prefixes, namespace_types)
-                    if cache_type is not None and size is not None:  # None: expired meanwhile
-                        sample.add(cache_type, int(size))
-                sample.scanned += len(keys)
-            if int(cursor) == 0:
-                break
-            if sample.scanned >= max_keys:
-                sample.complete = False
-                return sample
+    nodes = yield PRIMARIES  # every primary of a cluster, each scanned on its own
+    for node in nodes:
+        for pattern in dict.fromkeys(patterns):
+            cursor: Any = 0
+            while True:
+                scan = ("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
+                [(cursor, keys)] = yield (OnNode(node, scan),)
+                if isinstance(cursor, Mapping):  # a cluster client: {node name: cursor}
+                    [cursor] = cursor.values()
+                keys = [_text(k) for k in keys][: max_keys - sample.scanned]
+                if keys:
+                    sizes = yield tuple(("MEMORY", "USAGE", key) for key in keys)
+                    for key, size in zip(keys, sizes, strict=True):
+                        kind = classify(key, checkpoint_prefixes, cache_prefixes, namespace_types)
+                        if kind is not None and size is not None:  # None: expired meanwhile
+                            sample.add(kind, int(size))
+                    sample.scanned += len(keys)
+                if int(cursor) == 0:
+                    break
+                if sample.scanned >= max_keys:
+                    sample.complete = False
+                    return sample
     return sample

@@ -8,18 +8,52 @@ gets back their replies, or the error thrown in; it returns its result. The oper
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["Commands", "Plan", "run_async", "run_sync", "send_async", "send_sync"]
+from redis_checkpoint.client import is_cluster
+
+__all__ = [
+    "PRIMARIES",
+    "Commands",
+    "OnNode",
+    "Plan",
+    "run_async",
+    "run_sync",
+    "send_async",
+    "send_sync",
+]
 
 T = TypeVar("T")
-Commands = tuple[tuple[Any, ...], ...]
-Plan = Generator[Commands, list[Any], T]
+Commands = tuple[Any, ...]  # command tuples, or one OnNode
+Plan = Generator[Any, Any, T]
 
 
-def send_sync(client: Any, commands: Commands) -> list[Any]:
+@dataclass(frozen=True)
+class OnNode:
+    """A command for one node of a cluster (keyless commands such as SCAN); ``node`` None is
+    the client's only server."""
+
+    node: Any
+    command: tuple[Any, ...]
+
+
+class _Primaries:
+    def __repr__(self) -> str:
+        return "PRIMARIES"
+
+
+#: A step asking for the nodes to run per-node commands on: a cluster's primaries, or [None].
+PRIMARIES: Any = _Primaries()
+
+
+def send_sync(client: Any, commands: Commands) -> Any:
     """One round trip: a lone command directly, several in one pipeline."""
+    if commands is PRIMARIES:
+        return client.get_primaries() if is_cluster(client) else [None]
     if len(commands) == 1:
+        if isinstance(commands[0], OnNode):
+            return [_on_node(client, commands[0])]
         return [client.execute_command(*commands[0])]
     pipe = client.pipeline(transaction=False)
     for command in commands:
@@ -27,13 +61,26 @@ def send_sync(client: Any, commands: Commands) -> list[Any]:
     return list(pipe.execute())
 
 
-async def send_async(client: Any, commands: Commands) -> list[Any]:
+async def send_async(client: Any, commands: Commands) -> Any:
+    if commands is PRIMARIES:
+        if not is_cluster(client):
+            return [None]
+        await client.initialize()
+        return client.get_primaries()
     if len(commands) == 1:
+        if isinstance(commands[0], OnNode):
+            return [await _on_node(client, commands[0])]
         return [await client.execute_command(*commands[0])]
     pipe = client.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)
     return list(await pipe.execute())
+
+
+def _on_node(client: Any, step: OnNode) -> Any:
+    if step.node is None:
+        return client.execute_command(*step.command)
+    return client.execute_command(*step.command, target_nodes=step.node)
 
 
 def run_sync(
@@ -49,7 +96,10 @@ def run_sync(
             return stop.value  # type: ignore[no-any-return]
         reply, error = None, None
         try:
-            reply = send_sync(client, step) if isinstance(step, tuple) else _other(other, step)
+            if isinstance(step, tuple) or step is PRIMARIES:
+                reply = send_sync(client, step)
+            else:
+                reply = _other(other, step)
         except Exception as exc:
             error = exc
 
@@ -68,7 +118,7 @@ async def run_async(
             return stop.value  # type: ignore[no-any-return]
         reply, error = None, None
         try:
-            if isinstance(step, tuple):
+            if isinstance(step, tuple) or step is PRIMARIES:
                 reply = await send_async(client, step)
             else:
                 reply = await _other(other, step)
