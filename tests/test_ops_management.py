@@ -17,6 +17,7 @@ from redis_checkpoint import (
     CacheEngine,
     ConfigurationError,
     RedisSaver,
+    Settings,
     create_management_app,
     create_management_router,
 )
@@ -266,3 +267,18 @@ async def test_sync_saver_and_engine_are_served_from_worker_threads(
             assert stats["cache_types"]["http"]["keys"] == 0  # all invalidated
             assert stats["components"][0]["kind"] == "checkpoint"
         await app.state.management.aclose()
+
+
+def test_the_example_app_serves_the_routes(redis_server: RedisServer) -> None:
+    from fastapi.testclient import TestClient
+
+    from examples.ops_app import create_app
+
+    settings = Settings(url=redis_server.url, key_prefix=unique("example"))
+    with TestClient(create_app(settings)) as client:  # runs the lifespan: setup and monitor
+        assert client.get("/cache/health").json()["status"] == "ok"
+        warmed = client.post("/cache/warm/user", headers=ADMIN, json={"user": "ada"})
+        assert warmed.json()["result"] == 1
+        stats = client.get("/cache/stats", headers=READ).json()
+        assert stats["cache_types"]["query"]["keys"] == 2  # the entry and its tag set
+        assert "/cache/warm/{name}" in client.get("/openapi.json").json()["paths"]
