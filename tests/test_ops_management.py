@@ -171,6 +171,7 @@ async def test_invalidate_by_key_tag_and_namespace(setup: Setup) -> None:
         (b'{"namespace": "q", "keys": "a"}', "list of strings"),
         (b'{"namespace": "q", "key": 5}', "non-empty strings"),
         (b'{"namespace": "q", "everything": true}', "unknown fields"),
+        (b'{"namespace": "' + b"q" * 70_000 + b'"}', "larger than 65536 bytes"),
     ],
 )
 async def test_bad_bodies_get_a_clear_400(setup: Setup, body: bytes, message: str) -> None:
@@ -211,6 +212,18 @@ async def test_the_health_route_says_down_with_a_503(fresh_redis: RedisServer) -
         refused = await client.post("/test", headers={"Authorization": "Bearer t"})
         assert refused.status_code == 403 and "no admin token" in refused.json()["error"]
     await engine.aclose()
+
+
+async def test_listing_threads_without_redis_is_a_503(fresh_redis: RedisServer) -> None:
+    metrics = Metrics(CollectorRegistry())
+    async with AsyncRedisSaver.from_conn_string(fresh_redis.url, metrics=metrics) as saver:
+        app = create_management_app(saver=saver, token="t", metrics=metrics)
+        fresh_redis.kill()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ops") as client:
+            response = await client.get("/threads", headers={"Authorization": "Bearer t"})
+            assert response.status_code == 503
+            assert str(fresh_redis.port) in response.json()["error"]
 
 
 def test_configuration_errors(redis_url: str) -> None:

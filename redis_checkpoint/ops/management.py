@@ -25,7 +25,8 @@ POST /test                 admin   write, read and delete a probe entry/checkpoi
 
 Tokens travel as ``Authorization: Bearer <token>`` and are compared in constant time; a missing
 or wrong token is a bare 401. The admin token also opens the read routes. Without an admin token
-the admin routes answer 403. A body that is not what the route takes is a 400 that says why.
+the admin routes answer 403. A body that is not what the route takes is a 400 that says why; a
+route that needs Redis while it is unreachable (listing threads) is a 503.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.saver import RedisSaver
 from redis_checkpoint.client import create_async_client
-from redis_checkpoint.errors import ConfigurationError
+from redis_checkpoint.errors import ConfigurationError, RedisUnavailableError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.health import HealthMonitor, HealthReport
 from redis_checkpoint.ops.keyspace import keyspace_plan
@@ -217,6 +218,9 @@ class ManagementAPI:
                 return await handler(request)
             except BadRequest as exc:
                 return _error(400, str(exc))
+            except RedisUnavailableError as exc:
+                # Cross-thread operations need Redis; the message names no password.
+                return _error(503, str(exc))
 
         endpoint.__name__ = spec.handler
         endpoint.__doc__ = spec.summary
@@ -244,6 +248,9 @@ class ManagementAPI:
     # -- helpers ---------------------------------------------------------------------------------
 
     async def _json_body(self, request: Request, required: bool = True) -> dict[str, Any]:
+        declared = request.headers.get("content-length", "0")
+        if declared.isdigit() and int(declared) > MAX_BODY:
+            raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
         raw = await request.body()
         if len(raw) > MAX_BODY:
             raise BadRequest(f"the body is larger than {MAX_BODY} bytes")
