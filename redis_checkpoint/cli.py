@@ -33,8 +33,8 @@ from redis_checkpoint.client import check_connection, create_client
 from redis_checkpoint.errors import ConfigurationError, RedisUnavailableError
 from redis_checkpoint.ops.health import HealthMonitor
 from redis_checkpoint.ops.keyspace import keyspace_plan
-from redis_checkpoint.ops.management import summarize
 from redis_checkpoint.ops.plan import run_sync
+from redis_checkpoint.ops.threads import summarize
 from redis_checkpoint.settings import Settings
 
 __all__ = ["EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]

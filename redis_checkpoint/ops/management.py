@@ -55,6 +55,7 @@ from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.health import HealthMonitor, HealthReport
 from redis_checkpoint.ops.keyspace import keyspace_plan
 from redis_checkpoint.ops.plan import run_async
+from redis_checkpoint.ops.threads import summarize
 from redis_checkpoint.settings import Settings
 
 try:
@@ -507,23 +508,6 @@ def _strings(body: Mapping[str, Any], one: str, many: str) -> list[str]:
 
 def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool, list, dict))
-
-
-def summarize(checkpoint_tuple: Any) -> dict[str, Any]:
-    """What an operator wants to see of one checkpoint (not its full state)."""
-    checkpoint = checkpoint_tuple.checkpoint
-    metadata = checkpoint_tuple.metadata or {}
-    parent = checkpoint_tuple.parent_config
-    return {
-        "checkpoint_id": checkpoint["id"],
-        "checkpoint_ns": checkpoint_tuple.config["configurable"].get("checkpoint_ns", ""),
-        "ts": checkpoint.get("ts"),
-        "step": metadata.get("step"),
-        "source": metadata.get("source"),
-        "parent_checkpoint_id": parent["configurable"]["checkpoint_id"] if parent else None,
-        "channels": sorted(checkpoint.get("channel_values", {})),
-        "pending_writes": len(checkpoint_tuple.pending_writes or []),
-    }
 
 
 def create_management_app(**options: Any) -> Starlette:
