@@ -5,6 +5,8 @@ engine with its AI faces (LLM responses, embeddings, LangGraph nodes), on founda
 the package shares: settings, one client factory, a circuit breaker and one metrics module.
 """
 
+from typing import Any
+
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache import (
     DEFAULT_TTLS,
@@ -24,6 +26,7 @@ from redis_checkpoint.errors import (
     RedisUnavailableError,
 )
 from redis_checkpoint.metrics import Metrics, get_metrics
+from redis_checkpoint.ops import HealthMonitor, HealthReport
 from redis_checkpoint.settings import Settings
 
 __all__ = [
@@ -48,4 +51,14 @@ __all__ = [
     "create_client",
     "get_metrics",
 ]
+__all__ += ["HealthMonitor", "HealthReport", "create_management_app", "create_management_router"]
+
+
+def __getattr__(name: str) -> Any:
+    # The management API needs Starlette (the asgi extra): imported on first use only.
+    if name in ("create_management_app", "create_management_router"):
+        from redis_checkpoint.ops import management
+
+        return getattr(management, name)
+    raise AttributeError(f"module 'redis_checkpoint' has no attribute {name!r}")
 __version__ = "0.1.0"

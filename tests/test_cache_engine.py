@@ -207,7 +207,10 @@ def test_stats_snapshot_and_prometheus(redis_url: str) -> None:
     assert sample("cache_requests_total", cache="llm", result="miss") == 1
     assert sample("cache_writes_total", cache="llm", outcome="stored") == 1
     assert sample("cache_deletes_total", cache="llm", scope="key") == 1
-    assert sample("cache_operation_duration_seconds_count", cache="llm", operation="get") == 3
+    assert sample("cache_operation_duration_seconds_count", cache_type="llm", operation="get") == 3
+    assert sample("cache_hits_total", cache_type="llm", operation="get") == 2
+    assert sample("cache_misses_total", cache_type="llm", operation="get") == 1
+    assert sample("cache_hit_ratio", cache_type="llm", operation="get") == pytest.approx(2 / 3)
 
 
 def test_disabled_cache_never_stores(redis_url: str) -> None:

@@ -54,7 +54,9 @@ def test_round_trips_and_errors(metrics: Metrics, registry: CollectorRegistry) -
         == 4
     )
     assert (
-        registry.get_sample_value("cache_errors_total", {"cache": "llm_cache", "kind": "decode"})
+        registry.get_sample_value(
+            "cache_errors_total", {"cache_type": "llm_cache", "kind": "decode"}
+        )
         == 2
     )
 
@@ -128,7 +130,7 @@ def test_second_instance_on_same_registry_shares_metrics(registry: CollectorRegi
     first.error("c", "k")
     second.error("c", "k")
     assert second.cache_errors_total is first.cache_errors_total
-    assert registry.get_sample_value("cache_errors_total", {"cache": "c", "kind": "k"}) == 2
+    assert registry.get_sample_value("cache_errors_total", {"cache_type": "c", "kind": "k"}) == 2
     # A different prefix on the same registry is a separate family.
     third = Metrics(registry, prefix="other")
     assert third.cache_errors_total is not first.cache_errors_total
@@ -137,8 +139,8 @@ def test_second_instance_on_same_registry_shares_metrics(registry: CollectorRegi
 def test_separate_registries_are_independent() -> None:
     r1, r2 = CollectorRegistry(), CollectorRegistry()
     Metrics(r1).error("c", "k")
-    assert r1.get_sample_value("cache_errors_total", {"cache": "c", "kind": "k"}) == 1
-    assert r2.get_sample_value("cache_errors_total", {"cache": "c", "kind": "k"}) is None
+    assert r1.get_sample_value("cache_errors_total", {"cache_type": "c", "kind": "k"}) == 1
+    assert r2.get_sample_value("cache_errors_total", {"cache_type": "c", "kind": "k"}) is None
 
 
 def test_all_families_exported(metrics: Metrics, registry: CollectorRegistry) -> None:

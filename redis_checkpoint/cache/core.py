@@ -289,6 +289,21 @@ class CacheCore:
         self._succeeded()
         return "ok", replies
 
+    def probe(self) -> Op[bool]:
+        """A health check: PING Redis whatever the breaker says. An answer replays the queued
+        invalidations, closes the breaker and empties the memory tier (as the next call would);
+        a connection error counts as a failure. True when Redis answered."""
+        try:
+            yield Send((("PING",),))
+        except Exception as exc:
+            if is_unavailable_error(exc):
+                self._failed(exc)
+            return False
+        if not (yield from self._replay()):
+            return False
+        self._succeeded()
+        return True
+
     def _replay(self) -> Generator[Step, Any, bool]:
         with self._lock:
             pending, self._pending = self._pending, []
@@ -376,7 +391,7 @@ class CacheCore:
             generation = found[0] or b"0"
             payloads = [self._unwrap(namespace, raw, generation) for raw in found[1:]]
         elif status == "down" and self.memory is not None:
-            self.stats.fallback(namespace)
+            self.stats.fallback(namespace, "get")
             payloads = self.memory.get_many(entry_keys)
         else:
             payloads = [None] * len(keys)
@@ -440,7 +455,7 @@ class CacheCore:
         )
         status, _ = yield from self._redis(namespace, (command,))
         if status == "down" and self.memory is not None:
-            self.stats.fallback(namespace)
+            self.stats.fallback(namespace, "set")
             base = self.layout.base(namespace)
             for entry_key, payload in zip(entry_keys, payloads, strict=True):
                 self.memory.set(entry_key, payload, seconds, base, tag_keys)
@@ -459,7 +474,7 @@ class CacheCore:
         status, replies = yield from self._redis(namespace, (command,), quiet=False)
         if status == "down":
             self._queue(command)
-            self.stats.fallback(namespace)
+            self.stats.fallback(namespace, f"invalidate_{scope}")
         removed = in_memory() if self.memory is not None else 0
         if status == "ok" and scope != "namespace":
             removed = int(replies[0])
@@ -560,6 +575,8 @@ class CacheCore:
                     raise
                 yield from self._redis(namespace, unlock)
                 return value
+            if delay == 0.002:  # the first wait of this caller
+                self.stats.singleflight_wait(namespace, "redis")
             yield Sleep(delay)
             delay = min(delay * 2, 0.05)
             [value] = yield from self._fetch(namespace, [key], decode)

@@ -73,6 +73,8 @@ class CachedEmbeddings(UsesEngines, Embeddings):
         # The dtype is in the namespace too: a float64 reader never sees float32 entries.
         self.documents_namespace = f"{namespace}:doc:{dtype}:{self.model_id}"
         self.queries_namespace = f"{namespace}:query:{dtype}:{self.model_id}"
+        for own in (self.documents_namespace, self.queries_namespace):
+            self.engine.set_cache_type(own, "embedding")
 
     # -- packing ---------------------------------------------------------------------------
 

@@ -82,6 +82,10 @@ class _Engine(Generic[C]):
     def serving_from_memory(self) -> bool:
         return self.core.serving_from_memory
 
+    def set_cache_type(self, namespace: str, cache_type: str) -> None:
+        """Label ``namespace``'s metrics with ``cache_type`` (``llm``, ``query``, ...)."""
+        self.core.stats.set_cache_type(namespace, cache_type)
+
     def _pipeline_commands(self, pipe: Any, commands: Commands) -> None:
         for command in commands:
             pipe.execute_command(*command)
@@ -125,6 +129,10 @@ class CacheEngine(_Engine[SyncClient]):
                 "engine.async_twin(redis.asyncio.Redis(...))"
             )
         return AsyncCacheEngine(client if client is not None else None, core=self.core)
+
+    def ping(self) -> bool:
+        """Health check: see :meth:`CacheCore.probe`."""
+        return self._run(self.core.probe())
 
     def close(self) -> None:
         if self._owns_client:
@@ -250,6 +258,7 @@ class CacheEngine(_Engine[SyncClient]):
             if flight is None:
                 flight = self._flights[flight_key] = _Flight()
         if not leader:
+            self.core.stats.singleflight_wait(namespace, "process")
             flight.done.wait()
             if flight.ok:
                 return flight.value  # type: ignore[no-any-return]
@@ -308,6 +317,10 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
         _no_options_with_core(core, options)
         super().__init__(core or CacheCore(resolved, **options), client)
         self._flights: dict[tuple[str, str | bytes], asyncio.Future[Any]] = {}
+
+    async def ping(self) -> bool:
+        """Health check: see :meth:`CacheCore.probe`."""
+        return await self._run(self.core.probe())
 
     async def aclose(self) -> None:
         if self._owns_client:
@@ -423,6 +436,7 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
         flight_key = (namespace, key)
         flight = self._flights.get(flight_key)
         if flight is not None:
+            self.core.stats.singleflight_wait(namespace, "process")
             try:
                 return await asyncio.shield(flight)  # type: ignore[no-any-return]
             except Exception:

@@ -141,6 +141,7 @@ class LLMCache(UsesEngines, BaseCache):
     ) -> None:
         self._engines = EngineOwner(target, engine, async_engine, engine_options)
         self.namespace = namespace
+        self.engine.set_cache_type(namespace, "llm")
         self.ttl = ttl
         self.mark_hits = mark_hits
 
@@ -261,6 +262,7 @@ def cached_llm_call(
             if not isinstance(engine, AsyncCacheEngine):
                 raise TypeError(f"{function.__qualname__} is async: pass an AsyncCacheEngine")
             async_engine = engine
+            async_engine.set_cache_type(namespace, "llm")
             async_function = cast(Callable[..., Awaitable[Any]], function)
 
             @functools.wraps(function)
@@ -281,6 +283,7 @@ def cached_llm_call(
         if not isinstance(engine, CacheEngine):
             raise TypeError(f"{function.__qualname__} is sync: pass a CacheEngine")
         sync_engine = engine
+        sync_engine.set_cache_type(namespace, "llm")
 
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:

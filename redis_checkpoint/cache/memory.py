@@ -50,6 +50,14 @@ class MemoryTier:
     def size_bytes(self) -> int:
         return self._bytes
 
+    def bytes_by_base(self) -> dict[str, int]:
+        """Payload bytes held per namespace base (see :meth:`KeyLayout.base`)."""
+        sizes: dict[str, int] = {}
+        with self._lock:
+            for entry in self._entries.values():
+                sizes[entry.base] = sizes.get(entry.base, 0) + len(entry.payload)
+        return sizes
+
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         now = self._clock()
         found: list[bytes | None] = []

@@ -47,6 +47,7 @@ class NodeCache(UsesEngines, BaseCache[ValueT]):
         super().__init__(serde=serde)
         self._engines = EngineOwner(target, engine, async_engine, engine_options)
         self.namespace = namespace
+        self.engine.set_cache_type(namespace, "node")
 
     @staticmethod
     def _key(full_key: FullKey) -> str:

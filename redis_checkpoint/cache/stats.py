@@ -7,7 +7,31 @@ from dataclasses import dataclass, fields
 
 from redis_checkpoint.metrics import Metrics
 
-__all__ = ["CacheStats", "NamespaceStats"]
+__all__ = ["NAMESPACE_CACHE_TYPES", "CacheStats", "NamespaceStats", "default_cache_type"]
+
+#: The ``cache_type`` label of a namespace no face declared, by the namespace's first
+#: ``:``-separated part (the faces' default namespaces, and the usual names of the query and HTTP
+#: caches); a namespace not listed here is labelled with that first part itself.
+NAMESPACE_CACHE_TYPES: dict[str, str] = {
+    "llm": "llm",
+    "llm-calls": "llm",
+    "emb": "embedding",
+    "embedding": "embedding",
+    "embeddings": "embedding",
+    "node": "node",
+    "query": "query",
+    "queries": "query",
+    "db": "query",
+    "sql": "query",
+    "http": "http",
+    "api": "http",
+    "asgi": "http",
+}
+
+
+def default_cache_type(namespace: str) -> str:
+    head = namespace.split(":", 1)[0]
+    return NAMESPACE_CACHE_TYPES.get(head, head)
 
 
 @dataclass
@@ -42,12 +66,31 @@ class NamespaceStats:
 
 
 class CacheStats:
-    """Thread-safe counters per namespace, mirrored into :class:`Metrics`."""
+    """Thread-safe counters per namespace, mirrored into :class:`Metrics` (per namespace, and
+    per cache type: see :meth:`set_cache_type`)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._lock = threading.Lock()
         self._by_namespace: dict[str, NamespaceStats] = {}
+        self._types: dict[str, str] = {}
+
+    def set_cache_type(self, namespace: str, cache_type: str) -> None:
+        """Label ``namespace``'s metrics with ``cache_type`` (faces call this for their own
+        namespaces; others get :func:`default_cache_type`)."""
+        if not cache_type:
+            raise ValueError("a cache type must be a non-empty string")
+        self._types[namespace] = cache_type
+
+    def cache_type(self, namespace: str) -> str:
+        found = self._types.get(namespace)
+        if found is None:
+            found = self._types.setdefault(namespace, default_cache_type(namespace))
+        return found
+
+    def namespaces(self) -> dict[str, str]:
+        """Every namespace seen so far, with its cache type."""
+        return dict(self._types)
 
     def _get(self, namespace: str) -> NamespaceStats:
         found = self._by_namespace.get(namespace)
@@ -61,6 +104,7 @@ class CacheStats:
             stats.hits += hits
             stats.misses += misses
         self.metrics.cache_lookups(namespace, hits, misses)
+        self.metrics.lookups(self.cache_type(namespace), "get", hits, misses)
 
     def stored(self, namespace: str, n: int) -> None:
         with self._lock:
@@ -80,18 +124,22 @@ class CacheStats:
     def error(self, namespace: str, kind: str) -> None:
         with self._lock:
             self._get(namespace).errors += 1
-        self.metrics.error(namespace, kind)
+        self.metrics.error(self.cache_type(namespace), kind)
 
-    def fallback(self, namespace: str) -> None:
+    def fallback(self, namespace: str, operation: str) -> None:
         with self._lock:
             self._get(namespace).fallback += 1
+        self.metrics.fallback(self.cache_type(namespace), operation)
+
+    def singleflight_wait(self, namespace: str, scope: str) -> None:
+        self.metrics.singleflight_wait(self.cache_type(namespace), scope)
 
     def timed(self, namespace: str, operation: str, seconds: float) -> None:
         with self._lock:
             stats = self._get(namespace)
             stats.operations += 1
             stats.seconds += seconds
-        self.metrics.observe_cache(namespace, operation, seconds)
+        self.metrics.observe(self.cache_type(namespace), operation, seconds)
 
     def snapshot(self) -> dict[str, NamespaceStats]:
         """A copy of every namespace's counters."""

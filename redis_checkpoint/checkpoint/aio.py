@@ -250,6 +250,16 @@ class AsyncRedisSaver(RedisSaverBase):
     ) -> Mapping[str, DeltaChannelHistory]:
         return await self._arun("delta_history", self.core.delta_history(config, channels))
 
+    async def aping(self) -> bool:
+        """Health check through this saver's client: an answer closes the breaker and writes
+        back what the memory tier took during an outage."""
+        done, value = await self._next(self._router.probe())
+        return bool(value) if done else False
+
+    async def alist_threads(self) -> Sequence[str]:
+        """Every thread id the saver holds in Redis (sorted; needs Redis)."""
+        return await self._arun("list_threads", self.core.list_threads())
+
     async def apin_thread(self, thread_id: str) -> None:
         await self._arun("pin_thread", self.core.set_ttl(thread_id, "pin"))
 

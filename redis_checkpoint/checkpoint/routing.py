@@ -76,6 +76,9 @@ class Router:
                 else:
                     item = op.send((yield from self._execute(item)))
         except StopIteration as stop:
+            if name == "get_tuple":
+                found = stop.value is not None
+                self.metrics.lookups(COMPONENT, name, int(found), int(not found))
             return stop.value  # type: ignore[no-any-return]
         except BaseException:
             outcome = "error"
@@ -127,6 +130,30 @@ class Router:
         self.breaker.record_success()
         log.warning("wrote back %d threads taken in memory during the outage", len(plan))
         return True
+
+    def probe(self) -> Generator[Send, Any, bool]:
+        """A health check: PING Redis through the saver's own client whatever the breaker says.
+
+        An answer closes the breaker and writes back what the memory tier took (the same replay
+        the next call would do); a connection error counts as a failure. True when Redis
+        answered and nothing is left to write back.
+        """
+        try:
+            yield Send(Call([Command("PING", (), (), False)], "admin"))
+        except Exception as exc:
+            self.failed(exc)
+            return False
+        if self.breaker.state != "closed":
+            self.breaker.record_success()
+            log.warning("Redis at %s is reachable again (health check)", self.url)
+            self._publish()
+        if self.memory is None or not self.memory.pending:
+            return True
+        with self._lock:
+            if self._replaying:
+                return False  # a caller is writing the tier back right now
+            self._replaying = True
+        return (yield from self._replay())
 
     # -- deciding ------------------------------------------------------------------------------
 

@@ -107,7 +107,10 @@ class RedisSaver(RedisSaverBase):
                 error = exc
 
     def _run(self, name: str, op: Op[T]) -> T:
-        drive = self._drive(self._router.run(name, op))
+        return self._finish(name, self._router.run(name, op))
+
+    def _finish(self, name: str, gen: Generator[Send | Emit, Any, T]) -> T:
+        drive = self._drive(gen)
         try:
             next(drive)
         except StopIteration as stop:
@@ -238,6 +241,17 @@ class RedisSaver(RedisSaverBase):
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         return self._run("delta_history", self.core.delta_history(config, channels))
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def ping(self) -> bool:
+        """Health check through this saver's client: an answer closes the breaker and writes
+        back what the memory tier took during an outage (see :meth:`Router.probe`)."""
+        return self._finish("ping", self._router.probe())
+
+    def list_threads(self) -> Sequence[str]:
+        """Every thread id the saver holds in Redis (sorted; needs Redis)."""
+        return self._run("list_threads", self.core.list_threads())
 
     # -- thread TTLs ---------------------------------------------------------------------------
 

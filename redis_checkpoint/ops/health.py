@@ -1,0 +1,417 @@
+"""HealthMonitor: pings Redis on an interval, drives the breakers' recovery, records the server.
+
+Every ``interval`` seconds (30 by default) one check:
+
+1. PINGs Redis on the monitor's own client and reads ``INFO`` (round-trip time, ``used_memory``,
+   ``maxmemory``, ``evicted_keys``, ``maxmemory_policy``) into the ``redis_*`` gauges;
+2. probes each registered component (savers, cache engines, or the faces built on an engine)
+   through the component's *own* client: an answer closes its breaker at once - without waiting
+   for the next caller or the breaker's recovery timeout - and flushes its fallback tier (the
+   saver writes back the threads it took in memory; the cache replays queued invalidations and
+   empties its memory tier); a connection error counts as a breaker failure, so an idle
+   application learns of an outage before its next request does;
+3. optionally samples the keyspace (``keyspace_sample`` keys at most) into
+   ``cache_memory_usage_bytes{tier="redis"}`` and ``cache_keys``, and publishes what each
+   fallback tier holds as ``cache_memory_usage_bytes{tier="memory"}``.
+
+Run it in a thread (:meth:`HealthMonitor.start`) next to sync code, or as a task
+(:meth:`HealthMonitor.astart`, or ``async with``) in an asyncio application; :meth:`check` and
+:meth:`acheck` run one check now. The sync monitor probes sync components only (an asyncio
+component's client belongs to its event loop); the asyncio one probes both kinds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
+from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
+from redis_checkpoint.checkpoint.base import RedisSaverBase
+from redis_checkpoint.checkpoint.saver import RedisSaver
+from redis_checkpoint.client import create_async_client, create_client
+from redis_checkpoint.errors import ConfigurationError
+from redis_checkpoint.metrics import Metrics, get_metrics
+from redis_checkpoint.ops.keyspace import (
+    KeyspaceSample,
+    ServerFacts,
+    keyspace_plan,
+    server_facts_plan,
+)
+from redis_checkpoint.ops.plan import Commands, run_async, run_sync
+from redis_checkpoint.settings import Settings
+
+__all__ = ["ComponentHealth", "HealthMonitor", "HealthReport", "Monitored"]
+
+log = logging.getLogger("redis_checkpoint.ops")
+
+Engine = CacheEngine | AsyncCacheEngine
+Saver = RedisSaver | AsyncRedisSaver
+
+
+@dataclass
+class ComponentHealth:
+    name: str
+    kind: str  # "checkpoint" or "cache"
+    breaker: str
+    serving_from_memory: bool
+    pending: int  # writes (saver threads) or invalidations (cache) waiting for Redis
+    memory_bytes: int
+    probed: bool
+    reachable: bool | None  # what the probe saw; None when not probed
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class HealthReport:
+    """The outcome of one check. ``status``: ``ok``, ``degraded`` (Redis answers the monitor
+    but a component still serves from memory, or holds writes Redis has not taken yet, e.g.
+    under ``maxmemory``) or ``down``."""
+
+    status: str
+    checked_at: float
+    redis: dict[str, Any]
+    error: str | None = None
+    components: list[ComponentHealth] = field(default_factory=list)
+    keyspace: dict[str, Any] | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.status != "down"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "checked_at": self.checked_at,
+            "redis": self.redis,
+            "error": self.error,
+            "components": [c.as_dict() for c in self.components],
+            "keyspace": self.keyspace,
+        }
+
+
+class Monitored:
+    """A component as the monitor sees it: its breaker, its fallback tier and its probe."""
+
+    def __init__(self, component: Any, name: str | None = None) -> None:
+        target = component
+        if not isinstance(target, (RedisSaverBase, CacheEngine, AsyncCacheEngine)):
+            target = getattr(component, "engine", None)  # a face: LLMCache, NodeCache, ...
+        if isinstance(target, RedisSaverBase):
+            self.kind = "checkpoint"
+        elif isinstance(target, (CacheEngine, AsyncCacheEngine)):
+            self.kind = "cache"
+        else:
+            raise ConfigurationError(
+                f"cannot monitor {type(component).__name__}: pass a RedisSaver, AsyncRedisSaver, "
+                "CacheEngine, AsyncCacheEngine or a face built on an engine"
+            )
+        self.target = target
+        self.name = name or f"{self.kind}:{type(component).__name__}"
+        self.is_async = isinstance(target, (AsyncRedisSaver, AsyncCacheEngine))
+
+    @property
+    def key(self) -> int:
+        """Faces sharing an engine share one breaker: probe it once."""
+        core = getattr(self.target, "core", None)
+        return id(core if self.kind == "cache" else self.target)
+
+    def sync_probe(self) -> Callable[[], bool] | None:
+        if isinstance(self.target, (RedisSaver, CacheEngine)):
+            return self.target.ping
+        return None
+
+    def async_probe(self) -> Callable[[], Awaitable[bool]]:
+        target = self.target
+        if isinstance(target, AsyncRedisSaver):
+            return target.aping
+        if isinstance(target, AsyncCacheEngine):
+            return target.ping
+        probe = target.ping
+        return lambda: asyncio.to_thread(probe)
+
+    def health(self, probed: bool, reachable: bool | None) -> ComponentHealth:
+        target = self.target
+        if isinstance(target, RedisSaverBase):
+            breaker = target.breaker
+            pending = target.memory.pending if target.memory is not None else 0
+            size = target.memory.size if target.memory is not None else 0
+        else:
+            breaker = target.core.breaker
+            pending = target.core.pending_invalidations
+            size = target.core.memory.size_bytes if target.core.memory is not None else 0
+        return ComponentHealth(
+            self.name,
+            self.kind,
+            breaker.state,
+            breaker.state != "closed",
+            pending,
+            size,
+            probed,
+            reachable,
+        )
+
+    def memory_by_type(self) -> dict[str, int]:
+        """Bytes the fallback tier holds, per cache type."""
+        target = self.target
+        if isinstance(target, RedisSaverBase):
+            return {"checkpoint": target.memory.size if target.memory is not None else 0}
+        core = target.core
+        sizes: dict[str, int] = {t: 0 for t in core.stats.namespaces().values()}
+        if core.memory is not None:
+            by_base = core.memory.bytes_by_base()
+            for namespace, cache_type in core.stats.namespaces().items():
+                sizes[cache_type] += by_base.get(core.layout.base(namespace), 0)
+        return sizes
+
+
+@dataclass
+class _Probe:
+    """A step of the check: probe this component (the driver replies with True/False)."""
+
+    monitored: Monitored
+
+
+class HealthMonitor:
+    """Checks Redis and the registered components every ``interval`` seconds.
+
+    ``target``: a URL, :class:`Settings` or ``None`` (REDIS_URL); the monitor opens its own
+    small client for PING and INFO. ``keyspace_sample``: keys to sample per check for the
+    ``cache_memory_usage_bytes{tier="redis"}`` gauges (0: don't scan).
+    """
+
+    def __init__(
+        self,
+        target: str | Settings | None = None,
+        *,
+        components: Iterable[Any] = (),
+        interval: float = 30.0,
+        metrics: Metrics | None = None,
+        keyspace_sample: int = 0,
+        settings: Settings | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ConfigurationError(f"interval={interval!r} must be > 0 seconds")
+        if keyspace_sample < 0:
+            raise ConfigurationError(f"keyspace_sample={keyspace_sample!r} must be >= 0")
+        if isinstance(target, Settings):
+            self.settings = target
+        elif settings is not None:
+            self.settings = settings.replace(url=target) if target else settings
+        else:
+            self.settings = Settings.from_env(url=target)
+        self.interval = interval
+        self.metrics = metrics or get_metrics()
+        self.keyspace_sample = keyspace_sample
+        self.components: list[Monitored] = []
+        self.last_report: HealthReport | None = None
+        self._client: Any = None
+        self._async_client: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+        for component in components:
+            self.add(component)
+
+    def add(self, component: Any, name: str | None = None) -> Monitored:
+        """Watch a saver, an engine or a face; returns how the monitor sees it."""
+        monitored = Monitored(component, name)
+        self.components.append(monitored)
+        return monitored
+
+    # -- one check -----------------------------------------------------------------------------
+
+    def _check(self, probe_async: bool) -> Generator[Commands | _Probe, Any, HealthReport]:
+        checked_at = time.time()
+        facts: ServerFacts | None = None
+        error: str | None = None
+        try:
+            facts = yield from server_facts_plan()
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        self.metrics.health_check(
+            facts is not None,
+            None if facts is None else facts.ping_ms / 1000,
+            None if facts is None else facts.info,
+        )
+        healths: list[ComponentHealth] = []
+        probed: dict[int, bool] = {}
+        for monitored in self.components:
+            can_probe = probe_async or not monitored.is_async
+            if can_probe and monitored.key not in probed:
+                probed[monitored.key] = bool((yield _Probe(monitored)))
+            reachable = probed.get(monitored.key) if can_probe else None
+            healths.append(monitored.health(can_probe, reachable))
+        self._publish_memory_tiers()
+        keyspace: KeyspaceSample | None = None
+        if facts is not None and self.keyspace_sample:
+            try:
+                keyspace = yield from self._keyspace_plan()
+                self._publish_keyspace(keyspace)
+            except Exception as exc:  # MEMORY or SCAN refused (managed Redis): skip, say so
+                log.warning("keyspace sample failed: %r", exc)
+        status = "down" if facts is None else "ok"
+        if status == "ok" and any(h.serving_from_memory or h.pending for h in healths):
+            status = "degraded"
+        report = HealthReport(
+            status,
+            checked_at,
+            facts.as_dict() if facts is not None else {"url": self.settings.redacted_url},
+            error,
+            healths,
+            keyspace.as_dict() if keyspace is not None else None,
+        )
+        if self.last_report is not None and self.last_report.status != status:
+            log.warning("Redis health: %s -> %s", self.last_report.status, status)
+        self.last_report = report
+        return report
+
+    def _keyspace_plan(self) -> Any:
+        checkpoint_prefixes: list[str] = []
+        cache_prefixes: list[str] = []
+        types: dict[str, str] = {}
+        for monitored in self.components:
+            target = monitored.target
+            if isinstance(target, RedisSaverBase):
+                checkpoint_prefixes.append(target.core.layout.prefix)
+            else:
+                cache_prefixes.append(target.core.layout.prefix)
+                types.update(target.core.stats.namespaces())
+        if not self.components:
+            checkpoint_prefixes = [self.settings.key_prefix]
+            cache_prefixes = [f"{self.settings.key_prefix}:cache"]
+        return keyspace_plan(
+            checkpoint_prefixes,
+            cache_prefixes,
+            max_keys=self.keyspace_sample,
+            namespace_types=types,
+        )
+
+    def _publish_memory_tiers(self) -> None:
+        totals: dict[str, int] = {}
+        for monitored in self.components:
+            for cache_type, size in monitored.memory_by_type().items():
+                totals[cache_type] = totals.get(cache_type, 0) + size
+        for cache_type, size in totals.items():
+            self.metrics.memory_usage(cache_type, "memory", size)
+
+    def _publish_keyspace(self, sample: KeyspaceSample) -> None:
+        for cache_type, entry in sample.by_type.items():
+            self.metrics.memory_usage(cache_type, "redis", entry["bytes"])
+            self.metrics.cache_keys.labels(cache_type).set(entry["keys"])
+
+    def check(self) -> HealthReport:
+        """Run one check now on the sync client (probes the sync components)."""
+        if self._client is None:
+            self._client = create_client(self.settings)
+        return run_sync(
+            self._client,
+            self._check(probe_async=False),
+            lambda step: self._probe_sync(step.monitored),
+        )
+
+    async def acheck(self) -> HealthReport:
+        """Run one check now on an asyncio client (probes every component)."""
+        if self._async_client is None:
+            self._async_client = create_async_client(self.settings)
+        return await run_async(
+            self._async_client,
+            self._check(probe_async=True),
+            lambda step: self._probe_async(step.monitored),
+        )
+
+    # The probes never raise: a probe that fails is an unreachable Redis.
+    @staticmethod
+    def _probe_sync(monitored: Monitored) -> bool:
+        probe = monitored.sync_probe()
+        try:
+            return bool(probe()) if probe is not None else False
+        except Exception as exc:
+            log.warning("health probe of %s failed: %r", monitored.name, exc)
+            return False
+
+    @staticmethod
+    async def _probe_async(monitored: Monitored) -> bool:
+        try:
+            return bool(await monitored.async_probe()())
+        except Exception as exc:
+            log.warning("health probe of %s failed: %r", monitored.name, exc)
+            return False
+
+    # -- running on an interval ----------------------------------------------------------------
+
+    def start(self) -> HealthMonitor:
+        """Check now and then every ``interval`` seconds in a daemon thread."""
+        asyncio_components = [m.name for m in self.components if m.is_async]
+        if asyncio_components:
+            raise ConfigurationError(
+                f"{asyncio_components} run on an event loop: start the monitor there with "
+                "`await monitor.astart()` (or `async with monitor:`)"
+            )
+        if self._thread is not None and self._thread.is_alive():
+            return self
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="redis-health", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception:  # a bug in a check must not end the monitoring
+                log.exception("health check failed")
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def astart(self) -> HealthMonitor:
+        """Check now and then every ``interval`` seconds in a task on the running loop."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._aloop())
+        return self
+
+    async def _aloop(self) -> None:
+        while True:
+            try:
+                await self.acheck()
+            except Exception:
+                log.exception("health check failed")
+            await asyncio.sleep(self.interval)
+
+    async def astop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._async_client is not None:
+            await self._async_client.aclose()
+            self._async_client = None
+
+    async def __aenter__(self) -> HealthMonitor:
+        return await self.astart()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.astop()
+
+    def __enter__(self) -> HealthMonitor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

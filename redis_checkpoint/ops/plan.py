@@ -1,0 +1,132 @@
+"""Run a plan of Redis round trips on a sync or an asyncio client (the ops modules' one driver).
+
+A plan is a generator that yields the commands of one round trip (a tuple of command tuples) and
+gets back their replies, or the error thrown in; it returns its result. The operations tools
+(health checks, keyspace sampling, the CLI) are written once as plans and run by either driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redis_checkpoint.client import is_cluster
+
+__all__ = [
+    "PRIMARIES",
+    "Commands",
+    "OnNode",
+    "Plan",
+    "run_async",
+    "run_sync",
+    "send_async",
+    "send_sync",
+]
+
+T = TypeVar("T")
+Commands = tuple[Any, ...]  # command tuples, or one OnNode
+Plan = Generator[Any, Any, T]
+
+
+@dataclass(frozen=True)
+class OnNode:
+    """A command for one node of a cluster (keyless commands such as SCAN); ``node`` None is
+    the client's only server."""
+
+    node: Any
+    command: tuple[Any, ...]
+
+
+class _Primaries:
+    def __repr__(self) -> str:
+        return "PRIMARIES"
+
+
+#: A step asking for the nodes to run per-node commands on: a cluster's primaries, or [None].
+PRIMARIES: Any = _Primaries()
+
+
+def send_sync(client: Any, commands: Commands) -> Any:
+    """One round trip: a lone command directly, several in one pipeline."""
+    if commands is PRIMARIES:
+        return client.get_primaries() if is_cluster(client) else [None]
+    if len(commands) == 1:
+        if isinstance(commands[0], OnNode):
+            return [_on_node(client, commands[0])]
+        return [client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(pipe.execute())
+
+
+async def send_async(client: Any, commands: Commands) -> Any:
+    if commands is PRIMARIES:
+        if not is_cluster(client):
+            return [None]
+        await client.initialize()
+        return client.get_primaries()
+    if len(commands) == 1:
+        if isinstance(commands[0], OnNode):
+            return [await _on_node(client, commands[0])]
+        return [await client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute())
+
+
+def _on_node(client: Any, step: OnNode) -> Any:
+    if step.node is None:
+        return client.execute_command(*step.command)
+    return client.execute_command(*step.command, target_nodes=step.node)
+
+
+def run_sync(
+    client: Any, plan: Generator[Any, Any, T], other: Callable[[Any], Any] | None = None
+) -> T:
+    """Drive ``plan``; a step that is not a tuple of commands goes to ``other(step)``."""
+    reply: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = plan.throw(error) if error is not None else plan.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            if isinstance(step, tuple) or step is PRIMARIES:
+                reply = send_sync(client, step)
+            else:
+                reply = _other(other, step)
+        except Exception as exc:
+            error = exc
+
+
+async def run_async(
+    client: Any,
+    plan: Generator[Any, Any, T],
+    other: Callable[[Any], Awaitable[Any]] | None = None,
+) -> T:
+    reply: Any = None
+    error: Exception | None = None
+    while True:
+        try:
+            step = plan.throw(error) if error is not None else plan.send(reply)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        reply, error = None, None
+        try:
+            if isinstance(step, tuple) or step is PRIMARIES:
+                reply = await send_async(client, step)
+            else:
+                reply = await _other(other, step)
+        except Exception as exc:
+            error = exc
+
+
+def _other(handler: Callable[[Any], Any] | None, step: Any) -> Any:
+    if handler is None:
+        raise TypeError(f"the plan asked for {step!r} and no handler was given")
+    return handler(step)
