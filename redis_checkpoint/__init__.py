@@ -49,3 +49,8 @@ __all__ = [
     "get_metrics",
 ]
 __version__ = "0.1.0"
+
+# The web-facing caches (issue 4): the DB-query cache.
+from redis_checkpoint.cache.query import QueryCache, cached_query, set_query_cache
+
+__all__ += ["QueryCache", "cached_query", "set_query_cache"]
