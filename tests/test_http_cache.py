@@ -296,3 +296,31 @@ def test_bad_configuration_is_refused() -> None:
         CacheRule("/x", invalidates="/items")
     with pytest.raises(ValueError, match="default_ttl"):
         CacheMiddleware(lambda *a: None, "redis://127.0.0.1:1/0", default_ttl=0)  # type: ignore[arg-type,return-value]
+
+
+async def test_near_cache_skips_redis_and_forgets_own_writes(redis_url: str) -> None:
+    prefix = unique("http-near")
+    near_app = make_app(redis_url, prefix, local_ttl=60)
+    other_app = make_app(redis_url, prefix)  # another process of the same site, no near cache
+    near, other = Site(near_app, prefix), Site(other_app, prefix)
+    try:
+        await near.get("/items")
+        assert (await near.get("/items")).headers["x-cache"] == "HIT"  # read from Redis once
+        before = near_app.engine.round_trips
+        for _ in range(5):
+            assert (await near.get("/items")).text == "/items#1"
+        assert near_app.engine.round_trips == before  # served from process memory
+        # A write through this process is seen by this process at once.
+        assert (await near.client.post("/items")).status_code == 201
+        assert (await near.get("/items")).text == "/items#2"
+        # A write through another process reaches the near cache only when its copy ages out.
+        assert (await near.get("/items")).headers["x-cache"] == "HIT"
+        assert (await other.client.post("/items")).status_code == 201
+        assert (await near.get("/items")).text == "/items#2"  # bounded staleness, as documented
+        assert near_app.near is not None
+        near_app.near.clear()  # what local_ttl seconds would do
+        assert (await near.get("/items")).text == "/items#3"
+    finally:
+        for site in (near, other):
+            await site.client.aclose()
+            await site.app.aclose()

@@ -32,6 +32,9 @@ What it does, in order of importance:
 * A response with a ``Content-Length`` within ``max_body_bytes`` is held until complete (to add the
   ETag or answer 304); any other response streams through at once, untouched but for ``X-Cache``,
   and is stored afterwards only if it completed within ``max_body_bytes``.
+* ``local_ttl`` > 0 turns on a near cache in process memory (see :mod:`.near`): hits then skip
+  Redis for up to ``local_ttl`` seconds, at the price of invalidations from other processes
+  reaching this one only within that time. Off by default.
 * Redis down: the engine's circuit breaker answers "down" without a network call, and requests go
   to the app (``X-Cache: BYPASS``); a memory tier, if the engine has one, is not used for HTTP.
 """
@@ -61,6 +64,7 @@ from redis_checkpoint.web.entry import (
     primary_key,
     variant_key,
 )
+from redis_checkpoint.web.near import NearCache
 
 __all__ = ["CacheMiddleware", "CacheRule"]
 
@@ -167,6 +171,9 @@ class CacheMiddleware:
         rules: Sequence[CacheRule] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         cache_cookies: bool = False,
+        local_ttl: float = 0.0,
+        local_max_entries: int = 1024,
+        local_max_bytes: int = 32 * 1024 * 1024,
         **engine_options: Any,
     ) -> None:
         if engine is not None and (target is not None or engine_options):
@@ -188,6 +195,7 @@ class CacheMiddleware:
         self.max_body_bytes = max_body_bytes
         self.cache_cookies = cache_cookies
         self.counts: dict[str, int] = {"HIT": 0, "MISS": 0, "BYPASS": 0}
+        self.near = NearCache(local_ttl, local_max_entries, local_max_bytes) if local_ttl else None
 
     async def aclose(self) -> None:
         await self.engine.aclose()
@@ -209,6 +217,8 @@ class CacheMiddleware:
         if request.lookup:
             stored = await self._lookup(request)
             if self._redis_away():
+                if self.near is not None:
+                    self.near.clear()
                 await self._bypass(scope, receive, send)
                 return
             if stored is not None:
@@ -285,13 +295,23 @@ class CacheMiddleware:
 
     # -- hits -------------------------------------------------------------------------------
 
+    async def _get(self, key: str) -> Any:
+        """An entry from the near cache if on and holding it, else from Redis."""
+        near = self.near
+        if near is not None:
+            found = near.get(key)
+            if found is not None:
+                return found
+        found = await self.engine.get(self.namespace, key, MISSING, decode=decode_entry)
+        if near is not None and isinstance(found, (StoredResponse, VaryMarker)):
+            near.put(key, found)
+        return found
+
     async def _lookup(self, request: _Request) -> StoredResponse | None:
-        found = await self.engine.get(self.namespace, request.key, MISSING, decode=decode_entry)
+        found = await self._get(request.key)
         if isinstance(found, VaryMarker):
             values = rfc9111.vary_values(request.headers, found.names)
-            found = await self.engine.get(
-                self.namespace, variant_key(request.key, values), MISSING, decode=decode_entry
-            )
+            found = await self._get(variant_key(request.key, values))
         if not isinstance(found, StoredResponse):
             return None
         if request.authorization and not request.per_user and not found.shareable_with_auth:
@@ -397,6 +417,8 @@ class CacheMiddleware:
     async def _invalidate_after_write(
         self, host: str, path: str, rule: CacheRule, headers: rfc9111.Headers
     ) -> None:
+        if self.near is not None:
+            self.near.clear()  # this process reads its own writes at once
         tags = [exact_tag(host, path)]
         tags += [prefix_tag(host, prefix) for prefix in rule.invalidates]
         for name in (b"location", b"content-location"):
