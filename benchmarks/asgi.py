@@ -42,6 +42,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from bench_report import percentile, progress, table
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SLOW_SECONDS = 0.02
 SETUPS = {
@@ -52,25 +54,6 @@ SETUPS = {
     "fastapi-cache2 hit": ("fastapi-cache2", "/slow"),
     "cashews hit": ("cashews", "/slow"),
 }
-
-
-def progress(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    rule = "| " + " | ".join("-" * w for w in widths) + " |"
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
 # -- the app, built inside each server process ---------------------------------------------

@@ -38,6 +38,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from bench_report import percentile, progress, table
 from prometheus_client import CollectorRegistry
 
 from redis_checkpoint import CacheEngine, QueryCache
@@ -60,25 +61,6 @@ GROUP BY p.category
 ORDER BY revenue DESC
 LIMIT 10
 """
-
-
-def progress(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    rule = "| " + " | ".join("-" * w for w in widths) + " |"
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
 def dataset(n_orders: int) -> dict[str, list[tuple[Any, ...]]]:

@@ -7,7 +7,7 @@ from typing import Any
 from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
 from redis_checkpoint.settings import Settings
 
-__all__ = ["EngineOwner"]
+__all__ = ["EngineFace", "EngineOwner"]
 
 
 class EngineOwner:
@@ -46,3 +46,26 @@ class EngineOwner:
         if self._async_engine is not None and self._owns_async_engine:
             await self._async_engine.aclose()
             self._async_engine = None
+
+
+class EngineFace:
+    """``engine``, ``async_engine``, ``close()`` and ``aclose()`` for a face that keeps its
+    :class:`EngineOwner` in ``_engines``."""
+
+    _engines: EngineOwner
+
+    @property
+    def engine(self) -> CacheEngine:
+        return self._engines.engine
+
+    @property
+    def async_engine(self) -> AsyncCacheEngine:
+        return self._engines.async_engine
+
+    def close(self) -> None:
+        """Close the clients this face created (not an engine passed in)."""
+        self._engines.close()
+
+    async def aclose(self) -> None:
+        """Close the async client this face created (its lazy async twin included)."""
+        await self._engines.aclose()

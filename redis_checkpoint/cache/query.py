@@ -27,15 +27,15 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from redis_checkpoint.cache import codec
-from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING, Ttl
+from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING
 from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
-from redis_checkpoint.cache.face import EngineOwner
+from redis_checkpoint.cache.face import EngineFace, EngineOwner
 from redis_checkpoint.cache.keys import digest
 from redis_checkpoint.settings import Settings
 
@@ -119,7 +119,7 @@ class QueryStats:
         return self.hits * self.load_seconds / self.loads if self.loads else 0.0
 
 
-class QueryCache:
+class QueryCache(EngineFace):
     """Query results in Redis, keyed by the SQL and its parameters (or a function's arguments).
 
     ``QueryCache(url)`` builds its own engine (keyword options as for
@@ -155,20 +155,6 @@ class QueryCache:
         self._stats_lock = threading.Lock()
         # Keys being refreshed in the background by this process (one refresh per key).
         self._refreshing: set[str] = set()
-
-    @property
-    def engine(self) -> CacheEngine:
-        return self._engines.engine
-
-    @property
-    def async_engine(self) -> AsyncCacheEngine:
-        return self._engines.async_engine
-
-    def close(self) -> None:
-        self._engines.close()
-
-    async def aclose(self) -> None:
-        await self._engines.aclose()
 
     def stats(self) -> QueryStats:
         """A snapshot of this process's counters (the engine's stats cover Redis itself)."""
@@ -239,12 +225,41 @@ class QueryCache:
     def _loaded(self, started: float) -> None:
         self._count(loads=1, load_seconds=time.perf_counter() - started)
 
+    def _write(self, ttl: float, tags: Sequence[str]) -> dict[str, Any]:
+        return {"ttl": ttl + self.stale_ttl, "tags": tags}
+
+    def _plan(self, key: str) -> Generator[tuple[Any, ...], Any, Any]:
+        """The steps of one cached call, shared by both drivers. Each step is a tuple the
+        driver carries out with its engine: ("get",) -> the entry or MISSING; ("load",) -> a
+        fresh entry; ("get_or_compute",) -> (the entry, whether this call loaded it);
+        ("set", entry); ("delete",)."""
+        state = "miss"
+        if self.stale_ttl:
+            # Only stale-while-revalidate needs to look before the single-flight does.
+            state, value = self._classify((yield ("get",)))
+            if state == "fresh" or (state == "stale" and not self._claim_refresh(key)):
+                self._served(state)
+                return value
+        if state == "stale":
+            try:
+                entry = yield ("load",)
+                self._count(refreshes=1)
+                if self._keep(entry):
+                    yield ("set", entry)
+            finally:
+                self._release_refresh(key)
+        else:
+            entry, loaded = yield ("get_or_compute",)
+            if not loaded:
+                self._served("fresh")
+                return entry[1]
+        if not self._keep(entry):
+            yield ("delete",)
+        return entry[1]
+
     def _keep(self, entry: list[Any]) -> bool:
         """Whether a loaded result stays cached (an empty one only with negative caching)."""
         return self.cache_empty or not _is_empty(entry[1])
-
-    def _redis_ttl(self, ttl: float) -> Ttl:
-        return ttl + self.stale_ttl
 
     # -- sync -------------------------------------------------------------------------------
 
@@ -271,6 +286,7 @@ class QueryCache:
     ) -> Any:
         """:meth:`get_or_load` with a key of your own."""
         seconds = self._ttl(ttl)
+        engine, namespace = self.engine, self.namespace
         loaded: list[bool] = []
 
         def load() -> list[Any]:
@@ -281,39 +297,31 @@ class QueryCache:
             finally:
                 self._loaded(started)
 
-        state = "miss"
-        if self.stale_ttl:
-            # Only stale-while-revalidate needs to look before the single-flight does.
-            state, value = self._classify(
-                self.engine.get(self.namespace, key, MISSING, decode=self._decode)
-            )
-            if state == "fresh" or (state == "stale" and not self._claim_refresh(key)):
-                self._served(state)
-                return value
-        if state == "stale":
+        plan = self._plan(key)
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
             try:
-                entry = load()
-                self._count(refreshes=1)
-                if self._keep(entry):
-                    self.engine.set(
-                        self.namespace, key, entry, ttl=self._redis_ttl(seconds), tags=tags
+                step = plan.throw(error) if error is not None else plan.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            reply = error = None
+            try:
+                if step[0] == "get":
+                    reply = engine.get(namespace, key, MISSING, decode=self._decode)
+                elif step[0] == "load":
+                    reply = load()
+                elif step[0] == "get_or_compute":
+                    entry = engine.get_or_compute(
+                        namespace, key, load, decode=self._decode, **self._write(seconds, tags)
                     )
-            finally:
-                self._release_refresh(key)
-        else:
-            entry = self.engine.get_or_compute(
-                self.namespace,
-                key,
-                load,
-                ttl=self._redis_ttl(seconds),
-                tags=tags,
-                decode=self._decode,
-            )
-        if not loaded:
-            self._served("fresh")
-        elif not self._keep(entry):
-            self.engine.delete(self.namespace, key)
-        return entry[1]
+                    reply = (entry, bool(loaded))
+                elif step[0] == "set":
+                    reply = engine.set(namespace, key, step[1], **self._write(seconds, tags))
+                else:
+                    reply = engine.delete(namespace, key)
+            except Exception as exc:
+                error = exc
 
     def invalidate(self, *tags: str) -> int:
         """Delete every entry stored with one of ``tags``, in every process."""
@@ -346,8 +354,9 @@ class QueryCache:
         ttl: float | None = None,
         tags: Sequence[str] = (),
     ) -> Any:
+        """:meth:`cached_call` for an async ``loader``, on redis.asyncio."""
         seconds = self._ttl(ttl)
-        engine = self.async_engine
+        engine, namespace = self.async_engine, self.namespace
         loaded: list[bool] = []
 
         async def load() -> list[Any]:
@@ -358,38 +367,31 @@ class QueryCache:
             finally:
                 self._loaded(started)
 
-        state = "miss"
-        if self.stale_ttl:
-            state, value = self._classify(
-                await engine.get(self.namespace, key, MISSING, decode=self._decode)
-            )
-            if state == "fresh" or (state == "stale" and not self._claim_refresh(key)):
-                self._served(state)
-                return value
-        if state == "stale":
+        plan = self._plan(key)
+        reply: Any = None
+        error: BaseException | None = None
+        while True:
             try:
-                entry = await load()
-                self._count(refreshes=1)
-                if self._keep(entry):
-                    await engine.set(
-                        self.namespace, key, entry, ttl=self._redis_ttl(seconds), tags=tags
+                step = plan.throw(error) if error is not None else plan.send(reply)
+            except StopIteration as stop:
+                return stop.value
+            reply = error = None
+            try:
+                if step[0] == "get":
+                    reply = await engine.get(namespace, key, MISSING, decode=self._decode)
+                elif step[0] == "load":
+                    reply = await load()
+                elif step[0] == "get_or_compute":
+                    entry = await engine.get_or_compute(
+                        namespace, key, load, decode=self._decode, **self._write(seconds, tags)
                     )
-            finally:
-                self._release_refresh(key)
-        else:
-            entry = await engine.get_or_compute(
-                self.namespace,
-                key,
-                load,
-                ttl=self._redis_ttl(seconds),
-                tags=tags,
-                decode=self._decode,
-            )
-        if not loaded:
-            self._served("fresh")
-        elif not self._keep(entry):
-            await engine.delete(self.namespace, key)
-        return entry[1]
+                    reply = (entry, bool(loaded))
+                elif step[0] == "set":
+                    reply = await engine.set(namespace, key, step[1], **self._write(seconds, tags))
+                else:
+                    reply = await engine.delete(namespace, key)
+            except Exception as exc:
+                error = exc
 
     async def ainvalidate(self, *tags: str) -> int:
         self._count(invalidations=1)

@@ -265,11 +265,7 @@ class CacheMiddleware:
             or (b"cache-control" not in found and found.get(b"pragma") == b"no-cache")
         )
         host_value = found.get(b"host")
-        if host_value is not None:
-            host = host_value.decode("latin-1").lower()
-        else:
-            server = scope.get("server") or ("", None)
-            host = f"{server[0]}:{server[1]}" if server[1] else str(server[0])
+        host = host_value.decode("latin-1").lower() if host_value is not None else _host(scope)
         query: bytes = scope.get("query_string", b"")
         return _Request(
             method=scope["method"],
@@ -391,8 +387,7 @@ class CacheMiddleware:
         """Run the app; before the last byte of a 2xx/3xx response leaves, invalidate."""
         self.counts["BYPASS"] += 1
         path: str = scope["path"]
-        request = self._request(scope)
-        host = request.host if request is not None else _host(scope)
+        host = _host(scope)
         rule = self._rule(path)
         status = 0
         headers: list[tuple[bytes, bytes]] = []
@@ -456,7 +451,6 @@ class _Recorder:
         self.chunks: list[bytes] = []
         self.size = 0
         self.done = False
-        self.trailers = False
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -465,8 +459,13 @@ class _Recorder:
         elif kind == "http.response.body" and self.start is not None:
             await self._body(message)
         else:
-            if kind == "http.response.trailers":
-                self.trailers = True
+            # Trailers, or a pathsend/zerocopysend extension: nothing we can store. A held
+            # start must leave first.
+            self.plan = None
+            if self.held and self.start is not None:
+                self.held = False
+                start = self.start
+                await self.send({**start, "headers": [*start.get("headers", ()), _MISS]})
             await self.send(message)
 
     async def _started(self, message: Message) -> None:
@@ -528,7 +527,7 @@ class _Recorder:
 
     def complete(self) -> StoredResponse | None:
         """The response to store: complete, within the size limit, storable."""
-        if not self.done or self.plan is None or self.start is None or self.trailers:
+        if not self.done or self.plan is None or self.start is None:
             return None
         response_directives, lifetime = self.plan
         headers = list(self.start.get("headers", ()))
