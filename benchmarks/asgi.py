@@ -270,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trivial_rps = best["trivial"]["rps"]
     ours = best["CacheMiddleware hit"]
     ratio = ours["rps"] / trivial_rps
+    near_ratio = best["CacheMiddleware hit, local_ttl=1"]["rps"] / trivial_rps
     rows = [
         [
             name,
@@ -303,11 +304,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows,
         ),
         "",
-        f"Target: CacheMiddleware hit >= 0.85x the trivial endpoint: **{ratio:.2f}x, "
-        + ("met" if ratio >= 0.85 else "not met")
-        + "**. A hit never reaches FastAPI (no routing, validation or JSON encoding) but costs "
-        "one Redis round trip on redis.asyncio; fastapi-cache2 and cashews run inside the "
-        "endpoint, after FastAPI's routing and dependency resolution.",
+        f"Target: CacheMiddleware hit >= 0.85x the trivial endpoint. Default (every hit read "
+        f"from Redis): **{ratio:.2f}x, " + ("met" if ratio >= 0.85 else "not met") + "**. "
+        f"With the opt-in near cache (local_ttl=1): **{near_ratio:.2f}x, "
+        + ("met" if near_ratio >= 0.85 else "not met")
+        + "**, at the price of up to 1 s of staleness after another process's write.",
+        "",
+        "Why the default misses: a hit never reaches FastAPI (no routing, validation or JSON "
+        "encoding) but costs one Redis round trip on redis.asyncio, and that round trip alone "
+        "costs more CPU than the whole trivial endpoint. fastapi-cache2 and cashews pay the same "
+        "round trip plus FastAPI's routing and dependency resolution, since they run inside the "
+        "endpoint.",
         "",
     ]
     report = "\n".join(lines)

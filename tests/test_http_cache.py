@@ -324,3 +324,17 @@ async def test_near_cache_skips_redis_and_forgets_own_writes(redis_url: str) -> 
         for site in (near, other):
             await site.client.aclose()
             await site.app.aclose()
+
+
+async def test_fallback_to_memory_keeps_caching_in_one_process(dead_url: str) -> None:
+    app = make_app(dead_url, unique("http-memory"), fallback_to_memory=True)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+    try:
+        labels = [(await client.get("/plain")).headers["x-cache"] for _ in range(6)]
+        # The first lookups fail until the breaker opens; then the memory tier serves.
+        assert labels[-1] == "HIT" and "BYPASS" not in labels
+        assert app.engine.serving_from_memory
+        assert (await client.post("/items")).status_code == 201
+    finally:
+        await client.aclose()
+        await app.aclose()

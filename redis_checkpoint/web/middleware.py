@@ -35,8 +35,11 @@ What it does, in order of importance:
 * ``local_ttl`` > 0 turns on a near cache in process memory (see :mod:`.near`): hits then skip
   Redis for up to ``local_ttl`` seconds, at the price of invalidations from other processes
   reaching this one only within that time. Off by default.
+* ``fallback_to_memory=True`` (for a single process, e.g. a laptop or a demo) keeps caching in
+  the engine's bounded memory tier while Redis is away instead of passing requests through.
 * Redis down: the engine's circuit breaker answers "down" without a network call, and requests go
-  to the app (``X-Cache: BYPASS``); a memory tier, if the engine has one, is not used for HTTP.
+  to the app (``X-Cache: BYPASS``); a memory tier, if the engine has one, is used only with
+  ``fallback_to_memory=True``.
 """
 
 from __future__ import annotations
@@ -174,6 +177,7 @@ class CacheMiddleware:
         local_ttl: float = 0.0,
         local_max_entries: int = 1024,
         local_max_bytes: int = 32 * 1024 * 1024,
+        fallback_to_memory: bool = False,
         **engine_options: Any,
     ) -> None:
         if engine is not None and (target is not None or engine_options):
@@ -183,8 +187,9 @@ class CacheMiddleware:
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes={max_body_bytes!r} must be >= 1")
         if engine is None:
-            # No memory tier: a per-process copy could not see other processes' invalidations.
-            engine_options.setdefault("memory", None)
+            # No memory tier unless asked: a per-process copy cannot see other processes'
+            # invalidations.
+            engine_options.setdefault("memory", True if fallback_to_memory else None)
             engine_options.setdefault("max_value_bytes", max_body_bytes + 64 * 1024)
             engine = AsyncCacheEngine(target, **engine_options)
         self.app = app
@@ -194,6 +199,7 @@ class CacheMiddleware:
         self.rules = tuple(rules)
         self.max_body_bytes = max_body_bytes
         self.cache_cookies = cache_cookies
+        self.fallback_to_memory = fallback_to_memory and self.engine.core.memory is not None
         self.counts: dict[str, int] = {"HIT": 0, "MISS": 0, "BYPASS": 0}
         self.near = NearCache(local_ttl, local_max_entries, local_max_bytes) if local_ttl else None
 
@@ -229,6 +235,8 @@ class CacheMiddleware:
     def _redis_away(self) -> bool:
         """Redis is down, or the last call to it failed (the breaker counts failures before it
         opens): the lookup just made told us nothing, so this request bypasses."""
+        if self.fallback_to_memory:
+            return False
         breaker = self.engine.core.breaker
         return breaker.state != "closed" or breaker.failures > 0
 
