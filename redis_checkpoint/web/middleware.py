@@ -16,8 +16,9 @@ What it does, in order of importance:
 
 * **Never leaks a user's response to another.** Requests with ``Authorization`` are served only
   responses marked ``public``, ``s-maxage`` or ``must-revalidate`` and stored only when their own
-  response says so; requests with cookies bypass the cache (``cache_cookies=True`` changes that);
-  ``private`` and ``no-store`` responses and any response with ``Set-Cookie`` are never stored.
+  response says so; requests with cookies bypass the cache (``cache_cookies=True`` changes that,
+  for apps whose shared pages do not depend on cookies or say ``Vary: Cookie``); ``private``
+  and ``no-store`` responses and any response with ``Set-Cookie`` are never stored.
   A route whose rule has ``vary_user`` keys entries by the user the function names: deliberate
   per-user caching (``private`` responses are stored there, each for its own user only).
 * Honours ``Vary`` (an absent header matches only an absent one; ``Vary: *`` is never stored),
@@ -430,7 +431,12 @@ class CacheMiddleware:
                 target = urlsplit(value.decode("latin-1"))
                 if target.path and (not target.netloc or target.netloc.lower() == host):
                     tags.append(exact_tag(host, target.path))
-        await self.engine.invalidate_tags(self.namespace, *dict.fromkeys(tags))
+        try:
+            await self.engine.invalidate_tags(self.namespace, *dict.fromkeys(tags))
+        except Exception:
+            # The write happened: its response must still reach the client. Redis refused the
+            # command (it is up: an unreachable Redis queues the invalidation instead).
+            log.exception("invalidating %s after a write failed", tags)
 
 
 def _seconds(value: bytes | None) -> float:
