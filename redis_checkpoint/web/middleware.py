@@ -348,11 +348,7 @@ class CacheMiddleware:
 
     async def _miss(self, request: _Request, scope: Scope, receive: Receive, send: Send) -> None:
         self.counts["MISS"] += 1
-        recorder = _Recorder(self, request, send)
-        await self.app(scope, receive, recorder)
-        response = recorder.complete()
-        if response is not None and not self._redis_away():
-            await self._store(request, response)
+        await self.app(scope, receive, _Recorder(self, request, send))
 
     def _storable(
         self, request: _Request, status: int, headers: rfc9111.Headers
@@ -510,14 +506,18 @@ class _Recorder:
                 self.chunks.clear()
             else:
                 self.chunks.append(body)
+        if not more:
+            # Stored before the last byte leaves, so the client's next request can hit.
+            self.done = True
+            response = self.complete()
+            if response is not None and not self.middleware._redis_away():
+                await self.middleware._store(self.request, response)
         if self.held:
             if more:
                 return
             await self._release()
         else:
             await self.send(message)
-        if not more:
-            self.done = True
 
     async def _release(self) -> None:
         """Send the held response in one piece: with an ETag, or as a 304."""
