@@ -342,3 +342,26 @@ async def test_async_single_flight_and_tags(cache: QueryCache) -> None:
         pass
     assert await cache.aget_or_load("SELECT a", [1], slow, tags=["a"]) == [2]
     await cache.aclose()
+
+
+async def test_db_handles_are_recognised_and_statements_are_not() -> None:
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+    from sqlalchemy.orm import Session
+
+    from redis_checkpoint.cache.query import _is_db_handle
+
+    sync_engine = sa.create_engine("sqlite://")
+    async_engine = create_async_engine("sqlite+aiosqlite://")
+    raw = sqlite3.connect(":memory:")
+    try:
+        with Session(sync_engine) as session, sync_engine.connect() as connection:
+            handles = [sync_engine, session, connection, raw, raw.cursor()]
+            handles += [async_engine, AsyncSession(async_engine)]
+            assert all(_is_db_handle(handle) for handle in handles)
+        statement = sa.select(sa.literal(1))
+        assert not any(_is_db_handle(v) for v in (statement, sa.text("SELECT 1"), "db", 1, None))
+    finally:
+        raw.close()
+        sync_engine.dispose()
+        await async_engine.dispose()

@@ -63,11 +63,33 @@ DB_HANDLE_PARAMETERS = frozenset(
 )
 
 
+_DRIVER_MODULES = ("sqlalchemy.", "sqlite3", "psycopg", "asyncpg", "aiosqlite")
+_HANDLE_CLASSES = frozenset(
+    {
+        "Session",
+        "AsyncSession",
+        "scoped_session",
+        "async_scoped_session",
+        "Connection",
+        "AsyncConnection",
+        "Engine",
+        "AsyncEngine",
+        "Cursor",
+        "AsyncCursor",
+        "ServerCursor",
+        "AsyncServerCursor",
+        "Pool",
+    }
+)
+
+
 def _is_db_handle(value: Any) -> bool:
-    """A connection, session, cursor or engine of any DB-API or SQLAlchemy flavour."""
-    module = type(value).__module__
-    if module.startswith(("sqlalchemy.", "sqlite3", "psycopg", "asyncpg", "aiosqlite")):
-        return not isinstance(value, (str, bytes, int, float))
+    """A connection, session, cursor, engine or pool of SQLAlchemy, a known driver, or any
+    DB-API connection (it has ``cursor()`` and ``commit()``). Statements and other values of
+    those libraries are not handles: they stay in the key."""
+    for cls in type(value).__mro__:
+        if cls.__name__ in _HANDLE_CLASSES and cls.__module__.startswith(_DRIVER_MODULES):
+            return True
     return callable(getattr(value, "cursor", None)) and callable(getattr(value, "commit", None))
 
 
