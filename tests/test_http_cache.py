@@ -185,6 +185,8 @@ async def test_404_is_replayed_as_404(site: Site) -> None:
     again = await site.get("/missing")
     assert again.status_code == 404 and again.headers["x-cache"] == "HIT"
     assert again.text == "/missing#1"
+    conditional = await site.get("/missing", **{"if-none-match": "*"})
+    assert conditional.status_code == 404  # 304 answers only what would be a 2xx
 
 
 async def test_post_in_another_process_invalidates(site: Site, redis_url: str) -> None:

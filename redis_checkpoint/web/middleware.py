@@ -221,17 +221,15 @@ class CacheMiddleware:
         if request is None:
             await self._bypass(scope, receive, send)
             return
-        if request.lookup:
-            stored = await self._lookup(request)
-            if self._redis_away():
-                if self.near is not None:
-                    self.near.clear()
-                await self._bypass(scope, receive, send)
-                return
-            if stored is not None:
-                await self._replay(request, stored, send)
-                return
-        await self._miss(request, scope, receive, send)
+        stored = await self._lookup(request) if request.lookup else None
+        if self._redis_away():
+            if self.near is not None:
+                self.near.clear()
+            await self._bypass(scope, receive, send)
+        elif stored is not None:
+            await self._replay(request, stored, send)
+        else:
+            await self._miss(request, scope, receive, send)
 
     def _redis_away(self) -> bool:
         """Redis is down, or the last call to it failed (the breaker counts failures before it
@@ -256,10 +254,7 @@ class CacheMiddleware:
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
         found: dict[bytes, bytes] = {}
         for name, value in headers:
-            if (
-                name in (b"cookie", b"authorization", b"cache-control", b"pragma", b"range")
-                or name == b"host"
-            ):
+            if name in _REQUEST_HEADERS:
                 found[name] = value
         identity = rule.vary_user(scope) if rule.vary_user is not None else None
         per_user = identity is not None
@@ -328,7 +323,7 @@ class CacheMiddleware:
     async def _replay(self, request: _Request, stored: StoredResponse, send: Send) -> None:
         self.counts["HIT"] += 1
         age = str(int(stored.age(time.time()))).encode()
-        if rfc9111.none_match(rfc9111.header(request.headers, b"if-none-match"), stored.etag):
+        if _not_modified(request, stored.status, stored.etag):
             headers = [(k, v) for k, v in stored.headers if k in _NOT_MODIFIED_HEADERS]
             headers += [(b"age", age), (_X_CACHE, b"HIT")]
             await send({"type": "http.response.start", "status": 304, "headers": headers})
@@ -435,6 +430,13 @@ class CacheMiddleware:
             log.exception("invalidating %s after a write failed", tags)
 
 
+def _not_modified(request: _Request, status: int, etag: bytes) -> bool:
+    """Whether to answer 304: If-None-Match matches a response that would be a 2xx."""
+    if not 200 <= status < 300:
+        return False
+    return rfc9111.none_match(rfc9111.header(request.headers, b"if-none-match"), etag)
+
+
 def _seconds(value: bytes | None) -> float:
     return float(value) if value is not None and value.strip().isdigit() else 0.0
 
@@ -529,7 +531,7 @@ class _Recorder:
             etag = rfc9111.content_etag(body)
             headers.append((b"etag", etag))
         self.start["headers"] = headers
-        if rfc9111.none_match(rfc9111.header(self.request.headers, b"if-none-match"), etag):
+        if _not_modified(self.request, self.start["status"], etag):
             kept = [(k, v) for k, v in headers if k in _NOT_MODIFIED_HEADERS]
             await self.send(
                 {"type": "http.response.start", "status": 304, "headers": [*kept, _MISS]}
