@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import multiprocessing
 import platform
 import socket
@@ -39,12 +38,10 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from bench_report import percentile, progress, table
+from bench_report import percentile, progress, table, write_results
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SLOW_SECONDS = 0.02
 SETUPS = {
     "trivial": ("plain", "/trivial"),
@@ -320,11 +317,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        (RESULTS_DIR / "asgi.md").write_text(report)
-        payload = {"date": date, "args": vars(args), "best": best, "rounds": rounds}
-        (RESULTS_DIR / "asgi.json").write_text(json.dumps(payload, indent=2) + "\n")
-        progress(f"wrote {RESULTS_DIR / 'asgi.md'} and .json")
+        write_results(
+            "asgi", report, {"date": date, "args": vars(args), "best": best, "rounds": rounds}
+        )
     return 0
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def progress(message: str) -> None:
@@ -23,3 +28,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
     rule = "| " + " | ".join("-" * w for w in widths) + " |"
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
+
+
+def write_results(name: str, report: str, payload: dict[str, Any]) -> None:
+    """``benchmarks/results/<name>.md`` and ``.json``."""
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / f"{name}.md").write_text(report)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    progress(f"wrote {RESULTS_DIR / name}.md and .json")

@@ -23,7 +23,6 @@ hit rate.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -35,17 +34,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
-from bench_report import percentile, progress, table
+from bench_report import percentile, progress, table, write_results
 from prometheus_client import CollectorRegistry
 
 from redis_checkpoint import CacheEngine, QueryCache
 from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.testing import RedisServer
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CUSTOMERS, PRODUCTS, REGIONS, CATEGORIES, MONTHS = 20_000, 2_000, 50, 40, 12
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -336,11 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        (RESULTS_DIR / "query_cache.md").write_text(report)
-        payload = {"date": date, "args": vars(args), "results": results, "skipped": skipped}
-        (RESULTS_DIR / "query_cache.json").write_text(json.dumps(payload, indent=2) + "\n")
-        progress(f"wrote {RESULTS_DIR / 'query_cache.md'} and .json")
+        write_results(
+            "query_cache",
+            report,
+            {"date": date, "args": vars(args), "results": results, "skipped": skipped},
+        )
     return 0
 
 
