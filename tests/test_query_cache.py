@@ -365,3 +365,47 @@ async def test_db_handles_are_recognised_and_statements_are_not() -> None:
         raw.close()
         sync_engine.dispose()
         await async_engine.dispose()
+
+
+async def test_async_stale_while_revalidate_and_no_negative_caching(redis_url: str) -> None:
+    cache = QueryCache(
+        engine=engine(redis_url, unique("aswr")), ttl=0.2, stale_ttl=60, cache_empty=False
+    )
+    version = {"n": 1}
+
+    async def loader() -> list[int]:
+        return [version["n"]] if version["n"] < 3 else []
+
+    try:
+        assert await cache.aget_or_load("SELECT v", None, loader) == [1]
+        await asyncio.sleep(0.3)  # stale now
+        version["n"] = 2
+        assert await cache.aget_or_load("SELECT v", None, loader) == [2]  # this caller reloads
+        assert cache.stats().refreshes == 1
+        await asyncio.sleep(0.3)
+        version["n"] = 3
+        assert await cache.aget_or_load("SELECT v", None, loader) == []  # refreshed to empty
+        version["n"] = 1
+        assert await cache.aget_or_load("SELECT v", None, loader) == [1]  # empty was not kept
+    finally:
+        await cache.aclose()
+
+
+def test_cached_query_uses_the_configured_default_cache(cache: QueryCache) -> None:
+    from redis_checkpoint import set_query_cache
+    from redis_checkpoint.cache.query import get_query_cache
+
+    calls: list[int] = []
+
+    @cached_query(ttl=30)
+    def answer(x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    set_query_cache(cache)
+    try:
+        assert get_query_cache() is cache
+        assert answer(21) == answer(21) == 42
+        assert calls == [21]
+    finally:
+        set_query_cache(None)
