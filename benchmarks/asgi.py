@@ -20,6 +20,10 @@ every request's latency. Setups:
 * ``fastapi-cache2 hit``: ``/slow`` with fastapi-cache2's ``@cache`` on its RedisBackend;
 * ``cashews hit``: ``/slow`` with cashews' ``@cache`` on its Redis backend.
 
+Each cache setup also gets the cross-user check: ``GET /me`` (an endpoint answering with the
+request's ``Authorization``, cached the way each library documents: our middleware over the
+whole app, the others' ``@cache`` on the endpoint) as alice twice, then as bob.
+
 All caches use the same private ``redis-server`` started by this script, and are warmed by one
 request before measuring. Rounds alternate the setups; a setup's best round is reported (the
 machine is shared, so the best round is the least disturbed one). Target, printed and never
@@ -41,6 +45,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bench_report import percentile, progress, table, write_results
+from fastapi import Request  # at module level: the endpoints' annotations are resolved here
 
 SLOW_SECONDS = 0.02
 SETUPS = {
@@ -85,6 +90,11 @@ def build_app(kind: str, redis_url: str) -> Any:
         async def fc2_slow() -> dict[str, Any]:
             return await slow_document()
 
+        @app.get("/me")
+        @fc2_cache(expire=600)
+        async def fc2_me(request: Request) -> dict[str, Any]:
+            return {"user": request.headers.get("authorization")}
+
         return app
     if kind == "cashews":
         from cashews import cache as cashews_cache
@@ -97,6 +107,11 @@ def build_app(kind: str, redis_url: str) -> Any:
         async def cashews_slow() -> dict[str, Any]:
             return await slow_document()
 
+        @app.get("/me")
+        @cashews_cache(ttl="10m")
+        async def cashews_me(request: Request) -> dict[str, Any]:
+            return {"user": request.headers.get("authorization")}
+
         return app
 
     app = FastAPI()
@@ -108,6 +123,10 @@ def build_app(kind: str, redis_url: str) -> Any:
     @app.get("/slow")
     async def slow() -> dict[str, Any]:
         return await slow_document()
+
+    @app.get("/me")
+    async def me(request: Request) -> dict[str, Any]:
+        return {"user": request.headers.get("authorization")}
 
     if kind in ("ours", "ours-near"):
         from redis_checkpoint import CacheMiddleware
@@ -229,6 +248,26 @@ async def wait_and_warm(port: int, path: str, process: multiprocessing.Process) 
     writer.close()
 
 
+async def leak_check(port: int) -> str:
+    """GET /me as alice (twice, so a cache has stored it), then as bob: whose profile does bob
+    get?"""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        bodies = []
+        for user in ("alice", "alice", "bob"):
+            request = (
+                f"GET /me HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Authorization: Bearer {user}\r\n\r\n"
+            ).encode()
+            status, _, body = await one_request(reader, writer, request)
+            if status != 200:
+                return f"/me answered {status}"
+            bodies.append(body)
+    finally:
+        writer.close()
+    return "LEAKS alice's /me to bob" if b"alice" in bodies[2] else "no leak"
+
+
 def run_setup(kind: str, path: str, redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     context = multiprocessing.get_context("spawn")
@@ -236,7 +275,9 @@ def run_setup(kind: str, path: str, redis_url: str, args: argparse.Namespace) ->
     process.start()
     try:
         asyncio.run(wait_and_warm(port, path, process))
-        return asyncio.run(load(port, path, args.seconds, args.connections))
+        result = asyncio.run(load(port, path, args.seconds, args.connections))
+        result["leak"] = asyncio.run(leak_check(port)) if kind != "plain" else "-"
+        return result
     finally:
         process.terminate()
         process.join(10)
@@ -277,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['p99_ms']:.2f}",
             ", ".join(f"{k} {v}" for k, v in sorted(r["x_cache"].items())),
             str(r["errors"]),
+            r["leak"],
         ]
         for name, r in best.items()
     ]
@@ -297,7 +339,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "middleware said (the other caches send no such header)",
         "",
         table(
-            ["setup", "requests/s", "vs trivial", "p50 ms", "p99 ms", "X-Cache", "errors"],
+            [
+                "setup",
+                "requests/s",
+                "vs trivial",
+                "p50 ms",
+                "p99 ms",
+                "X-Cache",
+                "errors",
+                "cross-user /me",
+            ],
             rows,
         ),
         "",
