@@ -89,10 +89,8 @@ def _pack(value: Any) -> bytes:
 
 
 def _needs_ext(value: Any) -> bool:
-    return (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and not (_INT64_MIN <= value <= _UINT64_MAX)
+    return isinstance(value, int) and not isinstance(value, bool) and not (
+        _INT64_MIN <= value <= _UINT64_MAX
     )
 
 

@@ -154,7 +154,9 @@ class CachedEmbeddings(Embeddings):
         if not texts:
             return []
         keys = [digest(text) for text in texts]
-        found = await self.async_engine.get_many(self.documents_namespace, keys, decode=self.unpack)
+        found = await self.async_engine.get_many(
+            self.documents_namespace, keys, decode=self.unpack
+        )
         missing = self._missing(texts, found)
         if not missing:
             return list(found)
