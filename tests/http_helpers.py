@@ -3,10 +3,12 @@ processes. Every endpoint counts its calls, so a test can tell a HIT from a trip
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 from cache_helpers import private_metrics
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -102,3 +104,17 @@ def make_app(url: str, prefix: str, **options: Any) -> CacheMiddleware:
     )
     middleware.calls = calls  # type: ignore[attr-defined]
     return middleware
+
+
+def post_in_process(url: str, prefix: str, path: str) -> None:
+    """A worker process: its own app behind its own CacheMiddleware POSTs to ``path``."""
+
+    async def main() -> None:
+        app = make_app(url, prefix)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.post(path)
+            response.raise_for_status()
+        await app.aclose()
+
+    asyncio.run(main())

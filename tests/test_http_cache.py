@@ -11,8 +11,7 @@ import httpx
 import pytest
 import redis
 from cache_helpers import unique
-from http_helpers import make_app
-from query_helpers import post_in_process
+from http_helpers import make_app, post_in_process
 
 from redis_checkpoint import CacheMiddleware
 from redis_checkpoint.web.entry import primary_key

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import aiosqlite
 import pytest
 import redis
-from cache_helpers import engine, unique
+from cache_helpers import engine, private_metrics, unique
 from query_helpers import invalidate_query_tag
 
 from redis_checkpoint import QueryCache, cached_query
@@ -27,7 +27,7 @@ from redis_checkpoint.cache.core import MISSING
 
 @pytest.fixture
 def cache(redis_url: str) -> Iterator[QueryCache]:
-    query_cache = QueryCache(engine=engine(redis_url, unique("query")))
+    query_cache = QueryCache(redis_url, prefix=unique("query"), metrics=private_metrics())
     try:
         yield query_cache
     finally:
@@ -163,7 +163,7 @@ async def test_async_decorator_on_aiosqlite(cache: QueryCache) -> None:
 
 def test_tag_invalidation_from_another_process(redis_url: str) -> None:
     prefix = unique("query-xproc")
-    cache = QueryCache(engine=engine(redis_url, prefix))
+    cache = QueryCache(redis_url, prefix=prefix, metrics=private_metrics())
     version = {"n": 1}
     try:
         loader = lambda: [version["n"]]  # noqa: E731
@@ -270,7 +270,9 @@ def test_concurrent_misses_load_once(cache: QueryCache) -> None:
 
 
 def test_stale_while_revalidate(redis_url: str) -> None:
-    cache = QueryCache(engine=engine(redis_url, unique("swr")), ttl=0.2, stale_ttl=60)
+    cache = QueryCache(
+        redis_url, prefix=unique("swr"), metrics=private_metrics(), ttl=0.2, stale_ttl=60
+    )
     version = {"n": 1}
     release = threading.Event()
     refreshing = threading.Event()
@@ -369,7 +371,12 @@ async def test_db_handles_are_recognised_and_statements_are_not() -> None:
 
 async def test_async_stale_while_revalidate_and_no_negative_caching(redis_url: str) -> None:
     cache = QueryCache(
-        engine=engine(redis_url, unique("aswr")), ttl=0.2, stale_ttl=60, cache_empty=False
+        redis_url,
+        prefix=unique("aswr"),
+        metrics=private_metrics(),
+        ttl=0.2,
+        stale_ttl=60,
+        cache_empty=False,
     )
     version = {"n": 1}
 

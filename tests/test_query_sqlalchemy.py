@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from cache_helpers import engine, unique
+from cache_helpers import private_metrics, unique
 from query_helpers import POSTGRES_URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session
@@ -98,7 +98,7 @@ class Counter:
 
 @pytest.fixture
 def cache(redis_url: str) -> Iterator[QueryCache]:
-    query_cache = QueryCache(engine=engine(redis_url, unique("sqla")))
+    query_cache = QueryCache(redis_url, prefix=unique("sqla"), metrics=private_metrics())
     try:
         yield query_cache
     finally:
