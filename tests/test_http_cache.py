@@ -339,3 +339,22 @@ async def test_fallback_to_memory_keeps_caching_in_one_process(dead_url: str) ->
     finally:
         await client.aclose()
         await app.aclose()
+
+
+async def test_added_the_starlette_way(redis_url: str) -> None:
+    from collections import Counter
+
+    from cache_helpers import private_metrics
+    from http_helpers import make_inner
+    from starlette.middleware import Middleware
+
+    calls: Counter[str] = Counter()
+    inner = make_inner(calls)
+    options = {"target": redis_url, "prefix": unique("http-mw"), "metrics": private_metrics()}
+    app = type(inner)(routes=inner.routes, middleware=[Middleware(CacheMiddleware, **options)])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as client:
+        assert (await client.get("/plain")).headers["x-cache"] == "MISS"
+        assert (await client.get("/plain")).headers["x-cache"] == "HIT"
+    assert calls["/plain"] == 1

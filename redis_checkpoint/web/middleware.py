@@ -260,7 +260,7 @@ class CacheMiddleware:
         per_user = identity is not None
         if b"range" in found or (b"cookie" in found and not (per_user or self.cache_cookies)):
             return None
-        request_directives = rfc9111.directives(headers)
+        request_directives = rfc9111.directives(headers) if b"cache-control" in found else {}
         if "no-store" in request_directives:
             return None
         lookup = not (
