@@ -358,3 +358,31 @@ async def test_added_the_starlette_way(redis_url: str) -> None:
         assert (await client.get("/plain")).headers["x-cache"] == "MISS"
         assert (await client.get("/plain")).headers["x-cache"] == "HIT"
     assert calls["/plain"] == 1
+
+
+async def test_held_responses_in_several_chunks(redis_url: str) -> None:
+    from cache_helpers import private_metrics
+
+    async def raw_app(scope: Any, receive: Any, send: Any) -> None:
+        declared, chunks = {
+            "/two-chunks": (b"20", [b"a" * 10, b"b" * 10]),
+            "/lying-length": (b"5", [b"c" * 50, b"d" * 50]),  # over max_body_bytes=64
+        }[scope["path"]]
+        headers = [(b"content-type", b"text/plain"), (b"content-length", declared)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for index, chunk in enumerate(chunks):
+            more = index < len(chunks) - 1
+            await send({"type": "http.response.body", "body": chunk, "more_body": more})
+
+    app = CacheMiddleware(
+        raw_app, redis_url, prefix=unique("http-raw"), metrics=private_metrics(), max_body_bytes=64
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        first = await client.get("/two-chunks")
+        assert first.content == b"a" * 10 + b"b" * 10 and "etag" in first.headers
+        assert (await client.get("/two-chunks")).headers["x-cache"] == "HIT"
+        lying = await client.get("/lying-length")
+        assert lying.content == b"c" * 50 + b"d" * 50  # every byte the app sent
+        assert (await client.get("/lying-length")).headers["x-cache"] == "MISS"  # not stored
+    await app.aclose()

@@ -324,7 +324,7 @@ class CacheMiddleware:
         self.counts["HIT"] += 1
         age = str(int(stored.age(time.time()))).encode()
         if _not_modified(request, stored.status, stored.etag):
-            headers = [(k, v) for k, v in stored.headers if k in _NOT_MODIFIED_HEADERS]
+            headers = [(k, v) for k, v in stored.headers if k.lower() in _NOT_MODIFIED_HEADERS]
             headers += [(b"age", age), (_X_CACHE, b"HIT")]
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
@@ -504,10 +504,11 @@ class _Recorder:
         if self.plan is not None:
             self.size += len(body)
             if self.size > self.middleware.max_body_bytes:
-                self.plan = None  # too big to store: stop copying, keep streaming
-                self.chunks.clear()
-            else:
-                self.chunks.append(body)
+                self.plan = None  # too big to store (a Content-Length that lied, if held)
+                if not self.held:
+                    self.chunks.clear()  # streaming: stop copying
+        if self.held or self.plan is not None:
+            self.chunks.append(body)
         if not more:
             # Stored before the last byte leaves, so the client's next request can hit.
             self.done = True
@@ -532,7 +533,7 @@ class _Recorder:
             headers.append((b"etag", etag))
         self.start["headers"] = headers
         if _not_modified(self.request, self.start["status"], etag):
-            kept = [(k, v) for k, v in headers if k in _NOT_MODIFIED_HEADERS]
+            kept = [(k, v) for k, v in headers if k.lower() in _NOT_MODIFIED_HEADERS]
             await self.send(
                 {"type": "http.response.start", "status": 304, "headers": [*kept, _MISS]}
             )
@@ -549,7 +550,7 @@ class _Recorder:
         headers = list(self.start.get("headers", ()))
         body = b"".join(self.chunks)
         etag = rfc9111.header(headers, b"etag") or rfc9111.content_etag(body)
-        kept = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP and k != b"etag"]
+        kept = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP | {b"etag"}]
         shareable = bool({"public", "s-maxage", "must-revalidate"} & set(response_directives))
         return StoredResponse(
             status=self.start["status"],
