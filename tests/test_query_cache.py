@@ -416,3 +416,23 @@ def test_cached_query_uses_the_configured_default_cache(cache: QueryCache) -> No
         assert calls == [21]
     finally:
         set_query_cache(None)
+
+
+def test_empty_ttl_shortens_the_life_of_empty_results(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    cache = QueryCache(
+        redis_url, prefix=unique("empty-ttl"), metrics=private_metrics(), ttl=600, empty_ttl=5
+    )
+    try:
+        assert cache.get_or_load("SELECT none", None, lambda: []) == []
+        assert cache.get_or_load("SELECT some", None, lambda: [1]) == [1]
+
+        def pttl(sql: str) -> int:
+            key = cache.engine.core.layout.entry(cache.namespace, cache.query_key(sql, None))
+            return int(redis_client.pttl(key))
+
+        assert 0 < pttl("SELECT none") <= 5000
+        assert 590_000 < pttl("SELECT some") <= 600_000
+    finally:
+        cache.close()

@@ -207,6 +207,10 @@ class QueryCache(EngineFace):
     def _write(self, ttl: float, tags: Sequence[str]) -> dict[str, Any]:
         return {"ttl": ttl + self.stale_ttl, "tags": tags}
 
+    def _rewrite(self, entry: list[Any], tags: Sequence[str]) -> dict[str, Any]:
+        """Options to store ``entry`` for the rest of its own lifetime."""
+        return self._write(max(0.001, entry[0] - time.time()), tags)
+
     def _plan(self, key: str) -> Generator[tuple[Any, ...], Any, Any]:
         """The steps of one cached call, shared by both drivers. Each step is a tuple the
         driver carries out with its engine: ("get",) -> the entry or MISSING; ("load",) -> a
@@ -232,6 +236,9 @@ class QueryCache(EngineFace):
             if not loaded:
                 self._served("fresh")
                 return entry[1]
+            if self._keep(entry) and self.empty_ttl is not None and _is_empty(entry[1]):
+                # The single-flight stored it with the TTL of a full result: shorten it.
+                yield ("set", entry)
         if not self._keep(entry):
             yield ("delete",)
         return entry[1]
@@ -296,7 +303,7 @@ class QueryCache(EngineFace):
                     )
                     reply = (entry, bool(loaded))
                 elif step[0] == "set":
-                    reply = engine.set(namespace, key, step[1], **self._write(seconds, tags))
+                    reply = engine.set(namespace, key, step[1], **self._rewrite(step[1], tags))
                 else:
                     reply = engine.delete(namespace, key)
             except Exception as exc:
@@ -366,7 +373,9 @@ class QueryCache(EngineFace):
                     )
                     reply = (entry, bool(loaded))
                 elif step[0] == "set":
-                    reply = await engine.set(namespace, key, step[1], **self._write(seconds, tags))
+                    reply = await engine.set(
+                        namespace, key, step[1], **self._rewrite(step[1], tags)
+                    )
                 else:
                     reply = await engine.delete(namespace, key)
             except Exception as exc:
