@@ -436,3 +436,20 @@ def test_empty_ttl_shortens_the_life_of_empty_results(
         assert 590_000 < pttl("SELECT some") <= 600_000
     finally:
         cache.close()
+
+
+def test_arguments_named_like_handles_stay_in_the_key(cache: QueryCache) -> None:
+    class Repository:
+        def __init__(self, connection: sqlite3.Connection) -> None:
+            self.connection = connection
+
+        @cache.cached(ignore=["self"])
+        def count(self, db: str) -> str:
+            return f"rows in {db}"
+
+    repository = Repository(sqlite3.connect(":memory:"))
+    try:
+        assert repository.count("sales") == "rows in sales"
+        assert repository.count("hr") == "rows in hr"  # `db` is data here, not a handle
+    finally:
+        repository.connection.close()

@@ -20,7 +20,6 @@ from redis_checkpoint.cache.keys import digest
 from redis_checkpoint.cache.query import QueryCache, plain_rows
 
 __all__ = [
-    "DB_HANDLE_PARAMETERS",
     "Invalidates",
     "cached_query",
     "expand_tags",
@@ -30,13 +29,6 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-#: Parameters left out of a decorated function's key by name: the handle a query runs on, not
-#: what it asks for.
-DB_HANDLE_PARAMETERS = frozenset(
-    {"self", "cls", "session", "db", "conn", "connection", "cursor", "engine", "tx", "transaction"}
-)
-
 
 _DRIVER_MODULES = ("sqlalchemy.", "sqlite3", "psycopg", "asyncpg", "aiosqlite")
 _HANDLE_CLASSES = frozenset(
@@ -85,7 +77,7 @@ class _CallKey:
         self.signature = inspect.signature(function)
         self.custom = key
         self.tags = tuple(tags)
-        self.ignore = DB_HANDLE_PARAMETERS | set(ignore)
+        self.ignore = frozenset(ignore)
 
     def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> inspect.BoundArguments:
         bound = self.signature.bind(*args, **kwargs)
@@ -154,10 +146,13 @@ def cached_query(
     """Cache what a sync or async query function returns.
 
     The key is the function's module and qualified name plus its bound arguments (defaults
-    applied, so ``f(1)`` and ``f(x=1)`` share an entry), without DB handles: parameters named
-    in :data:`DB_HANDLE_PARAMETERS` or ``ignore`` and any SQLAlchemy, sqlite3, psycopg, asyncpg
-    or DB-API connection, session or cursor. ``key(*args, **kwargs)`` replaces that. ``tags``
-    may hold ``{argument}`` fields. ``cache`` defaults to :func:`get_query_cache`.
+    applied, so ``f(1)`` and ``f(x=1)`` share an entry), without DB handles: any SQLAlchemy
+    session, connection or engine, any sqlite3, psycopg, asyncpg or aiosqlite connection, cursor
+    or pool, any DB-API connection. Handles are recognised by their type, never by a parameter's
+    name (a ``db: str`` holding a database name must stay in the key). Other arguments that are
+    not data, such as ``self`` of a repository method, need ``ignore=["self"]`` or a ``key``
+    function: a TypeError says so. ``key(*args, **kwargs)`` replaces the whole derivation.
+    ``tags`` may hold ``{argument}`` fields. ``cache`` defaults to :func:`get_query_cache`.
     """
 
     def decorate(function: Callable[P, R]) -> Callable[P, R]:
