@@ -62,3 +62,10 @@ def __getattr__(name: str) -> Any:
         return getattr(management, name)
     raise AttributeError(f"module 'redis_checkpoint' has no attribute {name!r}")
 __version__ = "0.1.0"
+
+# The web-facing caches (issue 4): the DB-query cache and the ASGI response cache.
+from redis_checkpoint.cache.query import QueryCache
+from redis_checkpoint.cache.query_decorators import cached_query, set_query_cache
+from redis_checkpoint.web import CacheMiddleware, CacheRule
+
+__all__ += ["CacheMiddleware", "CacheRule", "QueryCache", "cached_query", "set_query_cache"]

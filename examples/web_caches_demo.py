@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""The web-facing caches at work: a DB-query cache on SQLite and a cached ASGI endpoint.
+
+    python examples/web_caches_demo.py
+
+Uses Redis at REDIS_URL (default redis://127.0.0.1:6379/0) under the key prefix "demo-web"
+(never flushed: the demo starts its namespaces afresh with one INCR each); when Redis cannot be
+reached, the same code runs on the cache's in-memory tier. The endpoint is served in-process
+through httpx's ASGI transport, so nothing listens on a port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from redis_checkpoint import CacheEngine, CacheMiddleware, QueryCache, Settings
+from redis_checkpoint.client import check_connection
+from redis_checkpoint.errors import RedisUnavailableError
+
+PREFIX = "demo-web"
+REPORT_SECONDS = 0.05
+
+
+def sales_database() -> sqlite3.Connection:
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, region TEXT, total REAL)")
+    regions = ["north", "south", "east", "west"]
+    db.executemany(
+        "INSERT INTO orders (region, total) VALUES (?, ?)",
+        [(regions[i % 4], (i * 7919) % 1000 / 10) for i in range(200_000)],
+    )
+    return db
+
+
+def query_demo(settings: Settings) -> None:
+    db = sales_database()
+    engine = CacheEngine(settings, prefix=PREFIX)
+    cache = QueryCache(engine=engine, namespace="db", ttl=300)
+    cache.clear()
+    sql = "SELECT region, COUNT(*), ROUND(SUM(total), 2) FROM orders WHERE region = ?"
+
+    def report(region: str) -> Any:
+        return cache.get_or_load(
+            sql, [region], lambda: db.execute(sql, (region,)).fetchall(), tags=["orders"]
+        )
+
+    print(f"{'query cache (SQLite, 200,000 orders)':<44} {'cache':<6} {'ms':>8}")
+    for step, region in enumerate(
+        ["north", "south", "north", "north", "south", "north", "south", "east"]
+    ):
+        if step == 5:
+            with cache.invalidates("orders"):  # a write: every cached report on orders goes
+                db.execute("INSERT INTO orders (region, total) VALUES ('south', 1.0)")
+            print(f"{'  INSERT INTO orders + invalidate tag orders':<44}")
+        loads = cache.stats().loads
+        started = time.perf_counter()
+        rows = report(region)
+        elapsed = (time.perf_counter() - started) * 1000
+        outcome = "miss" if cache.stats().loads > loads else "hit"
+        result = f"{rows[0][1]:>6} orders, {rows[0][2]:>10}"
+        print(f"  {region:<8} -> {result}  {outcome:<6} {elapsed:>8.2f}")
+    stats = cache.stats()
+    print(
+        f"  hits {stats.hits}, misses {stats.loads}, hit ratio {stats.hit_ratio:.0%}, "
+        f"time saved ~{stats.time_saved_seconds * 1000:.0f} ms\n"
+    )
+    engine.close()
+    db.close()
+
+
+async def endpoint_demo(settings: Settings) -> None:
+    calls = {"report": 0}
+
+    async def sales_report(request: Request) -> Response:
+        if request.method == "POST":
+            return Response(status_code=201)
+        calls["report"] += 1
+        await asyncio.sleep(REPORT_SECONDS)  # the slow part: a database, an upstream API
+        return JSONResponse({"report": calls["report"], "north": 50_000})
+
+    inner = Starlette(routes=[Route("/report", sales_report, methods=["GET", "POST"])])
+    # One process here, so the memory tier may stand in for Redis when it is away.
+    app = CacheMiddleware(inner, settings, prefix=PREFIX, fallback_to_memory=True)
+    await app.engine.clear("http")
+    transport = httpx.ASGITransport(app=app)
+    print(
+        f"{'cached endpoint (ASGI, in-process)':<30} {'status':>6} {'X-Cache':<8} {'Age':>3} "
+        f"{'ETag':<12} {'ms':>7}"
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+        etag = ""
+        steps: list[tuple[str, str, dict[str, str]]] = [
+            ("GET /report", "GET", {}),
+            ("GET /report", "GET", {}),
+            ("GET /report If-None-Match", "GET", {}),
+            ("HEAD /report", "HEAD", {}),
+            ("POST /report (a write)", "POST", {}),
+            ("GET /report", "GET", {}),
+        ]
+        for label, method, headers in steps:
+            if "If-None-Match" in label:
+                headers = {"if-none-match": etag}
+            started = time.perf_counter()
+            response = await client.request(method, "/report", headers=headers)
+            elapsed = (time.perf_counter() - started) * 1000
+            etag = response.headers.get("etag", etag)
+            print(
+                f"  {label:<28} {response.status_code:>6} "
+                f"{response.headers.get('x-cache', ''):<8} {response.headers.get('age', '-'):>3} "
+                f"{response.headers.get('etag', '-')[:12]:<12} {elapsed:>7.2f}"
+            )
+    print(f"  the endpoint ran {calls['report']} times for 5 reads; X-Cache counts: {app.counts}")
+    await app.aclose()
+
+
+def main() -> None:
+    settings = Settings.from_env(socket_connect_timeout=0.2, retries=0)
+    try:
+        probe = CacheEngine(settings, prefix=PREFIX)
+        check_connection(probe.client)
+        probe.close()
+        print(f"Caching on Redis at {settings.redacted_url()} (key prefix {PREFIX!r})\n")
+    except RedisUnavailableError:
+        print("Caching on the in-memory tier (Redis unreachable)\n")
+    query_demo(settings)
+    asyncio.run(endpoint_demo(settings))
+
+
+if __name__ == "__main__":
+    main()

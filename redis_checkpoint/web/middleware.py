@@ -1,0 +1,567 @@
+"""CacheMiddleware: a shared HTTP cache (RFC 9111) for any ASGI app, on the cache engine.
+
+::
+
+    app.add_middleware(
+        CacheMiddleware,
+        target="redis://localhost:6379/0",
+        rules=[
+            CacheRule("/admin/*", cache=False),
+            CacheRule("/me", vary_user=lambda scope: user_id_from(scope)),
+            CacheRule("/items/*", ttl=60, invalidates=["/items"]),
+        ],
+    )
+
+What it does, in order of importance:
+
+* **Never leaks a user's response to another.** Requests with ``Authorization`` are served only
+  responses marked ``public``, ``s-maxage`` or ``must-revalidate`` and stored only when their own
+  response says so; requests with cookies bypass the cache (``cache_cookies=True`` changes that,
+  for apps whose shared pages do not depend on cookies or say ``Vary: Cookie``); ``private``
+  and ``no-store`` responses and any response with ``Set-Cookie`` are never stored.
+  A route whose rule has ``vary_user`` keys entries by the user the function names: deliberate
+  per-user caching (``private`` responses are stored there, each for its own user only).
+* Honours ``Vary`` (an absent header matches only an absent one; ``Vary: *`` is never stored),
+  ``s-maxage`` over ``max-age`` over ``Expires`` over the rule's TTL over ``default_ttl`` (600 s);
+  sends ``Age``; stores only final responses with a cacheable status (a 404 replays as a 404).
+* Adds a strong ``ETag`` computed from the body when the app sent none and answers
+  ``If-None-Match`` (weak comparison, lists, ``*``) with 304; HEAD is answered from the GET entry.
+* A successful (2xx/3xx) POST, PUT, PATCH or DELETE invalidates its path (all query strings and
+  variants), the paths of its ``Location``/``Content-Location``, and the rule's ``invalidates``
+  prefixes, in every process, before its response's last byte leaves.
+* Marks every response ``X-Cache: HIT``, ``MISS`` or ``BYPASS``.
+* A response with a ``Content-Length`` within ``max_body_bytes`` is held until complete (to add the
+  ETag or answer 304); any other response streams through at once, untouched but for ``X-Cache``,
+  and is stored afterwards only if it completed within ``max_body_bytes``.
+* ``local_ttl`` > 0 turns on a near cache in process memory (see :mod:`.near`): hits then skip
+  Redis for up to ``local_ttl`` seconds, at the price of invalidations from other processes
+  reaching this one only within that time. Off by default.
+* ``fallback_to_memory=True`` (for a single process, e.g. a laptop or a demo) keeps caching in
+  the engine's bounded memory tier while Redis is away instead of passing requests through.
+* Redis down: the engine's circuit breaker answers "down" without a network call, and requests go
+  to the app (``X-Cache: BYPASS``); a memory tier, if the engine has one, is used only with
+  ``fallback_to_memory=True``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from redis_checkpoint.cache.core import MISSING
+from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient
+from redis_checkpoint.settings import Settings
+from redis_checkpoint.web import rfc9111
+from redis_checkpoint.web.entry import (
+    StoredResponse,
+    VaryMarker,
+    decode_entry,
+    encode_entry,
+    exact_tag,
+    path_tags,
+    prefix_tag,
+    primary_key,
+    variant_key,
+)
+from redis_checkpoint.web.near import NearCache
+
+__all__ = ["CacheMiddleware", "CacheRule"]
+
+log = logging.getLogger("redis_checkpoint.web")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+DEFAULT_TTL: Final = 600.0
+DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_HOP_BY_HOP: Final = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"age",
+        b"x-cache",
+        b"content-length",
+    }
+)
+# What a 304 carries of the full response (RFC 9110 15.4.5).
+_NOT_MODIFIED_HEADERS: Final = frozenset(
+    {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary"}
+)
+_X_CACHE: Final = b"x-cache"
+_REQUEST_HEADERS: Final = frozenset(
+    {b"cookie", b"authorization", b"cache-control", b"pragma", b"range", b"host"}
+)
+
+
+@dataclass(frozen=True)
+class CacheRule:
+    """How requests whose path matches ``path`` (a glob: ``*`` matches anything, ``/`` too)
+    are cached. The first matching rule wins.
+
+    ``ttl``: lifetime when the response gives none (default: the middleware's ``default_ttl``).
+    ``cache=False``: never cached (``X-Cache: BYPASS``). ``vary_user(scope)``: the identity of
+    the requesting user (None: anonymous), which becomes part of the key. ``invalidates``: path
+    prefixes a successful unsafe request on this route also invalidates.
+    """
+
+    path: str
+    ttl: float | None = None
+    cache: bool = True
+    vary_user: Callable[[Scope], str | None] | None = None
+    invalidates: Sequence[str] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.ttl is not None and not self.ttl > 0:
+            raise ValueError(f"CacheRule({self.path!r}) ttl={self.ttl!r} must be > 0 seconds")
+        if isinstance(self.invalidates, str):
+            raise TypeError("invalidates must be a sequence of path prefixes, e.g. ['/items']")
+        for prefix in self.invalidates:
+            if not prefix.startswith("/"):
+                raise ValueError(f"invalidated prefix {prefix!r} must start with '/'")
+
+    def matches(self, path: str) -> bool:
+        return fnmatch.fnmatchcase(path, self.path)
+
+
+_DEFAULT_RULE: Final = CacheRule("*")
+
+
+@dataclass
+class _Request:
+    """What one request asks of the cache."""
+
+    method: str
+    host: str
+    path: str
+    rule: CacheRule
+    headers: list[tuple[bytes, bytes]]
+    key: str
+    per_user: bool
+    authorization: bool
+    lookup: bool
+
+
+class CacheMiddleware:
+    """A shared HTTP response cache for an ASGI app; see the module documentation.
+
+    ``target`` is a Redis URL or :class:`Settings` (default: REDIS_URL...) for an engine of
+    its own; or pass ``engine=AsyncCacheEngine(...)`` to share one. ``counts`` holds how many
+    responses were HIT, MISS and BYPASS in this process.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        target: str | Settings | AsyncClient | None = None,
+        *,
+        engine: AsyncCacheEngine | None = None,
+        namespace: str = "http",
+        default_ttl: float = DEFAULT_TTL,
+        rules: Sequence[CacheRule] = (),
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        cache_cookies: bool = False,
+        local_ttl: float = 0.0,
+        local_max_entries: int = 1024,
+        local_max_bytes: int = 32 * 1024 * 1024,
+        fallback_to_memory: bool = False,
+        **engine_options: Any,
+    ) -> None:
+        if engine is not None and (target is not None or engine_options):
+            raise TypeError("pass either engine= or a target and engine options, not both")
+        if not default_ttl > 0:
+            raise ValueError(f"default_ttl={default_ttl!r} must be > 0 seconds")
+        if max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes={max_body_bytes!r} must be >= 1")
+        if engine is None:
+            # No memory tier unless asked: a per-process copy cannot see other processes'
+            # invalidations.
+            engine_options.setdefault("memory", True if fallback_to_memory else None)
+            engine_options.setdefault("max_value_bytes", max_body_bytes + 64 * 1024)
+            engine = AsyncCacheEngine(target, **engine_options)
+        self.app = app
+        self.engine = engine
+        self.namespace = namespace
+        self.default_ttl = float(default_ttl)
+        self.rules = tuple(rules)
+        self.max_body_bytes = max_body_bytes
+        self.cache_cookies = cache_cookies
+        self.fallback_to_memory = fallback_to_memory and self.engine.core.memory is not None
+        self.counts: dict[str, int] = {"HIT": 0, "MISS": 0, "BYPASS": 0}
+        self.near = NearCache(local_ttl, local_max_entries, local_max_bytes) if local_ttl else None
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+
+    # -- ASGI -------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        if method in UNSAFE_METHODS:
+            await self._unsafe(scope, receive, send)
+            return
+        request = self._request(scope) if method in ("GET", "HEAD") else None
+        if request is None:
+            await self._bypass(scope, receive, send)
+            return
+        stored = await self._lookup(request) if request.lookup else None
+        if self._redis_away():
+            if self.near is not None:
+                self.near.clear()
+            await self._bypass(scope, receive, send)
+        elif stored is not None:
+            await self._replay(request, stored, send)
+        else:
+            await self._miss(request, scope, receive, send)
+
+    def _redis_away(self) -> bool:
+        """Redis is down, or the last call to it failed (the breaker counts failures before it
+        opens): the lookup just made told us nothing, so this request bypasses."""
+        if self.fallback_to_memory:
+            return False
+        breaker = self.engine.core.breaker
+        return breaker.state != "closed" or breaker.failures > 0
+
+    def _rule(self, path: str) -> CacheRule:
+        for rule in self.rules:
+            if rule.matches(path):
+                return rule
+        return _DEFAULT_RULE
+
+    def _request(self, scope: Scope) -> _Request | None:
+        """The request's cache plan, or None to bypass the cache."""
+        path: str = scope["path"]
+        rule = self._rule(path)
+        if not rule.cache:
+            return None
+        headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+        found: dict[bytes, bytes] = {}
+        for name, value in headers:
+            if name in _REQUEST_HEADERS:
+                found[name] = value
+        identity = rule.vary_user(scope) if rule.vary_user is not None else None
+        per_user = identity is not None
+        if b"range" in found or (b"cookie" in found and not (per_user or self.cache_cookies)):
+            return None
+        request_directives = rfc9111.directives(headers) if b"cache-control" in found else {}
+        if "no-store" in request_directives:
+            return None
+        lookup = not (
+            "no-cache" in request_directives
+            or request_directives.get("max-age") == "0"
+            or (b"cache-control" not in found and found.get(b"pragma") == b"no-cache")
+        )
+        host_value = found.get(b"host")
+        host = host_value.decode("latin-1").lower() if host_value is not None else _host(scope)
+        query: bytes = scope.get("query_string", b"")
+        return _Request(
+            method=scope["method"],
+            host=host,
+            path=path,
+            rule=rule,
+            headers=headers,
+            key=primary_key(scope.get("scheme", "http"), host, path, query, identity),
+            per_user=per_user,
+            authorization=b"authorization" in found,
+            lookup=lookup,
+        )
+
+    async def _bypass(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.counts["BYPASS"] += 1
+
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (_X_CACHE, b"BYPASS")]
+            await send(message)
+
+        await self.app(scope, receive, marked)
+
+    # -- hits -------------------------------------------------------------------------------
+
+    async def _get(self, key: str) -> Any:
+        """An entry from the near cache if on and holding it, else from Redis."""
+        near = self.near
+        if near is not None:
+            found = near.get(key)
+            if found is not None:
+                return found
+        found = await self.engine.get(self.namespace, key, MISSING, decode=decode_entry)
+        if near is not None and isinstance(found, (StoredResponse, VaryMarker)):
+            near.put(key, found)
+        return found
+
+    async def _lookup(self, request: _Request) -> StoredResponse | None:
+        found = await self._get(request.key)
+        if isinstance(found, VaryMarker):
+            values = rfc9111.vary_values(request.headers, found.names)
+            found = await self._get(variant_key(request.key, values))
+        if not isinstance(found, StoredResponse):
+            return None
+        if request.authorization and not request.per_user and not found.shareable_with_auth:
+            return None
+        if found.age(time.time()) >= found.lifetime:
+            return None  # stale: we do not revalidate, the app answers again
+        return found
+
+    async def _replay(self, request: _Request, stored: StoredResponse, send: Send) -> None:
+        self.counts["HIT"] += 1
+        age = str(int(stored.age(time.time()))).encode()
+        if _not_modified(request, stored.status, stored.etag):
+            headers = [(k, v) for k, v in stored.headers if k.lower() in _NOT_MODIFIED_HEADERS]
+            headers += [(b"age", age), (_X_CACHE, b"HIT")]
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        headers = [
+            *stored.headers,
+            (b"content-length", str(len(stored.body)).encode()),
+            (b"age", age),
+            (_X_CACHE, b"HIT"),
+        ]
+        await send({"type": "http.response.start", "status": stored.status, "headers": headers})
+        body = b"" if request.method == "HEAD" else stored.body
+        await send({"type": "http.response.body", "body": body})
+
+    # -- misses -----------------------------------------------------------------------------
+
+    async def _miss(self, request: _Request, scope: Scope, receive: Receive, send: Send) -> None:
+        self.counts["MISS"] += 1
+        await self.app(scope, receive, _Recorder(self, request, send))
+
+    def _storable(
+        self, request: _Request, status: int, headers: rfc9111.Headers
+    ) -> tuple[dict[str, str | None], float] | None:
+        """The response's directives and lifetime when it may be stored, else None."""
+        if request.method != "GET":
+            return None  # a HEAD response has no body to store
+        response_directives = rfc9111.directives(headers)
+        facts = rfc9111.RequestFacts(request.authorization, request.per_user)
+        reason = rfc9111.refusal(status, headers, response_directives, facts)
+        if reason is not None:
+            log.debug("not storing %s %s: %s", request.method, request.path, reason)
+            return None
+        default = request.rule.ttl if request.rule.ttl is not None else self.default_ttl
+        lifetime = rfc9111.freshness_lifetime(headers, response_directives, default)
+        initial_age = _seconds(rfc9111.header(headers, b"age"))
+        if lifetime - initial_age <= 0:
+            return None
+        return response_directives, lifetime
+
+    async def _store(self, request: _Request, response: StoredResponse) -> None:
+        vary = rfc9111.vary_names(response.headers)
+        if vary is None:  # refusal() already turned Vary: * away; keep mypy and readers sure
+            return
+        ttl = max(0.001, response.lifetime - response.initial_age)
+        tags = path_tags(request.host, request.path)
+        items: list[tuple[str | bytes, Any]]
+        if vary:
+            values = rfc9111.vary_values(request.headers, vary)
+            items = [
+                (request.key, VaryMarker(vary)),
+                (variant_key(request.key, values), response),
+            ]
+        else:
+            items = [(request.key, response)]
+        await self.engine.set_many(self.namespace, items, ttl=ttl, tags=tags, encode=encode_entry)
+
+    # -- unsafe methods ---------------------------------------------------------------------
+
+    async def _unsafe(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the app; before the last byte of a 2xx/3xx response leaves, invalidate."""
+        self.counts["BYPASS"] += 1
+        path: str = scope["path"]
+        host = _host(scope)
+        rule = self._rule(path)
+        status = 0
+        headers: list[tuple[bytes, bytes]] = []
+
+        async def watched(message: Message) -> None:
+            nonlocal status, headers
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                message["headers"] = [*headers, (_X_CACHE, b"BYPASS")]
+            elif (
+                message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+                and 200 <= status < 400
+            ):
+                await self._invalidate_after_write(host, path, rule, headers)
+                status = 0  # once
+            await send(message)
+
+        await self.app(scope, receive, watched)
+
+    async def _invalidate_after_write(
+        self, host: str, path: str, rule: CacheRule, headers: rfc9111.Headers
+    ) -> None:
+        if self.near is not None:
+            self.near.clear()  # this process reads its own writes at once
+        tags = [exact_tag(host, path)]
+        tags += [prefix_tag(host, prefix) for prefix in rule.invalidates]
+        for name in (b"location", b"content-location"):
+            value = rfc9111.header(headers, name)
+            if value is not None:
+                target = urlsplit(value.decode("latin-1"))
+                if target.path and (not target.netloc or target.netloc.lower() == host):
+                    tags.append(exact_tag(host, target.path))
+        try:
+            await self.engine.invalidate_tags(self.namespace, *dict.fromkeys(tags))
+        except Exception:
+            # The write happened: its response must still reach the client. Redis refused the
+            # command (it is up: an unreachable Redis queues the invalidation instead).
+            log.exception("invalidating %s after a write failed", tags)
+
+
+def _not_modified(request: _Request, status: int, etag: bytes) -> bool:
+    """Whether to answer 304: If-None-Match matches a response that would be a 2xx."""
+    if not 200 <= status < 300:
+        return False
+    return rfc9111.none_match(rfc9111.header(request.headers, b"if-none-match"), etag)
+
+
+def _seconds(value: bytes | None) -> float:
+    return float(value) if value is not None and value.strip().isdigit() else 0.0
+
+
+def _host(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return str(value.decode("latin-1").lower())
+    server = scope.get("server") or ("", None)
+    return f"{server[0]}:{server[1]}" if server[1] else str(server[0])
+
+
+class _Recorder:
+    """The ``send`` a missed request's app talks to: forwards the response (held when small
+    and storable, to add an ETag or answer 304) and keeps a copy to store."""
+
+    def __init__(self, middleware: CacheMiddleware, request: _Request, send: Send) -> None:
+        self.middleware = middleware
+        self.request = request
+        self.send = send
+        self.start: Message | None = None
+        self.plan: tuple[dict[str, str | None], float] | None = None
+        self.held = False
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.done = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            await self._started(message)
+        elif kind == "http.response.body" and self.start is not None:
+            await self._body(message)
+        else:
+            # Trailers, or a pathsend/zerocopysend extension: nothing we can store. A held
+            # start must leave first.
+            self.plan = None
+            if self.held and self.start is not None:
+                self.held = False
+                start = self.start
+                await self.send({**start, "headers": [*start.get("headers", ()), _MISS]})
+            await self.send(message)
+
+    async def _started(self, message: Message) -> None:
+        headers = list(message.get("headers", ()))
+        self.start = message
+        self.plan = self.middleware._storable(self.request, message["status"], headers)
+        length = rfc9111.header(headers, b"content-length")
+        content_type = rfc9111.header(headers, b"content-type") or b""
+        if content_type.startswith(b"text/event-stream") or message.get("trailers"):
+            self.plan = None
+        self.held = (
+            self.plan is not None
+            and length is not None
+            and length.isdigit()
+            and int(length) <= self.middleware.max_body_bytes
+        )
+        if not self.held:
+            message["headers"] = [*headers, (_X_CACHE, b"MISS")]
+            await self.send(message)
+
+    async def _body(self, message: Message) -> None:
+        body: bytes = message.get("body", b"")
+        more = bool(message.get("more_body", False))
+        if self.plan is not None:
+            self.size += len(body)
+            if self.size > self.middleware.max_body_bytes:
+                self.plan = None  # too big to store (a Content-Length that lied, if held)
+                if not self.held:
+                    self.chunks.clear()  # streaming: stop copying
+        if self.held or self.plan is not None:
+            self.chunks.append(body)
+        if not more:
+            # Stored before the last byte leaves, so the client's next request can hit.
+            self.done = True
+            response = self.complete()
+            if response is not None and not self.middleware._redis_away():
+                await self.middleware._store(self.request, response)
+        if self.held:
+            if more:
+                return
+            await self._release()
+        else:
+            await self.send(message)
+
+    async def _release(self) -> None:
+        """Send the held response in one piece: with an ETag, or as a 304."""
+        assert self.start is not None
+        body = b"".join(self.chunks)
+        headers = list(self.start.get("headers", ()))
+        etag = rfc9111.header(headers, b"etag")
+        if etag is None:
+            etag = rfc9111.content_etag(body)
+            headers.append((b"etag", etag))
+        self.start["headers"] = headers
+        if _not_modified(self.request, self.start["status"], etag):
+            kept = [(k, v) for k, v in headers if k.lower() in _NOT_MODIFIED_HEADERS]
+            await self.send(
+                {"type": "http.response.start", "status": 304, "headers": [*kept, _MISS]}
+            )
+            await self.send({"type": "http.response.body", "body": b""})
+            return
+        await self.send({**self.start, "headers": [*headers, _MISS]})
+        await self.send({"type": "http.response.body", "body": body})
+
+    def complete(self) -> StoredResponse | None:
+        """The response to store: complete, within the size limit, storable."""
+        if not self.done or self.plan is None or self.start is None:
+            return None
+        response_directives, lifetime = self.plan
+        headers = list(self.start.get("headers", ()))
+        body = b"".join(self.chunks)
+        etag = rfc9111.header(headers, b"etag") or rfc9111.content_etag(body)
+        kept = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP | {b"etag"}]
+        shareable = bool({"public", "s-maxage", "must-revalidate"} & set(response_directives))
+        return StoredResponse(
+            status=self.start["status"],
+            headers=[*kept, (b"etag", etag)],
+            body=body,
+            etag=etag,
+            stored_at=time.time(),
+            lifetime=lifetime,
+            initial_age=_seconds(rfc9111.header(headers, b"age")),
+            shareable_with_auth=shareable,
+        )
+
+
+_MISS: Final = (_X_CACHE, b"MISS")
