@@ -1,8 +1,9 @@
 """redis_checkpoint: an AI application's caching stack on plain Redis.
 
-The LangGraph checkpoint saver (sync and async) with an in-memory fallback tier, and one cache
-engine with its AI faces (LLM responses, embeddings, LangGraph nodes), on foundations every face of
-the package shares: settings, one client factory, a circuit breaker and one metrics module.
+The LangGraph checkpoint saver (sync and async) with an in-memory fallback tier; one cache engine
+with its faces (LLM responses, embeddings, LangGraph nodes, DB queries, HTTP responses); and the
+operations around them (metrics, a health monitor, a management API, a CLI). All stand on the
+same foundations: settings, one client factory, a circuit breaker and one metrics module.
 """
 
 from typing import Any
@@ -17,6 +18,8 @@ from redis_checkpoint.cache import (
     NodeCache,
     cached_llm_call,
 )
+from redis_checkpoint.cache.query import QueryCache
+from redis_checkpoint.cache.query_decorators import cached_query, set_query_cache
 from redis_checkpoint.checkpoint import AsyncRedisSaver, MissingThreadIdError, RedisSaver
 from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import (
@@ -28,30 +31,40 @@ from redis_checkpoint.errors import (
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops import HealthMonitor, HealthReport
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.web import CacheMiddleware, CacheRule
 
 __all__ = [
     "DEFAULT_TTLS",
     "AsyncCacheEngine",
     "AsyncRedisSaver",
     "CacheEngine",
+    "CacheMiddleware",
+    "CacheRule",
     "CachedEmbeddings",
     "CircuitBreaker",
     "ConfigurationError",
     "CorruptEntryError",
+    "HealthMonitor",
+    "HealthReport",
     "LLMCache",
     "Metrics",
     "MissingThreadIdError",
     "NodeCache",
+    "QueryCache",
     "RedisCheckpointError",
     "RedisSaver",
     "RedisUnavailableError",
     "Settings",
     "cached_llm_call",
+    "cached_query",
     "create_async_client",
     "create_client",
+    "create_management_app",
+    "create_management_router",
     "get_metrics",
+    "set_query_cache",
 ]
-__all__ += ["HealthMonitor", "HealthReport", "create_management_app", "create_management_router"]
+__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
@@ -61,11 +74,3 @@ def __getattr__(name: str) -> Any:
 
         return getattr(management, name)
     raise AttributeError(f"module 'redis_checkpoint' has no attribute {name!r}")
-__version__ = "0.1.0"
-
-# The web-facing caches (issue 4): the DB-query cache and the ASGI response cache.
-from redis_checkpoint.cache.query import QueryCache
-from redis_checkpoint.cache.query_decorators import cached_query, set_query_cache
-from redis_checkpoint.web import CacheMiddleware, CacheRule
-
-__all__ += ["CacheMiddleware", "CacheRule", "QueryCache", "cached_query", "set_query_cache"]
