@@ -25,7 +25,11 @@ EXTRAS = "all,dev"
 STAMP = VENV / ".stamp-install"
 
 # The whole stack, face by face; each runs on Redis at REDIS_URL when reachable, else in memory.
-DEMOS = ("examples/demo.py", "examples/ai_caches_demo.py")
+DEMOS = (
+    "examples/demo.py",
+    "examples/ai_caches_demo.py",
+    "examples/web_caches_demo.py",
+)
 
 USAGE = """\
 usage: python3 run.py demo                 run the demos (examples/*demo.py)
