@@ -121,3 +121,20 @@ def test_metadata_is_stored_once_only_when_the_filters_spell_it_exactly(
     back = record.metadata_value if record.metadata is None else serde.loads_typed(record.metadata)
     assert back == metadata and list(back) == list(metadata)
     assert [type(v) for v in back.values()] == [type(v) for v in metadata.values()]
+
+
+def test_metadata_with_a_lone_surrogate_is_stored_as_the_serializer_spells_it() -> None:
+    metadata = {"note": "half a pair: \ud800", "step": 1}
+    assert not codec.metadata_in_filters(metadata)
+    assert codec.canonical(metadata["note"]) == codec.canonical("half a pair: \ud800")
+    raw = codec.encode_record(
+        parent_id=None,
+        checkpoint=serde.dumps_typed({"v": 4}),
+        metadata=serde.dumps_typed(metadata),
+        metadata_value=metadata,
+        versions=[],
+    )
+    record = codec.Record(raw, "k")
+    # No crash, and what InMemorySaver would keep: the serializer's own round trip.
+    expected = serde.loads_typed(serde.dumps_typed(metadata))
+    assert record.metadata is not None and serde.loads_typed(record.metadata) == expected

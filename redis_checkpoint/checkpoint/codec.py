@@ -104,11 +104,11 @@ def canonical(value: Any) -> bytes:
     if type(value) is int:
         return str(value).encode()
     if type(value) is str:
-        return json.dumps(value, ensure_ascii=False).encode()
+        return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
     try:
         return json.dumps(
             _normal(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode()
+        ).encode("utf-8", "surrogatepass")
     except (TypeError, ValueError):
         return UNKNOWN
 
@@ -120,8 +120,10 @@ def metadata_in_filters(metadata: Mapping[str, Any]) -> bool:
 
 
 def _json_exact(value: Any) -> bool:
-    if value is None or type(value) is str or type(value) is int:
+    if value is None or type(value) is int:
         return True
+    if type(value) is str:
+        return value.isascii() or _utf8(value)
     if type(value) is list:
         return all(_json_exact(item) for item in value)
     if type(value) is dict:
@@ -132,6 +134,14 @@ def _json_exact(value: Any) -> bool:
             and all(_json_exact(item) for item in value.values())
         )
     return False
+
+
+def _utf8(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate: keep the serializer's own spelling
+        return False
+    return True
 
 
 def filter_args(filter: Mapping[str, Any] | None) -> list[bytes]:
