@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import multiprocessing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -299,13 +300,25 @@ def test_bad_configuration_is_refused() -> None:
         CacheMiddleware(lambda *a: None, "redis://127.0.0.1:1/0", default_ttl=0)  # type: ignore[arg-type,return-value]
 
 
-async def test_near_cache_skips_redis_and_forgets_own_writes(redis_url: str) -> None:
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    """Wait (event loop running) until ``condition`` holds; fail after 10 s."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting until {what}")
+
+
+async def test_near_cache_skips_redis_and_hears_every_processs_writes(redis_url: str) -> None:
     prefix = unique("http-near")
-    near_app = make_app(redis_url, prefix, local_ttl=60)
+    near_app = make_app(redis_url, prefix, local_ttl=600)
     other_app = make_app(redis_url, prefix)  # another process of the same site, no near cache
     near, other = Site(near_app, prefix), Site(other_app, prefix)
+    invalidations = near_app.invalidations
+    assert near_app.near is not None
     try:
         await near.get("/items")
+        await _until(lambda: invalidations.listening, "the near cache is subscribed")
         assert (await near.get("/items")).headers["x-cache"] == "HIT"  # read from Redis once
         before = near_app.engine.round_trips
         for _ in range(5):
@@ -314,17 +327,36 @@ async def test_near_cache_skips_redis_and_forgets_own_writes(redis_url: str) -> 
         # A write through this process is seen by this process at once.
         assert (await near.client.post("/items")).status_code == 201
         assert (await near.get("/items")).text == "/items#2"
-        # A write through another process reaches the near cache only when its copy ages out.
         assert (await near.get("/items")).headers["x-cache"] == "HIT"
+        assert len(near_app.near) > 0
+        # A write through another process empties this near cache over pub/sub, long before
+        # the 600 s local_ttl would.
         assert (await other.client.post("/items")).status_code == 201
-        assert (await near.get("/items")).text == "/items#2"  # bounded staleness, as documented
-        assert near_app.near is not None
-        near_app.near.clear()  # what local_ttl seconds would do
+        await _until(lambda: len(near_app.near) == 0, "the other process's write is heard")
         assert (await near.get("/items")).text == "/items#3"
     finally:
         for site in (near, other):
             await site.client.aclose()
             await site.app.aclose()
+
+
+async def test_a_near_cache_that_cannot_hear_invalidations_is_not_used(redis_url: str) -> None:
+    prefix = unique("http-near-deaf")
+    near_app = make_app(redis_url, prefix, local_ttl=600)
+    site = Site(near_app, prefix)
+    invalidations = near_app.invalidations
+    assert near_app.near is not None
+    try:
+        await site.get("/items")
+        await _until(lambda: invalidations.listening, "the near cache is subscribed")
+        await invalidations.aclose()  # as if the subscription broke
+        invalidations.listening = False
+        before = near_app.engine.round_trips
+        assert (await site.get("/items")).headers["x-cache"] == "HIT"
+        assert near_app.engine.round_trips == before + 1  # from Redis, not from memory
+    finally:
+        await site.client.aclose()
+        await near_app.aclose()
 
 
 async def test_fallback_to_memory_keeps_caching_in_one_process(dead_url: str) -> None:
