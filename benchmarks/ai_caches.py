@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import json
 import platform
 import random
 import statistics
@@ -35,9 +34,9 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
+from bench_report import percentile, progress, table, write_results
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
@@ -55,31 +54,11 @@ from redis_checkpoint import (
 from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.testing import RedisServer
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CONCURRENCY = 16
-
-
-def progress(message: str) -> None:
-    print(f"  .. {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.3f}"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    rule = "| " + " | ".join("-" * w for w in widths) + " |"
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
 class SlowChat(BaseChatModel):
@@ -423,8 +402,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = "\n".join(sections)
     print(report)
     if not args.no_write:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        (RESULTS_DIR / "ai_caches.md").write_text(report)
         data = {
             "date": date,
             "args": vars(args),
@@ -432,8 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "hit_overhead": overhead,
             "embeddings": embeddings,
         }
-        (RESULTS_DIR / "ai_caches.json").write_text(json.dumps(data, indent=2) + "\n")
-        progress(f"wrote {RESULTS_DIR / 'ai_caches.md'} and .json")
+        write_results("ai_caches", report, data)
     return 0
 
 

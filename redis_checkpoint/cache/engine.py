@@ -35,6 +35,7 @@ from redis_checkpoint.cache.core import (
 from redis_checkpoint.cache.stats import NamespaceStats
 from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import ConfigurationError
+from redis_checkpoint.plans import adrive, drive
 from redis_checkpoint.settings import Settings
 
 __all__ = ["AsyncCacheEngine", "CacheEngine"]
@@ -165,25 +166,16 @@ class CacheEngine(_Engine[SyncClient]):
         return list(pipe.execute())
 
     def _run(self, op: Op[T], compute: Callable[[], Any] | None = None) -> T:
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step: Step = op.throw(error) if error is not None else op.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply = error = None
-            try:
-                if isinstance(step, Send):
-                    reply = self._send(step.commands)
-                elif isinstance(step, Sleep):
-                    time.sleep(step.seconds)
-                elif isinstance(step, Compute) and compute is not None:
-                    reply = compute()
-                else:  # pragma: no cover - the core only asks for Compute when given one
-                    raise RuntimeError(f"unexpected step {step!r}")
-            except Exception as exc:
-                error = exc
+        def handle(step: Step) -> Any:
+            if isinstance(step, Send):
+                return self._send(step.commands)
+            if isinstance(step, Sleep):
+                return time.sleep(step.seconds)
+            if isinstance(step, Compute) and compute is not None:
+                return compute()
+            raise RuntimeError(f"unexpected step {step!r}")  # pragma: no cover
+
+        return drive(op, handle)
 
     # -- the API -------------------------------------------------------------------------------
 
@@ -352,25 +344,16 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
         return list(await pipe.execute())
 
     async def _run(self, op: Op[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step: Step = op.throw(error) if error is not None else op.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply = error = None
-            try:
-                if isinstance(step, Send):
-                    reply = await self._send(step.commands)
-                elif isinstance(step, Sleep):
-                    await asyncio.sleep(step.seconds)
-                elif isinstance(step, Compute) and compute is not None:
-                    reply = await compute()
-                else:  # pragma: no cover
-                    raise RuntimeError(f"unexpected step {step!r}")
-            except Exception as exc:
-                error = exc
+        async def handle(step: Step) -> Any:
+            if isinstance(step, Send):
+                return await self._send(step.commands)
+            if isinstance(step, Sleep):
+                return await asyncio.sleep(step.seconds)
+            if isinstance(step, Compute) and compute is not None:
+                return await compute()
+            raise RuntimeError(f"unexpected step {step!r}")  # pragma: no cover
+
+        return await adrive(op, handle)
 
     # -- the API -------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING
 from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest
+from redis_checkpoint.plans import adrive, drive
 from redis_checkpoint.settings import Settings
 
 if TYPE_CHECKING:
@@ -283,31 +284,21 @@ class QueryCache(UsesEngines):
             finally:
                 self._loaded(started)
 
-        plan = self._plan(key)
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = plan.throw(error) if error is not None else plan.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            reply = error = None
-            try:
-                if step[0] == "get":
-                    reply = engine.get(namespace, key, MISSING, decode=self._decode)
-                elif step[0] == "load":
-                    reply = load()
-                elif step[0] == "get_or_compute":
-                    entry = engine.get_or_compute(
-                        namespace, key, load, decode=self._decode, **self._write(seconds, tags)
-                    )
-                    reply = (entry, bool(loaded))
-                elif step[0] == "set":
-                    reply = engine.set(namespace, key, step[1], **self._rewrite(step[1], tags))
-                else:
-                    reply = engine.delete(namespace, key)
-            except Exception as exc:
-                error = exc
+        def handle(step: tuple[Any, ...]) -> Any:
+            if step[0] == "get":
+                return engine.get(namespace, key, MISSING, decode=self._decode)
+            if step[0] == "load":
+                return load()
+            if step[0] == "get_or_compute":
+                entry = engine.get_or_compute(
+                    namespace, key, load, decode=self._decode, **self._write(seconds, tags)
+                )
+                return (entry, bool(loaded))
+            if step[0] == "set":
+                return engine.set(namespace, key, step[1], **self._rewrite(step[1], tags))
+            return engine.delete(namespace, key)
+
+        return drive(self._plan(key), handle)
 
     def invalidate(self, *tags: str) -> int:
         """Delete every entry stored with one of ``tags``, in every process."""
@@ -353,33 +344,21 @@ class QueryCache(UsesEngines):
             finally:
                 self._loaded(started)
 
-        plan = self._plan(key)
-        reply: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                step = plan.throw(error) if error is not None else plan.send(reply)
-            except StopIteration as stop:
-                return stop.value
-            reply = error = None
-            try:
-                if step[0] == "get":
-                    reply = await engine.get(namespace, key, MISSING, decode=self._decode)
-                elif step[0] == "load":
-                    reply = await load()
-                elif step[0] == "get_or_compute":
-                    entry = await engine.get_or_compute(
-                        namespace, key, load, decode=self._decode, **self._write(seconds, tags)
-                    )
-                    reply = (entry, bool(loaded))
-                elif step[0] == "set":
-                    reply = await engine.set(
-                        namespace, key, step[1], **self._rewrite(step[1], tags)
-                    )
-                else:
-                    reply = await engine.delete(namespace, key)
-            except Exception as exc:
-                error = exc
+        async def handle(step: tuple[Any, ...]) -> Any:
+            if step[0] == "get":
+                return await engine.get(namespace, key, MISSING, decode=self._decode)
+            if step[0] == "load":
+                return await load()
+            if step[0] == "get_or_compute":
+                entry = await engine.get_or_compute(
+                    namespace, key, load, decode=self._decode, **self._write(seconds, tags)
+                )
+                return (entry, bool(loaded))
+            if step[0] == "set":
+                return await engine.set(namespace, key, step[1], **self._rewrite(step[1], tags))
+            return await engine.delete(namespace, key)
+
+        return await adrive(self._plan(key), handle)
 
     async def ainvalidate(self, *tags: str) -> int:
         self._count(invalidations=1)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis_checkpoint.client import is_cluster
+from redis_checkpoint.plans import adrive, drive
 
 __all__ = [
     "PRIMARIES",
@@ -87,21 +88,13 @@ def run_sync(
     client: Any, plan: Generator[Any, Any, T], other: Callable[[Any], Any] | None = None
 ) -> T:
     """Drive ``plan``; a step that is not a tuple of commands goes to ``other(step)``."""
-    reply: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            step = plan.throw(error) if error is not None else plan.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        reply, error = None, None
-        try:
-            if isinstance(step, tuple) or step is PRIMARIES:
-                reply = send_sync(client, step)
-            else:
-                reply = _other(other, step)
-        except Exception as exc:
-            error = exc
+
+    def handle(step: Any) -> Any:
+        if isinstance(step, tuple) or step is PRIMARIES:
+            return send_sync(client, step)
+        return _other(other, step)
+
+    return drive(plan, handle)
 
 
 async def run_async(
@@ -109,21 +102,12 @@ async def run_async(
     plan: Generator[Any, Any, T],
     other: Callable[[Any], Awaitable[Any]] | None = None,
 ) -> T:
-    reply: Any = None
-    error: Exception | None = None
-    while True:
-        try:
-            step = plan.throw(error) if error is not None else plan.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        reply, error = None, None
-        try:
-            if isinstance(step, tuple) or step is PRIMARIES:
-                reply = await send_async(client, step)
-            else:
-                reply = await _other(other, step)
-        except Exception as exc:
-            error = exc
+    async def handle(step: Any) -> Any:
+        if isinstance(step, tuple) or step is PRIMARIES:
+            return await send_async(client, step)
+        return await _other(other, step)
+
+    return await adrive(plan, handle)
 
 
 def _other(handler: Callable[[Any], Any] | None, step: Any) -> Any:
