@@ -1,4 +1,5 @@
-"""Driving a sans-IO plan: the one loop every sync driver and every async driver runs.
+"""Driving a sans-IO plan: the one loop every sync driver and every async driver runs, and the one
+way they send a round trip of commands.
 
 A plan is a generator that yields steps (commands to send, a pause, a computation to run) and
 is sent back each step's result, or thrown the error it raised. The caches, the query cache and
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
-__all__ = ["adrive", "drive"]
+__all__ = ["adrive", "asend", "drive", "send"]
 
 T = TypeVar("T")
 
@@ -47,3 +48,23 @@ async def adrive(plan: Generator[Any, Any, T], handle: Callable[[Any], Awaitable
             reply = await handle(step)
         except Exception as exc:
             error = exc
+
+
+def send(client: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+    """One round trip: a lone command directly, several in one pipeline (no transaction)."""
+    if len(commands) == 1:
+        return [client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(pipe.execute())
+
+
+async def asend(client: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
+    """:func:`send` on an asyncio client."""
+    if len(commands) == 1:
+        return [await client.execute_command(*commands[0])]
+    pipe = client.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    return list(await pipe.execute())

@@ -35,7 +35,7 @@ from redis_checkpoint.cache.core import (
 from redis_checkpoint.cache.stats import NamespaceStats
 from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import ConfigurationError
-from redis_checkpoint.plans import adrive, drive
+from redis_checkpoint.plans import adrive, asend, drive, send
 from redis_checkpoint.settings import Settings
 
 __all__ = ["AsyncCacheEngine", "CacheEngine"]
@@ -86,10 +86,6 @@ class _Engine(Generic[C]):
     def set_cache_type(self, namespace: str, cache_type: str) -> None:
         """Label ``namespace``'s metrics with ``cache_type`` (``llm``, ``query``, ...)."""
         self.core.stats.set_cache_type(namespace, cache_type)
-
-    def _pipeline_commands(self, pipe: Any, commands: Commands) -> None:
-        for command in commands:
-            pipe.execute_command(*command)
 
 
 class CacheEngine(_Engine[SyncClient]):
@@ -159,11 +155,7 @@ class CacheEngine(_Engine[SyncClient]):
 
     def _execute(self, commands: Commands) -> list[Any]:
         self.round_trips += 1
-        if len(commands) == 1:
-            return [self.client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
-        pipe = self.client.pipeline(transaction=False)
-        self._pipeline_commands(pipe, commands)
-        return list(pipe.execute())
+        return send(self.client, commands)
 
     def _run(self, op: Op[T], compute: Callable[[], Any] | None = None) -> T:
         def handle(step: Step) -> Any:
@@ -337,11 +329,7 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
 
     async def _execute(self, commands: Commands) -> list[Any]:
         self.round_trips += 1
-        if len(commands) == 1:
-            return [await self.client.execute_command(*commands[0])]
-        pipe = self.client.pipeline(transaction=False)
-        self._pipeline_commands(pipe, commands)
-        return list(await pipe.execute())
+        return await asend(self.client, commands)
 
     async def _run(self, op: Op[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
         async def handle(step: Step) -> Any:

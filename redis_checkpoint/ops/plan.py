@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis_checkpoint.client import is_cluster
-from redis_checkpoint.plans import adrive, drive
+from redis_checkpoint.plans import adrive, asend, drive, send
 
 __all__ = [
     "PRIMARIES",
@@ -52,14 +52,9 @@ def send_sync(client: Any, commands: Commands) -> Any:
     """One round trip: a lone command directly, several in one pipeline."""
     if commands is PRIMARIES:
         return client.get_primaries() if is_cluster(client) else [None]
-    if len(commands) == 1:
-        if isinstance(commands[0], OnNode):
-            return [_on_node(client, commands[0])]
-        return [client.execute_command(*commands[0])]
-    pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
-    return list(pipe.execute())
+    if len(commands) == 1 and isinstance(commands[0], OnNode):
+        return [_on_node(client, commands[0])]
+    return send(client, commands)
 
 
 async def send_async(client: Any, commands: Commands) -> Any:
@@ -68,14 +63,9 @@ async def send_async(client: Any, commands: Commands) -> Any:
             return [None]
         await client.initialize()
         return client.get_primaries()
-    if len(commands) == 1:
-        if isinstance(commands[0], OnNode):
-            return [await _on_node(client, commands[0])]
-        return [await client.execute_command(*commands[0])]
-    pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
-    return list(await pipe.execute())
+    if len(commands) == 1 and isinstance(commands[0], OnNode):
+        return [await _on_node(client, commands[0])]
+    return await asend(client, commands)
 
 
 def _on_node(client: Any, step: OnNode) -> Any:
