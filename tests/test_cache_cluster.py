@@ -16,9 +16,7 @@ pytestmark = pytest.mark.cluster
 
 def test_engine_on_a_cluster(redis_cluster: RedisClusterServers) -> None:
     namespaces = ["llm", "a:b", "{x}", "emb:doc:float32:model/1"]  # land on different slots
-    with CacheEngine(
-        redis_cluster.url, prefix=unique("cl"), metrics=private_metrics()
-    ) as cache:
+    with CacheEngine(redis_cluster.url, prefix=unique("cl"), metrics=private_metrics()) as cache:
         for ns in namespaces:
             cache.set_many(ns, [(f"k{i}", i) for i in range(50)], tags=["t"])
             assert cache.get_many(ns, [f"k{i}" for i in range(50)]) == list(range(50))
@@ -38,9 +36,7 @@ def test_engine_on_a_cluster(redis_cluster: RedisClusterServers) -> None:
 
 
 async def test_async_faces_on_a_cluster(redis_cluster: RedisClusterServers) -> None:
-    with CacheEngine(
-        redis_cluster.url, prefix=unique("acl"), metrics=private_metrics()
-    ) as cache:
+    with CacheEngine(redis_cluster.url, prefix=unique("acl"), metrics=private_metrics()) as cache:
         llm = LLMCache(engine=cache)
         node: NodeCache[object] = NodeCache(engine=cache)
         try:

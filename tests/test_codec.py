@@ -62,11 +62,11 @@ def test_the_preset_dictionary_never_changes() -> None:
     assert digest == "cbafb82ee6ffc8b6f080d398d94367811ac86eb6f62bb45f5576c09c877ad728"
 
 
-def test_a_record_hides_the_versions_of_inline_channels_and_reads_them_back() -> None:
+def test_a_record_shows_only_blob_channels_and_reads_every_version_back_in_order() -> None:
     checkpoint = serde.dumps_typed({"v": 4, "versions_seen": {"node": {"messages": "c1.ab"}}})
     metadata = {"source": "loop", "step": 1}
-    versions = [b"messages", b"sc1.ab", b"", b"turn", b"sc2.cd", b"V\x07msgpack\x01"]
-    versions += [b"branch:to:node", b"sc3.ef", codec.EMPTY_BLOB]
+    versions = [b"turn", b"sc2.cd", b"V\x07msgpack\x01", b"messages", b"sc1.ab", b""]
+    versions += [b"branch:to:node", b"sc3.ef", codec.EMPTY_BLOB, b"docs", b"sc4.aa", b""]
     raw = codec.encode_record(
         parent_id="p-1",
         checkpoint=checkpoint,
@@ -75,13 +75,29 @@ def test_a_record_hides_the_versions_of_inline_channels_and_reads_them_back() ->
         versions=versions,
     )
     fields = codec.unpack(raw)
-    # What the scripts see: the blob channel's token, only markers for the others.
-    shown = [b"messages", b"sc1.ab", b"", b"turn", b"", b"I", b"branch:to:node", b"", b"E"]
-    assert fields[6] == shown
+    # What the scripts see: (channel, version) of the channels whose values are blobs, only.
+    assert fields[0] == 4 and fields[6] == [b"messages", b"sc1.ab", b"docs", b"sc4.aa"]
+    assert codec.shown_blobs(fields) == [(b"messages", b"sc1.ab"), (b"docs", b"sc4.aa")]
     record = codec.Record(raw, "k")
-    assert record.versions == [tuple(versions[i : i + 3]) for i in range(0, 9, 3)]
+    assert record.versions == [tuple(versions[i : i + 3]) for i in range(0, 12, 3)]
     assert record.checkpoint == checkpoint and record.parent_id == "p-1"
     assert serde.loads_typed(record.metadata) == metadata
+
+
+def test_format_3_records_still_read() -> None:
+    checkpoint = serde.dumps_typed({"v": 4})
+    hidden = [b"sc2.cd", b"V\x07msgpack\x01", b"sc3.ef", codec.EMPTY_BLOB]
+    payload = codec.pack([checkpoint[0].encode(), checkpoint[1], hidden])
+    shown = [b"messages", b"sc1.ab", b"", b"turn", b"", b"I", b"branch:to:node", b"", b"E"]
+    raw = codec.pack([3, None, codec.RAW, payload, b"msgpack", codec.pack({}), shown, {}])
+    record = codec.Record(raw, "k")
+    assert record.checkpoint == checkpoint and record.parent_id is None
+    assert record.versions == [
+        (b"messages", b"sc1.ab", b""),
+        (b"turn", b"sc2.cd", b"V\x07msgpack\x01"),
+        (b"branch:to:node", b"sc3.ef", codec.EMPTY_BLOB),
+    ]
+    assert codec.shown_blobs(codec.unpack(raw)) == [(b"messages", b"sc1.ab")]
 
 
 def test_format_2_records_still_read() -> None:

@@ -23,6 +23,8 @@ from redis_checkpoint import (
     RedisSaver,
     RedisUnavailableError,
 )
+from redis_checkpoint.checkpoint import codec
+from redis_checkpoint.checkpoint.memory import MemoryTier
 from redis_checkpoint.testing import RedisServer
 
 ODD_THREAD_IDS = ["a:b", "{x}", "}{", "a{b}c:d", "ünïcödé ✓", "", "nul\x00byte", "\x01\x02"]
@@ -463,3 +465,67 @@ def test_a_long_history_reads_back_whole_in_a_fresh_process(
         fresh.prune(["long"], strategy="keep_latest")
         kept = fresh.get_tuple(conf)
         assert kept is not None and kept.checkpoint["channel_values"]["m"] == items
+
+
+def test_data_in_earlier_formats_reads_and_takes_new_writes(saver: RedisSaver) -> None:
+    """A format-3 record and a one-map writes field, as earlier versions wrote them."""
+    serde, keys = saver.serde, saver.core.keys("legacy")
+    cid, token, turn_token = "1f0-legacy", b"sc1.ab", b"sc2.cd"
+    human = [HumanMessage("hi", id="h1")]
+    stored = {"v": 4, "ts": "2026-01-01T00:00:00+00:00", "versions_seen": {}}
+    kind, body = serde.dumps_typed(stored)
+    hidden = [turn_token, codec.encode_value(serde.dumps_typed(7))]
+    record = codec.pack(
+        [
+            3,
+            None,
+            codec.RAW,
+            codec.pack([kind.encode(), body, hidden]),
+            codec.FILTERS_ARE_METADATA,
+            b"",
+            [b"messages", token, b"", b"turn", b"", b"I"],
+            {b"source": b'"loop"', b"step": b"1"},
+        ]
+    )
+    typed = serde.dumps_typed(human)
+    row = codec.pack([b"messages", typed[0].encode(), typed[1], b"p1", codec.RAW])
+    legacy_writes = codec.pack({b"task-1\x000": row})
+    client = saver.client
+    client.zadd(keys.idx, {b"c\x00\x00" + cid.encode(): 0})
+    client.hset(
+        keys.data,
+        mapping={
+            b"c\x00\x00" + cid.encode(): record,
+            b"b\x00\x00messages\x00" + token: codec.encode_value(typed),
+            b"w\x00\x00" + cid.encode(): legacy_writes,
+        },
+    )
+    got = saver.get_tuple(config("legacy"))
+    assert got is not None
+    assert got.checkpoint["channel_values"] == {"messages": human, "turn": 7}
+    assert got.checkpoint["channel_versions"] == {"messages": "c1.ab", "turn": "c2.cd"}
+    assert got.metadata == {"source": "loop", "step": 1}
+    assert got.pending_writes == [("task-1", "messages", human)]
+
+    # A new write appends a frame; the old map is kept as the first frame and both read back.
+    saver.put_writes(got.config, [("turn", 8), ("messages", [])], "task-2", "p0")
+    saver.put_writes(got.config, [("turn", 9)], "task-2", "p0")  # index 0 again: first one stays
+    field = client.hget(keys.data, b"w\x00\x00" + cid.encode())
+    assert field is not None and field[:1] == b"M"
+    again = saver.get_tuple(config("legacy"))
+    assert again is not None
+    assert again.pending_writes == [
+        ("task-2", "turn", 8),
+        ("task-2", "messages", []),
+        ("task-1", "messages", human),
+    ]
+    assert [t.checkpoint["id"] for t in saver.list(config("legacy"))] == [cid]
+
+    # The memory tier's twin of the script turns the same old map into the same bytes.
+    tier = MemoryTier()
+    tier._thread("legacy", (keys.idx, keys.data), create=True).hset(  # type: ignore[union-attr]
+        b"w\x00\x00" + cid.encode(), legacy_writes
+    )
+    for writes in ([("turn", 8), ("messages", [])], [("turn", 9)]):
+        tier.execute(next(saver.core.put_writes(got.config, writes, "task-2", "p0")), outage=False)
+    assert tier._threads["legacy"].data[b"w\x00\x00" + cid.encode()] == field

@@ -3,21 +3,31 @@
 Records are msgpack arrays in the old "raw" string format, because the Lua scripts read them with
 Redis's built-in ``cmsgpack``, which does not understand msgpack's bin types:
 
-    record = [3, parent_id, encoding, squeeze(msgpack([checkpoint_type, checkpoint_bytes, hidden])),
-              metadata_type, metadata_bytes, [channel, version, inline, ...],
+    record = [4, parent_id, encoding, squeeze(msgpack([checkpoint_type, checkpoint_bytes, hidden])),
+              metadata_type, metadata_bytes, [channel, version, ...],
               {metadata key: canonical JSON or "?"}]
 
 The checkpoint itself is stored without ``id`` and ``channel_versions``: the member names the id
-and the channel triples give the versions back. The scripts read the triples to find blobs: a
-channel whose value lives in a blob has its version token and ``inline`` b"". Every other channel
-shows only what the scripts need, its name and a marker (``E``: emptied at this version, ``I``: a
-small value such as None, a number or a short string); its version token and value are in
-``hidden`` (flat pairs, in triple order), compressed together with the checkpoint, whose
-``versions_seen`` repeats the same tokens. Format 2 records (all triples whole, the checkpoint
-compressed alone) still read.
+and the channels give the versions back. The scripts see only what they need: the (channel,
+version) pairs of the channels whose value lives in a blob (field ``b`` S ns S channel S version).
+Every other channel (a small inline value such as None, a number or a short string, or ``E``:
+emptied at this version) is a (channel, version, inline) triple in ``hidden``, compressed together
+with the checkpoint, whose ``versions_seen`` repeats the same names and tokens; ``hidden`` keeps
+the channels' order, naming a blob channel by its index among the pairs. Records of earlier
+versions still read: format 3 shows every channel as a triple with a marker (``E``, or ``I`` for an
+inline value), format 2 shows all triples whole.
 Metadata is stored once: when the filters' canonical JSON gives it back exactly (the usual
 ``{"source": ..., "step": ..., "parents": {}}``), its type is ``=`` and its bytes are empty.
-A checkpoint's pending writes are one msgpack map ``{task S idx: [channel, type, bytes, path]}``.
+A checkpoint's pending writes are the frames its ``put_writes`` calls appended, one per call:
+
+    b"W" <u32 length> msgpack([task_id, task_path, idx, channel, type, bytes, ...])
+    b"X" <u32 length> deflate(the same msgpack)
+
+A batch is compressed as one piece, so its task id, channel names and framing cost little; the
+scripts only append, and the client applies InMemorySaver's rule when it reads them: a write with
+an index >= 0 keeps its first value, a special one (error, interrupt; index < 0) its last. Earlier
+versions stored one msgpack map ``{task S idx: [channel, type, bytes, path, encoding]}``; the
+first append to such a field keeps it as the frame b"M" <u32 length> <map>.
 
 A blob is one of
 
@@ -42,7 +52,7 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -50,10 +60,9 @@ import msgpack
 from redis_checkpoint.checkpoint.keys import SEP, escape, unescape
 from redis_checkpoint.errors import CorruptEntryError
 
-RECORD_FORMAT = 3
+RECORD_FORMAT = 4
 FILTERS_ARE_METADATA = b"="  # a record's metadata type when its filters spell the metadata
-RECORD_FORMATS = (2, 3)  # what the scripts and Record read
-INLINE = b"I"
+RECORD_FORMATS = (2, 3, 4)  # what the scripts and Record read
 UNKNOWN = b"?"
 EMPTY_BLOB = b"E"
 _LIST_HEAD = struct.Struct(">H")
@@ -171,14 +180,14 @@ def encode_record(
     :func:`metadata_in_filters`), so it is not stored twice."""
     filters = {key.encode(): canonical(value) for key, value in metadata_value.items()}
     shown: list[bytes] = []
-    hidden: list[bytes] = []
+    hidden: list[bytes | int] = []
     for i in range(0, len(versions), 3):
         channel, token, inline = versions[i], versions[i + 1], versions[i + 2]
         if inline:
-            shown += [channel, b"", EMPTY_BLOB if inline == EMPTY_BLOB else INLINE]
-            hidden += [token, inline]
+            hidden += [channel, token, inline]
         else:
-            shown += [channel, token, b""]
+            hidden.append(len(shown) // 2)
+            shown += [channel, token]
     encoding, payload = squeeze(pack([checkpoint[0].encode(), checkpoint[1], hidden]))
     if metadata is None:
         md_head, md_payload = FILTERS_ARE_METADATA, b""
@@ -210,6 +219,15 @@ def _typed(head: bytes, payload: bytes) -> tuple[str, bytes]:
     return text(head), payload
 
 
+def shown_blobs(fields: list[Any]) -> list[tuple[bytes, bytes]]:
+    """The (channel, version) pairs a record shows the scripts for its blob channels (the
+    memory tier's twin of the scripts' ``blob_pairs``)."""
+    flat = fields[6]
+    if fields[0] >= 4:
+        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
+    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 3) if not flat[i + 2]]
+
+
 class Record:
     """A decoded checkpoint record (values still serialized)."""
 
@@ -236,7 +254,7 @@ class Record:
                 self.versions = [
                     (flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)
                 ]
-            else:
+            elif fields[0] == 3:
                 kind, payload, hidden = unpack(unsqueeze(fields[2], fields[3]))
                 self.checkpoint = (text(kind), bytes(payload))
                 pairs = iter(hidden)
@@ -246,6 +264,16 @@ class Record:
                     else (flat[i], next(pairs), next(pairs))
                     for i in range(0, len(flat), 3)
                 ]
+            else:
+                kind, payload, hidden = unpack(unsqueeze(fields[2], fields[3]))
+                self.checkpoint = (text(kind), bytes(payload))
+                self.versions = []
+                items = iter(hidden)
+                for item in items:
+                    if type(item) is int:
+                        self.versions.append((flat[2 * item], flat[2 * item + 1], b""))
+                    else:
+                        self.versions.append((item, next(items), next(items)))
         except Exception as exc:
             raise CorruptEntryError(where, f"checkpoint record is unreadable ({exc})") from exc
 
@@ -454,9 +482,25 @@ class Blobs:
 # -- writes -------------------------------------------------------------------------------------
 
 
-def encode_write(channel: str, typed: tuple[str, bytes], task_path: str) -> bytes:
-    encoding, payload = squeeze(typed[1])
-    return pack([channel.encode(), typed[0].encode(), payload, task_path.encode(), encoding])
+_FRAME_HEAD = struct.Struct(">cI")
+_WRITES_FRAMES = {b"W": RAW, b"X": DEFLATE}
+
+
+def encode_writes(
+    task_id: str, task_path: str, writes: Sequence[tuple[int, str, tuple[str, bytes]]]
+) -> bytes:
+    """One ``put_writes`` call as a frame: ``writes`` are (index, channel, typed value)."""
+    flat: list[Any] = [task_id.encode("utf-8", "surrogatepass"), task_path.encode()]
+    for idx, channel, typed in writes:
+        flat += [idx, channel.encode("utf-8", "surrogatepass"), typed[0].encode(), typed[1]]
+    encoding, payload = squeeze(pack(flat))
+    return _FRAME_HEAD.pack(b"X" if encoding else b"W", len(payload)) + payload
+
+
+def is_legacy_writes(raw: bytes) -> bool:
+    """A writes field in the one-map format of earlier versions."""
+    first = raw[0]
+    return 0x80 <= first <= 0x8F or first in (0xDE, 0xDF)
 
 
 def decode_writes(
@@ -465,21 +509,49 @@ def decode_writes(
     """A checkpoint's writes as (writes_sort_key, channel, typed value), in that order."""
     if not raw:
         return []
+    # (task id, index) -> (task path, channel, typed value)
+    found: dict[tuple[str, int], tuple[str, str, tuple[str, bytes]]] = {}
     try:
-        rows = []
-        for key, value in unpack(raw).items():
-            task_id, idx = key.rsplit(SEP, 1)
-            channel, kind, payload, task_path, encoding = unpack(value)
-            # Earlier versions wrote a bool: False = RAW, True = ZLIB.
-            payload = unsqueeze(int(encoding), payload)
-            rows.append(
-                (
-                    (text(task_path), unescape(task_id), int(idx)),
-                    text(channel),
-                    (text(kind), bytes(payload)),
-                )
-            )
+        if is_legacy_writes(raw):
+            _read_legacy_writes(raw, found)
+        else:
+            at = 0
+            while at < len(raw):
+                kind, size = _FRAME_HEAD.unpack_from(raw, at)
+                body = raw[at + 5 : at + 5 + size]
+                if len(body) != size:
+                    raise ValueError("truncated frame")
+                at += 5 + size
+                if kind == b"M":
+                    _read_legacy_writes(body, found)
+                    continue
+                flat = unpack(unsqueeze(_WRITES_FRAMES[kind], body))
+                task_id, task_path = text(flat[0]), text(flat[1])
+                for i in range(2, len(flat), 4):
+                    key = (task_id, int(flat[i]))
+                    if key[1] < 0 or key not in found:
+                        typed = (text(flat[i + 2]), bytes(flat[i + 3]))
+                        found[key] = (task_path, text(flat[i + 1]), typed)
     except Exception as exc:
         raise CorruptEntryError(where, f"pending writes are unreadable ({exc})") from exc
+    rows = [
+        ((task_path, task_id, idx), channel, typed)
+        for (task_id, idx), (task_path, channel, typed) in found.items()
+    ]
     rows.sort(key=lambda row: row[0])
     return rows
+
+
+def _read_legacy_writes(
+    raw: bytes, found: dict[tuple[str, int], tuple[str, str, tuple[str, bytes]]]
+) -> None:
+    for key, value in unpack(raw).items():
+        task_id, idx = key.rsplit(SEP, 1)
+        channel, kind, payload, task_path, encoding = unpack(value)
+        # Earlier versions wrote a bool: False = RAW, True = ZLIB.
+        payload = unsqueeze(int(encoding), payload)
+        found[(unescape(task_id), int(idx))] = (
+            text(task_path),
+            text(channel),
+            (text(kind), bytes(payload)),
+        )

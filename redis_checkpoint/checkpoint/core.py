@@ -41,7 +41,6 @@ from redis_checkpoint.checkpoint.keys import (
     unescape,
     version_from_token,
     version_token,
-    write_key,
     writes_field,
 )
 from redis_checkpoint.errors import CorruptEntryError
@@ -526,15 +525,16 @@ class SaverCore:
         keys = self.keys(thread_id)
         ns = config["configurable"].get("checkpoint_ns", "") or ""
         checkpoint_id = config["configurable"]["checkpoint_id"]
-        args: list[Any] = [writes_field(escape(ns), escape(checkpoint_id)), self.ttl_ms, thread_id]
-        for i, (channel, value) in enumerate(writes):
-            idx = WRITES_IDX_MAP.get(channel, i)
-            typed = self.serde.dumps_typed(value)
-            args += [
-                write_key(task_id, idx),
-                codec.encode_write(channel, typed, task_path),
-                b"1" if channel in WRITES_IDX_MAP else b"0",
-            ]
+        frame = codec.encode_writes(
+            task_id,
+            task_path,
+            [
+                (WRITES_IDX_MAP.get(channel, i), channel, self.serde.dumps_typed(value))
+                for i, (channel, value) in enumerate(writes)
+            ],
+        )
+        field_name = writes_field(escape(ns), escape(checkpoint_id))
+        args = [field_name, self.ttl_ms, thread_id, frame if writes else b""]
         commands = [self._script("put_writes", keys, *args), *self._register(thread_id)]
         reply = (yield Call(commands, "write", thread_id))[0]
         yield from self._reregister(thread_id, reply[1], commands)

@@ -68,12 +68,8 @@ def blob_field(ns: bytes, channel: str, version: str | int | float) -> bytes:
 
 
 def writes_field(ns: bytes, checkpoint_id: bytes) -> bytes:
-    """The field holding a checkpoint's pending writes (one map, see codec.py)."""
+    """The field holding a checkpoint's pending writes (put_writes frames, see codec.py)."""
     return b"w" + SEP + ns + SEP + checkpoint_id
-
-
-def write_key(task_id: str, idx: int) -> bytes:
-    return escape(task_id) + SEP + str(idx).encode()
 
 
 def thread_tag(thread_id: str) -> str:

@@ -64,12 +64,7 @@ class _Thread:
 
     def blob_fields(self, member: bytes, record: list[Any]) -> list[bytes]:
         head = b"b" + member[1 : member.index(SEP, 2) + 1]
-        triples = record[6]
-        return [
-            head + triples[i] + SEP + triples[i + 1]
-            for i in range(0, len(triples), 3)
-            if not triples[i + 2]
-        ]
+        return [head + channel + SEP + token for channel, token in codec.shown_blobs(record)]
 
     def chain(self, name: bytes, out: list[bytes], seen: set[bytes]) -> None:
         current: bytes | None = name
@@ -346,12 +341,11 @@ class MemoryTier:
         return [1, thread.ttl(int(args[2])), created]
 
     def _script_put_writes(self, thread: _Thread, args: list[bytes]) -> Any:
-        current = thread.data.get(args[0])
-        writes = codec.unpack(current) if current else {}
-        for i in range(3, len(args), 3):
-            if args[i + 2] == b"1" or args[i] not in writes:
-                writes[args[i]] = args[i + 1]
-        thread.hset(args[0], codec.pack(writes))
+        if args[3]:
+            current = thread.data.get(args[0], b"")
+            if current and codec.is_legacy_writes(current):
+                current = b"M" + len(current).to_bytes(4, "big") + current
+            thread.hset(args[0], current + args[3])
         created = int(THREAD_ID not in thread.data)
         thread.data.setdefault(THREAD_ID, args[2])
         return [thread.ttl(int(args[1])), created]
@@ -372,19 +366,18 @@ class MemoryTier:
                 break
             record = thread.record(member)
             steps.append([member, thread.data[member], thread.writes_of(member)])
-            triples = record[6]
-            for i in range(0, len(triples), 3):
-                channel, inline = triples[i], triples[i + 2]
+            if record[0] <= 3:
+                triples = record[6]
+                for i in range(0, len(triples), 3):
+                    if triples[i + 2] not in (b"", codec.EMPTY_BLOB):
+                        remaining.discard(triples[i])
+            for channel, token in codec.shown_blobs(record):
                 if channel not in remaining:
                     continue
-                found = bool(inline) and inline != codec.EMPTY_BLOB
-                if not inline:
-                    name = b"b" + SEP + ns + SEP + channel + SEP + triples[i + 1]
-                    blob = thread.data.get(name)
-                    if blob and blob != codec.EMPTY_BLOB:
-                        found = True
-                        thread.chain(name, flat, seen)
-                if found:
+                name = b"b" + SEP + ns + SEP + channel + SEP + token
+                blob = thread.data.get(name)
+                if blob and blob != codec.EMPTY_BLOB:
+                    thread.chain(name, flat, seen)
                     remaining.discard(channel)
             parent = record[1]
         return [steps, flat]

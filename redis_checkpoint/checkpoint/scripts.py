@@ -41,20 +41,32 @@ end
 
 local function record(member, raw)
   local ok, r = pcall(cmsgpack.unpack, raw)
-  if not ok or type(r) ~= 'table' or (r[1] ~= 2 and r[1] ~= 3) or type(r[7]) ~= 'table' then
+  if not ok or type(r) ~= 'table' or type(r[1]) ~= 'number' or r[1] < 2 or r[1] > 4
+     or type(r[7]) ~= 'table' then
     error({err = 'CORRUPT checkpoint record ' .. member})
   end
   return r
 end
 
+local function blob_pairs(r)
+  -- Format 4 shows (channel, version) pairs of the channels whose value is in a blob; formats 2
+  -- and 3 show (channel, version, inline) triples, inline '' for those channels.
+  local out = {}
+  if r[1] >= 4 then
+    for i = 1, #r[7], 2 do out[#out + 1] = {r[7][i], r[7][i + 1]} end
+  else
+    for i = 1, #r[7], 3 do
+      if r[7][i + 2] == '' then out[#out + 1] = {r[7][i], r[7][i + 1]} end
+    end
+  end
+  return out
+end
+
 local function blob_fields(member, r)
-  -- r[7] holds (channel, version, inline value) triples; a channel whose value is not inline
-  -- lives in the blob field 'b' S ns S channel S version.
+  -- A blob channel's value lives in the field 'b' S ns S channel S version.
   local head = 'b' .. string.sub(member, 2, string.find(member, S, 3, true))
   local out = {}
-  for i = 1, #r[7], 3 do
-    if r[7][i + 2] == '' then out[#out + 1] = head .. r[7][i] .. S .. r[7][i + 1] end
-  end
+  for _, p in ipairs(blob_pairs(r)) do out[#out + 1] = head .. p[1] .. S .. p[2] end
   return out
 end
 
@@ -205,21 +217,18 @@ redis.call('ZADD', idx, 0, ARGV[1])
 return {1, apply_ttl(ARGV[3]), created}
 """
 
-# ARGV: writes field, default ttl ms, thread id, then (key, write, overwrite) triples.
-# A checkpoint's writes are one msgpack map, key 'task S idx' -> write.
+# ARGV: writes field, default ttl ms, thread id, frame (see codec.py: the scripts only append;
+# readers resolve repeated keys). A field in the earlier one-map format becomes an 'M' frame.
 PUT_WRITES = r"""
 local f = ARGV[1]
-local map = {}
-local cur = redis.call('HGET', data, f)
-if cur then
-  local ok, m = pcall(cmsgpack.unpack, cur)
-  if not ok or type(m) ~= 'table' then error({err = 'CORRUPT pending writes ' .. f}) end
-  map = m
+if ARGV[4] ~= '' then
+  local cur = redis.call('HGET', data, f) or ''
+  local first = string.byte(cur, 1)
+  if first and ((first >= 0x80 and first <= 0x8f) or first == 0xde or first == 0xdf) then
+    cur = 'M' .. struct.pack('>I4', #cur) .. cur
+  end
+  redis.call('HSET', data, f, cur .. ARGV[4])
 end
-for i = 4, #ARGV, 3 do
-  if ARGV[i + 2] == '1' or map[ARGV[i]] == nil then map[ARGV[i]] = ARGV[i + 1] end
-end
-redis.call('HSET', data, f, cmsgpack.pack(map))
 local created = redis.call('HSETNX', data, 'id', ARGV[3])
 return {apply_ttl(ARGV[2]), created}
 """
@@ -250,19 +259,24 @@ while parent and left > 0 do
   if not raw then break end
   local r = record(m, raw)
   steps[#steps + 1] = {m, raw, redis.call('HGET', data, writes_field(m))}
-  for i = 1, #r[7], 3 do
-    local ch, inline = r[7][i], r[7][i + 2]
-    if remaining[ch] then
-      local found = inline ~= '' and inline ~= 'E'
-      if inline == '' then
-        local f = 'b' .. S .. ns .. S .. ch .. S .. r[7][i + 1]
-        local v = redis.call('HGET', data, f)
-        if v and v ~= 'E' then
-          found = true
-          add_chain(f, blobs, seen)
-        end
+  if r[1] <= 3 then
+    -- Formats 2 and 3 show inline values (3 as the marker 'I'): the channel has its value here.
+    -- Format 4 hides them; the client stops at them, the walk here may go a little further.
+    for i = 1, #r[7], 3 do
+      local inline = r[7][i + 2]
+      if remaining[r[7][i]] and inline ~= '' and inline ~= 'E' then
+        remaining[r[7][i]] = nil
+        left = left - 1
       end
-      if found then
+    end
+  end
+  for _, p in ipairs(blob_pairs(r)) do
+    local ch = p[1]
+    if remaining[ch] then
+      local f = 'b' .. S .. ns .. S .. ch .. S .. p[2]
+      local v = redis.call('HGET', data, f)
+      if v and v ~= 'E' then
+        add_chain(f, blobs, seen)
         remaining[ch] = nil
         left = left - 1
       end
