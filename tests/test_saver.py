@@ -529,3 +529,150 @@ def test_data_in_earlier_formats_reads_and_takes_new_writes(saver: RedisSaver) -
     for writes in ([("turn", 8), ("messages", [])], [("turn", 9)]):
         tier.execute(next(saver.core.put_writes(got.config, writes, "task-2", "p0")), outage=False)
     assert tier._threads["legacy"].data[b"w\x00\x00" + cid.encode()] == field
+
+
+def _chat_graph(saver: RedisSaver) -> Any:
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    def reply(state: MessagesState) -> dict[str, Any]:
+        n = len(state["messages"])
+        return {"messages": [AIMessage(f"answer {n} " * 20, id=f"a{n}")]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    return builder.compile(checkpointer=saver)
+
+
+def _blob_kinds(client: redis.Redis, data_key: str) -> dict[bytes, bytes]:
+    return {
+        name: value[:1]
+        for name, value in client.hgetall(data_key).items()
+        if name.startswith(b"b\x00\x00messages\x00")
+    }
+
+
+def test_a_list_refers_to_the_writes_that_added_its_items(
+    saver: RedisSaver, redis_server: RedisServer
+) -> None:
+    graph = _chat_graph(saver)
+    conf = config("refs")
+    for turn in range(6):
+        graph.invoke({"messages": [HumanMessage(f"question {turn} " * 10, id=f"h{turn}")]}, conf)
+    keys = saver.core.keys("refs")
+    kinds = _blob_kinds(saver.client, keys.data)
+    # Each turn adds the HumanMessage (the input's write) and the AIMessage (reply's write): every
+    # version only refers to the pending writes that hold those items. (LangGraph calls put and
+    # put_writes from different threads; in a window of microseconds between the put deciding
+    # and sending, a write may slip past both checks and the list keeps its items: allow one.)
+    assert len(kinds) == 12 and list(kinds.values()).count(b"R") >= 11
+    expected = graph.get_state(conf).values["messages"]
+    assert len(expected) == 12
+    with RedisSaver.from_conn_string(
+        redis_server.url, key_prefix=saver.core.layout.prefix
+    ) as other:
+        fresh = _chat_graph(other)
+        assert fresh.get_state(conf).values["messages"] == expected
+        history = [s.values.get("messages", []) for s in fresh.get_state_history(conf)]
+        assert [len(m) for m in history] == [
+            12,
+            11,
+            10,
+            10,
+            9,
+            8,
+            8,
+            7,
+            6,
+            6,
+            5,
+            4,
+            4,
+            3,
+            2,
+            2,
+            1,
+            0,
+        ]
+        assert all(m == expected[: len(m)] for m in history)
+
+    # Pruning keeps the writes a kept list refers to, and drops the rest.
+    saver.prune(["refs"], strategy="keep_latest")
+    fields = saver.client.hkeys(keys.data)
+    writes_left = {f for f in fields if f.startswith(b"w\x00")}
+    referred = {
+        codec.list_ref(blob)[0]
+        for name, blob in saver.client.hgetall(keys.data).items()
+        if name.startswith(b"b\x00") and blob[:1] == b"R"
+    }
+    assert writes_left == referred and len(referred) >= 11
+    with RedisSaver.from_conn_string(
+        redis_server.url, key_prefix=saver.core.layout.prefix
+    ) as other:
+        latest = other.get_tuple(conf)
+        assert latest is not None
+        assert latest.checkpoint["channel_values"]["messages"] == expected
+        assert len(list(other.list(conf))) == 1
+
+
+def _child(saver: RedisSaver, parent: CheckpointTuple, new: list[Any]) -> tuple[Any, str, Any]:
+    """The next checkpoint after ``parent`` with ``new`` appended to its messages."""
+    checkpoint = dict(parent.checkpoint)
+    version = saver.get_next_version(checkpoint["channel_versions"]["messages"], None)
+    messages = [*checkpoint["channel_values"]["messages"], *new]
+    child = {
+        **checkpoint,
+        "id": str(uuid.uuid4()),
+        "channel_values": {**checkpoint["channel_values"], "messages": messages},
+        "channel_versions": {**checkpoint["channel_versions"], "messages": version},
+    }
+    return child, version, messages
+
+
+@pytest.mark.parametrize("writes_first", [True, False])
+def test_whichever_of_put_and_put_writes_comes_second_stores_a_reference(
+    saver: RedisSaver, writes_first: bool
+) -> None:
+    graph = _chat_graph(saver)
+    conf = config(f"order-{writes_first}")
+    graph.invoke({"messages": [HumanMessage("one", id="h1")]}, conf)
+    parent = saver.get_tuple(conf)
+    assert parent is not None
+    reply = [AIMessage("two " * 50, id="a2")]
+    child, version, messages = _child(saver, parent, reply)
+    meta = {"source": "loop", "step": 9}
+    rt = saver.round_trips
+    if writes_first:
+        saver.put_writes(parent.config, [("messages", reply)], "task-a")
+        new = saver.put(parent.config, child, meta, {"messages": version})  # type: ignore[arg-type]
+    else:
+        new = saver.put(parent.config, child, meta, {"messages": version})  # type: ignore[arg-type]
+        saver.put_writes(parent.config, [("messages", reply)], "task-a")
+    assert saver.round_trips - rt == 2
+    keys = saver.core.keys(f"order-{writes_first}")
+    blob = saver.client.hget(keys.data, b"b\x00\x00messages\x00s" + version.encode())
+    assert blob is not None and blob[:1] == b"R"
+    back = saver.get_tuple(new)
+    assert back is not None and back.checkpoint["channel_values"]["messages"] == messages
+    assert back.parent_config == parent.config
+
+
+def test_a_list_whose_referred_writes_are_gone_stores_its_items(saver: RedisSaver) -> None:
+    graph = _chat_graph(saver)
+    conf = config("refs-gone")
+    graph.invoke({"messages": [HumanMessage("one", id="h1")]}, conf)
+    parent = saver.get_tuple(conf)
+    assert parent is not None
+    keys = saver.core.keys("refs-gone")
+    reply = [AIMessage("two", id="a2")]
+    saver.put_writes(parent.config, [("messages", reply)], "task-x")
+    # The field vanishes before the put that refers to it (another process pruned, say).
+    saver.client.hdel(keys.data, b"w\x00\x00" + parent.checkpoint["id"].encode())
+    child, version, messages = _child(saver, parent, reply)
+    rt = saver.round_trips
+    new = saver.put(parent.config, child, {"source": "loop", "step": 9}, {"messages": version})  # type: ignore[arg-type]
+    assert saver.round_trips - rt == 1  # the script stores the items it was given as well
+    blob = saver.client.hget(keys.data, b"b\x00\x00messages\x00s" + version.encode())
+    assert blob is not None and blob[:1] == b"L"
+    back = saver.get_tuple(new)
+    assert back is not None and back.checkpoint["channel_values"]["messages"] == messages

@@ -35,6 +35,8 @@ A blob is one of
     b"D" <len(type)> <type> <deflate(serialized)>  the same, compressed
     b"E"                                           the channel was emptied at this version
     b"L" <u16 len(base)> <base field> <u32 count of base items> <flag> msgpack([type, bytes, ...])
+    b"R" <u16 len(base)> <base field> <u32 count of base items>
+         <u16 len(writes field)> <writes field> <u8 n> n x (<SHA-1 of a frame: 16 hex> <u16 i>)
 
 Payloads of 64 bytes or more are compressed when that saves at least an eighth: raw deflate at
 level 1, primed with ``ZDICT``, the framing every serialized message and checkpoint repeats (class
@@ -44,11 +46,16 @@ written by earlier versions (``Z`` blobs, plain zlib) still reads.
 
 ``L`` blobs store a list channel (a message history) as the items appended since an earlier
 version of the same list (its *base*): a conversation then costs what each turn adds, not the whole
-history again at every step.
+history again at every step. Those items are usually what the step's tasks wrote: the new
+AIMessage is already stored once as a pending write of the parent checkpoint. An ``R`` blob then
+stores no items but refers to those writes (the i-th write of the frame with that digest, in the
+parent's writes field); the put script checks the frames are there, and the collector keeps a
+writes field alive while a kept list refers to it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zlib
@@ -371,8 +378,69 @@ def encode_list(base: bytes | None, base_count: int, items: list[bytes]) -> byte
     return head + _LIST_FLAGS[encoding] + payload
 
 
+def encode_list_ref(
+    base: bytes | None, base_count: int, writes_field: bytes, refs: Sequence[tuple[bytes, int]]
+) -> bytes:
+    """A list blob whose new items are pending writes: ``refs`` are (frame digest, write index)."""
+    base = base or b""
+    head = b"R" + _LIST_HEAD.pack(len(base)) + base + _LIST_COUNT.pack(base_count)
+    body = b"".join(digest + _LIST_HEAD.pack(i) for digest, i in refs)
+    return head + _LIST_HEAD.pack(len(writes_field)) + writes_field + bytes([len(refs)]) + body
+
+
+def list_ref(blob: bytes) -> tuple[bytes, list[tuple[bytes, int]]]:
+    """(writes field, refs) of an ``R`` blob."""
+    (size,) = _LIST_HEAD.unpack_from(blob, 1)
+    at = 7 + size
+    (wsize,) = _LIST_HEAD.unpack_from(blob, at)
+    field = blob[at + 2 : at + 2 + wsize]
+    at += 2 + wsize
+    n, at = blob[at], at + 1
+    refs = []
+    for _ in range(n):
+        (i,) = _LIST_HEAD.unpack_from(blob, at + 16)
+        refs.append((blob[at : at + 16], i))
+        at += 18
+    if at != len(blob):
+        raise ValueError("list reference has trailing bytes")
+    return field, refs
+
+
+def split_list(typed: tuple[str, bytes]) -> list[bytes] | None:
+    """The msgpack encodings of a serialized list's items, cut from the list's own bytes.
+
+    A msgpack array is its header followed by each item's encoding, so one serialization of the
+    whole list (what any saver pays) yields every item without serializing items one by one.
+    """
+    if typed[0] != "msgpack":
+        return None
+    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=len(typed[1]) + 1)
+    unpacker.feed(typed[1])
+    try:
+        count = unpacker.read_array_header()
+        start = unpacker.tell()
+        items = []
+        for _ in range(count):
+            unpacker.skip()
+            end = unpacker.tell()
+            items.append(typed[1][start:end])
+            start = end
+    except Exception:
+        return None
+    return items if start == len(typed[1]) else None
+
+
+def write_items(typed: tuple[str, bytes]) -> list[bytes] | None:
+    """What a write appends to a list channel, as item encodings: a list's items, or a lone
+    value as one item. The put compares these bytes with the list's new items before referring."""
+    if typed[0] != "msgpack":
+        return None
+    items = split_list(typed)
+    return items if items is not None else [typed[1]]
+
+
 def list_base(blob: bytes) -> bytes | None:
-    if blob[:1] != b"L":
+    if blob[:1] not in (b"L", b"R"):
         return None
     (size,) = _LIST_HEAD.unpack_from(blob, 1)
     return blob[3 : 3 + size] if size else None
@@ -443,7 +511,7 @@ class Blobs:
                 size = blob[1]
                 payload = unsqueeze(_VALUE_ENCODINGS[kind], blob[2 + size :])
                 return loads((blob[2 : 2 + size].decode(), payload))
-            if kind == b"L":
+            if kind in (b"L", b"R"):
                 return loads(("msgpack", msgpack_list(self.items(field))))
             raise ValueError(f"unknown blob kind {kind!r}")
         except CorruptEntryError:
@@ -460,15 +528,19 @@ class Blobs:
         current: bytes | None = field
         while current is not None and current not in self.lists:
             blob = self.fetched.get(current)
-            if not blob or blob[:1] != b"L" or current in seen:
+            if not blob or blob[:1] not in (b"L", b"R") or current in seen:
                 raise CorruptEntryError(
                     f"{self.where} field {current!r}", "a list blob's base is missing"
                 )
             seen.add(current)
             (size,) = _LIST_HEAD.unpack_from(blob, 1)
             (count,) = _LIST_COUNT.unpack_from(blob, 3 + size)
-            payload = unsqueeze(_LIST_ENCODINGS[blob[7 + size : 8 + size]], blob[8 + size :])
-            chain.append((current, count, [bytes(item) for item in unpack(payload)]))
+            if blob[:1] == b"R":
+                segment = self._referred(current, blob)
+            else:
+                payload = unsqueeze(_LIST_ENCODINGS[blob[7 + size : 8 + size]], blob[8 + size :])
+                segment = [bytes(item) for item in unpack(payload)]
+            chain.append((current, count, segment))
             current = blob[3 : 3 + size] if size else None
         items = list(self.list_of(current)) if current is not None else []
         for name, count, segment in reversed(chain):
@@ -476,6 +548,24 @@ class Blobs:
                 raise CorruptEntryError(f"{self.where} field {name!r}", "list lengths disagree")
             items.extend(segment)
             self.lists[name] = (items, len(items))
+        return items
+
+    def _referred(self, name: bytes, blob: bytes) -> list[bytes]:
+        """The items an ``R`` blob refers to, read from the pending writes it names."""
+        field, refs = list_ref(blob)
+        raw = self.fetched.get(field)
+        if not raw:
+            raise CorruptEntryError(
+                f"{self.where} field {name!r}", "the pending writes a list refers to are missing"
+            )
+        frames = {short_digest(frame): frame for frame in split_frames(raw)}
+        items: list[bytes] = []
+        for digest, i in refs:
+            typed = frame_writes(frames[digest])[i][4]
+            found = write_items(typed)
+            if found is None:
+                raise ValueError("a referred write is not a list")
+            items += found
         return items
 
 
@@ -503,6 +593,42 @@ def is_legacy_writes(raw: bytes) -> bool:
     return 0x80 <= first <= 0x8F or first in (0xDE, 0xDF)
 
 
+def split_frames(raw: bytes) -> list[bytes]:
+    """The frames of a writes field, each with its header (a one-map field has none)."""
+    if is_legacy_writes(raw):
+        return []
+    frames, at = [], 0
+    while at < len(raw):
+        kind, size = _FRAME_HEAD.unpack_from(raw, at)
+        if kind not in (b"W", b"X", b"M") or at + 5 + size > len(raw):
+            raise ValueError("truncated or unknown frame")
+        frames.append(raw[at : at + 5 + size])
+        at += 5 + size
+    return frames
+
+
+def short_digest(data: bytes) -> bytes:
+    """How an ``R`` blob names a frame, and a rewrite the blob it replaces: 16 hex digits of
+    SHA-1 (the scripts compute the same with ``redis.sha1hex``)."""
+    return hashlib.sha1(data).hexdigest()[:16].encode()
+
+
+def frame_writes(frame: bytes) -> list[tuple[str, str, int, str, tuple[str, bytes]]]:
+    """The writes of one ``W``/``X`` frame: (task id, task path, index, channel, typed value)."""
+    flat = unpack(unsqueeze(_WRITES_FRAMES[frame[:1]], frame[5:]))
+    task_id, task_path = text(flat[0]), text(flat[1])
+    return [
+        (
+            task_id,
+            task_path,
+            int(flat[i]),
+            text(flat[i + 1]),
+            (text(flat[i + 2]), bytes(flat[i + 3])),
+        )
+        for i in range(2, len(flat), 4)
+    ]
+
+
 def decode_writes(
     raw: bytes | None, where: str
 ) -> list[tuple[tuple[str, str, int], str, tuple[str, bytes]]]:
@@ -515,23 +641,13 @@ def decode_writes(
         if is_legacy_writes(raw):
             _read_legacy_writes(raw, found)
         else:
-            at = 0
-            while at < len(raw):
-                kind, size = _FRAME_HEAD.unpack_from(raw, at)
-                body = raw[at + 5 : at + 5 + size]
-                if len(body) != size:
-                    raise ValueError("truncated frame")
-                at += 5 + size
-                if kind == b"M":
-                    _read_legacy_writes(body, found)
+            for frame in split_frames(raw):
+                if frame[:1] == b"M":
+                    _read_legacy_writes(frame[5:], found)
                     continue
-                flat = unpack(unsqueeze(_WRITES_FRAMES[kind], body))
-                task_id, task_path = text(flat[0]), text(flat[1])
-                for i in range(2, len(flat), 4):
-                    key = (task_id, int(flat[i]))
-                    if key[1] < 0 or key not in found:
-                        typed = (text(flat[i + 2]), bytes(flat[i + 3]))
-                        found[key] = (task_path, text(flat[i + 1]), typed)
+                for task_id, task_path, idx, channel, typed in frame_writes(frame):
+                    if idx < 0 or (task_id, idx) not in found:
+                        found[(task_id, idx)] = (task_path, channel, typed)
     except Exception as exc:
         raise CorruptEntryError(where, f"pending writes are unreadable ({exc})") from exc
     rows = [

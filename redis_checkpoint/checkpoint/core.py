@@ -15,7 +15,6 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TypeVar, cast
 
-import msgpack
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -108,33 +107,30 @@ def thread_id_of(config: RunnableConfig) -> str:
     return str(thread_id)
 
 
-def _split_list(typed: tuple[str, bytes]) -> list[bytes] | None:
-    """The msgpack encodings of a serialized list's items, cut from the list's own bytes.
-
-    A msgpack array is its header followed by each item's encoding, so one serialization of the
-    whole list (what any saver pays) yields every item without serializing items one by one.
-    """
-    if typed[0] != "msgpack":
-        return None
-    unpacker = msgpack.Unpacker(raw=True, max_buffer_size=len(typed[1]) + 1)
-    unpacker.feed(typed[1])
-    try:
-        count = unpacker.read_array_header()
-        start = unpacker.tell()
-        items = []
-        for _ in range(count):
-            unpacker.skip()
-            end = unpacker.tell()
-            items.append(typed[1][start:end])
-            start = end
-    except Exception:
-        return None
-    return items if start == len(typed[1]) else None
-
-
 @dataclass
 class _StoredList:
     field: bytes
+    items: list[bytes]
+
+
+class _SentList(NamedTuple):
+    """A list blob with items a put stored because the writes adding them were not known yet."""
+
+    channel: str
+    field: bytes
+    digest: bytes  # of the blob as stored: a later rewrite replaces exactly that
+    base: bytes
+    start: int
+    items: list[bytes]  # the new items
+
+
+class _SentWrite(NamedTuple):
+    """A write this process sent, as a list blob of the next checkpoint may refer to it."""
+
+    sort_key: tuple[str, str, int]
+    digest: bytes  # of its frame
+    position: int  # in the frame
+    channel: str
     items: list[bytes]
 
 
@@ -150,6 +146,21 @@ class SaverCore:
     # The last list version this process wrote or read, per (thread, namespace) and channel: the
     # next version stores only its new items, and reads fetch only what is newer.
     _lists: OrderedDict[tuple[str, bytes], dict[str, _StoredList]] = field(
+        default_factory=OrderedDict
+    )
+    # The list-channel writes this process sent per checkpoint (thread, namespace, id): the next
+    # checkpoint's list blob refers to them instead of storing the same items again.
+    _sent_writes: OrderedDict[tuple[str, bytes, bytes], list[_SentWrite]] = field(
+        default_factory=OrderedDict
+    )
+    # The (version token, inline bytes) of each channel in the last checkpoint this process
+    # stored per (thread, namespace); inline b"" for a blob.
+    _inline: OrderedDict[tuple[str, bytes], dict[bytes, tuple[bytes, bytes]]] = field(
+        default_factory=OrderedDict
+    )
+    # The list blobs with items that puts stored per parent checkpoint (thread, namespace, id):
+    # when the parent's writes arrive later, they turn such a blob into a reference.
+    _sent_lists: OrderedDict[tuple[str, bytes, bytes], list[_SentList]] = field(
         default_factory=OrderedDict
     )
     # Registry expiry (ms) this process last wrote per thread; see _register().
@@ -198,18 +209,98 @@ class SaverCore:
     def forget_thread(self, thread_id: str) -> None:
         with self._lock:
             self._registered.pop(thread_id, None)
-            for key in [k for k in self._lists if k[0] == thread_id]:
-                del self._lists[key]
+            caches: tuple[OrderedDict[Any, Any], ...] = (
+                self._lists,
+                self._sent_writes,
+                self._inline,
+            )
+            for cache in caches:
+                for key in [k for k in cache if k[0] == thread_id]:
+                    del cache[key]
 
     def _remember_lists(self, thread_id: str, ns: bytes, lists: dict[str, _StoredList]) -> None:
         if not lists:
             return
-        key = (thread_id, ns)
         with self._lock:
-            self._lists.setdefault(key, {}).update(lists)
-            self._lists.move_to_end(key)
-            while len(self._lists) > self.list_cache_size:
-                self._lists.popitem(last=False)
+            merged = {**self._lists.get((thread_id, ns), {}), **lists}
+            _bounded_put(self._lists, (thread_id, ns), merged, self.list_cache_size)
+
+    # A list's new items are usually what the parent checkpoint's tasks wrote. Whichever of the
+    # put and the put_writes comes second stores only a reference to them (LangGraph may call
+    # them in either order); each side decides and records under the lock, so one of them sees
+    # the other.
+
+    def _list_blob(
+        self,
+        parent: tuple[str, bytes, bytes] | None,
+        channel: str,
+        name: bytes,
+        base: bytes,
+        start: int,
+        new: list[bytes],
+    ) -> tuple[bytes, bytes]:
+        """(blob, alternative) for a list: a reference to the parent's writes of ``new`` when
+        this process sent them, with the items as the alternative the script stores if those
+        writes are not in Redis yet; else the items, remembered for the writes to refer to."""
+        items_blob = codec.encode_list(base or None, start, new)
+        if parent is None or not new:
+            return items_blob, b""
+        with self._lock:
+            sent = [w for w in self._sent_writes.get(parent, ()) if w.channel == channel]
+            sent.sort(key=lambda w: w.sort_key)
+            refs = None
+            if sent and [item for w in sent for item in w.items] == new and len(sent) < 256:
+                refs = [(w.digest, w.position) for w in sent]  # every task's, in apply order
+            else:
+                refs = next(([(w.digest, w.position)] for w in sent if w.items == new), None)
+            stored = _SentList(channel, name, codec.short_digest(items_blob), base, start, new)
+            merged = [*self._sent_lists.get(parent, ()), stored]
+            _bounded_put(self._sent_lists, parent, merged, self.list_cache_size)
+        if refs:
+            field_name = writes_field(parent[1], parent[2])
+            return codec.encode_list_ref(base or None, start, field_name, refs), items_blob
+        return items_blob, b""
+
+    def _note_writes(
+        self,
+        key: tuple[str, bytes, bytes],
+        task_id: str,
+        task_path: str,
+        frame: bytes,
+        writes: list[tuple[int, str, tuple[str, bytes]]],
+    ) -> list[bytes]:
+        """Remember the list writes of a frame; returns (blob field, digest, R blob) for each
+        list a put already stored with these items: the script swaps in the reference if the
+        blob is still what was stored."""
+        items_of = [
+            (i, channel, codec.write_items(typed)) for i, (_, channel, typed) in enumerate(writes)
+        ]
+        if not any(items for _, _, items in items_of):
+            return []
+        digest = codec.short_digest(frame)
+        sent = [
+            _SentWrite((task_path, task_id, writes[i][0]), digest, i, channel, items)
+            for i, channel, items in items_of
+            if items
+        ]
+        out: list[bytes] = []
+        with self._lock:
+            _bounded_put(
+                self._sent_writes,
+                key,
+                [*self._sent_writes.get(key, ()), *sent],
+                self.list_cache_size,
+            )
+            for entry in self._sent_lists.get(key, ()):
+                write = next(
+                    (w for w in sent if w.channel == entry.channel and w.items == entry.items), None
+                )
+                if write is not None:
+                    ref = [(write.digest, write.position)]
+                    field_name = writes_field(key[1], key[2])
+                    blob = codec.encode_list_ref(entry.base or None, entry.start, field_name, ref)
+                    out += [entry.field, entry.digest, blob]
+        return out
 
     def _known_lists(self, thread_id: str, ns: bytes) -> dict[bytes, list[bytes]]:
         with self._lock:
@@ -439,51 +530,19 @@ class SaverCore:
         ns = config["configurable"].get("checkpoint_ns", "") or ""
         ns_e = escape(ns)
         checkpoint_id = checkpoint["id"]
-        values = checkpoint["channel_values"]
-        blob_args: list[bytes] = []
-        full: dict[bytes, list[bytes]] = {}
-        lists: dict[str, _StoredList] = {}
-        with self._lock:
-            remembered = dict(self._lists.get((thread_id, ns_e), {}))
-        for channel, version in new_versions.items():
-            if channel not in values or codec.is_small(values[channel]):
-                continue  # inline in the record
-            name = blob_field(ns_e, channel, version)
-            typed = self.serde.dumps_typed(values[channel])
-            items = _split_list(typed) if type(values[channel]) is list else None
-            if items is None:
-                blob_args += [name, codec.encode_value(typed), b""]
-                continue
-            # A list that starts with the last version this process saw stores only its new items.
-            known = remembered.get(channel)
-            start, base = 0, b""
-            if known and known.items == items[: len(known.items)]:
-                start, base = len(known.items), known.field
-            blob_args += [name, codec.encode_list(base or None, start, items[start:]), base]
-            full[name] = items
-            lists[channel] = _StoredList(name, items)
-        stored = {k: v for k, v in checkpoint.items() if k not in _KEPT_ELSEWHERE}
-        full_metadata = get_checkpoint_metadata(config, metadata)
-        versions: list[bytes] = []
-        for channel, version in checkpoint["channel_versions"].items():
-            if channel in values:
-                small = codec.is_small(values[channel])
-                inline = (
-                    codec.encode_value(self.serde.dumps_typed(values[channel])) if small else b""
-                )
-            elif channel in new_versions:
-                inline = codec.EMPTY_BLOB  # emptied (or a DeltaChannel between snapshots)
-            else:
-                inline = b""  # whatever an earlier checkpoint stored for this version
-            versions += [escape(channel), version_token(version), inline]
-        record = codec.encode_record(
-            parent_id=config["configurable"].get("checkpoint_id"),
-            checkpoint=self.serde.dumps_typed(stored),
-            metadata=None
-            if codec.metadata_in_filters(full_metadata)
-            else self.serde.dumps_typed(full_metadata),
-            metadata_value=full_metadata,
-            versions=versions,
+        parent_id = config["configurable"].get("checkpoint_id")
+        record, inline_now = self._record(
+            thread_id,
+            ns_e,
+            parent_id,
+            checkpoint,
+            get_checkpoint_metadata(config, metadata),
+            new_versions,
+        )
+        # Blobs last: a list refers to the parent's writes if they are known by now.
+        parent = (thread_id, ns_e, escape(parent_id)) if parent_id else None
+        blob_args, lists = self._blobs(
+            thread_id, parent, ns_e, checkpoint["channel_values"], new_versions
         )
         member = checkpoint_member(ns_e, escape(checkpoint_id))
         head = (member, record, self.ttl_ms, thread_id)
@@ -495,17 +554,19 @@ class SaverCore:
             # A base this process remembered is gone (deleted or pruned elsewhere): store those
             # lists whole.
             missing = set(reply[1])
-            for i in range(0, len(blob_args), 3):
+            for i in range(0, len(blob_args), 4):
                 if blob_args[i] in missing:
-                    blob_args[i + 1] = codec.encode_list(None, 0, full[blob_args[i]])
-                    blob_args[i + 2] = b""
+                    whole = lists[blob_args[i].split(SEP)[2]].items
+                    blob_args[i + 1 : i + 4] = [codec.encode_list(None, 0, whole), b"", b""]
             reply = (
                 yield Call([self._script("put", keys, *head, *blob_args)], "write", thread_id)
             )[0]
             if reply[0] == 0:
                 raise CorruptEntryError(keys.data, "list base vanished while writing")
             yield from self._reregister(thread_id, reply[2], commands)
-        self._remember_lists(thread_id, ns_e, lists)
+        self._remember_lists(thread_id, ns_e, {unescape(k): v for k, v in lists.items()})
+        with self._lock:
+            _bounded_put(self._inline, (thread_id, ns_e), inline_now, self.list_cache_size)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -513,6 +574,84 @@ class SaverCore:
                 "checkpoint_id": checkpoint_id,
             }
         }
+
+    def _record(
+        self,
+        thread_id: str,
+        ns_e: bytes,
+        parent_id: str | None,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> tuple[bytes, dict[bytes, tuple[bytes, bytes]]]:
+        """A checkpoint's record, and its channels' (version token, inline bytes)."""
+        values = checkpoint["channel_values"]
+        versions: list[bytes] = []
+        with self._lock:
+            earlier = self._inline.get((thread_id, ns_e), {})
+        for channel, version in checkpoint["channel_versions"].items():
+            channel_e, token = escape(channel), version_token(version)
+            if channel in values:
+                small = codec.is_small(values[channel])
+                inline = (
+                    codec.encode_value(self.serde.dumps_typed(values[channel])) if small else b""
+                )
+            elif channel in new_versions:
+                inline = codec.EMPTY_BLOB  # emptied (or a DeltaChannel between snapshots)
+            else:
+                # Whatever an earlier checkpoint stored for this version: when this process
+                # stored it inline (a consumed trigger's E, mostly), copy it rather than make
+                # readers look for a blob.
+                seen = earlier.get(channel_e)
+                inline = seen[1] if seen is not None and seen[0] == token else b""
+            versions += [channel_e, token, inline]
+        stored = {k: v for k, v in checkpoint.items() if k not in _KEPT_ELSEWHERE}
+        record = codec.encode_record(
+            parent_id=parent_id,
+            checkpoint=self.serde.dumps_typed(stored),
+            metadata=None
+            if codec.metadata_in_filters(metadata)
+            else self.serde.dumps_typed(metadata),
+            metadata_value=metadata,
+            versions=versions,
+        )
+        return record, {
+            versions[i]: (versions[i + 1], versions[i + 2]) for i in range(0, len(versions), 3)
+        }
+
+    def _blobs(
+        self,
+        thread_id: str,
+        parent: tuple[str, bytes, bytes] | None,
+        ns_e: bytes,
+        values: Mapping[str, Any],
+        new_versions: ChannelVersions,
+    ) -> tuple[list[bytes], dict[bytes, _StoredList]]:
+        """The put script's (field, blob, base, alternative) quads for the changed channels that
+        are not inline, and the lists among them by escaped channel."""
+        args: list[bytes] = []
+        lists: dict[bytes, _StoredList] = {}
+        with self._lock:
+            remembered = dict(self._lists.get((thread_id, ns_e), {}))
+        for channel, version in new_versions.items():
+            if channel not in values or codec.is_small(values[channel]):
+                continue  # inline in the record
+            name = blob_field(ns_e, channel, version)
+            typed = self.serde.dumps_typed(values[channel])
+            items = codec.split_list(typed) if type(values[channel]) is list else None
+            if items is None:
+                args += [name, codec.encode_value(typed), b"", b""]
+                continue
+            # A list that starts with the last version this process saw stores only its new items,
+            # or only refers to them when they are what the parent's tasks wrote.
+            known = remembered.get(channel)
+            start, base = 0, b""
+            if known and known.items == items[: len(known.items)]:
+                start, base = len(known.items), known.field
+            blob, alternative = self._list_blob(parent, channel, name, base, start, items[start:])
+            args += [name, blob, base, alternative]
+            lists[escape(channel)] = _StoredList(name, items)
+        return args, lists
 
     def put_writes(
         self,
@@ -525,16 +664,16 @@ class SaverCore:
         keys = self.keys(thread_id)
         ns = config["configurable"].get("checkpoint_ns", "") or ""
         checkpoint_id = config["configurable"]["checkpoint_id"]
-        frame = codec.encode_writes(
-            task_id,
-            task_path,
-            [
-                (WRITES_IDX_MAP.get(channel, i), channel, self.serde.dumps_typed(value))
-                for i, (channel, value) in enumerate(writes)
-            ],
-        )
-        field_name = writes_field(escape(ns), escape(checkpoint_id))
-        args = [field_name, self.ttl_ms, thread_id, frame if writes else b""]
+        typed_writes = [
+            (WRITES_IDX_MAP.get(channel, i), channel, self.serde.dumps_typed(value))
+            for i, (channel, value) in enumerate(writes)
+        ]
+        frame = codec.encode_writes(task_id, task_path, typed_writes)
+        ns_e, cid_e = escape(ns), escape(checkpoint_id)
+        field_name = writes_field(ns_e, cid_e)
+        key = (thread_id, ns_e, cid_e)
+        rewrites = self._note_writes(key, task_id, task_path, frame, typed_writes)
+        args = [field_name, self.ttl_ms, thread_id, frame if writes else b"", *rewrites]
         commands = [self._script("put_writes", keys, *args), *self._register(thread_id)]
         reply = (yield Call(commands, "write", thread_id))[0]
         yield from self._reregister(thread_id, reply[1], commands)
@@ -687,6 +826,18 @@ class SaverCore:
                 entry["seed"] = seeds[channel]
             result[channel] = entry
         return result
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _bounded_put(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
+    """Set ``key`` as the most recent entry, dropping the least recent past ``limit``."""
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
 
 
 def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes | None]:

@@ -72,7 +72,20 @@ class _Thread:
             seen.add(current)
             blob = self.data.get(current)
             out += [current, blob or b""]
+            if blob and blob[:1] == b"R":
+                writes = codec.list_ref(blob)[0]
+                if writes not in seen:
+                    seen.add(writes)
+                    out += [writes, self.data.get(writes) or b""]
             current = codec.list_base(blob) if blob else None
+
+    def referred_ok(self, blob: bytes) -> bool:
+        field, refs = codec.list_ref(blob)
+        raw = self.data.get(field)
+        if not raw or raw[:1] not in (b"W", b"X", b"M"):
+            return False
+        have = {codec.short_digest(frame) for frame in codec.split_frames(raw)}
+        return all(digest in have for digest, _ in refs)
 
     def record(self, member: bytes) -> list[Any]:
         raw = self.data[member]
@@ -323,18 +336,19 @@ class MemoryTier:
         return [found, flat, more]
 
     def _script_put(self, thread: _Thread, args: list[bytes]) -> Any:
-        triples = [args[i : i + 3] for i in range(4, len(args), 3)]
-        fresh = {name for name, _, _ in triples}
+        quads = [args[i : i + 4] for i in range(4, len(args), 4)]
+        fresh = {name for name, _, _, _ in quads}
         missing = [
             name
-            for name, _, base in triples
+            for name, _, base, _ in quads
             if base and base not in fresh and base not in thread.data
         ]
         if missing:
             return [0, missing]
         thread.hset(args[0], args[1])
-        for name, blob, _ in triples:
-            thread.hset(name, blob)
+        for name, blob, _, alternative in quads:
+            referred = blob[:1] != b"R" or thread.referred_ok(blob)
+            thread.hset(name, blob if referred else alternative)
         created = int(THREAD_ID not in thread.data)
         thread.data.setdefault(THREAD_ID, args[3])
         thread.zadd(args[0])
@@ -346,6 +360,10 @@ class MemoryTier:
             if current and codec.is_legacy_writes(current):
                 current = b"M" + len(current).to_bytes(4, "big") + current
             thread.hset(args[0], current + args[3])
+        for i in range(4, len(args), 3):
+            blob = thread.data.get(args[i])
+            if blob and codec.short_digest(blob) == args[i + 1]:
+                thread.hset(args[i], args[i + 2])
         created = int(THREAD_ID not in thread.data)
         thread.data.setdefault(THREAD_ID, args[2])
         return [thread.ttl(int(args[1])), created]

@@ -70,7 +70,40 @@ local function blob_fields(member, r)
   return out
 end
 
+local function list_ref(blob)
+  -- An 'R' list blob (see codec.py): the writes field it refers to, and its frames' digests.
+  local n = struct.unpack('>I2', blob, 2)
+  local at = 8 + n
+  local w = struct.unpack('>I2', blob, at)
+  local field = string.sub(blob, at + 2, at + 1 + w)
+  at = at + 2 + w
+  local digests = {}
+  for k = 0, string.byte(blob, at) - 1 do
+    digests[#digests + 1] = string.sub(blob, at + 1 + k * 18, at + 16 + k * 18)
+  end
+  return field, digests
+end
+
+local function referred_ok(blob)
+  -- The frames an 'R' blob refers to are in the writes field (frames are only ever appended).
+  local field, digests = list_ref(blob)
+  local v = redis.call('HGET', data, field)
+  local first = v and string.sub(v, 1, 1)
+  if first ~= 'W' and first ~= 'X' and first ~= 'M' then return false end
+  local have, pos = {}, 1
+  while pos <= #v do
+    local size = struct.unpack('>I4', v, pos + 1)
+    have[string.sub(redis.sha1hex(string.sub(v, pos, pos + 4 + size)), 1, 16)] = true
+    pos = pos + 5 + size
+  end
+  for _, d in ipairs(digests) do
+    if not have[d] then return false end
+  end
+  return true
+end
+
 local function add_chain(field, out, seen)
+  -- A list blob and its bases back to one the client knows, with the writes 'R' blobs refer to.
   local cur = field
   while cur and not seen[cur] do
     seen[cur] = true
@@ -78,7 +111,16 @@ local function add_chain(field, out, seen)
     out[#out + 1] = cur
     out[#out + 1] = v or ''
     cur = nil
-    if v and string.sub(v, 1, 1) == 'L' then
+    local kind = v and string.sub(v, 1, 1)
+    if kind == 'R' then
+      local w = list_ref(v)
+      if not seen[w] then
+        seen[w] = true
+        out[#out + 1] = w
+        out[#out + 1] = redis.call('HGET', data, w) or ''
+      end
+    end
+    if kind == 'L' or kind == 'R' then
       local n = struct.unpack('>I2', v, 2)
       if n > 0 then cur = string.sub(v, 4, 3 + n) end
     end
@@ -90,7 +132,8 @@ local function writes_field(member)
 end
 
 local function collect_garbage()
-  -- Drop the writes of vanished checkpoints and the blobs no kept checkpoint reaches.
+  -- Drop the blobs no kept checkpoint reaches, and the writes of vanished checkpoints unless a
+  -- kept list refers to them.
   local reach, keep = {}, {}
   local cps = redis.call('ZRANGE', idx, 0, -1)
   for _, m in ipairs(cps) do
@@ -105,7 +148,7 @@ local function collect_garbage()
   for _, f in ipairs(redis.call('HKEYS', data)) do
     local kind = string.sub(f, 1, 2)
     local orphan_blob = kind == 'b' .. S and not reach[f]
-    local orphan_writes = kind == 'w' .. S and not keep['c' .. string.sub(f, 2)]
+    local orphan_writes = kind == 'w' .. S and not keep['c' .. string.sub(f, 2)] and not reach[f]
     if orphan_blob or orphan_writes then
       dead[#dead + 1] = f
     end
@@ -193,24 +236,24 @@ if done and last then more = last end
 return {found, blobs, more}
 """
 
-# ARGV: member, record, default ttl ms, thread id, then (field, blob, base) triples.
+# ARGV: member, record, default ttl ms, thread id, then (field, blob, base, alternative)
+# quads: an 'R' blob whose writes are not (yet) here is stored as its alternative, the items.
 # Returns {0, fields whose base is missing} or {1, ttl, 1 if this created the thread}.
 PUT = r"""
 local fresh = {}
-for i = 5, #ARGV, 3 do fresh[ARGV[i]] = true end
+for i = 5, #ARGV, 4 do fresh[ARGV[i]] = true end
 local missing = {}
-for i = 5, #ARGV, 3 do
-  local base = ARGV[i + 2]
+local args = {ARGV[1], ARGV[2]}
+for i = 5, #ARGV, 4 do
+  local blob, base = ARGV[i + 1], ARGV[i + 2]
   if base ~= '' and not fresh[base] and redis.call('HEXISTS', data, base) == 0 then
     missing[#missing + 1] = ARGV[i]
   end
+  if string.sub(blob, 1, 1) == 'R' and not referred_ok(blob) then blob = ARGV[i + 3] end
+  args[#args + 1] = ARGV[i]
+  args[#args + 1] = blob
 end
 if #missing > 0 then return {0, missing} end
-local args = {ARGV[1], ARGV[2]}
-for i = 5, #ARGV, 3 do
-  args[#args + 1] = ARGV[i]
-  args[#args + 1] = ARGV[i + 1]
-end
 chunked('HSET', data, args)
 local created = redis.call('HSETNX', data, 'id', ARGV[4])
 redis.call('ZADD', idx, 0, ARGV[1])
@@ -218,7 +261,9 @@ return {1, apply_ttl(ARGV[3]), created}
 """
 
 # ARGV: writes field, default ttl ms, thread id, frame (see codec.py: the scripts only append;
-# readers resolve repeated keys). A field in the earlier one-map format becomes an 'M' frame.
+# readers resolve repeated keys), then (blob field, digest, R blob) triples: a list blob a put
+# stored with the items this frame holds becomes a reference to them, if it is still that blob.
+# A field in the earlier one-map format becomes an 'M' frame.
 PUT_WRITES = r"""
 local f = ARGV[1]
 if ARGV[4] ~= '' then
@@ -228,6 +273,12 @@ if ARGV[4] ~= '' then
     cur = 'M' .. struct.pack('>I4', #cur) .. cur
   end
   redis.call('HSET', data, f, cur .. ARGV[4])
+end
+for i = 5, #ARGV, 3 do
+  local blob = redis.call('HGET', data, ARGV[i])
+  if blob and string.sub(redis.sha1hex(blob), 1, 16) == ARGV[i + 1] then
+    redis.call('HSET', data, ARGV[i], ARGV[i + 2])
+  end
 end
 local created = redis.call('HSETNX', data, 'id', ARGV[3])
 return {apply_ttl(ARGV[2]), created}
