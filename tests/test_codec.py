@@ -67,7 +67,7 @@ def test_a_record_shows_only_blob_channels_and_reads_every_version_back_in_order
     metadata = {"source": "loop", "step": 1}
     versions = [b"turn", b"sc2.cd", b"V\x07msgpack\x01", b"messages", b"sc1.ab", b""]
     versions += [b"branch:to:node", b"sc3.ef", codec.EMPTY_BLOB, b"docs", b"sc4.aa", b""]
-    raw = codec.encode_record(
+    raw, _ = codec.encode_record(
         parent_id="p-1",
         checkpoint=checkpoint,
         metadata=serde.dumps_typed(metadata),
@@ -126,7 +126,7 @@ def test_metadata_is_stored_once_only_when_the_filters_spell_it_exactly(
     metadata: dict[str, object], in_filters: bool
 ) -> None:
     assert codec.metadata_in_filters(metadata) is in_filters
-    raw = codec.encode_record(
+    raw, _ = codec.encode_record(
         parent_id=None,
         checkpoint=serde.dumps_typed({"v": 4}),
         metadata=None if in_filters else serde.dumps_typed(metadata),
@@ -143,7 +143,7 @@ def test_metadata_with_a_lone_surrogate_is_stored_as_the_serializer_spells_it() 
     metadata = {"note": "half a pair: \ud800", "step": 1}
     assert not codec.metadata_in_filters(metadata)
     assert codec.canonical(metadata["note"]) == codec.canonical("half a pair: \ud800")
-    raw = codec.encode_record(
+    raw, _ = codec.encode_record(
         parent_id=None,
         checkpoint=serde.dumps_typed({"v": 4}),
         metadata=serde.dumps_typed(metadata),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -676,3 +677,90 @@ def test_a_list_whose_referred_writes_are_gone_stores_its_items(saver: RedisSave
     assert blob is not None and blob[:1] == b"L"
     back = saver.get_tuple(new)
     assert back is not None and back.checkpoint["channel_values"]["messages"] == messages
+
+
+def _depths(client: redis.Redis, data_key: str, members: list[bytes]) -> list[int]:
+    out = []
+    for member in members:
+        raw = client.hget(data_key, member)
+        assert raw is not None
+        fields = codec.unpack(raw)
+        out.append(fields[8] if len(fields) > 8 else 0)
+    return out
+
+
+def test_records_are_compressed_against_a_recent_ancestor_and_survive_pruning(
+    saver: RedisSaver, redis_server: RedisServer
+) -> None:
+    graph = _chat_graph(saver)
+    conf = config("keyed")
+    for turn in range(4):
+        graph.invoke({"messages": [HumanMessage(f"question {turn}", id=f"h{turn}")]}, conf)
+    keys = saver.core.keys("keyed")
+    members = saver.client.zrange(keys.idx, 0, -1)
+    # Each record is compressed against the record at most three parents up (depth 0: alone).
+    assert _depths(saver.client, keys.data, members) == [0, 1, 2, 3] * 3
+    expected = [(s.config, s.values) for s in graph.get_state_history(conf)]
+    with RedisSaver.from_conn_string(
+        redis_server.url, key_prefix=saver.core.layout.prefix
+    ) as other:
+        fresh = _chat_graph(other)
+        assert [(s.config, s.values) for s in fresh.get_state_history(conf)] == expected
+
+    # keep_latest leaves the latest checkpoint; the records it was compressed against stay in
+    # the hash, out of the index: not listed, not found by id, and gone with it later.
+    latest = saver.get_tuple(conf)
+    assert latest is not None
+    saver.prune(["keyed"], strategy="keep_latest")
+    assert saver.client.zrange(keys.idx, 0, -1) == [members[-1]]
+    ghosts = [m for m in saver.client.hkeys(keys.data) if m.startswith(b"c\x00")]
+    assert sorted(ghosts) == sorted(members[-4:])
+    pruned_id = members[-2].split(b"\x00")[-1].decode()
+    assert saver.get_tuple(config("keyed", checkpoint_id=pruned_id)) is None
+    assert [t.config for t in saver.list(conf)] == [latest.config]
+    with RedisSaver.from_conn_string(
+        redis_server.url, key_prefix=saver.core.layout.prefix
+    ) as other:
+        again = other.get_tuple(conf)
+        assert again is not None and again.checkpoint == latest.checkpoint
+
+    # The next turn starts over from a record stored whole (prune forgot the thread's cache).
+    graph.invoke({"messages": [HumanMessage("after", id="h9")]}, conf)
+    members = saver.client.zrange(keys.idx, 0, -1)
+    assert _depths(saver.client, keys.data, members) == [3, 0, 1, 2]
+
+
+def test_deleting_the_run_that_holds_a_keyframe_keeps_later_runs_readable(
+    saver: RedisSaver,
+) -> None:
+    graph = _chat_graph(saver)
+    conf = config("runs")
+    for run in ("run-1", "run-2"):
+        graph.invoke(
+            {"messages": [HumanMessage(run, id=run)]}, {**conf, "metadata": {"run_id": run}}
+        )
+    keys = saver.core.keys("runs")
+    members = saver.client.zrange(keys.idx, 0, -1)
+    runs = [t.metadata["run_id"] for t in reversed(list(saver.list(conf)))]
+    assert runs == ["run-1"] * 3 + ["run-2"] * 3
+    # run-2's first records are compressed against run-1's first: depth runs across the runs.
+    assert _depths(saver.client, keys.data, members) == [0, 1, 2, 3, 0, 1]
+    expected = saver.get_tuple(conf)
+    saver.delete_for_runs(["run-1"])
+    left = list(saver.list(conf))
+    assert [t.metadata["run_id"] for t in left] == ["run-2"] * 3
+    assert left[0] == expected
+
+
+def test_a_keyed_record_whose_keyframe_is_gone_is_a_corrupt_entry_naming_the_key(
+    saver: RedisSaver,
+) -> None:
+    graph = _chat_graph(saver)
+    conf = config("kf-gone")
+    graph.invoke({"messages": [HumanMessage("one", id="h1")]}, conf)
+    keys = saver.core.keys("kf-gone")
+    members = saver.client.zrange(keys.idx, 0, -1)
+    assert _depths(saver.client, keys.data, members)[-1] > 0
+    saver.client.hdel(keys.data, members[0])  # the keyframe of the others
+    with pytest.raises(CorruptEntryError, match=re.escape(keys.data)):
+        saver.get_tuple(conf)

@@ -60,7 +60,7 @@ import json
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -174,6 +174,14 @@ def metadata_matches(metadata: Mapping[str, Any], filter: Mapping[str, Any] | No
 # -- records ------------------------------------------------------------------------------------
 
 
+class Keyframe(NamedTuple):
+    """The record a new record is compressed against: ``depth`` parents up its chain."""
+
+    depth: int
+    member: bytes
+    payload: bytes  # its uncompressed payload
+
+
 def encode_record(
     *,
     parent_id: str | None,
@@ -181,10 +189,12 @@ def encode_record(
     metadata: tuple[str, bytes] | None,
     metadata_value: Mapping[str, Any],
     versions: list[bytes],
-) -> bytes:
-    """``versions``: flat (escaped channel, version token, inline) triples, inline b"" for a
-    channel whose value is in a blob. ``metadata`` None: the filters spell it exactly (see
-    :func:`metadata_in_filters`), so it is not stored twice."""
+    keyframe: Keyframe | None = None,
+) -> tuple[bytes, bytes]:
+    """(record, its uncompressed payload). ``versions``: flat (escaped channel, version token,
+    inline) triples, inline b"" for a channel whose value is in a blob. ``metadata`` None: the
+    filters spell it exactly (see :func:`metadata_in_filters`), so it is not stored twice.
+    With ``keyframe`` the payload is deflated against the keyframe's (see ``KEYED``)."""
     filters = {key.encode(): canonical(value) for key, value in metadata_value.items()}
     shown: list[bytes] = []
     hidden: list[bytes | int] = []
@@ -195,24 +205,29 @@ def encode_record(
         else:
             hidden.append(len(shown) // 2)
             shown += [channel, token]
-    encoding, payload = squeeze(pack([checkpoint[0].encode(), checkpoint[1], hidden]))
+    raw_payload = pack([checkpoint[0].encode(), checkpoint[1], hidden])
+    if keyframe is not None:
+        encoding, payload = KEYED, _deflate(raw_payload, ZDICT + keyframe.payload[-_KEYFRAME_TAIL:])
+    else:
+        encoding, payload = squeeze(raw_payload)
     if metadata is None:
         md_head, md_payload = FILTERS_ARE_METADATA, b""
     else:
         md_encoding, md_payload = squeeze(metadata[1])
         md_head = _typed_head(md_encoding, metadata[0])
-    return pack(
-        [
-            RECORD_FORMAT,
-            escape(parent_id) if parent_id is not None else None,
-            encoding,
-            payload,
-            md_head,
-            md_payload,
-            shown,
-            filters,
-        ]
-    )
+    fields = [
+        RECORD_FORMAT,
+        escape(parent_id) if parent_id is not None else None,
+        encoding,
+        payload,
+        md_head,
+        md_payload,
+        shown,
+        filters,
+    ]
+    if keyframe is not None:
+        fields.append(keyframe.depth)
+    return pack(fields), raw_payload
 
 
 def _typed_head(encoding: int, kind: str) -> bytes:
@@ -224,6 +239,17 @@ def _typed(head: bytes, payload: bytes) -> tuple[str, bytes]:
     if head[:1] in (b"\x01", b"\x02"):
         return text(head[1:]), unsqueeze(head[0], payload)
     return text(head), payload
+
+
+def record_payload(fields: list[Any], keyframe: bytes | None) -> bytes:
+    """The uncompressed payload of a format-4 record (``fields`` unpacked); a keyed one needs
+    its keyframe's raw record."""
+    if fields[2] != KEYED:
+        return unsqueeze(fields[2], fields[3])
+    if keyframe is None:
+        raise ValueError("the record's keyframe is missing")
+    base = record_payload(unpack(keyframe), None)
+    return _inflate(fields[3], ZDICT + base[-_KEYFRAME_TAIL:])
 
 
 def shown_blobs(fields: list[Any]) -> list[tuple[bytes, bytes]]:
@@ -238,18 +264,27 @@ def shown_blobs(fields: list[Any]) -> list[tuple[bytes, bytes]]:
 class Record:
     """A decoded checkpoint record (values still serialized)."""
 
-    __slots__ = ("checkpoint", "metadata", "metadata_value", "parent_id", "versions")
+    __slots__ = (
+        "checkpoint",
+        "depth",
+        "metadata",
+        "metadata_value",
+        "parent_id",
+        "versions",
+    )
 
     metadata: tuple[str, bytes] | None  # None: read ``metadata_value`` instead
 
     versions: list[tuple[bytes, bytes, bytes]]  # (escaped channel, version token, inline blob)
 
-    def __init__(self, raw: bytes, where: str) -> None:
+    def __init__(self, raw: bytes, where: str, keyframe: bytes | None = None) -> None:
+        """``keyframe``: the raw record a keyed record was compressed against."""
         try:
             fields = unpack(raw)
             if not isinstance(fields, list) or fields[0] not in RECORD_FORMATS:
                 raise ValueError("unknown record format")
             self.parent_id: str | None = unescape(fields[1]) if fields[1] is not None else None
+            self.depth = fields[8] if fields[0] >= 4 and len(fields) > 8 else 0
             if fields[4] == FILTERS_ARE_METADATA:
                 self.metadata = None
                 self.metadata_value = {text(k): json.loads(v) for k, v in fields[7].items()}
@@ -272,7 +307,7 @@ class Record:
                     for i in range(0, len(flat), 3)
                 ]
             else:
-                kind, payload, hidden = unpack(unsqueeze(fields[2], fields[3]))
+                kind, payload, hidden = unpack(record_payload(fields, keyframe))
                 self.checkpoint = (text(kind), bytes(payload))
                 self.versions = []
                 items = iter(hidden)
@@ -310,6 +345,11 @@ COMPRESS_FROM = 64
 
 # Payload encodings (a flag byte or value beside each payload says which).
 RAW, ZLIB, DEFLATE = 0, 1, 2  # ZLIB: written by earlier versions, read only
+# A record's payload deflated with ZDICT plus its keyframe's payload (the end of it that fits an
+# 8 KB window): consecutive checkpoints repeat most of each other's channel versions and names.
+KEYED = 3
+KEYFRAME_EVERY = 4  # a keyed record's keyframe is at most 3 parents up
+_KEYFRAME_TAIL = 6 * 1024
 
 # Stored data depends on these exact bytes: never change them (a new dictionary needs a new flag).
 ZDICT = (
@@ -341,24 +381,32 @@ ZDICT = (
 def squeeze(payload: bytes) -> tuple[int, bytes]:
     """(encoding, bytes): deflate with ``ZDICT`` only where it pays."""
     if len(payload) >= COMPRESS_FROM:
-        # Payloads are small: an 8 KB window holds the dictionary and the payload, and the
-        # smaller state (memLevel 6) is cheaper to set up on every call.
-        deflate = zlib.compressobj(1, zlib.DEFLATED, -13, 6, zlib.Z_DEFAULT_STRATEGY, ZDICT)
-        packed = deflate.compress(payload) + deflate.flush()
+        packed = _deflate(payload, ZDICT)
         if len(packed) <= len(payload) - len(payload) // 8:
             return DEFLATE, packed
     return RAW, payload
+
+
+def _deflate(payload: bytes, zdict: bytes) -> bytes:
+    # Payloads are small: an 8 KB window holds the dictionary and the payload, and the smaller
+    # state (memLevel 6) is cheaper to set up on every call.
+    deflate = zlib.compressobj(1, zlib.DEFLATED, -13, 6, zlib.Z_DEFAULT_STRATEGY, zdict)
+    return deflate.compress(payload) + deflate.flush()
+
+
+def _inflate(payload: bytes, zdict: bytes) -> bytes:
+    inflate = zlib.decompressobj(-15, zdict)
+    out = inflate.decompress(payload)
+    if not inflate.eof or inflate.unused_data:
+        raise ValueError("truncated or padded compressed payload")
+    return out
 
 
 def unsqueeze(encoding: int, payload: bytes) -> bytes:
     if encoding == RAW:
         return payload
     if encoding == DEFLATE:
-        inflate = zlib.decompressobj(-15, ZDICT)
-        out = inflate.decompress(payload)
-        if not inflate.eof or inflate.unused_data:
-            raise ValueError("truncated or padded compressed payload")
-        return out
+        return _inflate(payload, ZDICT)
     if encoding == ZLIB:
         return zlib.decompress(payload)
     raise ValueError(f"unknown payload encoding {encoding!r}")

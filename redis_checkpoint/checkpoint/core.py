@@ -163,6 +163,11 @@ class SaverCore:
     _sent_lists: OrderedDict[tuple[str, bytes, bytes], list[_SentList]] = field(
         default_factory=OrderedDict
     )
+    # The last record this process stored per (thread, namespace), as the keyframe its child may
+    # be compressed against: (its member, its depth, its keyframe).
+    _last_record: OrderedDict[tuple[str, bytes], tuple[bytes, codec.Keyframe]] = field(
+        default_factory=OrderedDict
+    )
     # Registry expiry (ms) this process last wrote per thread; see _register().
     _registered: OrderedDict[str, float] = field(default_factory=OrderedDict)
     # Both caches are shared by every thread using one saver.
@@ -346,10 +351,11 @@ class SaverCore:
         raw: bytes,
         blobs: codec.Blobs,
         writes: bytes | None,
+        keyframe: bytes | None,
         remember: bool = False,
     ) -> CheckpointTuple:
         where = self._where(keys, member)
-        record = codec.Record(raw, where)
+        record = codec.Record(raw, where, keyframe)
         _, ns_e, cid_e = member.split(SEP)
         ns, checkpoint_id = unescape(ns_e), unescape(cid_e)
         loads = self.serde.loads_typed
@@ -424,9 +430,10 @@ class SaverCore:
         reply = (yield Call(commands, "read", thread_id))[0]
         if not reply:
             return None
-        member, raw, flat, writes = reply
+        member, raw, flat, writes, keyframes = reply
         blobs = codec.Blobs(_pairs(flat), keys.data, known)
-        return self._tuple(keys, member, raw, blobs, writes, remember=True)
+        keyframe = keyframes[1] if keyframes else None
+        return self._tuple(keys, member, raw, blobs, writes, keyframe, remember=True)
 
     def list_page(
         self,
@@ -458,11 +465,12 @@ class SaverCore:
             *known,
             *codec.filter_args(filter),
         )
-        found, flat, more = (yield Call([command], "read", thread_id))[0]
+        found, flat, more, keyframes = (yield Call([command], "read", thread_id))[0]
         blobs = codec.Blobs(_pairs(flat), keys.data, known)
+        frames = _pairs(keyframes)
         out = []
-        for member, raw, writes in found:
-            tup = self._tuple(keys, member, raw, blobs, writes)
+        for member, raw, writes, keyframe in found:
+            tup = self._tuple(keys, member, raw, blobs, writes, frames.get(keyframe or b""))
             if codec.metadata_matches(tup.metadata, filter):
                 out.append(tup)
         return out, more or None
@@ -531,26 +539,30 @@ class SaverCore:
         ns_e = escape(ns)
         checkpoint_id = checkpoint["id"]
         parent_id = config["configurable"].get("checkpoint_id")
-        record, inline_now = self._record(
-            thread_id,
-            ns_e,
-            parent_id,
-            checkpoint,
-            get_checkpoint_metadata(config, metadata),
-            new_versions,
+        member = checkpoint_member(ns_e, escape(checkpoint_id))
+        full_metadata = get_checkpoint_metadata(config, metadata)
+        keyframe = self._keyframe_for(thread_id, ns_e, parent_id)
+        record, payload, inline_now = self._record(
+            thread_id, ns_e, parent_id, checkpoint, full_metadata, new_versions, keyframe
         )
         # Blobs last: a list refers to the parent's writes if they are known by now.
         parent = (thread_id, ns_e, escape(parent_id)) if parent_id else None
         blob_args, lists = self._blobs(
             thread_id, parent, ns_e, checkpoint["channel_values"], new_versions
         )
-        member = checkpoint_member(ns_e, escape(checkpoint_id))
-        head = (member, record, self.ttl_ms, thread_id)
+        head = (member, record, self.ttl_ms, thread_id, keyframe.member if keyframe else b"")
         commands = [self._script("put", keys, *head, *blob_args), *self._register(thread_id)]
         reply = (yield Call(commands, "write", thread_id))[0]
         if reply[0] == 1:
             yield from self._reregister(thread_id, reply[2], commands)
         if reply[0] == 0:
+            if reply[2]:
+                # The keyframe is gone (pruned or deleted elsewhere): store the record whole.
+                keyframe = None
+                record, payload, inline_now = self._record(
+                    thread_id, ns_e, parent_id, checkpoint, full_metadata, new_versions, None
+                )
+                head = (member, record, self.ttl_ms, thread_id, b"")
             # A base this process remembered is gone (deleted or pruned elsewhere): store those
             # lists whole.
             missing = set(reply[1])
@@ -565,8 +577,10 @@ class SaverCore:
                 raise CorruptEntryError(keys.data, "list base vanished while writing")
             yield from self._reregister(thread_id, reply[2], commands)
         self._remember_lists(thread_id, ns_e, {unescape(k): v for k, v in lists.items()})
+        last = keyframe or codec.Keyframe(0, member, payload)
         with self._lock:
             _bounded_put(self._inline, (thread_id, ns_e), inline_now, self.list_cache_size)
+            _bounded_put(self._last_record, (thread_id, ns_e), (member, last), self.list_cache_size)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -583,8 +597,10 @@ class SaverCore:
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
-    ) -> tuple[bytes, dict[bytes, tuple[bytes, bytes]]]:
-        """A checkpoint's record, and its channels' (version token, inline bytes)."""
+        keyframe: codec.Keyframe | None,
+    ) -> tuple[bytes, bytes, dict[bytes, tuple[bytes, bytes]]]:
+        """A checkpoint's record, its uncompressed payload, and its channels' (version token,
+        inline bytes)."""
         values = checkpoint["channel_values"]
         versions: list[bytes] = []
         with self._lock:
@@ -606,7 +622,7 @@ class SaverCore:
                 inline = seen[1] if seen is not None and seen[0] == token else b""
             versions += [channel_e, token, inline]
         stored = {k: v for k, v in checkpoint.items() if k not in _KEPT_ELSEWHERE}
-        record = codec.encode_record(
+        record, payload = codec.encode_record(
             parent_id=parent_id,
             checkpoint=self.serde.dumps_typed(stored),
             metadata=None
@@ -614,10 +630,28 @@ class SaverCore:
             else self.serde.dumps_typed(metadata),
             metadata_value=metadata,
             versions=versions,
+            keyframe=keyframe,
         )
-        return record, {
+        tokens = {
             versions[i]: (versions[i + 1], versions[i + 2]) for i in range(0, len(versions), 3)
         }
+        return record, payload, tokens
+
+    def _keyframe_for(
+        self, thread_id: str, ns_e: bytes, parent_id: str | None
+    ) -> codec.Keyframe | None:
+        """What the child of this process's last record is compressed against: that record's
+        keyframe (or the record itself), while it is at most KEYFRAME_EVERY - 1 parents up."""
+        if parent_id is None:
+            return None
+        with self._lock:
+            last = self._last_record.get((thread_id, ns_e))
+        if last is None or last[0] != checkpoint_member(ns_e, escape(parent_id)):
+            return None
+        depth, keyframe_member, payload = last[1]
+        if depth + 1 >= codec.KEYFRAME_EVERY:
+            return None
+        return codec.Keyframe(depth + 1, keyframe_member, payload)
 
     def _blobs(
         self,
@@ -802,14 +836,15 @@ class SaverCore:
             escape(checkpoint_id) if checkpoint_id else b"",
             *[escape(ch) for ch in channels],
         )
-        steps, flat = (yield Call([command], "read", thread_id))[0]
+        steps, flat, keyframes = (yield Call([command], "read", thread_id))[0]
         blobs = codec.Blobs(_pairs(flat), keys.data)
+        frames = _pairs(keyframes)
         collected: dict[str, list[PendingWrite]] = {ch: [] for ch in channels}
         seeds: dict[str, Any] = {}
         remaining = set(channels)
         ns_e = escape(ns)
-        for member, raw, writes_raw in steps:
-            record = codec.Record(raw, self._where(keys, member))
+        for member, raw, writes_raw, keyframe in steps:
+            record = codec.Record(raw, self._where(keys, member), frames.get(keyframe or b""))
             here = self._values(record, ns_e, blobs, remaining)
             for write in reversed(self._pending_writes(keys, member, writes_raw)):
                 if write[1] in remaining:

@@ -87,6 +87,37 @@ class _Thread:
         have = {codec.short_digest(frame) for frame in codec.split_frames(raw)}
         return all(digest in have for digest, _ in refs)
 
+    def is_member(self, member: bytes) -> bool:
+        i = bisect.bisect_left(self.members, member)
+        return i < len(self.members) and self.members[i] == member
+
+    def keyframe_path(self, member: bytes, record: list[Any]) -> tuple[list[bytes], bytes | None]:
+        """The scripts' keyframe_path: members up to a keyed record's keyframe, and its raw."""
+        path: list[bytes] = []
+        depth = record[8] if record[0] >= 4 and len(record) > 8 else 0
+        head = member[: member.index(SEP, 2) + 1]
+        raw = None
+        for _ in range(depth):
+            if record[1] is None:
+                return path, None
+            path.append(head + record[1])
+            raw = self.data.get(path[-1])
+            if raw is None:
+                return path, None
+            record = self.record(path[-1])
+        return path, raw
+
+    def add_keyframe(
+        self, member: bytes, record: list[Any], out: list[bytes], seen: set[bytes]
+    ) -> bytes | None:
+        path, raw = self.keyframe_path(member, record)
+        if raw is None:
+            return None
+        if path[-1] not in seen:
+            seen.add(path[-1])
+            out += [path[-1], raw]
+        return path[-1]
+
     def record(self, member: bytes) -> list[Any]:
         raw = self.data[member]
         try:
@@ -238,19 +269,24 @@ class MemoryTier:
         assert thread is not None
         before = thread.size
         if command.name == "get":
-            entries, flat = [reply[:2] + reply[3:]], reply[2]
-        elif command.name == "list" or command.name == "history":
-            entries, flat = reply[0], reply[1]
+            entries, flat, keyframes = [[reply[0], reply[1], reply[3]]], reply[2], reply[4]
+        elif command.name == "list":
+            entries, flat, keyframes = reply[0], reply[1], reply[3]
+        elif command.name == "history":
+            entries, flat, keyframes = reply[0], reply[1], reply[2]
         else:
             return
-        for member, raw, writes in entries:
+        for member, raw, writes, *_ in entries:
             thread.zadd(member)
             thread.hset(member, raw)
             if writes:
                 thread.hset(b"w" + member[1:], writes)
+        # Fields only: a keyframe may be a pruned checkpoint's record (not in the index).
         for i in range(0, len(flat), 2):
             if flat[i + 1]:
                 thread.hset(flat[i], flat[i + 1])
+        for i in range(0, len(keyframes), 2):
+            thread.hset(keyframes[i], keyframes[i + 1])
         self._size += thread.size - before
 
     def _command(self, thread_id: str, command: Command, outage: bool) -> Any:
@@ -286,6 +322,8 @@ class MemoryTier:
         ns, cid = args[0], args[1]
         if cid:
             member = b"c" + SEP + ns + SEP + cid
+            if not thread.is_member(member):
+                return None
         else:
             found = thread.with_prefix(b"c" + SEP + ns + SEP)
             if not found:
@@ -295,9 +333,12 @@ class MemoryTier:
             return None
         flat: list[bytes] = []
         seen: set[bytes] = set(args[4:])
-        for name in thread.blob_fields(member, thread.record(member)):
+        record = thread.record(member)
+        for name in thread.blob_fields(member, record):
             thread.chain(name, flat, seen)
-        return [member, thread.data[member], flat, thread.writes_of(member)]
+        keyframes: list[bytes] = []
+        thread.add_keyframe(member, record, keyframes, set())
+        return [member, thread.data[member], flat, thread.writes_of(member), keyframes]
 
     def _script_list(self, thread: _Thread, args: list[bytes]) -> Any:
         has_ns, ns, before, exact = args[0] == b"1", args[1], args[2], args[3]
@@ -313,6 +354,8 @@ class MemoryTier:
         found: list[Any] = []
         flat: list[bytes] = []
         seen: set[bytes] = set(args[9 : 9 + known])
+        keyframes: list[bytes] = []
+        kseen: set[bytes] = set()
         more = None
         for member in reversed(candidates):
             cid = member[member.index(SEP, 2) + 1 :]
@@ -329,22 +372,27 @@ class MemoryTier:
                 continue
             for name in thread.blob_fields(member, record):
                 thread.chain(name, flat, seen)
-            found.append([member, thread.data[member], thread.writes_of(member)])
+            keyframe = thread.add_keyframe(member, record, keyframes, kseen)
+            found.append([member, thread.data[member], thread.writes_of(member), keyframe])
             if limit and len(found) >= limit:
                 more = member
                 break
-        return [found, flat, more]
+        return [found, flat, more, keyframes]
 
     def _script_put(self, thread: _Thread, args: list[bytes]) -> Any:
-        quads = [args[i : i + 4] for i in range(4, len(args), 4)]
+        keyframe_gone = 0
+        if args[4]:
+            path, raw = thread.keyframe_path(args[0], codec.unpack(args[1]))
+            keyframe_gone = int(raw is None or path[-1] != args[4])
+        quads = [args[i : i + 4] for i in range(5, len(args), 4)]
         fresh = {name for name, _, _, _ in quads}
         missing = [
             name
             for name, _, base, _ in quads
             if base and base not in fresh and base not in thread.data
         ]
-        if missing:
-            return [0, missing]
+        if missing or keyframe_gone:
+            return [0, missing, keyframe_gone]
         thread.hset(args[0], args[1])
         for name, blob, _, alternative in quads:
             referred = blob[:1] != b"R" or thread.referred_ok(blob)
@@ -372,18 +420,21 @@ class MemoryTier:
         ns, cid = args[0], args[1]
         target = self._script_get(thread, [ns, cid])
         if target is None:
-            return [[], []]
+            return [[], [], []]
         remaining = set(args[2:])
         parent = thread.record(target[0])[1]
         steps: list[Any] = []
         flat: list[bytes] = []
         seen: set[bytes] = set()
+        keyframes: list[bytes] = []
+        kseen: set[bytes] = set()
         while parent is not None and remaining:
             member = b"c" + SEP + ns + SEP + parent
-            if member not in thread.data:
+            if not thread.is_member(member) or member not in thread.data:
                 break
             record = thread.record(member)
-            steps.append([member, thread.data[member], thread.writes_of(member)])
+            keyframe = thread.add_keyframe(member, record, keyframes, kseen)
+            steps.append([member, thread.data[member], thread.writes_of(member), keyframe])
             if record[0] <= 3:
                 triples = record[6]
                 for i in range(0, len(triples), 3):
@@ -398,7 +449,7 @@ class MemoryTier:
                     thread.chain(name, flat, seen)
                     remaining.discard(channel)
             parent = record[1]
-        return [steps, flat]
+        return [steps, flat, keyframes]
 
     def _script_ttl(self, thread: _Thread, args: list[bytes]) -> Any:
         if not thread.members:

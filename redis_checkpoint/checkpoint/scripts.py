@@ -131,17 +131,57 @@ local function writes_field(member)
   return 'w' .. string.sub(member, 2)
 end
 
+local function keyframe_path(member, r)
+  -- A keyed record (r[9] = depth) was compressed against the record 'depth' parents up its
+  -- chain: the members on the way there, the keyframe last, and the keyframe's raw record.
+  local path, raw = {}, nil
+  local depth = r[9]
+  if not depth or depth == 0 then return path, nil end
+  local head = string.sub(member, 1, string.find(member, S, 3, true))
+  for _ = 1, depth do
+    if not r[2] then return path, false end
+    local m = head .. r[2]
+    path[#path + 1] = m
+    raw = redis.call('HGET', data, m)
+    if not raw then return path, false end
+    r = record(m, raw)
+  end
+  return path, raw
+end
+
+local function add_keyframe(member, r, out, seen)
+  -- Adds the (member, raw) of a keyed record's keyframe to out; returns its member or false.
+  local path, raw = keyframe_path(member, r)
+  if not raw then return false end
+  local m = path[#path]
+  if not seen[m] then
+    seen[m] = true
+    out[#out + 1] = m
+    out[#out + 1] = raw
+  end
+  return m
+end
+
+local function is_member(m)
+  -- Records of pruned checkpoints that kept ones were compressed against stay in the hash,
+  -- out of the index: only the index says which checkpoints exist.
+  return redis.call('ZSCORE', idx, m) ~= false
+end
+
 local function collect_garbage()
-  -- Drop the blobs no kept checkpoint reaches, and the writes of vanished checkpoints unless a
-  -- kept list refers to them.
-  local reach, keep = {}, {}
+  -- Drop the blobs no kept checkpoint reaches, the writes of vanished checkpoints unless a kept
+  -- list refers to them, and the records of vanished checkpoints unless a kept record was
+  -- compressed against them (or is on the way to one).
+  local reach, keep, needed = {}, {}, {}
   local cps = redis.call('ZRANGE', idx, 0, -1)
   for _, m in ipairs(cps) do
     keep[m] = true
     local raw = redis.call('HGET', data, m)
     if raw then
+      local r = record(m, raw)
       local chain = {}
-      for _, f in ipairs(blob_fields(m, record(m, raw))) do add_chain(f, chain, reach) end
+      for _, f in ipairs(blob_fields(m, r)) do add_chain(f, chain, reach) end
+      for _, p in ipairs(keyframe_path(m, r)) do needed[p] = true end
     end
   end
   local dead = {}
@@ -149,7 +189,8 @@ local function collect_garbage()
     local kind = string.sub(f, 1, 2)
     local orphan_blob = kind == 'b' .. S and not reach[f]
     local orphan_writes = kind == 'w' .. S and not keep['c' .. string.sub(f, 2)] and not reach[f]
-    if orphan_blob or orphan_writes then
+    local orphan_record = kind == 'c' .. S and not keep[f] and not needed[f]
+    if orphan_blob or orphan_writes or orphan_record then
       dead[#dead + 1] = f
     end
   end
@@ -174,15 +215,19 @@ if cid == '' then
   member = r[1]
 else
   member = 'c' .. S .. ns .. S .. cid
+  if not is_member(member) then return false end
 end
 local raw = redis.call('HGET', data, member)
 if not raw then return false end
 local blobs, seen = {}, {}
 for i = 5, #ARGV do seen[ARGV[i]] = true end
-for _, f in ipairs(blob_fields(member, record(member, raw))) do add_chain(f, blobs, seen) end
+local r = record(member, raw)
+for _, f in ipairs(blob_fields(member, r)) do add_chain(f, blobs, seen) end
+local keyframes = {}
+add_keyframe(member, r, keyframes, {})
 local writes = redis.call('HGET', data, writes_field(member))
 if ARGV[3] == '1' then apply_ttl(ARGV[4]) end
-return {member, raw, blobs, writes}
+return {member, raw, blobs, writes, keyframes}
 """
 
 # ARGV: ns given ('1'/'0'), ns, before id, exact id, limit (0 = none), cursor member,
@@ -201,7 +246,7 @@ else
   lo, hi = '[c' .. S, '(c' .. E
 end
 if cursor ~= '' then hi = '(' .. cursor end
-local found, blobs, seen = {}, {}, {}
+local found, blobs, seen, keyframes, kseen = {}, {}, {}, {}, {}
 for i = 10, 9 + known do seen[ARGV[i]] = true end
 local scanned, last, done = 0, nil, false
 while not done do
@@ -221,7 +266,8 @@ while not done do
       end
       if ok then
         for _, f in ipairs(blob_fields(m, r)) do add_chain(f, blobs, seen) end
-        found[#found + 1] = {m, raw, redis.call('HGET', data, writes_field(m))}
+        local kf = add_keyframe(m, r, keyframes, kseen)
+        found[#found + 1] = {m, raw, redis.call('HGET', data, writes_field(m)), kf}
         if limit > 0 and #found >= limit then done = true break end
       end
     end
@@ -233,18 +279,24 @@ end
 if ARGV[7] == '1' then apply_ttl(ARGV[8]) end
 local more = false
 if done and last then more = last end
-return {found, blobs, more}
+return {found, blobs, more, keyframes}
 """
 
-# ARGV: member, record, default ttl ms, thread id, then (field, blob, base, alternative)
-# quads: an 'R' blob whose writes are not (yet) here is stored as its alternative, the items.
-# Returns {0, fields whose base is missing} or {1, ttl, 1 if this created the thread}.
+# ARGV: member, record, default ttl ms, thread id, the keyframe member of a keyed record ('' if
+# none), then (field, blob, base, alternative) quads: an 'R' blob whose writes are not (yet) here
+# is stored as its alternative, the items. Returns {0, fields whose base is missing, 1 if the
+# keyframe is not where the record says} or {1, ttl, 1 if this created the thread}.
 PUT = r"""
+local keyframe_gone = 0
+if ARGV[5] ~= '' then
+  local path, raw = keyframe_path(ARGV[1], record(ARGV[1], ARGV[2]))
+  if not raw or path[#path] ~= ARGV[5] then keyframe_gone = 1 end
+end
 local fresh = {}
-for i = 5, #ARGV, 4 do fresh[ARGV[i]] = true end
+for i = 6, #ARGV, 4 do fresh[ARGV[i]] = true end
 local missing = {}
 local args = {ARGV[1], ARGV[2]}
-for i = 5, #ARGV, 4 do
+for i = 6, #ARGV, 4 do
   local blob, base = ARGV[i + 1], ARGV[i + 2]
   if base ~= '' and not fresh[base] and redis.call('HEXISTS', data, base) == 0 then
     missing[#missing + 1] = ARGV[i]
@@ -253,7 +305,7 @@ for i = 5, #ARGV, 4 do
   args[#args + 1] = ARGV[i]
   args[#args + 1] = blob
 end
-if #missing > 0 then return {0, missing} end
+if #missing > 0 or keyframe_gone == 1 then return {0, missing, keyframe_gone} end
 chunked('HSET', data, args)
 local created = redis.call('HSETNX', data, 'id', ARGV[4])
 redis.call('ZADD', idx, 0, ARGV[1])
@@ -293,23 +345,25 @@ local member
 if cid == '' then
   local r = redis.call('ZREVRANGEBYLEX', idx, '(c' .. S .. ns .. E, '[c' .. S .. ns .. S,
                        'LIMIT', 0, 1)
-  if #r == 0 then return {{}, {}} end
+  if #r == 0 then return {{}, {}, {}} end
   member = r[1]
 else
   member = 'c' .. S .. ns .. S .. cid
+  if not is_member(member) then return {{}, {}, {}} end
 end
 local raw = redis.call('HGET', data, member)
-if not raw then return {{}, {}} end
+if not raw then return {{}, {}, {}} end
 local remaining, left = {}, 0
 for i = 3, #ARGV do remaining[ARGV[i]] = true left = left + 1 end
 local parent = record(member, raw)[2]
-local steps, blobs, seen = {}, {}, {}
+local steps, blobs, seen, keyframes, kseen = {}, {}, {}, {}, {}
 while parent and left > 0 do
   local m = 'c' .. S .. ns .. S .. parent
-  raw = redis.call('HGET', data, m)
+  raw = is_member(m) and redis.call('HGET', data, m)
   if not raw then break end
   local r = record(m, raw)
-  steps[#steps + 1] = {m, raw, redis.call('HGET', data, writes_field(m))}
+  local kf = add_keyframe(m, r, keyframes, kseen)
+  steps[#steps + 1] = {m, raw, redis.call('HGET', data, writes_field(m)), kf}
   if r[1] <= 3 then
     -- Formats 2 and 3 show inline values (3 as the marker 'I'): the channel has its value here.
     -- Format 4 hides them; the client stops at them, the walk here may go a little further.
@@ -335,7 +389,7 @@ while parent and left > 0 do
   end
   parent = r[2]
 end
-return {steps, blobs}
+return {steps, blobs, keyframes}
 """
 
 # Keeps the newest checkpoint of each namespace, and the ancestors a DeltaChannel needs to
@@ -362,10 +416,7 @@ local dead = {}
 for _, m in ipairs(cps) do
   if not keep[m] then dead[#dead + 1] = m end
 end
-if #dead > 0 then
-  chunked('ZREM', idx, dead)
-  chunked('HDEL', data, dead)
-end
+if #dead > 0 then chunked('ZREM', idx, dead) end
 return {#dead, collect_garbage()}
 """
 
@@ -383,7 +434,6 @@ for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
 end
 if #dead == 0 then return {0, -1} end
 chunked('ZREM', idx, dead)
-chunked('HDEL', data, dead)
 return {#dead, collect_garbage()}
 """
 
