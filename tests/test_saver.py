@@ -764,3 +764,17 @@ def test_a_keyed_record_whose_keyframe_is_gone_is_a_corrupt_entry_naming_the_key
     saver.client.hdel(keys.data, members[0])  # the keyframe of the others
     with pytest.raises(CorruptEntryError, match=re.escape(keys.data)):
         saver.get_tuple(conf)
+
+
+def test_a_dropped_connection_is_reopened_without_falling_back(
+    saver: RedisSaver, redis_client: redis.Redis
+) -> None:
+    first = put(saver, "drop", {"v": "a" * 100})
+    # The saver keeps one connection for its round trips: close it from the server's side.
+    killed = redis_client.client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+    before = saver._router.fallback_calls
+    second = put(saver, "drop", {"v": "b" * 100}, first)
+    assert saver._router.fallback_calls == before and not saver.serving_from_memory
+    got = saver.get_tuple(second)
+    assert got is not None and got.checkpoint["channel_values"]["v"] == "b" * 100
