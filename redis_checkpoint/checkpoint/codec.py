@@ -418,10 +418,12 @@ def encode_value(typed: tuple[str, bytes]) -> bytes:
     return (b"D" if encoding else b"V") + bytes([len(kind)]) + kind + payload
 
 
-def encode_list(base: bytes | None, base_count: int, items: list[bytes]) -> bytes:
+def encode_list(
+    base: bytes | None, base_count: int, items: list[bytes], *, compress: bool = True
+) -> bytes:
     """A list blob: the msgpack encodings of the items appended since ``base``."""
     base = base or b""
-    encoding, payload = squeeze(pack(items))
+    encoding, payload = squeeze(pack(items)) if compress else (RAW, pack(items))
     head = b"L" + _LIST_HEAD.pack(len(base)) + base + _LIST_COUNT.pack(base_count)
     return head + _LIST_FLAGS[encoding] + payload
 
@@ -478,10 +480,18 @@ def split_list(typed: tuple[str, bytes]) -> list[bytes] | None:
     return items if start == len(typed[1]) else None
 
 
+MSGPACK = "msgpack"  # the serializer's type name of msgpack payloads
+
+
+def is_array(payload: bytes) -> bool:
+    """Whether a msgpack payload is an array."""
+    return bool(payload) and (0x90 <= payload[0] <= 0x9F or payload[0] in (0xDC, 0xDD))
+
+
 def write_items(typed: tuple[str, bytes]) -> list[bytes] | None:
     """What a write appends to a list channel, as item encodings: a list's items, or a lone
     value as one item. The put compares these bytes with the list's new items before referring."""
-    if typed[0] != "msgpack":
+    if typed[0] != MSGPACK:
         return None
     items = split_list(typed)
     return items if items is not None else [typed[1]]

@@ -128,10 +128,20 @@ class _SentWrite(NamedTuple):
     """A write this process sent, as a list blob of the next checkpoint may refer to it."""
 
     sort_key: tuple[str, str, int]
-    digest: bytes  # of its frame
+    frame: bytes
     position: int  # in the frame
     channel: str
-    items: list[bytes]
+    payload: bytes  # its msgpack value
+
+    def adds(self, new: list[bytes]) -> bool:
+        """Whether the items a reader takes from this write (codec.write_items) are ``new``,
+        compared as bytes: the write is the list of them, or the one item and not a list."""
+        if self.payload == codec.msgpack_list(new):
+            return True
+        return len(new) == 1 and self.payload == new[0] and not codec.is_array(self.payload)
+
+    def ref(self) -> tuple[bytes, int]:
+        return codec.short_digest(self.frame), self.position
 
 
 @dataclass
@@ -247,24 +257,30 @@ class SaverCore:
         """(blob, alternative) for a list: a reference to the parent's writes of ``new`` when
         this process sent them, with the items as the alternative the script stores if those
         writes are not in Redis yet; else the items, remembered for the writes to refer to."""
-        items_blob = codec.encode_list(base or None, start, new)
         if parent is None or not new:
-            return items_blob, b""
+            return codec.encode_list(base or None, start, new), b""
+        # Deciding and remembering happen under one lock hold: a put_writes of the parent sees
+        # either this list (and turns it into a reference) or is seen here.
         with self._lock:
             sent = [w for w in self._sent_writes.get(parent, ()) if w.channel == channel]
-            sent.sort(key=lambda w: w.sort_key)
-            refs = None
-            if sent and [item for w in sent for item in w.items] == new and len(sent) < 256:
-                refs = [(w.digest, w.position) for w in sent]  # every task's, in apply order
-            else:
-                refs = next(([(w.digest, w.position)] for w in sent if w.items == new), None)
-            stored = _SentList(channel, name, codec.short_digest(items_blob), base, start, new)
-            merged = [*self._sent_lists.get(parent, ()), stored]
-            _bounded_put(self._sent_lists, parent, merged, self.list_cache_size)
-        if refs:
-            field_name = writes_field(parent[1], parent[2])
-            return codec.encode_list_ref(base or None, start, field_name, refs), items_blob
-        return items_blob, b""
+            refs = next(([w.ref()] for w in sent if w.adds(new)), None)
+            if refs is None and 1 < len(sent) < 256:
+                # Parallel tasks: each task's items, in the order LangGraph applies them.
+                sent.sort(key=lambda w: w.sort_key)
+                parts = [codec.write_items((codec.MSGPACK, w.payload)) or [] for w in sent]
+                if [item for part in parts for item in part] == new:
+                    refs = [w.ref() for w in sent]
+            if refs is None:
+                items_blob = codec.encode_list(base or None, start, new)
+                stored = _SentList(channel, name, codec.short_digest(items_blob), base, start, new)
+                merged = [*self._sent_lists.get(parent, ()), stored]
+                _bounded_put(self._sent_lists, parent, merged, self.list_cache_size)
+                return items_blob, b""
+        # The items go along uncompressed: the script stores them only if the writes are not
+        # in Redis yet.
+        field_name = writes_field(parent[1], parent[2])
+        reference = codec.encode_list_ref(base or None, start, field_name, refs)
+        return reference, codec.encode_list(base or None, start, new, compress=False)
 
     def _note_writes(
         self,
@@ -277,17 +293,13 @@ class SaverCore:
         """Remember the list writes of a frame; returns (blob field, digest, R blob) for each
         list a put already stored with these items: the script swaps in the reference if the
         blob is still what was stored."""
-        items_of = [
-            (i, channel, codec.write_items(typed)) for i, (_, channel, typed) in enumerate(writes)
-        ]
-        if not any(items for _, _, items in items_of):
-            return []
-        digest = codec.short_digest(frame)
         sent = [
-            _SentWrite((task_path, task_id, writes[i][0]), digest, i, channel, items)
-            for i, channel, items in items_of
-            if items
+            _SentWrite((task_path, task_id, idx), frame, i, channel, typed[1])
+            for i, (idx, channel, typed) in enumerate(writes)
+            if typed[0] == codec.MSGPACK
         ]
+        if not sent:
+            return []
         out: list[bytes] = []
         with self._lock:
             _bounded_put(
@@ -298,11 +310,11 @@ class SaverCore:
             )
             for entry in self._sent_lists.get(key, ()):
                 write = next(
-                    (w for w in sent if w.channel == entry.channel and w.items == entry.items), None
+                    (w for w in sent if w.channel == entry.channel and w.adds(entry.items)), None
                 )
                 if write is not None:
-                    ref = [(write.digest, write.position)]
                     field_name = writes_field(key[1], key[2])
+                    ref = [write.ref()]
                     blob = codec.encode_list_ref(entry.base or None, entry.start, field_name, ref)
                     out += [entry.field, entry.digest, blob]
         return out

@@ -395,6 +395,11 @@ class MemoryTier:
             return [0, missing, keyframe_gone]
         thread.hset(args[0], args[1])
         for name, blob, _, alternative in quads:
+            reference = thread.data.get(b"r" + name[1:])
+            if reference is not None:
+                thread.hdel(b"r" + name[1:])
+                if reference[:16] == codec.short_digest(blob):
+                    blob = reference[16:]
             referred = blob[:1] != b"R" or thread.referred_ok(blob)
             thread.hset(name, blob if referred else alternative)
         created = int(THREAD_ID not in thread.data)
@@ -410,7 +415,9 @@ class MemoryTier:
             thread.hset(args[0], current + args[3])
         for i in range(4, len(args), 3):
             blob = thread.data.get(args[i])
-            if blob and codec.short_digest(blob) == args[i + 1]:
+            if blob is None:
+                thread.hset(b"r" + args[i][1:], args[i + 1] + args[i + 2])
+            elif codec.short_digest(blob) == args[i + 1]:
                 thread.hset(args[i], args[i + 2])
         created = int(THREAD_ID not in thread.data)
         thread.data.setdefault(THREAD_ID, args[2])

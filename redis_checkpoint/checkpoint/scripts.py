@@ -190,7 +190,8 @@ local function collect_garbage()
     local orphan_blob = kind == 'b' .. S and not reach[f]
     local orphan_writes = kind == 'w' .. S and not keep['c' .. string.sub(f, 2)] and not reach[f]
     local orphan_record = kind == 'c' .. S and not keep[f] and not needed[f]
-    if orphan_blob or orphan_writes or orphan_record then
+    local stale_reference = kind == 'r' .. S
+    if orphan_blob or orphan_writes or orphan_record or stale_reference then
       dead[#dead + 1] = f
     end
   end
@@ -298,6 +299,15 @@ local missing = {}
 local args = {ARGV[1], ARGV[2]}
 for i = 6, #ARGV, 4 do
   local blob, base = ARGV[i + 1], ARGV[i + 2]
+  local waiting = 'r' .. string.sub(ARGV[i], 2)
+  local reference = redis.call('HGET', data, waiting)
+  if reference then
+    -- The writes holding these items came first (see PUT_WRITES).
+    redis.call('HDEL', data, waiting)
+    if string.sub(reference, 1, 16) == string.sub(redis.sha1hex(blob), 1, 16) then
+      blob = string.sub(reference, 17)
+    end
+  end
   if base ~= '' and not fresh[base] and redis.call('HEXISTS', data, base) == 0 then
     missing[#missing + 1] = ARGV[i]
   end
@@ -314,7 +324,8 @@ return {1, apply_ttl(ARGV[3]), created}
 
 # ARGV: writes field, default ttl ms, thread id, frame (see codec.py: the scripts only append;
 # readers resolve repeated keys), then (blob field, digest, R blob) triples: a list blob a put
-# stored with the items this frame holds becomes a reference to them, if it is still that blob.
+# stored with the items this frame holds becomes a reference to them, if it is still that blob
+# (if it is not there yet, the reference waits in field 'r' S ... for the put).
 # A field in the earlier one-map format becomes an 'M' frame.
 PUT_WRITES = r"""
 local f = ARGV[1]
@@ -328,7 +339,10 @@ if ARGV[4] ~= '' then
 end
 for i = 5, #ARGV, 3 do
   local blob = redis.call('HGET', data, ARGV[i])
-  if blob and string.sub(redis.sha1hex(blob), 1, 16) == ARGV[i + 1] then
+  if not blob then
+    -- The put that stores this list is still on its way: leave the reference for it.
+    redis.call('HSET', data, 'r' .. string.sub(ARGV[i], 2), ARGV[i + 1] .. ARGV[i + 2])
+  elseif string.sub(redis.sha1hex(blob), 1, 16) == ARGV[i + 1] then
     redis.call('HSET', data, ARGV[i], ARGV[i + 2])
   end
 end
