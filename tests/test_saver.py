@@ -545,6 +545,16 @@ def _chat_graph(saver: RedisSaver) -> Any:
     return builder.compile(checkpointer=saver)
 
 
+def _converse(saver: RedisSaver, thread_id: str, turns: int, words: int = 1) -> tuple[Any, Any]:
+    """``turns`` turns of the chat graph on a thread: (the graph, the thread's config)."""
+    graph = _chat_graph(saver)
+    conf = config(thread_id)
+    for turn in range(turns):
+        text = f"question {turn} " * words
+        graph.invoke({"messages": [HumanMessage(text, id=f"h{turn}")]}, conf)
+    return graph, conf
+
+
 def _blob_kinds(client: redis.Redis, data_key: str) -> dict[bytes, bytes]:
     return {
         name: value[:1]
@@ -556,10 +566,7 @@ def _blob_kinds(client: redis.Redis, data_key: str) -> dict[bytes, bytes]:
 def test_a_list_refers_to_the_writes_that_added_its_items(
     saver: RedisSaver, redis_server: RedisServer
 ) -> None:
-    graph = _chat_graph(saver)
-    conf = config("refs")
-    for turn in range(6):
-        graph.invoke({"messages": [HumanMessage(f"question {turn} " * 10, id=f"h{turn}")]}, conf)
+    graph, conf = _converse(saver, "refs", 6, words=10)
     keys = saver.core.keys("refs")
     kinds = _blob_kinds(saver.client, keys.data)
     # Each turn adds the HumanMessage (the input's write) and the AIMessage (reply's write): every
@@ -616,6 +623,13 @@ def test_a_list_refers_to_the_writes_that_added_its_items(
         assert len(list(other.list(conf))) == 1
 
 
+def _after_one_turn(saver: RedisSaver, thread_id: str) -> CheckpointTuple:
+    _, conf = _converse(saver, thread_id, 1)
+    latest = saver.get_tuple(conf)
+    assert latest is not None
+    return latest
+
+
 def _child(saver: RedisSaver, parent: CheckpointTuple, new: list[Any]) -> tuple[Any, str, Any]:
     """The next checkpoint after ``parent`` with ``new`` appended to its messages."""
     checkpoint = dict(parent.checkpoint)
@@ -631,11 +645,7 @@ def _child(saver: RedisSaver, parent: CheckpointTuple, new: list[Any]) -> tuple[
 
 
 def test_a_reference_made_before_its_list_arrives_waits_for_the_put(saver: RedisSaver) -> None:
-    graph = _chat_graph(saver)
-    conf = config("early")
-    graph.invoke({"messages": [HumanMessage("one", id="h1")]}, conf)
-    parent = saver.get_tuple(conf)
-    assert parent is not None
+    parent = _after_one_turn(saver, "early")
     reply = [AIMessage("two " * 50, id="a2")]
     child, version, messages = _child(saver, parent, reply)
     # The put is planned first (so it stores the items) but reaches Redis after the writes.
@@ -659,11 +669,7 @@ def test_a_reference_made_before_its_list_arrives_waits_for_the_put(saver: Redis
 def test_whichever_of_put_and_put_writes_comes_second_stores_a_reference(
     saver: RedisSaver, writes_first: bool
 ) -> None:
-    graph = _chat_graph(saver)
-    conf = config(f"order-{writes_first}")
-    graph.invoke({"messages": [HumanMessage("one", id="h1")]}, conf)
-    parent = saver.get_tuple(conf)
-    assert parent is not None
+    parent = _after_one_turn(saver, f"order-{writes_first}")
     reply = [AIMessage("two " * 50, id="a2")]
     child, version, messages = _child(saver, parent, reply)
     meta = {"source": "loop", "step": 9}
@@ -684,11 +690,7 @@ def test_whichever_of_put_and_put_writes_comes_second_stores_a_reference(
 
 
 def test_a_list_whose_referred_writes_are_gone_stores_its_items(saver: RedisSaver) -> None:
-    graph = _chat_graph(saver)
-    conf = config("refs-gone")
-    graph.invoke({"messages": [HumanMessage("one", id="h1")]}, conf)
-    parent = saver.get_tuple(conf)
-    assert parent is not None
+    parent = _after_one_turn(saver, "refs-gone")
     keys = saver.core.keys("refs-gone")
     reply = [AIMessage("two", id="a2")]
     saver.put_writes(parent.config, [("messages", reply)], "task-x")
@@ -717,10 +719,7 @@ def _depths(client: redis.Redis, data_key: str, members: list[bytes]) -> list[in
 def test_records_are_compressed_against_a_recent_ancestor_and_survive_pruning(
     saver: RedisSaver, redis_server: RedisServer
 ) -> None:
-    graph = _chat_graph(saver)
-    conf = config("keyed")
-    for turn in range(4):
-        graph.invoke({"messages": [HumanMessage(f"question {turn}", id=f"h{turn}")]}, conf)
+    graph, conf = _converse(saver, "keyed", 4)
     keys = saver.core.keys("keyed")
     members = saver.client.zrange(keys.idx, 0, -1)
     # Each record is compressed against the record at most three parents up (depth 0: alone).
