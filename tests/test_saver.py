@@ -6,6 +6,7 @@ import itertools
 import re
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
@@ -802,3 +803,15 @@ def test_a_dropped_connection_is_reopened_without_falling_back(
     assert saver._router.fallback_calls == before and not saver.serving_from_memory
     got = saver.get_tuple(second)
     assert got is not None and got.checkpoint["channel_values"]["v"] == "b" * 100
+
+
+def test_deleting_a_thread_forgets_all_this_process_remembered_of_it(saver: RedisSaver) -> None:
+    _converse(saver, "forget", 2)
+    caches = [v for v in vars(saver.core).values() if isinstance(v, OrderedDict)]
+
+    def entries() -> list[Any]:
+        return [k for c in caches for k in c if (k[0] if isinstance(k, tuple) else k) == "forget"]
+
+    assert len(caches) >= 6 and entries()
+    saver.delete_thread("forget")
+    assert entries() == []

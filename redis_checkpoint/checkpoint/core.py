@@ -227,7 +227,9 @@ class SaverCore:
             caches: tuple[OrderedDict[Any, Any], ...] = (
                 self._lists,
                 self._sent_writes,
+                self._sent_lists,
                 self._inline,
+                self._last_record,
             )
             for cache in caches:
                 for key in [k for k in cache if k[0] == thread_id]:
@@ -274,7 +276,7 @@ class SaverCore:
                 items_blob = codec.encode_list(base or None, start, new)
                 stored = _SentList(channel, name, codec.short_digest(items_blob), base, start, new)
                 merged = [*self._sent_lists.get(parent, ()), stored]
-                _bounded_put(self._sent_lists, parent, merged, self.list_cache_size)
+                _bounded_put(self._sent_lists, parent, merged, _RECENT_CHECKPOINTS)
                 return items_blob, b""
         # The items go along uncompressed: the script stores them only if the writes are not
         # in Redis yet.
@@ -302,12 +304,8 @@ class SaverCore:
             return []
         out: list[bytes] = []
         with self._lock:
-            _bounded_put(
-                self._sent_writes,
-                key,
-                [*self._sent_writes.get(key, ()), *sent],
-                self.list_cache_size,
-            )
+            merged = [*self._sent_writes.get(key, ()), *sent]
+            _bounded_put(self._sent_writes, key, merged, _RECENT_CHECKPOINTS)
             for entry in self._sent_lists.get(key, ()):
                 write = next(
                     (w for w in sent if w.channel == entry.channel and w.adds(entry.items)), None
@@ -877,6 +875,9 @@ class SaverCore:
 
 K = TypeVar("K")
 V = TypeVar("V")
+# Writes and lists are matched to the next checkpoint's put, which follows within moments: the
+# last ~1000 checkpoints' worth (a few MB at most) covers hundreds of concurrent conversations.
+_RECENT_CHECKPOINTS = 1024
 
 
 def _bounded_put(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
