@@ -5,7 +5,13 @@ Redis's built-in ``cmsgpack``, which does not understand msgpack's bin types:
 
     record = [4, parent_id, encoding, squeeze(msgpack([checkpoint_type, checkpoint_bytes, hidden])),
               metadata_type, metadata_bytes, [channel, version, ...],
-              {metadata key: canonical JSON or "?"}]
+              {metadata key: canonical JSON or "?"}, depth (keyed records only)]
+
+A keyed record (encoding ``KEYED``) is deflated with ``ZDICT`` plus the payload of its keyframe,
+the record ``depth`` parents up its chain (a record stored alone): consecutive checkpoints repeat
+most of each other's channel versions and names, so it costs about half. Readers get the keyframe
+from the same script call; the collector keeps a pruned checkpoint's record while a kept one was
+compressed against it (out of the index, so it is neither listed nor found by id).
 
 The checkpoint itself is stored without ``id`` and ``channel_versions``: the member names the id
 and the channels give the versions back. The scripts see only what they need: the (channel,
