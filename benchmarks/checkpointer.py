@@ -1580,6 +1580,7 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
     msg_content: list[int] = []
     msg_json: list[int] = []
     redis_used: dict[int, int] = {}
+    client_buffers: dict[int, int] = {}  # mem_clients_normal: part of used_memory, not data
     redis_keys: dict[int, tuple[int, int]] = {}
     mem_bytes: dict[int, int] = {}
     total_used: tuple[int, int] = (0, 0)
@@ -1590,8 +1591,10 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
             graph = build_graph(saver)
             # Warm-up on another thread (loads scripts, opens connections) before the baseline.
             run_turns(graph, f"{thread}-warmup", 998, range(2))
-            used0 = int(client.info("memory")["used_memory"])
+            memory0 = client.info("memory")
+            used0 = int(memory0["used_memory"])
             redis_used[0] = used0
+            client_buffers[0] = int(memory0["mem_clients_normal"])
             redis_keys[0] = key_bytes(client)
             config = thread_config(thread)
             for turn in range(1, turns + 1):
@@ -1600,7 +1603,9 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
                 msg_content.append(len(str(human.content).encode()) + len(str(ai.content).encode()))
                 msg_json.append(len(human.model_dump_json()) + len(ai.model_dump_json()))
                 if turn in marks:
-                    redis_used[turn] = int(client.info("memory")["used_memory"])
+                    memory = client.info("memory")
+                    redis_used[turn] = int(memory["used_memory"])
+                    client_buffers[turn] = int(memory["mem_clients_normal"])
                     redis_keys[turn] = key_bytes(client)
                     progress(
                         f"bytes RedisSaver: turn {turn}/{turns}, used_memory "
@@ -1690,7 +1695,10 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
         f"window (highest window {max(w['redis_ratio_to_content'] for w in windows):.2f}"
         f"{TIMES}); last/first window bytes per turn: Redis used_memory {flat:.2f}{TIMES}, "
         f"Redis key bytes {key_flat:.2f}{TIMES} (used_memory moves with allocator and encoding "
-        f"changes; key bytes are the steadier measure), InMemorySaver {mem_flat:.2f}{TIMES}.\n\n"
+        f"changes; key bytes are the steadier measure), InMemorySaver {mem_flat:.2f}{TIMES}. "
+        f"Client connection buffers (`mem_clients_normal`, counted in used_memory but not data) "
+        f"changed by {client_buffers[marks[0]] - client_buffers[0]:+,} B over turns 1{DASH}"
+        f"{marks[0]} and {client_buffers[turns] - client_buffers[0]:+,} B over all {turns}.\n\n"
         f"Where the bytes are after turn {turns} (all keys of the server, largest first; the "
         "2-turn warm-up thread is included; hash fields grouped by their first NUL-separated "
         "part, B/turn = field + value bytes / turns):\n\n" + breakdown_table(keys, turns)
@@ -1702,6 +1710,7 @@ def phase_growth(s: Settings, ours: Ours, report: Report) -> None:
         "windows": windows,
         "used_memory_before": total_used[0],
         "used_memory_after": total_used[1],
+        "client_buffers_bytes": {str(k): v for k, v in sorted(client_buffers.items())},
         "last_over_first_window": {
             "redis_used_memory": flat,
             "redis_key_bytes": key_flat,
