@@ -22,7 +22,8 @@ def script(savers: list[RedisSaver]) -> None:
             messages: list[Any] = []
             versions: dict[str, Any] = {}
             for step in range(6):
-                messages = [*messages, HumanMessage(f"q{step} " * 30), AIMessage(f"a{step} " * 60)]
+                added = [HumanMessage(f"q{step} " * 30), AIMessage(f"a{step} " * 60)]
+                messages = [*messages, *added]
                 new = {"messages": savers[0].get_next_version(versions.get("messages"), None)}
                 if step % 2 == 0:
                     new["note"] = savers[0].get_next_version(versions.get("note"), None)
@@ -35,7 +36,16 @@ def script(savers: list[RedisSaver]) -> None:
                 if parent:
                     conf["configurable"]["checkpoint_id"] = parent["configurable"]["checkpoint_id"]
                 meta = {"source": "loop", "step": step, "parity": step % 2}
+                # The parent's task wrote what this step adds: before the put (the list refers
+                # to the writes), or after it (the writes turn the stored list into a reference).
+                adding = [("messages", added)]
+                if parent and step % 3 == 1:
+                    for s in savers:
+                        s.put_writes(parent, adding, "t2", "p2")
                 outs = [s.put(conf, cp, meta, new) for s in savers]
+                if parent and step % 3 == 2:
+                    for s in savers:
+                        s.put_writes(parent, adding, "t2", "p2")
                 parent = outs[0]
                 for s in savers:
                     s.put_writes(
@@ -79,6 +89,15 @@ def test_memory_tier_answers_like_redis(redis_server: RedisServer, dead_url: str
         script([on_redis, in_memory])
         assert in_memory.serving_from_memory and not on_redis.serving_from_memory
         assert observe(in_memory) == observe(on_redis)
+        # Both stored the same kinds of blob: lists referring to writes among them.
+        assert in_memory.memory is not None
+        for thread_id in THREADS:
+            keys = on_redis.core.keys(thread_id)
+            in_redis = on_redis.client.hgetall(keys.data)
+            here = in_memory.memory._threads[thread_id].data
+            kinds = sorted(v[:1] for f, v in in_redis.items() if f[:1] in (b"b", b"r"))
+            assert kinds == sorted(v[:1] for f, v in here.items() if f[:1] in (b"b", b"r"))
+            assert kinds.count(b"R") == 8  # per namespace steps 1, 4 (writes first), 2, 5 (after)
         # and the Redis saver's own mirror, read while Redis is "away", agrees too
         assert on_redis.memory is not None
         for thread_id in THREADS:
