@@ -5,7 +5,7 @@ A plan is a generator that yields steps (commands to send, a pause, a computatio
 is sent back each step's result, or thrown the error it raised. The caches, the query cache and
 the operations module each say how to carry out their steps (``handle``); this loop, written once
 per flavour, does the rest. (The checkpoint saver's drivers also pass emitted results through,
-so they keep a loop of their own.)
+so they keep a loop of their own around the same :func:`resume`.)
 """
 
 from __future__ import annotations
@@ -13,41 +13,42 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
-__all__ = ["adrive", "asend", "drive", "send"]
+__all__ = ["adrive", "asend", "drive", "resume", "send"]
 
 T = TypeVar("T")
 
 
+def resume(plan: Generator[Any, Any, T], reply: Any, error: Exception | None) -> tuple[bool, Any]:
+    """Send ``plan`` the result of its last step, or throw it the error the step raised:
+    (True, its return value) when it has ended, else (False, its next step)."""
+    try:
+        return False, plan.throw(error) if error is not None else plan.send(reply)
+    except StopIteration as stop:
+        return True, stop.value
+
+
 def drive(plan: Generator[Any, Any, T], handle: Callable[[Any], Any]) -> T:
     """Run ``plan`` to its end, carrying out each step with ``handle``."""
-    reply: Any = None
-    error: Exception | None = None
-    while True:
+    done, step = resume(plan, None, None)
+    while not done:
         try:
-            step = plan.throw(error) if error is not None else plan.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        reply, error = None, None
-        try:
-            reply = handle(step)
+            reply, error = handle(step), None
         except Exception as exc:  # the plan decides: retry, fall back, or let it raise
-            error = exc
+            reply, error = None, exc
+        done, step = resume(plan, reply, error)
+    return step  # type: ignore[no-any-return]
 
 
 async def adrive(plan: Generator[Any, Any, T], handle: Callable[[Any], Awaitable[Any]]) -> T:
     """:func:`drive` with an async ``handle``."""
-    reply: Any = None
-    error: Exception | None = None
-    while True:
+    done, step = resume(plan, None, None)
+    while not done:
         try:
-            step = plan.throw(error) if error is not None else plan.send(reply)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        reply, error = None, None
-        try:
-            reply = await handle(step)
+            reply, error = await handle(step), None
         except Exception as exc:
-            error = exc
+            reply, error = None, exc
+        done, step = resume(plan, reply, error)
+    return step  # type: ignore[no-any-return]
 
 
 def send(client: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:

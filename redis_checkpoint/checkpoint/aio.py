@@ -27,6 +27,7 @@ from redis_checkpoint.checkpoint.saver import RedisSaver
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import acheck_connection, create_async_client, is_unavailable_error
+from redis_checkpoint.plans import resume
 from redis_checkpoint.settings import Settings
 
 T = TypeVar("T")
@@ -99,10 +100,9 @@ class AsyncRedisSaver(RedisSaverBase):
         reply: Any = None
         error: Exception | None = None
         while True:
-            try:
-                item = gen.throw(error) if error is not None else gen.send(reply)
-            except StopIteration as stop:
-                return True, stop.value
+            done, item = resume(gen, reply, error)
+            if done:
+                return True, item
             if isinstance(item, Emit):
                 return False, item
             try:

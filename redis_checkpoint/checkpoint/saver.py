@@ -26,6 +26,7 @@ from redis_checkpoint.checkpoint.routing import Send
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import check_connection, create_client, is_unavailable_error
+from redis_checkpoint.plans import resume
 from redis_checkpoint.settings import Settings
 
 T = TypeVar("T")
@@ -94,21 +95,18 @@ class RedisSaver(RedisSaverBase):
     # -- the driver: send what the router asks for ---------------------------------------------
 
     def _drive(self, gen: Generator[Send | Emit, Any, T]) -> Generator[CheckpointTuple, None, T]:
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            try:
-                item = gen.throw(error) if error is not None else gen.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            reply = error = None
+        done, item = resume(gen, None, None)
+        while not done:
             if isinstance(item, Emit):
                 yield from item.tuples
+                done, item = resume(gen, None, None)
                 continue
             try:
-                reply = self._send(item.call)
+                reply, error = self._send(item.call), None
             except Exception as exc:
-                error = exc
+                reply, error = None, exc
+            done, item = resume(gen, reply, error)
+        return item  # type: ignore[no-any-return]
 
     def _run(self, name: str, op: Op[T]) -> T:
         return self._finish(name, self._router.run(name, op))
