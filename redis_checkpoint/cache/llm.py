@@ -16,10 +16,11 @@ message also ``response_metadata["cache_hit"] = True`` (``mark_hits=False`` turn
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar, cast
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
@@ -162,23 +163,34 @@ class LLMCache(UsesEngines, BaseCache):
         return self._hit(value)
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        if not return_val:
-            return  # an empty list would read back as a hit with nothing in it
-        try:
-            self.engine.set(
-                self.namespace,
-                self.key(prompt, llm_string),
-                return_val,
-                ttl=self.ttl,
-                encode=_encode_generations,
-            )
-        except TypeError as exc:
-            self._not_stored(exc)
+        entry = self._entry(prompt, llm_string, return_val)
+        if entry is not None:
+            with self._unless_unencodable():
+                self.engine.set(**entry)
 
-    def _not_stored(self, exc: TypeError) -> None:
-        # The model already answered: losing the answer over a cache write would be worse.
-        self.engine.core.stats.error(self.namespace, "unencodable")
-        log.warning("LLM response not cached: %s", exc)
+    def _entry(
+        self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE
+    ) -> dict[str, Any] | None:
+        """What ``engine.set`` stores for a response; None for an empty one (it would read back
+        as a hit with nothing in it)."""
+        if not return_val:
+            return None
+        return {
+            "namespace": self.namespace,
+            "key": self.key(prompt, llm_string),
+            "value": return_val,
+            "ttl": self.ttl,
+            "encode": _encode_generations,
+        }
+
+    @contextlib.contextmanager
+    def _unless_unencodable(self) -> Iterator[None]:
+        try:
+            yield
+        except TypeError as exc:
+            # The model already answered: losing the answer over a cache write would be worse.
+            self.engine.core.stats.error(self.namespace, "unencodable")
+            log.warning("LLM response not cached: %s", exc)
 
     def clear(self, **kwargs: Any) -> None:
         self.engine.clear(self.namespace)
@@ -190,18 +202,10 @@ class LLMCache(UsesEngines, BaseCache):
         return self._hit(value)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        if not return_val:
-            return
-        try:
-            await self.async_engine.set(
-                self.namespace,
-                self.key(prompt, llm_string),
-                return_val,
-                ttl=self.ttl,
-                encode=_encode_generations,
-            )
-        except TypeError as exc:
-            self._not_stored(exc)
+        entry = self._entry(prompt, llm_string, return_val)
+        if entry is not None:
+            with self._unless_unencodable():
+                await self.async_engine.set(**entry)
 
     async def aclear(self, **kwargs: Any) -> None:
         await self.async_engine.clear(self.namespace)
