@@ -712,8 +712,7 @@ def _depths(client: redis.Redis, data_key: str, members: list[bytes]) -> list[in
     for member in members:
         raw = client.hget(data_key, member)
         assert raw is not None
-        fields = codec.unpack(raw)
-        out.append(fields[8] if len(fields) > 8 else 0)
+        out.append(codec.record_depth(codec.unpack(raw)))
     return out
 
 

@@ -247,6 +247,11 @@ def _typed(head: bytes, payload: bytes) -> tuple[str, bytes]:
     return text(head), payload
 
 
+def record_depth(fields: list[Any]) -> int:
+    """How many parents up a record's keyframe is (0: the record is stored alone)."""
+    return int(fields[8]) if fields[0] >= 4 and len(fields) > 8 else 0
+
+
 def record_payload(fields: list[Any], keyframe: bytes | None) -> bytes:
     """The uncompressed payload of a format-4 record (``fields`` unpacked); a keyed one needs
     its keyframe's raw record."""
@@ -272,7 +277,6 @@ class Record:
 
     __slots__ = (
         "checkpoint",
-        "depth",
         "metadata",
         "metadata_value",
         "parent_id",
@@ -290,7 +294,6 @@ class Record:
             if not isinstance(fields, list) or fields[0] not in RECORD_FORMATS:
                 raise ValueError("unknown record format")
             self.parent_id: str | None = unescape(fields[1]) if fields[1] is not None else None
-            self.depth = fields[8] if fields[0] >= 4 and len(fields) > 8 else 0
             if fields[4] == FILTERS_ARE_METADATA:
                 self.metadata = None
                 self.metadata_value = {text(k): json.loads(v) for k, v in fields[7].items()}

@@ -173,8 +173,8 @@ class SaverCore:
     _sent_lists: OrderedDict[tuple[str, bytes, bytes], list[_SentList]] = field(
         default_factory=OrderedDict
     )
-    # The last record this process stored per (thread, namespace), as the keyframe its child may
-    # be compressed against: (its member, its depth, its keyframe).
+    # The last record this process stored per (thread, namespace): (its member, Keyframe(its own
+    # depth, its keyframe's member and payload)), what its child may be compressed against.
     _last_record: OrderedDict[tuple[str, bytes], tuple[bytes, codec.Keyframe]] = field(
         default_factory=OrderedDict
     )

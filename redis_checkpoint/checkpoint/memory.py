@@ -94,10 +94,9 @@ class _Thread:
     def keyframe_path(self, member: bytes, record: list[Any]) -> tuple[list[bytes], bytes | None]:
         """The scripts' keyframe_path: members up to a keyed record's keyframe, and its raw."""
         path: list[bytes] = []
-        depth = record[8] if record[0] >= 4 and len(record) > 8 else 0
         head = member[: member.index(SEP, 2) + 1]
         raw = None
-        for _ in range(depth):
+        for _ in range(codec.record_depth(record)):
             if record[1] is None:
                 return path, None
             path.append(head + record[1])
