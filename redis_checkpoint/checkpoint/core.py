@@ -576,17 +576,18 @@ class SaverCore:
             # A base this process remembered is gone (deleted or pruned elsewhere): store those
             # lists whole.
             missing = set(reply[1])
+            whole = {stored.field: stored.items for stored in lists.values()}
             for i in range(0, len(blob_args), 4):
                 if blob_args[i] in missing:
-                    whole = lists[blob_args[i].split(SEP)[2]].items
-                    blob_args[i + 1 : i + 4] = [codec.encode_list(None, 0, whole), b"", b""]
+                    full = codec.encode_list(None, 0, whole[blob_args[i]])
+                    blob_args[i + 1 : i + 4] = [full, b"", b""]
             reply = (
                 yield Call([self._script("put", keys, *head, *blob_args)], "write", thread_id)
             )[0]
             if reply[0] == 0:
                 raise CorruptEntryError(keys.data, "list base vanished while writing")
             yield from self._reregister(thread_id, reply[2], commands)
-        self._remember_lists(thread_id, ns_e, {unescape(k): v for k, v in lists.items()})
+        self._remember_lists(thread_id, ns_e, lists)
         last = keyframe or codec.Keyframe(0, member, payload)
         with self._lock:
             _bounded_put(self._inline, (thread_id, ns_e), inline_now, self.list_cache_size)
@@ -670,11 +671,11 @@ class SaverCore:
         ns_e: bytes,
         values: Mapping[str, Any],
         new_versions: ChannelVersions,
-    ) -> tuple[list[bytes], dict[bytes, _StoredList]]:
+    ) -> tuple[list[bytes], dict[str, _StoredList]]:
         """The put script's (field, blob, base, alternative) quads for the changed channels that
-        are not inline, and the lists among them by escaped channel."""
+        are not inline, and the lists among them by channel."""
         args: list[bytes] = []
-        lists: dict[bytes, _StoredList] = {}
+        lists: dict[str, _StoredList] = {}
         with self._lock:
             remembered = dict(self._lists.get((thread_id, ns_e), {}))
         for channel, version in new_versions.items():
@@ -694,7 +695,7 @@ class SaverCore:
                 start, base = len(known.items), known.field
             blob, alternative = self._list_blob(parent, channel, name, base, start, items[start:])
             args += [name, blob, base, alternative]
-            lists[escape(channel)] = _StoredList(name, items)
+            lists[channel] = _StoredList(name, items)
         return args, lists
 
     def put_writes(
