@@ -286,7 +286,8 @@ return {found, blobs, more, keyframes}
 # ARGV: member, record, default ttl ms, thread id, the keyframe member of a keyed record ('' if
 # none), then (field, blob, base, alternative) quads: an 'R' blob whose writes are not (yet) here
 # is stored as its alternative, the items. Returns {0, fields whose base is missing, 1 if the
-# keyframe is not where the record says} or {1, ttl, 1 if this created the thread}.
+# keyframe is not where the record says} (and changes nothing) or {1, ttl, 1 if this created the
+# thread}.
 PUT = r"""
 local keyframe_gone = 0
 if ARGV[5] ~= '' then
@@ -296,9 +297,16 @@ end
 local fresh = {}
 for i = 6, #ARGV, 4 do fresh[ARGV[i]] = true end
 local missing = {}
+for i = 6, #ARGV, 4 do
+  local base = ARGV[i + 2]
+  if base ~= '' and not fresh[base] and redis.call('HEXISTS', data, base) == 0 then
+    missing[#missing + 1] = ARGV[i]
+  end
+end
+if #missing > 0 or keyframe_gone == 1 then return {0, missing, keyframe_gone} end
 local args = {ARGV[1], ARGV[2]}
 for i = 6, #ARGV, 4 do
-  local blob, base = ARGV[i + 1], ARGV[i + 2]
+  local blob = ARGV[i + 1]
   local waiting = 'r' .. string.sub(ARGV[i], 2)
   local reference = redis.call('HGET', data, waiting)
   if reference then
@@ -308,14 +316,10 @@ for i = 6, #ARGV, 4 do
       blob = string.sub(reference, 17)
     end
   end
-  if base ~= '' and not fresh[base] and redis.call('HEXISTS', data, base) == 0 then
-    missing[#missing + 1] = ARGV[i]
-  end
   if string.sub(blob, 1, 1) == 'R' and not referred_ok(blob) then blob = ARGV[i + 3] end
   args[#args + 1] = ARGV[i]
   args[#args + 1] = blob
 end
-if #missing > 0 or keyframe_gone == 1 then return {0, missing, keyframe_gone} end
 chunked('HSET', data, args)
 local created = redis.call('HSETNX', data, 'id', ARGV[4])
 redis.call('ZADD', idx, 0, ARGV[1])
