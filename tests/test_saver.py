@@ -20,6 +20,7 @@ from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from redis.crc import key_slot
 
 from redis_checkpoint import (
+    AsyncRedisSaver,
     CorruptEntryError,
     MissingThreadIdError,
     RedisSaver,
@@ -802,6 +803,23 @@ def test_a_dropped_connection_is_reopened_without_falling_back(
     assert saver._router.fallback_calls == before and not saver.serving_from_memory
     got = saver.get_tuple(second)
     assert got is not None and got.checkpoint["channel_values"]["v"] == "b" * 100
+
+
+async def test_the_async_saver_reopens_a_dropped_connection_without_falling_back(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    async with AsyncRedisSaver.from_conn_string(redis_server.url, key_prefix="adrop") as saver:
+        conf = config("adrop")
+        cp = generate_checkpoint(channel_values={"v": "a"}, channel_versions={"v": "b1.0"})
+        first = await saver.aput(conf, cp, {"source": "loop", "step": 0}, {"v": "b1.0"})
+        assert saver._link is not None and saver._link.connection is not None
+        killed = redis_client.client_kill_filter(_type="normal", skipme=True)
+        assert killed >= 1
+        before = saver._router.fallback_calls
+        await saver.aput_writes(first, [("v", "b")], "task-1")
+        assert saver._router.fallback_calls == before and not saver.serving_from_memory
+        got = await saver.aget_tuple(first)
+        assert got is not None and got.pending_writes == [("task-1", "v", "b")]
 
 
 def test_deleting_a_thread_forgets_all_this_process_remembered_of_it(saver: RedisSaver) -> None:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import sys
 from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import redis
 import redis.asyncio
 import redis.asyncio.cluster
 from langchain_core.runnables import RunnableConfig
@@ -21,14 +24,19 @@ from langgraph.checkpoint.base import (
 from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase
-from redis_checkpoint.checkpoint.core import Call, Emit, IterOp, Op
+from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
 from redis_checkpoint.checkpoint.routing import Send
-from redis_checkpoint.checkpoint.saver import RedisSaver
+from redis_checkpoint.checkpoint.saver import RedisSaver, parsed_reply, words
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import acheck_connection, create_async_client, is_unavailable_error
 from redis_checkpoint.plans import resume
 from redis_checkpoint.settings import Settings
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as batch_timeout
+else:  # redis-py depends on async-timeout there
+    from async_timeout import timeout as batch_timeout
 
 T = TypeVar("T")
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -44,6 +52,11 @@ class AsyncRedisSaver(RedisSaverBase):
     def __init__(self, client: AsyncClient, *, url: str | None = None, **options: Any) -> None:
         super().__init__(url=url or describe_client(client), **options)
         self.client = client
+        # As in RedisSaver: a plain client's round trips go over one held connection.
+        pool = getattr(client, "connection_pool", None)
+        self._link = (
+            _AsyncLink(client, pool) if isinstance(client, redis.asyncio.Redis) and pool else None
+        )
         self._waiting: list[tuple[Call, asyncio.Future[list[Any]]]] = []
         self._sender: asyncio.Future[None] | None = None
         try:
@@ -170,6 +183,8 @@ class AsyncRedisSaver(RedisSaverBase):
                 for script in SCRIPTS.values():
                     await self.client.script_load(script.source)
                 reply = None
+            elif self._link is not None:
+                reply = await self._link.exchange(request)
             elif len(request) == 1:
                 try:
                     reply = [await RedisSaver._command(self.client, request[0])]
@@ -326,3 +341,50 @@ class AsyncRedisSaver(RedisSaverBase):
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
+
+
+class _AsyncLink:
+    """One connection of the client's pool, held by the saver's sender (see saver._Link).
+
+    Its replies are read under one timeout for the whole batch: redis-py's per-reply timeout
+    schedules and cancels a timer for every reply, which cost more than parsing it.
+    """
+
+    def __init__(self, client: redis.asyncio.Redis, pool: Any) -> None:
+        self.client = client
+        self.pool = pool
+        self.connection: Any = None
+
+    async def exchange(self, request: Sequence[Command]) -> list[Any]:
+        commands = [words(command) for command in request]
+        for attempt in (0, 1):
+            connection, reused = self.connection, self.connection is not None
+            if connection is None:
+                connection = self.connection = await self.pool.get_connection()
+            try:
+                await connection.send_packed_command(connection.pack_commands(commands))
+                async with batch_timeout(connection.socket_timeout):
+                    return [await self._reply(connection, command) for command in request]
+            except (redis.ConnectionError, redis.TimeoutError, asyncio.TimeoutError):
+                await self._drop()
+                if attempt or not reused:
+                    raise
+            except BaseException:
+                await self._drop()  # interrupted mid-reply: the connection's state is unknown
+                raise
+        raise AssertionError("unreachable")
+
+    async def _reply(self, connection: Any, command: Command) -> Any:
+        try:
+            response = await connection.read_response(timeout=math.inf)
+        except ResponseError as exc:
+            if is_unavailable_error(exc):
+                raise
+            return exc
+        return parsed_reply(self.client, command, response)
+
+    async def _drop(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await connection.disconnect()
+            await self.pool.release(connection)

@@ -358,7 +358,7 @@ class _Link:
         self.connection: Any = None
 
     def exchange(self, request: Sequence[Command]) -> list[Any]:
-        commands = [_words(command) for command in request]
+        commands = [words(command) for command in request]
         for attempt in (0, 1):
             connection, reused = self.connection, self.connection is not None
             if connection is None:
@@ -382,9 +382,7 @@ class _Link:
             if is_unavailable_error(exc):
                 raise
             return exc
-        callbacks: Mapping[str, Any] = self.client.response_callbacks
-        callback = None if command.script else callbacks.get(command.name)
-        return callback(response) if callback else response
+        return parsed_reply(self.client, command, response)
 
     def _drop(self) -> None:
         connection, self.connection = self.connection, None
@@ -396,7 +394,16 @@ class _Link:
         self._drop()
 
 
-def _words(command: Command) -> tuple[Any, ...]:
+def parsed_reply(client: Any, command: Command, response: Any) -> Any:
+    """A reply as redis-py's client would hand it back (its response callback applied)."""
+    if command.script:
+        return response
+    callbacks: Mapping[str, Any] = client.response_callbacks
+    callback = callbacks.get(command.name)
+    return callback(response) if callback else response
+
+
+def words(command: Command) -> tuple[Any, ...]:
     if command.script:
         sha = SCRIPTS[command.name].sha
         return ("EVALSHA", sha, len(command.keys), *command.keys, *command.args)
