@@ -204,6 +204,8 @@ class MemoryTier:
             self._size -= thread.size
 
     def _shrink(self) -> None:
+        if self._size <= self.max_bytes:
+            return  # the usual case: no copy of the thread list on every call
         for thread_id in list(self._threads):
             if self._size <= self.max_bytes:
                 break
@@ -478,6 +480,15 @@ def _weight(obj: Any) -> int:
     """Roughly the bytes an object holds (the tier's budget is counted in these)."""
     if isinstance(obj, (bytes, str)):
         return len(obj)
-    if isinstance(obj, (list, tuple)):
-        return sum(_weight(item) for item in obj) + 8
-    return 8
+    if not isinstance(obj, (list, tuple)):
+        return 8
+    total = 8
+    for item in obj:
+        kind = type(item)
+        if kind is bytes or kind is str:
+            total += len(item)
+        elif kind is list or kind is tuple:
+            total += _weight(item)
+        else:
+            total += _weight(item) if isinstance(item, (bytes, str, list, tuple)) else 8
+    return total
