@@ -616,9 +616,26 @@ class SaverCore:
         versions: list[bytes] = []
         with self._lock:
             earlier = self._inline.get((thread_id, ns_e), {})
+            last = self._last_record.get((thread_id, ns_e))
+        # This process wrote the parent: its unchanged channels were serialized then.
+        parent_known = (
+            parent_id is not None
+            and last is not None
+            and last[0] == checkpoint_member(ns_e, escape(parent_id))
+        )
         for channel, version in checkpoint["channel_versions"].items():
             channel_e, token = escape(channel), version_token(version)
-            if channel in values:
+            seen = earlier.get(channel_e)
+            if (
+                parent_known
+                and seen is not None
+                and seen[0] == token
+                and channel not in new_versions
+            ):
+                # Same version as in the parent, so the same value: reuse its inline bytes
+                # (or its "in a blob").
+                inline = seen[1]
+            elif channel in values:
                 small = codec.is_small(values[channel])
                 inline = (
                     codec.encode_value(self.serde.dumps_typed(values[channel])) if small else b""
@@ -629,7 +646,6 @@ class SaverCore:
                 # Whatever an earlier checkpoint stored for this version: when this process
                 # stored it inline (a consumed trigger's E, mostly), copy it rather than make
                 # readers look for a blob.
-                seen = earlier.get(channel_e)
                 inline = seen[1] if seen is not None and seen[0] == token else b""
             versions += [channel_e, token, inline]
         stored = {k: v for k, v in checkpoint.items() if k not in _KEPT_ELSEWHERE}
