@@ -17,6 +17,7 @@ from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from redis.crc import key_slot
 
 from redis_checkpoint import (
@@ -803,6 +804,32 @@ def test_a_dropped_connection_is_reopened_without_falling_back(
     assert saver._router.fallback_calls == before and not saver.serving_from_memory
     got = saver.get_tuple(second)
     assert got is not None and got.checkpoint["channel_values"]["v"] == "b" * 100
+
+
+def test_a_channel_unchanged_since_the_parent_this_process_wrote_is_not_serialized_again(
+    redis_server: RedisServer,
+) -> None:
+    seen: list[Any] = []
+
+    class Counting(JsonPlusSerializer):
+        def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+            seen.append(obj)
+            return super().dumps_typed(obj)
+
+    with RedisSaver.from_conn_string(
+        redis_server.url, key_prefix="reuse", serde=Counting()
+    ) as saver:
+        first = put(saver, "reuse", {"topic": "billing", "step": 1})
+        seen.clear()
+        second = put(saver, "reuse", {"step": 2}, first)
+        assert "billing" not in seen and 2 in seen
+        got = saver.get_tuple(second)
+        assert got is not None
+        assert got.checkpoint["channel_values"] == {"topic": "billing", "step": 2}
+        # A fork from an older checkpoint is not the last one written: serialized afresh.
+        seen.clear()
+        put(saver, "reuse", {"step": 3}, first)
+        assert "billing" in seen
 
 
 async def test_the_async_saver_reopens_a_dropped_connection_without_falling_back(
