@@ -806,6 +806,21 @@ def test_a_dropped_connection_is_reopened_without_falling_back(
     assert got is not None and got.checkpoint["channel_values"]["v"] == "b" * 100
 
 
+async def test_both_savers_reload_their_scripts_after_a_script_flush(
+    redis_server: RedisServer, redis_client: redis.Redis
+) -> None:
+    with RedisSaver.from_conn_string(redis_server.url, key_prefix="flush") as saver:
+        first = put(saver, "flush", {"v": "a"})
+        redis_client.script_flush()
+        second = put(saver, "flush", {"v": "b"}, first)
+        got = saver.get_tuple(second)
+        assert got is not None and got.checkpoint["channel_values"]["v"] == "b"
+    async with AsyncRedisSaver.from_conn_string(redis_server.url, key_prefix="aflush") as asaver:
+        redis_client.script_flush()
+        got = await asaver.aget_tuple(second)  # another prefix: nothing there, but no error
+        assert got is None and not asaver.serving_from_memory
+
+
 def test_a_channel_unchanged_since_the_parent_this_process_wrote_is_not_serialized_again(
     redis_server: RedisServer,
 ) -> None:

@@ -26,7 +26,7 @@ from redis.exceptions import ResponseError
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
 from redis_checkpoint.checkpoint.routing import Send
-from redis_checkpoint.checkpoint.saver import RedisSaver, parsed_reply, words
+from redis_checkpoint.checkpoint.saver import RedisSaver, as_reply, reopen_after, words
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import acheck_connection, create_async_client, is_unavailable_error
@@ -358,30 +358,26 @@ class _AsyncLink:
     async def exchange(self, request: Sequence[Command]) -> list[Any]:
         commands = [words(command) for command in request]
         for attempt in (0, 1):
-            connection, reused = self.connection, self.connection is not None
-            if connection is None:
-                connection = self.connection = await self.pool.get_connection()
+            reused = self.connection is not None
+            if not reused:
+                self.connection = await self.pool.get_connection()
+            connection = self.connection
             try:
                 await connection.send_packed_command(connection.pack_commands(commands))
                 async with batch_timeout(connection.socket_timeout):
                     return [await self._reply(connection, command) for command in request]
-            except (redis.ConnectionError, redis.TimeoutError, asyncio.TimeoutError):
+            except BaseException as exc:
                 await self._drop()
-                if attempt or not reused:
+                if not reopen_after(exc, attempt, reused):
                     raise
-            except BaseException:
-                await self._drop()  # interrupted mid-reply: the connection's state is unknown
-                raise
         raise AssertionError("unreachable")
 
     async def _reply(self, connection: Any, command: Command) -> Any:
         try:
             response = await connection.read_response(timeout=math.inf)
         except ResponseError as exc:
-            if is_unavailable_error(exc):
-                raise
-            return exc
-        return parsed_reply(self.client, command, response)
+            response = exc
+        return as_reply(self.client, command, response)
 
     async def _drop(self) -> None:
         connection, self.connection = self.connection, None

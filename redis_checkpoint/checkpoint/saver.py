@@ -360,29 +360,25 @@ class _Link:
     def exchange(self, request: Sequence[Command]) -> list[Any]:
         commands = [words(command) for command in request]
         for attempt in (0, 1):
-            connection, reused = self.connection, self.connection is not None
-            if connection is None:
-                connection = self.connection = self.pool.get_connection()
+            reused = self.connection is not None
+            if not reused:
+                self.connection = self.pool.get_connection()
+            connection = self.connection
             try:
                 connection.send_packed_command(connection.pack_commands(commands))
                 return [self._reply(connection, command) for command in request]
-            except (redis.ConnectionError, redis.TimeoutError):
+            except BaseException as exc:
                 self._drop()
-                if attempt or not reused:
+                if not reopen_after(exc, attempt, reused):
                     raise
-            except BaseException:
-                self._drop()  # interrupted mid-reply: the connection's state is unknown
-                raise
         raise AssertionError("unreachable")
 
     def _reply(self, connection: Any, command: Command) -> Any:
         try:
             response = connection.read_response()
         except ResponseError as exc:
-            if is_unavailable_error(exc):
-                raise
-            return exc
-        return parsed_reply(self.client, command, response)
+            response = exc
+        return as_reply(self.client, command, response)
 
     def _drop(self) -> None:
         connection, self.connection = self.connection, None
@@ -394,8 +390,22 @@ class _Link:
         self._drop()
 
 
-def parsed_reply(client: Any, command: Command, response: Any) -> Any:
-    """A reply as redis-py's client would hand it back (its response callback applied)."""
+def reopen_after(error: BaseException, attempt: int, reused: bool) -> bool:
+    """After an exchange failed (its connection is then dropped: its state is unknown), send
+    again on a new connection? Once, when a held connection failed as connections do (the server
+    closed it while it was idle, say), as redis-py's own retry would; the scripts are idempotent.
+    """
+    failed = isinstance(error, (redis.ConnectionError, redis.TimeoutError, asyncio.TimeoutError))
+    return failed and reused and attempt == 0
+
+
+def as_reply(client: Any, command: Command, response: Any) -> Any:
+    """A reply as redis-py's client would hand it back (its response callback applied); a
+    script's error is the reply, an unavailable server raises."""
+    if isinstance(response, ResponseError):
+        if is_unavailable_error(response):
+            raise response
+        return response
     if command.script:
         return response
     callbacks: Mapping[str, Any] = client.response_callbacks
