@@ -6,7 +6,15 @@ import asyncio
 import contextlib
 import math
 import sys
-from collections.abc import AsyncIterator, Coroutine, Generator, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -32,6 +40,13 @@ from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import acheck_connection, create_async_client, is_unavailable_error
 from redis_checkpoint.plans import resume
 from redis_checkpoint.settings import Settings
+
+# redis.asyncio packs commands in Python even when hiredis is installed; hiredis packs in C.
+hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as hiredis_pack
+except ImportError:  # hiredis is an optional extra
+    hiredis_pack = None
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as batch_timeout
@@ -363,7 +378,12 @@ class _AsyncLink:
                 self.connection = await self.pool.get_connection()
             connection = self.connection
             try:
-                await connection.send_packed_command(connection.pack_commands(commands))
+                packed = (
+                    [hiredis_pack(command) for command in commands]
+                    if hiredis_pack is not None
+                    else connection.pack_commands(commands)
+                )
+                await connection.send_packed_command(packed)
                 async with batch_timeout(connection.socket_timeout):
                     return [await self._reply(connection, command) for command in request]
             except BaseException as exc:
