@@ -17,7 +17,9 @@ It prints and writes (``benchmarks/results/saver_cpu.md`` and ``.json``):
 
 1. the graph's own CPU per turn (its run on InMemorySaver minus InMemorySaver's replay);
 2. saver CPU per turn: InMemorySaver, AsyncRedisSaver, AsyncRedisSaver without its in-memory
-   tier (``fallback=False``), and RedisSaver (sync, one round trip per call);
+   tier (``fallback=False``), a floor (AsyncRedisSaver with no in-memory tier, no metrics and
+   compression switched off: what the rest costs), and RedisSaver (sync, one round trip per
+   call);
 3. the saver CPU per turn that ``checkpointer.py``'s 0.85x InMemorySaver target leaves:
    ``(graph + InMemorySaver) / 0.85 - graph``.
 
@@ -52,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import checkpointer as bench  # the workload lives there
 
 from redis_checkpoint import AsyncRedisSaver, RedisSaver
+from redis_checkpoint.checkpoint import codec
 from redis_checkpoint.testing import RedisServer
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -117,6 +120,24 @@ def replay_sync(saver: Any, calls: Recorded, prefix: str) -> None:
             getattr(saver, name[1:])(_rethread(args[0], prefix), *args[1:])
 
 
+class NoMetrics:
+    """Takes every metrics call and records nothing (for the floor row only)."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+async def uncompressed(replay: Awaitable[None]) -> None:
+    """Run a replay with the codec's compression switched off, writes and reads alike (what
+    compression costs; the stored bytes are then several times larger)."""
+    saved = codec._deflate, codec._inflate
+    codec._deflate = codec._inflate = lambda payload, zdict: payload
+    try:
+        await replay
+    finally:
+        codec._deflate, codec._inflate = saved
+
+
 @dataclass
 class Row:
     label: str
@@ -149,6 +170,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     memory_row = Row("InMemorySaver", "replay")
     ours_row = Row("AsyncRedisSaver", "replay, default options")
     bare_row = Row("AsyncRedisSaver, fallback=False", "replay, no in-memory tier to keep")
+    floor_row = Row(
+        "AsyncRedisSaver stripped (a floor, not a configuration)",
+        "replay with no in-memory tier, no metrics and compression switched off",
+    )
     sync_row = Row("RedisSaver (sync)", "replay one call at a time: a round trip each")
     with RedisServer() as server, pinned_apart(server.pid, args.pin) as pinned:
         bench.progress(
@@ -160,12 +185,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             bare = await stack.enter_async_context(
                 AsyncRedisSaver.from_conn_string(server.url, fallback=False)
             )
+            stripped = await stack.enter_async_context(
+                AsyncRedisSaver.from_conn_string(server.url, fallback=False, metrics=NoMetrics())
+            )
             sync = stack.enter_context(RedisSaver.from_conn_string(server.url))
             steps: list[tuple[Row, Callable[[str], Awaitable[None] | None]]] = [
                 (graph_row, lambda tag: graph_run(tag)),
                 (memory_row, lambda tag: replay_async(InMemorySaver(), recorded, tag)),
                 (ours_row, lambda tag: replay_async(ours, recorded, tag)),
                 (bare_row, lambda tag: replay_async(bare, recorded, tag)),
+                (floor_row, lambda tag: uncompressed(replay_async(stripped, recorded, tag))),
                 (sync_row, lambda tag: replay_sync(sync, recorded, tag)),
             ]
             for rnd in range(rounds):
@@ -201,7 +230,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "median_ms": row.per_turn_ms(total_turns, statistics.median),
                 "rounds_ms": [s / total_turns * 1000 for s in row.seconds],
             }
-            for row in (memory_row, ours_row, bare_row, sync_row)
+            for row in (memory_row, ours_row, bare_row, floor_row, sync_row)
         ],
     }
 

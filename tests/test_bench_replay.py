@@ -33,9 +33,12 @@ def test_the_replay_benchmark_records_every_call_and_replays_it_on_each_saver(
         "InMemorySaver",
         "AsyncRedisSaver",
         "AsyncRedisSaver, fallback=False",
+        "AsyncRedisSaver stripped (a floor, not a configuration)",
         "RedisSaver (sync)",
     ]
     assert all(len(row["rounds_ms"]) == 1 and row["min_ms"] > 0 for row in result["rows"])
     assert result["pinned"] is False  # a test leaves the suite's CPU affinity alone
     text = saver_cpu.report(result, "python benchmarks/saver_cpu.py")
     assert "| AsyncRedisSaver | replay, default options |" in text
+    # The floor row switches compression off for its own replay only.
+    assert saver_cpu.codec._deflate(b"x" * 200, saver_cpu.codec.ZDICT) != b"x" * 200
