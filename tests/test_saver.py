@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import time
@@ -29,6 +30,7 @@ from redis_checkpoint import (
 )
 from redis_checkpoint.checkpoint import codec
 from redis_checkpoint.checkpoint.memory import MemoryTier
+from redis_checkpoint.checkpoint.saver import reopen_after
 from redis_checkpoint.testing import RedisServer
 
 ODD_THREAD_IDS = ["a:b", "{x}", "}{", "a{b}c:d", "ünïcödé ✓", "", "nul\x00byte", "\x01\x02"]
@@ -845,6 +847,16 @@ def test_a_channel_unchanged_since_the_parent_this_process_wrote_is_not_serializ
         seen.clear()
         put(saver, "reuse", {"step": 3}, first)
         assert "billing" in seen
+
+
+def test_a_held_connection_is_reopened_once_after_a_close_never_after_a_timeout() -> None:
+    closed = redis.ConnectionError("Connection closed by server.")
+    assert reopen_after(closed, attempt=0, reused=True)
+    assert not reopen_after(closed, attempt=1, reused=True)  # once
+    assert not reopen_after(closed, attempt=0, reused=False)  # a fresh one failing: Redis is away
+    for slow in (redis.TimeoutError("Timeout reading"), asyncio.TimeoutError()):
+        assert not reopen_after(slow, attempt=0, reused=True)
+    assert not reopen_after(KeyboardInterrupt(), attempt=0, reused=True)
 
 
 async def test_the_async_saver_reopens_a_dropped_connection_without_falling_back(

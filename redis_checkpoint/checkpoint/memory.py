@@ -483,12 +483,12 @@ def _weight(obj: Any) -> int:
     if not isinstance(obj, (list, tuple)):
         return 8
     total = 8
-    for item in obj:
+    for item in obj:  # flat argument lists mostly: no call per bytes or number
         kind = type(item)
         if kind is bytes or kind is str:
             total += len(item)
-        elif kind is list or kind is tuple:
-            total += _weight(item)
+        elif kind is int or item is None:
+            total += 8
         else:
-            total += _weight(item) if isinstance(item, (bytes, str, list, tuple)) else 8
+            total += _weight(item)
     return total
