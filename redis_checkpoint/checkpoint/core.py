@@ -551,9 +551,18 @@ class SaverCore:
         parent_id = config["configurable"].get("checkpoint_id")
         member = checkpoint_member(ns_e, escape(checkpoint_id))
         full_metadata = get_checkpoint_metadata(config, metadata)
-        keyframe = self._keyframe_for(thread_id, ns_e, parent_id)
+        parent_record = self._parent_record(thread_id, ns_e, parent_id)
+        parent_known = parent_record is not None
+        keyframe = _child_keyframe(parent_record)
         record, payload, inline_now = self._record(
-            thread_id, ns_e, parent_id, checkpoint, full_metadata, new_versions, keyframe
+            thread_id,
+            ns_e,
+            parent_id,
+            parent_known,
+            checkpoint,
+            full_metadata,
+            new_versions,
+            keyframe,
         )
         # Blobs last: a list refers to the parent's writes if they are known by now.
         parent = (thread_id, ns_e, escape(parent_id)) if parent_id else None
@@ -570,7 +579,14 @@ class SaverCore:
                 # The keyframe is gone (pruned or deleted elsewhere): store the record whole.
                 keyframe = None
                 record, payload, inline_now = self._record(
-                    thread_id, ns_e, parent_id, checkpoint, full_metadata, new_versions, None
+                    thread_id,
+                    ns_e,
+                    parent_id,
+                    parent_known,
+                    checkpoint,
+                    full_metadata,
+                    new_versions,
+                    None,
                 )
                 head = (member, record, self.ttl_ms, thread_id, b"")
             # A base this process remembered is gone (deleted or pruned elsewhere): store those
@@ -605,24 +621,19 @@ class SaverCore:
         thread_id: str,
         ns_e: bytes,
         parent_id: str | None,
+        parent_known: bool,
         checkpoint: Checkpoint,
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
         keyframe: codec.Keyframe | None,
     ) -> tuple[bytes, bytes, dict[bytes, tuple[bytes, bytes]]]:
         """A checkpoint's record, its uncompressed payload, and its channels' (version token,
-        inline bytes)."""
+        inline bytes). ``parent_known``: this process wrote the parent, so the channels unchanged
+        since were serialized then."""
         values = checkpoint["channel_values"]
         versions: list[bytes] = []
         with self._lock:
             earlier = self._inline.get((thread_id, ns_e), {})
-            last = self._last_record.get((thread_id, ns_e))
-        # This process wrote the parent: its unchanged channels were serialized then.
-        parent_known = (
-            parent_id is not None
-            and last is not None
-            and last[0] == checkpoint_member(ns_e, escape(parent_id))
-        )
         for channel, version in checkpoint["channel_versions"].items():
             channel_e, token = escape(channel), version_token(version)
             seen = earlier.get(channel_e)
@@ -664,21 +675,18 @@ class SaverCore:
         }
         return record, payload, tokens
 
-    def _keyframe_for(
+    def _parent_record(
         self, thread_id: str, ns_e: bytes, parent_id: str | None
     ) -> codec.Keyframe | None:
-        """What the child of this process's last record is compressed against: that record's
-        keyframe (or the record itself), while it is at most KEYFRAME_EVERY - 1 parents up."""
+        """This process's last record on the thread (its keyframe depth, keyframe member and
+        payload), when it is the parent of the one being written."""
         if parent_id is None:
             return None
         with self._lock:
             last = self._last_record.get((thread_id, ns_e))
         if last is None or last[0] != checkpoint_member(ns_e, escape(parent_id)):
             return None
-        depth, keyframe_member, payload = last[1]
-        if depth + 1 >= codec.KEYFRAME_EVERY:
-            return None
-        return codec.Keyframe(depth + 1, keyframe_member, payload)
+        return last[1]
 
     def _blobs(
         self,
@@ -895,6 +903,14 @@ V = TypeVar("V")
 # Writes and lists are matched to the next checkpoint's put, which follows within moments: the
 # last ~1000 checkpoints' worth (a few MB at most) covers hundreds of concurrent conversations.
 _RECENT_CHECKPOINTS = 1024
+
+
+def _child_keyframe(parent: codec.Keyframe | None) -> codec.Keyframe | None:
+    """What the child of a record this process wrote is compressed against: that record's
+    keyframe (or the record itself), while it is at most KEYFRAME_EVERY - 1 parents up."""
+    if parent is None or parent.depth + 1 >= codec.KEYFRAME_EVERY:
+        return None
+    return codec.Keyframe(parent.depth + 1, parent.member, parent.payload)
 
 
 def _bounded_put(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
