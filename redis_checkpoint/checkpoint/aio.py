@@ -38,7 +38,7 @@ from redis_checkpoint.checkpoint.saver import RedisSaver, as_reply, reopen_after
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import acheck_connection, create_async_client, is_unavailable_error
-from redis_checkpoint.plans import resume
+from redis_checkpoint.plans import adrive, resume
 from redis_checkpoint.settings import Settings
 
 # redis.asyncio packs commands in Python even when hiredis is installed; hiredis packs in C.
@@ -187,31 +187,27 @@ class AsyncRedisSaver(RedisSaverBase):
                     future.set_result(result)
 
     async def _send_batch(self, calls: list[Call]) -> list[list[Any] | Exception]:
-        batch = self._router.batch(calls)
-        reply: Any = None
-        while True:
+        return await adrive(self._router.batch(calls), self._round_trip)
+
+    async def _round_trip(self, request: list[Command] | None) -> list[Any] | None:
+        """One step of Router.batch: send the commands, or (None) load the scripts first."""
+        if request is None:
+            for script in SCRIPTS.values():
+                await self.client.script_load(script.source)
+            return None
+        if self._link is not None:
+            return await self._link.exchange(request)
+        if len(request) == 1:
             try:
-                request = batch.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            if request is None:
-                for script in SCRIPTS.values():
-                    await self.client.script_load(script.source)
-                reply = None
-            elif self._link is not None:
-                reply = await self._link.exchange(request)
-            elif len(request) == 1:
-                try:
-                    reply = [await RedisSaver._command(self.client, request[0])]
-                except ResponseError as exc:
-                    if is_unavailable_error(exc):
-                        raise
-                    reply = [exc]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for command in request:
-                    RedisSaver._command(pipe, command)
-                reply = await pipe.execute(raise_on_error=False)
+                return [await RedisSaver._command(self.client, request[0])]
+            except ResponseError as exc:
+                if is_unavailable_error(exc):
+                    raise
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for command in request:
+            RedisSaver._command(pipe, command)
+        return await pipe.execute(raise_on_error=False)
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the saver's loop from another thread."""

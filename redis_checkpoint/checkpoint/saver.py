@@ -26,7 +26,7 @@ from redis_checkpoint.checkpoint.routing import Send
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import check_connection, create_client, is_unavailable_error
-from redis_checkpoint.plans import resume
+from redis_checkpoint.plans import drive, resume
 from redis_checkpoint.settings import Settings
 
 T = TypeVar("T")
@@ -158,31 +158,27 @@ class RedisSaver(RedisSaverBase):
         return slot.result
 
     def _send_batch(self, calls: list[Call]) -> list[list[Any] | Exception]:
-        batch = self._router.batch(calls)
-        reply: Any = None
-        while True:
+        return drive(self._router.batch(calls), self._round_trip)
+
+    def _round_trip(self, request: list[Command] | None) -> list[Any] | None:
+        """One step of Router.batch: send the commands, or (None) load the scripts first."""
+        if request is None:
+            for script in SCRIPTS.values():
+                self.client.script_load(script.source)
+            return None
+        if self._link is not None:
+            return self._link.exchange(request)
+        if len(request) == 1:
             try:
-                request = batch.send(reply)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            if request is None:
-                for script in SCRIPTS.values():
-                    self.client.script_load(script.source)
-                reply = None
-            elif self._link is not None:
-                reply = self._link.exchange(request)
-            elif len(request) == 1:
-                try:
-                    reply = [self._command(self.client, request[0])]
-                except ResponseError as exc:
-                    if is_unavailable_error(exc):
-                        raise
-                    reply = [exc]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for command in request:
-                    self._command(pipe, command)
-                reply = pipe.execute(raise_on_error=False)
+                return [self._command(self.client, request[0])]
+            except ResponseError as exc:
+                if is_unavailable_error(exc):
+                    raise
+                return [exc]
+        pipe = self.client.pipeline(transaction=False)
+        for command in request:
+            self._command(pipe, command)
+        return pipe.execute(raise_on_error=False)
 
     @staticmethod
     def _command(target: Any, command: Command) -> Any:
