@@ -8,6 +8,7 @@ tier while Redis is away) and feed the replies back, so both share every line of
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -552,18 +553,18 @@ class SaverCore:
         member = checkpoint_member(ns_e, escape(checkpoint_id))
         full_metadata = get_checkpoint_metadata(config, metadata)
         parent_record = self._parent_record(thread_id, ns_e, parent_id)
-        parent_known = parent_record is not None
-        keyframe = _child_keyframe(parent_record)
-        record, payload, inline_now = self._record(
+        record_against = functools.partial(
+            self._record,
             thread_id,
             ns_e,
             parent_id,
-            parent_known,
+            parent_record is not None,
             checkpoint,
             full_metadata,
             new_versions,
-            keyframe,
         )
+        keyframe = _child_keyframe(parent_record)
+        record, payload, inline_now = record_against(keyframe)
         # Blobs last: a list refers to the parent's writes if they are known by now.
         parent = (thread_id, ns_e, escape(parent_id)) if parent_id else None
         blob_args, lists = self._blobs(
@@ -578,16 +579,7 @@ class SaverCore:
             if reply[2]:
                 # The keyframe is gone (pruned or deleted elsewhere): store the record whole.
                 keyframe = None
-                record, payload, inline_now = self._record(
-                    thread_id,
-                    ns_e,
-                    parent_id,
-                    parent_known,
-                    checkpoint,
-                    full_metadata,
-                    new_versions,
-                    None,
-                )
+                record, payload, inline_now = record_against(None)
                 head = (member, record, self.ttl_ms, thread_id, b"")
             # A base this process remembered is gone (deleted or pruned elsewhere): store those
             # lists whole.
