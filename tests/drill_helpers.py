@@ -180,9 +180,9 @@ class MeteredSaver(AsyncRedisSaver):
     async def aput_writes(self, *args: Any, **kwargs: Any) -> None:
         await self.meter.timed(lambda: super(MeteredSaver, self).aput_writes(*args, **kwargs))
 
-    async def _send(self, call: Any) -> list[Any]:
+    async def _send_all(self, items: Any) -> list[Any]:
         self.meter.sending()
-        return await super()._send(call)
+        return await super()._send_all(items)
 
 
 class MeteredEngine(AsyncCacheEngine):

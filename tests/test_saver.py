@@ -411,18 +411,18 @@ def test_a_list_whose_base_was_pruned_elsewhere_is_written_whole(saver: RedisSav
 def test_an_interrupted_round_trip_releases_the_callers_waiting_on_it(saver: RedisSaver) -> None:
     import threading
 
-    real = saver._send_batch
+    real = saver._round_trip
     follower_queued = threading.Event()
 
-    def interrupted(calls: list[Any]) -> Any:
+    def interrupted(queue: Any, request: Any) -> Any:
         if not follower_queued.is_set():
-            while not saver._waiting:  # wait until the other thread rides on this round trip
+            while not queue.waiting:  # wait until the other thread rides on this round trip
                 time.sleep(0.001)
             follower_queued.set()
             raise KeyboardInterrupt
-        return real(calls)
+        return real(queue, request)
 
-    saver._send_batch = interrupted  # type: ignore[method-assign]
+    saver._round_trip = interrupted  # type: ignore[method-assign]
     seen: list[BaseException] = []
 
     def follower() -> None:
@@ -439,7 +439,7 @@ def test_an_interrupted_round_trip_releases_the_callers_waiting_on_it(saver: Red
     other.join(5)
     assert not other.is_alive()
     assert len(seen) == 1 and "interrupted" in str(seen[0])
-    saver._send_batch = real  # type: ignore[method-assign]
+    saver._round_trip = real  # type: ignore[method-assign]
     assert saver.get_tuple(config("after")) is None  # nothing stuck: the next call goes through
 
 
@@ -662,7 +662,7 @@ def test_a_reference_made_before_its_list_arrives_waits_for_the_put(saver: Redis
     keys = saver.core.keys("early")
     assert [f for f in saver.client.hkeys(keys.data) if f.startswith(b"r")]  # waiting
     with pytest.raises(StopIteration):
-        put_op.send(saver._send(put_call))
+        put_op.send(saver._send_all([(put_call, saver._router.default)])[0])
     blob = saver.client.hget(keys.data, b"b\x00\x00messages\x00s" + version.encode())
     assert blob is not None and blob[:1] == b"R"
     assert not [f for f in saver.client.hkeys(keys.data) if f.startswith(b"r")]
@@ -866,7 +866,8 @@ async def test_the_async_saver_reopens_a_dropped_connection_without_falling_back
         conf = config("adrop")
         cp = generate_checkpoint(channel_values={"v": "a"}, channel_versions={"v": "b1.0"})
         first = await saver.aput(conf, cp, {"source": "loop", "step": 0}, {"v": "b1.0"})
-        assert saver._link is not None and saver._link.connection is not None
+        link = saver._queues["redis"].link
+        assert link is not None and link.connection is not None
         killed = redis_client.client_kill_filter(_type="normal", skipme=True)
         assert killed >= 1
         before = saver._router.fallback_calls

@@ -16,6 +16,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Any, TypeVar
 
 import redis
@@ -33,11 +34,17 @@ from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
-from redis_checkpoint.checkpoint.routing import Send
-from redis_checkpoint.checkpoint.saver import RedisSaver, as_reply, reopen_after, words
+from redis_checkpoint.checkpoint.routing import Refresh, Send, Shard, Step
+from redis_checkpoint.checkpoint.saver import LOAD_SCRIPTS, as_reply, reopen_after, words
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
-from redis_checkpoint.client import acheck_connection, create_async_client, is_unavailable_error
+from redis_checkpoint.client import (
+    acheck_connection,
+    create_async_client,
+    is_cluster,
+    is_unavailable_error,
+)
+from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.plans import adrive, resume
 from redis_checkpoint.settings import Settings
 
@@ -67,13 +74,10 @@ class AsyncRedisSaver(RedisSaverBase):
     def __init__(self, client: AsyncClient, *, url: str | None = None, **options: Any) -> None:
         super().__init__(url=url or describe_client(client), **options)
         self.client = client
-        # As in RedisSaver: a plain client's round trips go over one held connection.
-        pool = getattr(client, "connection_pool", None)
-        self._link = (
-            _AsyncLink(client, pool) if isinstance(client, redis.asyncio.Redis) and pool else None
-        )
-        self._waiting: list[tuple[Call, asyncio.Future[list[Any]]]] = []
-        self._sender: asyncio.Future[None] | None = None
+        # As in RedisSaver: one queue and one held connection per shard.
+        self._queues: dict[str, _AsyncQueue] = {}
+        if is_cluster(client):
+            self._router.locate = self._locate
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -97,12 +101,16 @@ class AsyncRedisSaver(RedisSaverBase):
                 await acheck_connection(client, settings.url)
             saver = cls(client, url=settings.url, settings=settings, **options)
             await saver.asetup()
-            yield saver
+            try:
+                yield saver
+            finally:
+                await saver.aclose()
         finally:
             await client.aclose()
 
     async def asetup(self) -> None:
-        """Load the scripts and warn about an evicting maxmemory-policy. Safe to call again."""
+        """Load the scripts and warn about an evicting maxmemory-policy; write back what an
+        adopted journal owes. Safe to call again."""
         self.loop = asyncio.get_running_loop()
         try:
             for script in SCRIPTS.values():
@@ -113,14 +121,38 @@ class AsyncRedisSaver(RedisSaverBase):
         except Exception as exc:
             if not (is_unavailable_error(exc) and self.memory is not None):
                 raise
-            self._router.failed(exc)
+            self._router.failed(self._router.default, exc)
+            return
+        if self.memory is not None and self.memory.owes:
+            await self._arun_plan(self._router.write_back(limit=None))
+
+    async def aclose(self) -> None:
+        """Write back what the in-memory tier still owes Redis (trying for up to
+        ``close_timeout`` seconds), log at ERROR what it could not, and drop the held
+        connections. The client itself is the caller's (``from_conn_string`` closes its own)."""
+        report = await self._arun_plan(self._router.close(self.close_timeout))
+        self._closed(report)
+        queues, self._queues = list(self._queues.values()), {}
+        for queue in queues:
+            await queue.close()
+
+    async def __aenter__(self) -> AsyncRedisSaver:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def setup(self) -> None:
         self._sync(self.asetup())
 
     # -- the driver: send what the router asks for ---------------------------------------------
 
-    async def _next(self, gen: Generator[Send | Emit, Any, T]) -> tuple[bool, Any]:
+    async def _next(self, gen: Generator[Step | Emit, Any, T]) -> tuple[bool, Any]:
         """Serve the router until it emits results (False, Emit) or ends (True, its value).
 
         StopIteration cannot cross an ``await`` (it would become a RuntimeError), hence the flag.
@@ -134,14 +166,26 @@ class AsyncRedisSaver(RedisSaverBase):
             if isinstance(item, Emit):
                 return False, item
             try:
-                reply, error = await self._send(item.call), None
+                reply, error = await self._step(item), None
             except Exception as exc:
                 reply, error = None, exc
 
+    async def _step(self, step: Step) -> Any:
+        if isinstance(step, Send):
+            return await self._send_all(step.items)
+        if isinstance(step, Refresh):
+            await self.client.nodes_manager.initialize()  # type: ignore[union-attr]
+            return None
+        await asyncio.sleep(step.seconds)
+        return None
+
     async def _arun(self, name: str, op: Op[T]) -> T:
-        done, value = await self._next(self._router.run(name, op))
+        return await self._arun_plan(self._router.run(name, op))
+
+    async def _arun_plan(self, plan: Generator[Step | Emit, Any, T]) -> T:
+        done, value = await self._next(plan)
         if not done:
-            raise RuntimeError(f"{name} emitted results")
+            raise RuntimeError("the plan emitted results")
         return value  # type: ignore[no-any-return]
 
     async def _aiterate(self, name: str, op: IterOp) -> AsyncIterator[CheckpointTuple]:
@@ -153,61 +197,72 @@ class AsyncRedisSaver(RedisSaverBase):
             for tup in emitted.tuples:
                 yield tup
 
-    async def _send(self, call: Call) -> list[Any]:
-        """Send a Call. Calls made while a round trip is in flight go together in the next one
-        (auto-pipelining): many concurrent conversations share round trips, each caller still
-        waits for its own replies."""
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((call, future))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.ensure_future(self._send_waiting())
-        return await future
+    async def _send_all(self, items: Sequence[tuple[Call, Shard]]) -> list[list[Any] | Exception]:
+        """Send Calls, each on its shard's queue. Calls made while a shard's round trip is in
+        flight go together in its next one (auto-pipelining): many concurrent conversations
+        share round trips, each caller still waits for its own replies."""
+        loop = asyncio.get_running_loop()
+        futures = []
+        for call, shard in items:
+            queue = self._queues.get(shard.name)
+            if queue is None:
+                queue = self._queues[shard.name] = _AsyncQueue(shard)
+            future: asyncio.Future[list[Any] | Exception] = loop.create_future()
+            queue.waiting.append((call, future))
+            if queue.sender is None or queue.sender.done():
+                queue.sender = asyncio.ensure_future(self._send_waiting(queue))
+            futures.append(future)
+        return [await future for future in futures]
 
-    async def _send_waiting(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
+    async def _send_waiting(self, queue: _AsyncQueue) -> None:
+        while queue.waiting:
+            batch, queue.waiting = queue.waiting, []
             try:
-                results = await self._send_batch([call for call, _ in batch])
+                results = await adrive(
+                    self._router.batch([call for call, _ in batch], queue.shard),
+                    lambda request: self._round_trip(queue, request),
+                )
             except Exception as exc:  # the connection failed: every Call of the batch did
                 results = [exc] * len(batch)
             except BaseException as exc:  # cancelled: release every waiting caller
-                for _, future in batch + self._waiting:
+                for _, future in batch + queue.waiting:
                     if not future.done():
                         future.set_exception(
                             RuntimeError(f"the round trip was interrupted ({exc!r})")
                         )
-                self._waiting = []
+                queue.waiting = []
                 raise
             for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue  # its caller was cancelled
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
+                if not future.done():  # else its caller was cancelled
                     future.set_result(result)
 
-    async def _send_batch(self, calls: list[Call]) -> list[list[Any] | Exception]:
-        return await adrive(self._router.batch(calls), self._round_trip)
+    async def _round_trip(self, queue: _AsyncQueue, request: list[Command] | None) -> list[Any]:
+        """One step of Router.batch on the shard's held connection: send the commands, or
+        (None) load the scripts first."""
+        if queue.link is None:
+            queue.link = _AsyncLink(self._shard_client(queue))
+        return await queue.link.exchange(request if request is not None else LOAD_SCRIPTS)
 
-    async def _round_trip(self, request: list[Command] | None) -> list[Any] | None:
-        """One step of Router.batch: send the commands, or (None) load the scripts first."""
-        if request is None:
-            for script in SCRIPTS.values():
-                await self.client.script_load(script.source)
-            return None
-        if self._link is not None:
-            return await self._link.exchange(request)
-        if len(request) == 1:
-            try:
-                return [await RedisSaver._command(self.client, request[0])]
-            except ResponseError as exc:
-                if is_unavailable_error(exc):
-                    raise
-                return [exc]
-        pipe = self.client.pipeline(transaction=False)
-        for command in request:
-            RedisSaver._command(pipe, command)
-        return await pipe.execute(raise_on_error=False)
+    def _locate(self, key: str) -> str:
+        cluster: redis.asyncio.cluster.RedisCluster = self.client  # type: ignore[assignment]
+        node = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
+        return str(node.name)
+
+    def _shard_client(self, queue: _AsyncQueue) -> redis.asyncio.Redis:
+        if not isinstance(self.client, redis.asyncio.cluster.RedisCluster):
+            return self.client
+        node = self.client.get_node(node_name=queue.shard.name)
+        if node is None:
+            raise RedisUnavailableError(
+                f"Redis Cluster at {self.url} has no node {queue.shard.name} now"
+            )
+        # A plain client of the node, for the held connection (the cluster client's own
+        # connections are checked out per command).
+        pool = redis.asyncio.ConnectionPool(
+            connection_class=node.connection_class, max_connections=4, **node.connection_kwargs
+        )
+        queue.own_pool = pool
+        return redis.asyncio.Redis(connection_pool=pool)
 
     def _sync(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on the saver's loop from another thread."""
@@ -277,10 +332,9 @@ class AsyncRedisSaver(RedisSaverBase):
         return await self._arun("delta_history", self.core.delta_history(config, channels))
 
     async def aping(self) -> bool:
-        """Health check through this saver's client: an answer closes the breaker and writes
-        back what the memory tier took during an outage."""
-        done, value = await self._next(self._router.probe())
-        return bool(value) if done else False
+        """Health check through this saver's connections: an answer closes a breaker and
+        writes back what the memory tier took during an outage."""
+        return bool(await self._arun_plan(self._router.probe()))
 
     async def alist_threads(self) -> Sequence[str]:
         """Every thread id the saver holds in Redis (sorted; needs Redis)."""
@@ -354,16 +408,33 @@ class AsyncRedisSaver(RedisSaverBase):
         return self._sync(self.aget_delta_channel_history(config=config, channels=channels))
 
 
+class _AsyncQueue:
+    """The Calls waiting for a shard's next round trip, its sender and held connection."""
+
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        self.waiting: list[tuple[Call, asyncio.Future[list[Any] | Exception]]] = []
+        self.sender: asyncio.Future[None] | None = None
+        self.link: _AsyncLink | None = None
+        self.own_pool: redis.asyncio.ConnectionPool | None = None
+
+    async def close(self) -> None:
+        if self.link is not None:
+            await self.link.close()
+        if self.own_pool is not None:
+            await self.own_pool.disconnect()
+
+
 class _AsyncLink:
-    """One connection of the client's pool, held by the saver's sender (see saver._Link).
+    """One connection of the client's pool, held by a shard's sender (see saver._Link).
 
     Its replies are read under one timeout for the whole batch: redis-py's per-reply timeout
     schedules and cancels a timer for every reply, which cost more than parsing it.
     """
 
-    def __init__(self, client: redis.asyncio.Redis, pool: Any) -> None:
+    def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
-        self.pool = pool
+        self.pool: Any = client.connection_pool
         self.connection: Any = None
 
     async def exchange(self, request: Sequence[Command]) -> list[Any]:
@@ -400,3 +471,6 @@ class _AsyncLink:
         if connection is not None:
             await connection.disconnect()
             await self.pool.release(connection)
+
+    async def close(self) -> None:
+        await self._drop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import warnings
 from typing import Any
@@ -12,15 +13,18 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.checkpoint.core import SaverCore
+from redis_checkpoint.checkpoint.journal import Journal
 from redis_checkpoint.checkpoint.keys import KeyLayout
 from redis_checkpoint.checkpoint.memory import MemoryTier
-from redis_checkpoint.checkpoint.routing import Router
+from redis_checkpoint.checkpoint.routing import Router, WriteBackReport
+from redis_checkpoint.errors import ConfigurationError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings, redact_url
 
 log = logging.getLogger("redis_checkpoint.checkpoint")
 
 DEFAULT_FALLBACK_BYTES = 64 * 1024 * 1024
+DEFAULT_CLOSE_TIMEOUT = 10.0
 EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 EVICTING_WITH_TTL = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
 
@@ -38,6 +42,15 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         fallback: serve from a bounded in-memory tier while Redis is unreachable, and write what
             it took back to Redis when Redis returns. False: fail fast with RedisUnavailableError.
         fallback_max_bytes: budget of the in-memory tier for threads it only mirrors.
+        fallback_journal: a directory: what the tier takes during an outage is appended there
+            and fsynced before the call returns, and a saver opened later on the same directory
+            (after a crash, say) writes back what is still owed.
+        close_timeout: seconds closing the saver keeps trying to write back what the tier
+            owes Redis (a failover may take a few) before it logs what is left at ERROR.
+        wait_replicas: after each round trip that writes, WAIT for this many replicas to have
+            it (so a checkpoint survives a primary's death); a write they do not confirm
+            within ``wait_timeout`` seconds stays in the tier and is written back if the
+            primary fails before a later WAIT confirms it.
     """
 
     def __init__(
@@ -51,12 +64,24 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         key_prefix: str | None = None,
         fallback: bool = True,
         fallback_max_bytes: int = DEFAULT_FALLBACK_BYTES,
+        fallback_journal: str | os.PathLike[str] | None = None,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.1,
         metrics: Metrics | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> None:
         super().__init__(serde=serde)
         if ttl is not None and ttl < 0:
             raise ValueError(f"ttl must be >= 0 seconds or None, not {ttl!r}")
+        if fallback_journal is not None and not fallback:
+            raise ConfigurationError("fallback_journal needs fallback=True (it journals the tier)")
+        if close_timeout < 0 or wait_replicas < 0 or wait_timeout <= 0:
+            raise ConfigurationError(
+                f"close_timeout={close_timeout!r} and wait_replicas={wait_replicas!r} must be "
+                f">= 0 and wait_timeout={wait_timeout!r} > 0"
+            )
+        self.close_timeout = close_timeout
         self.settings = settings or Settings()
         self.url = redact_url(url)
         self.ttl = ttl or None
@@ -66,14 +91,32 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
             ttl_ms=int((ttl or 0) * 1000),
             refresh_on_read=refresh_on_read,
         )
-        self.memory = (
-            MemoryTier(fallback_max_bytes, on_evict=self.core.forget_thread) if fallback else None
+        self.journal = (
+            Journal(fallback_journal, self.core.layout.prefix)
+            if fallback_journal is not None
+            else None
         )
+        self.memory = (
+            MemoryTier(fallback_max_bytes, on_evict=self.core.forget_thread, journal=self.journal)
+            if fallback
+            else None
+        )
+        if self.journal is not None and self.memory is not None:
+            # A crashed process's outage writes: written back at setup (or once Redis answers).
+            self.memory.adopt(self.journal.adopt())
         self.metrics = metrics or get_metrics()
         self.breaker = breaker or CircuitBreaker.from_settings(
             self.settings, name="checkpoint", on_transition=self.metrics.breaker_transition
         )
-        self._router = Router(self.core, self.breaker, self.memory, self.metrics, self.url)
+        self._router = Router(
+            self.core,
+            self.breaker,
+            self.memory,
+            self.metrics,
+            self.url,
+            wait_replicas=wait_replicas,
+            wait_timeout=wait_timeout,
+        )
 
     @property
     def round_trips(self) -> int:
@@ -82,7 +125,18 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
 
     @property
     def serving_from_memory(self) -> bool:
-        return self.breaker.state != "closed"
+        """Whether some threads are being served from memory (on a cluster: some node's)."""
+        return self._router.breaker_state != "closed"
+
+    @property
+    def breaker_state(self) -> str:
+        """The worst state among the breakers (one per cluster primary)."""
+        return self._router.breaker_state
+
+    @property
+    def write_backs(self) -> int:
+        """Threads written back from the in-memory tier so far (one restore each)."""
+        return self._router.write_backs
 
     def get_next_version(self, current: str | None, channel: None = None) -> str:
         """The next version of a channel: ``<length letter><counter>.<random>``.
@@ -103,6 +157,39 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         return f"{chr(ord('a') + len(digits))}{digits}.{random.getrandbits(32):08x}"
 
     # -- helpers of the drivers ----------------------------------------------------------------
+
+    def _closed(self, report: WriteBackReport) -> None:
+        """Say what closing left behind; keep the journal only while it holds something owed."""
+        if report.left:
+            where = (
+                f"they are kept in the journal at {self.journal.directory} and the next saver "
+                "opened on it writes them back"
+                if self.journal is not None
+                else "they are LOST (no fallback_journal)"
+            )
+            log.error(
+                "closing the saver: %d threads taken in memory while Redis at %s was away "
+                "could not be written back within %.1f s; %s: %s",
+                len(report.left),
+                self.url,
+                self.close_timeout,
+                where,
+                ", ".join(repr(t) for t in report.left),
+            )
+        if report.unconfirmed:
+            log.warning(
+                "closing the saver: the last writes of %d threads were not confirmed by %d "
+                "replicas of Redis at %s: %s",
+                len(report.unconfirmed),
+                self._router.wait_replicas,
+                self.url,
+                ", ".join(repr(t) for t in report.unconfirmed),
+            )
+        if self.journal is not None:
+            if report.left:
+                self.journal.close()
+            else:
+                self.journal.reset()
 
     def _check_policy(self, reply: Any) -> None:
         """Warn when Redis may evict keys: an evicted key is a silently lost conversation."""

@@ -222,6 +222,11 @@ class SaverCore:
         if created and len(sent) == 1:
             yield Call(self._register(thread_id, force=True), "write", thread_id)
 
+    def forget_registration(self, thread_id: str) -> None:
+        """The registry update was lost: the thread's next write sends it again."""
+        with self._lock:
+            self._registered.pop(thread_id, None)
+
     def forget_thread(self, thread_id: str) -> None:
         with self._lock:
             self._registered.pop(thread_id, None)
@@ -808,8 +813,10 @@ class SaverCore:
         replace: bool,
         kind: Kind = "write",
         register: bool = False,
+        removed: Sequence[bytes] = (),
     ) -> Op[None]:
-        """Write a thread's members and fields as they are (copy_thread, fallback replay)."""
+        """Write a thread's members and fields as they are (copy_thread, the fallback tier's
+        write-back); ``removed`` fields are deleted first."""
         keys = self.keys(thread_id)
         if not members:
             # Nothing left of the thread: make Redis agree.
@@ -822,7 +829,16 @@ class SaverCore:
                 thread_id,
             )
             return
-        args = [self.ttl_ms, thread_id, b"1" if replace else b"0", len(members), *members, *pairs]
+        args = [
+            self.ttl_ms,
+            thread_id,
+            b"1" if replace else b"0",
+            len(members),
+            *members,
+            len(removed),
+            *removed,
+            *pairs,
+        ]
         commands = [self._script("restore", keys, *args), *self._register(thread_id, register)]
         yield Call(commands, kind, thread_id)
 

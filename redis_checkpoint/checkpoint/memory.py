@@ -3,7 +3,10 @@
 While Redis is healthy the tier mirrors what this process writes and reads, thread by thread
 (least recently used threads are dropped past a byte budget). While Redis is away, the same Calls
 run here instead, so a conversation goes on from where it was; threads changed meanwhile are
-*dirty* and are never dropped until :meth:`MemoryTier.take_dirty` hands them to the replay.
+*owed* to Redis and are never dropped until they are written back, one thread at a time
+(:meth:`MemoryTier.take` hands one out, :meth:`MemoryTier.written_back` reports the outcome).
+With a journal, every change an outage write makes is appended to it (fsynced) before the write
+returns, so a process killed meanwhile loses nothing: the next one adopts what it owed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from redis_checkpoint.checkpoint import codec
 from redis_checkpoint.checkpoint.core import Call, Command
+from redis_checkpoint.checkpoint.journal import Delta, Journal
 from redis_checkpoint.checkpoint.keys import SEP
 from redis_checkpoint.errors import CorruptEntryError
 
@@ -36,22 +40,30 @@ class _Thread:
     # Calls mirrored while Redis was healthy, applied only when the thread is first needed here:
     # mirroring then costs an append on the hot path.
     backlog: list[tuple[Call, Sequence[Any]]] = field(default_factory=list)
+    # While an outage write runs: what it changes (the journal's record of it).
+    changes: Delta | None = None
 
     def zadd(self, member: bytes) -> None:
         i = bisect.bisect_left(self.members, member)
         if i == len(self.members) or self.members[i] != member:
             self.members.insert(i, member)
             self.size += len(member)
+        if self.changes is not None:
+            self.changes.add_member(member)
 
     def hset(self, name: bytes, value: bytes) -> None:
         old = self.data.get(name)
         self.size += len(value) - (len(old) if old is not None else -len(name))
         self.data[name] = value
+        if self.changes is not None:
+            self.changes.set(name, value)
 
     def hdel(self, name: bytes) -> None:
         old = self.data.pop(name, None)
         if old is not None:
             self.size -= len(old) + len(name)
+        if self.changes is not None:
+            self.changes.remove(name)
 
     def with_prefix(self, prefix: bytes) -> list[bytes]:
         upper = prefix[:-1] + bytes([prefix[-1] + 1])
@@ -135,6 +147,23 @@ class _Thread:
         return ms
 
 
+@dataclass
+class _Owed:
+    """What a thread owes Redis: the changes a crashed process journaled (adopted), then this
+    process's own outage changes (its full state is written back in any case)."""
+
+    own: Delta = field(default_factory=Delta)
+    adopted: Delta | None = None
+
+    def absorb(self, later: _Owed) -> None:
+        """``later`` (owed since this was taken) on top of this."""
+        self.own.merge(later.own)
+
+
+#: :meth:`MemoryTier.take` of a thread another caller is writing back right now.
+BUSY = object()
+
+
 class MemoryTier:
     """Recent threads in process memory, executing the saver's Calls like Redis would."""
 
@@ -142,11 +171,17 @@ class MemoryTier:
         self,
         max_bytes: int = 64 * 1024 * 1024,
         on_evict: Callable[[str], None] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.max_bytes = max_bytes
         self._on_evict = on_evict
+        self.journal = journal
         self._threads: OrderedDict[str, _Thread] = OrderedDict()
-        self._dirty: dict[str, bool] = {}  # thread id -> deleted during the outage first
+        self._dirty: dict[str, _Owed] = {}  # thread id -> what it owes Redis
+        self._in_flight: dict[str, _Owed] = {}  # taken for a write-back not yet answered
+        # Per shard: threads whose last writes no replica confirmed (WAIT fell short); they stay
+        # here, and are written back if that shard fails before a later WAIT confirms them.
+        self._unconfirmed: dict[str, set[str]] = {}
         self._size = 0
         self._lock = threading.RLock()
 
@@ -159,7 +194,26 @@ class MemoryTier:
     @property
     def pending(self) -> int:
         """Threads changed while Redis was away and not yet written back."""
-        return len(self._dirty)
+        with self._lock:
+            return len(self._dirty.keys() | self._in_flight.keys())
+
+    @property
+    def owes(self) -> bool:
+        """Whether any thread is still to be written back (cheap: read on every call)."""
+        return bool(self._dirty) or bool(self._in_flight)
+
+    @property
+    def dirty(self) -> bool:
+        """Whether a thread waits to be taken for a write-back."""
+        return bool(self._dirty)
+
+    def owed_threads(self) -> list[str]:
+        with self._lock:
+            return sorted(self._dirty.keys() | self._in_flight.keys())
+
+    def unconfirmed_threads(self) -> list[str]:
+        with self._lock:
+            return sorted(set().union(*self._unconfirmed.values()))
 
     def __contains__(self, thread_id: str) -> bool:
         return thread_id in self._threads
@@ -170,7 +224,7 @@ class MemoryTier:
             thread is not None
             and thread.expires_at is not None
             and thread.expires_at <= time.monotonic()
-            and thread_id not in self._dirty
+            and not self._held(thread_id)
         ):
             self._drop(thread_id)
             thread = None
@@ -209,10 +263,18 @@ class MemoryTier:
         for thread_id in list(self._threads):
             if self._size <= self.max_bytes:
                 break
-            if thread_id not in self._dirty:
+            if not self._held(thread_id):
                 self._drop(thread_id)
                 if self._on_evict is not None:
                     self._on_evict(thread_id)
+
+    def _held(self, thread_id: str) -> bool:
+        """Owed to Redis, or not yet confirmed by replicas: never dropped."""
+        return (
+            thread_id in self._dirty
+            or thread_id in self._in_flight
+            or any(thread_id in threads for threads in self._unconfirmed.values())
+        )
 
     # -- execution -------------------------------------------------------------------------------
 
@@ -246,24 +308,98 @@ class MemoryTier:
                 self._apply_backlog(thread_id, thread)
             self._shrink()
 
-    def take_dirty(self) -> list[tuple[str, bool, list[bytes], list[bytes]]]:
-        """Threads to write back: (thread id, delete first, members, field/value pairs)."""
+    # -- writing back ----------------------------------------------------------------------------
+
+    def take(self, thread_id: str) -> Delta | object | None:
+        """The write-back a thread owes (now in flight: report it with :meth:`written_back`),
+        None when it owes nothing, or :data:`BUSY` while another caller is writing it back."""
         with self._lock:
+            if thread_id in self._in_flight:
+                return BUSY
+            owed = self._dirty.pop(thread_id, None)
+            if owed is None:
+                return None
+            self._in_flight[thread_id] = owed
+            return self._payload(thread_id, owed)
+
+    def take_many(self, limit: int, accept: Callable[[str], bool]) -> list[tuple[str, Delta]]:
+        """Up to ``limit`` owed threads that ``accept`` (their shard answers), taken as by take."""
+        with self._lock:
+            chosen = [t for t in self._dirty if t not in self._in_flight and accept(t)][:limit]
             out = []
-            for thread_id, deleted in self._dirty.items():
-                thread = self._threads.get(thread_id)
-                members = list(thread.members) if thread else []
-                pairs: list[bytes] = []
-                for name, value in thread.data.items() if thread else ():
-                    pairs += [name, value]
-                out.append((thread_id, deleted, members, pairs))
-            self._dirty.clear()
+            for thread_id in chosen:
+                owed = self._in_flight[thread_id] = self._dirty.pop(thread_id)
+                out.append((thread_id, self._payload(thread_id, owed)))
             return out
 
-    def restore_dirty(self, thread_id: str, deleted: bool) -> None:
-        """Put a thread back on the replay list after a failed write-back."""
+    def _payload(self, thread_id: str, owed: _Owed) -> Delta:
+        """What to write: the thread as the tier holds it, the adopted changes over it (Redis
+        has never seen them; the tier may have mirrored older values since), then this process's
+        own outage changes (deletions; the rest is in the thread already)."""
+        payload = Delta()
+        thread = self._threads.get(thread_id)
+        if thread is not None:
+            if thread.backlog:
+                self._apply_backlog(thread_id, thread)
+            payload.members.update(thread.members)
+            payload.fields.update(thread.data)
+        if owed.adopted is not None:
+            payload.merge(owed.adopted)
+        payload.merge(owed.own)
+        return payload
+
+    def written_back(self, thread_id: str, ok: bool) -> None:
+        """The outcome of a taken thread's write-back: done, or owed again."""
         with self._lock:
-            self._dirty[thread_id] = self._dirty.get(thread_id, False) or deleted
+            owed = self._in_flight.pop(thread_id, None)
+            if owed is None:
+                return
+            again = self._dirty.get(thread_id)  # changed in memory meanwhile
+            if not ok:
+                if again is not None:
+                    owed.absorb(again)
+                self._dirty[thread_id] = owed
+                return
+            if self.journal is not None:
+                self.journal.written_back([thread_id])
+                if again is not None and again.own:
+                    # The done-marker covers the changes made meanwhile too: journal them again.
+                    self.journal.append(thread_id, again.own)
+            self._settle()
+
+    def _settle(self) -> None:
+        if self.journal is not None and not self._dirty and not self._in_flight:
+            self.journal.reset()  # everything it holds is in Redis
+
+    def adopt(self, owed: dict[str, Delta]) -> None:
+        """Take over what a crashed process's journal says its threads owe Redis."""
+        with self._lock:
+            for thread_id, delta in owed.items():
+                entry = self._dirty.setdefault(thread_id, _Owed())
+                if entry.adopted is None:
+                    entry.adopted = delta
+                else:
+                    entry.adopted.merge(delta)
+
+    # -- replication ------------------------------------------------------------------------------
+
+    def unconfirmed(self, shard: str, thread_ids: Sequence[str]) -> None:
+        """These threads' last writes reached the shard's primary but not enough replicas."""
+        with self._lock:
+            self._unconfirmed.setdefault(shard, set()).update(thread_ids)
+
+    def confirmed(self, shard: str) -> None:
+        """A WAIT on the shard was answered by enough replicas: every earlier write is there."""
+        if shard in self._unconfirmed:
+            with self._lock:
+                self._unconfirmed.pop(shard, None)
+
+    def shard_failed(self, shard: str) -> None:
+        """The shard's primary is gone: what it did not confirm may be lost, so write it back."""
+        if shard in self._unconfirmed:
+            with self._lock:
+                for thread_id in self._unconfirmed.pop(shard, ()):
+                    self._dirty.setdefault(thread_id, _Owed())
 
     def _absorb(self, thread_id: str, command: Command, reply: Any) -> None:
         thread = self._thread(thread_id, (command.keys[0], command.keys[1]), create=True)
@@ -301,18 +437,36 @@ class MemoryTier:
             return None if command.name != "ttl" else -2
         before = thread.size
         args = [a if isinstance(a, bytes) else str(a).encode() for a in command.args]
-        reply = handler(thread, args)
-        self._size += thread.size - before
         if writes and outage:
-            self._dirty.setdefault(thread_id, False)
+            thread.changes = Delta()
+            try:
+                reply = handler(thread, args)
+            finally:
+                changes, thread.changes = thread.changes, None
+            self._owe(thread_id, changes)
+        else:
+            reply = handler(thread, args)
+        self._size += thread.size - before
         return reply
+
+    def _owe(self, thread_id: str, changes: Delta) -> None:
+        """An outage write changed the thread: journal it (durable before the write returns),
+        and owe it to Redis."""
+        if changes and self.journal is not None:
+            self.journal.append(thread_id, changes)
+        owed = self._dirty.get(thread_id)
+        if owed is None:
+            owed = self._dirty[thread_id] = _Owed()
+        owed.own.merge(changes)
 
     def _plain(self, thread_id: str, command: Command, outage: bool) -> Any:
         if command.name == "DEL":
             thread = self._threads.get(thread_id)
             self._drop(thread_id)
             if outage:
-                self._dirty[thread_id] = True
+                deleted = Delta()
+                deleted.clear()
+                self._owe(thread_id, deleted)
             return 0 if thread is None else 2
         # The thread registry lives in Redis only; locally the tier's threads are the registry.
         return 0

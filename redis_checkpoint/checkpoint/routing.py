@@ -1,9 +1,15 @@
-"""Where each Call goes: Redis, or the in-memory tier while Redis is away (no I/O here).
+"""Where each Call goes: Redis, or the in-memory tier while its shard is away (no I/O here).
 
-:meth:`Router.run` drives one operation of the core: it routes each of its Calls, serves it from
-memory while the breaker is open, writes back what the memory tier took once Redis returns, and
-counts it all. It yields only :class:`Send` requests - "send this Call to Redis, give me the
-replies or throw me the error" - so the sync and async savers are a ten-line loop each.
+:meth:`Router.run` drives one operation of the core: it routes each of its Calls to the shard
+that holds its thread (the one server, or the cluster node of its hash slot), serves it from
+memory while that shard's breaker is open, writes a thread back before the first call that
+takes it to Redis again, and counts it all. It yields only requests to the driver - :class:`Send`
+("send these Calls, give me each one's replies or error"), :class:`Refresh` ("reread the cluster's
+slot map") and :class:`Pause` - so the sync and async savers are a short loop each.
+
+Write-backs go thread by thread: a thread is taken from the tier (nobody else may write it back
+or send it to Redis meanwhile; a call for it goes to memory), written, and released. Other
+threads carry on against Redis, so nothing re-dirties a thread in a loop.
 """
 
 from __future__ import annotations
@@ -11,16 +17,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Generator, Sequence
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, SaverCore
-from redis_checkpoint.checkpoint.memory import MemoryTier
+from redis_checkpoint.checkpoint.journal import Delta
+from redis_checkpoint.checkpoint.memory import BUSY, MemoryTier
 from redis_checkpoint.client import is_unavailable_error
 from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
 from redis_checkpoint.metrics import Metrics
@@ -28,19 +34,49 @@ from redis_checkpoint.metrics import Metrics
 log = logging.getLogger("redis_checkpoint.checkpoint")
 T = TypeVar("T")
 COMPONENT = "checkpoint"
+#: Threads a call that reached Redis writes back on the way, besides its own: the write-back
+#: of an outage spreads over the calls after it instead of stalling one of them.
+WRITE_BACK_CHUNK = 32
+_PING = Command("PING", (), (), False)
+
+
+@dataclass(eq=False)
+class Shard:
+    """One primary the saver talks to, with its own breaker: an outage of one cluster node
+    sends only the threads whose slots it serves to memory."""
+
+    name: str
+    breaker: CircuitBreaker
+    # No WAIT before this (monotonic) time: the last one fell short, and each would block.
+    wait_paused_until: float = 0.0
 
 
 @dataclass
 class Send:
-    """A request to the driver: send ``call`` to Redis."""
+    """Send each Call to its shard; the driver answers with each one's replies or error."""
 
-    call: Call
+    items: list[tuple[Call, Shard]]
 
 
-class Route(Enum):
-    REDIS = "redis"
-    REPLAY_THEN_REDIS = "replay"
-    MEMORY = "memory"
+@dataclass
+class Refresh:
+    """Reread the cluster's slot map (a failover moves slots to the promoted replica)."""
+
+
+@dataclass
+class Pause:
+    seconds: float
+
+
+Step = Send | Refresh | Pause
+
+
+@dataclass
+class WriteBackReport:
+    """What closing a saver (or a flush) left in memory."""
+
+    left: list[str] = field(default_factory=list)
+    unconfirmed: list[str] = field(default_factory=list)
 
 
 class Router:
@@ -51,20 +87,100 @@ class Router:
         memory: MemoryTier | None,
         metrics: Metrics,
         url: str,
+        *,
+        wait_replicas: int = 0,
+        wait_timeout: float = 0.1,
     ) -> None:
         self.core = core
-        self.breaker = breaker
+        self.default = Shard("redis", breaker)
+        self.shards: dict[str, Shard] = {}
         self.memory = memory
         self.metrics = metrics
         self.url = url
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = max(1, int(wait_timeout * 1000))
+        #: A cluster driver's map from a key to the name of the node serving its slot.
+        self.locate: Callable[[str], str] | None = None
         self.round_trips = 0
         self.fallback_calls = 0
-        self._replaying = False
+        self.write_backs = 0  # threads written back (one restore each)
+        self.threads_written_back: set[str] = set()  # since the tier last owed nothing
+        self.replication_shortfalls = 0
+        self._flushing = False
+        self._refreshing = False
+        self._last_refresh = 0.0
         self._lock = threading.Lock()
+
+    # -- shards --------------------------------------------------------------------------------
+
+    def shard_for(self, key: str) -> Shard:
+        if self.locate is None:
+            return self.default
+        try:
+            name = self.locate(key)
+        except Exception:  # slot not covered (a node is gone and the map says so)
+            name = "?"
+        shard = self.shards.get(name)
+        if shard is None:
+            with self._lock:
+                shard = self.shards.get(name)
+                if shard is None:
+                    template = self.default.breaker
+                    shard = self.shards[name] = Shard(
+                        name,
+                        CircuitBreaker(
+                            f"{template.name}@{name}",
+                            failure_threshold=template.failure_threshold,
+                            recovery_timeout=template.recovery_timeout,
+                            max_recovery_timeout=template.max_recovery_timeout,
+                            clock=template._clock,
+                            on_transition=template._on_transition,
+                        ),
+                    )
+        return shard
+
+    def _shard_of(self, call: Call) -> Shard:
+        return self.shard_for(call.commands[0].keys[0] if call.commands[0].keys else "")
+
+    def _shard_of_thread(self, thread_id: str) -> Shard:
+        return self.shard_for(self.core.keys(thread_id).idx)
+
+    def all_shards(self) -> list[Shard]:
+        return list(self.shards.values()) if self.locate is not None else [self.default]
+
+    @property
+    def breaker_state(self) -> str:
+        """The worst state among the shards' breakers."""
+        states = {shard.breaker.state for shard in self.all_shards()}
+        for state in ("open", "half_open"):
+            if state in states:
+                return state
+        return "closed"
+
+    def _refresh_due(self) -> bool:
+        """One slot-map refresh at a time, at most once per breaker recovery timeout."""
+        if self.locate is None:
+            return False
+        with self._lock:
+            now = time.monotonic()
+            if self._refreshing or now - self._last_refresh < self.default.breaker.recovery_timeout:
+                return False
+            self._refreshing = True
+            self._last_refresh = now
+            return True
+
+    def _refresh(self) -> Generator[Step, Any, None]:
+        try:
+            yield Refresh()
+        except Exception as exc:  # no node answered: route by the map we have
+            log.debug("refreshing the cluster slot map failed: %r", exc)
+        finally:
+            with self._lock:
+                self._refreshing = False
 
     # -- driving an operation ------------------------------------------------------------------
 
-    def run(self, name: str, op: Generator[Call | Emit, Any, T]) -> Generator[Send | Emit, Any, T]:
+    def run(self, name: str, op: Generator[Call | Emit, Any, T]) -> Generator[Step | Emit, Any, T]:
         """Run ``op``; what it emits (list results) passes through to the driver."""
         start, fallback_before, outcome = time.perf_counter(), self.fallback_calls, "ok"
         try:
@@ -88,88 +204,167 @@ class Router:
                 outcome = "fallback"
             self.metrics.observe_operation(name, time.perf_counter() - start, outcome)
 
-    def _execute(self, call: Call) -> Generator[Send, Any, list[Any]]:
-        route = self.route()
-        if route is Route.REPLAY_THEN_REDIS and not (yield from self._replay()):
-            route = Route.MEMORY
-        if route is Route.MEMORY:
+    def _execute(self, call: Call) -> Generator[Step, Any, list[Any]]:
+        shard = self._shard_of(call)
+        if shard.breaker.state != "closed" and self._refresh_due():
+            yield from self._refresh()  # the slot may have moved to a promoted replica
+            shard = self._shard_of(call)
+        if not shard.breaker.allow_request():
             return self.in_memory(call)
-        try:
-            replies: list[Any] = yield Send(call)
-        except Exception as exc:
-            if self.failed(exc):
-                return self.in_memory(call, exc)
-            raise
-        self.succeeded(call, replies)
-        return replies
+        memory = self.memory
+        if memory is not None and memory.owes:
+            if call.thread_id is None:
+                # Spans threads: Redis must hold every thread first.
+                yield from self.write_back(limit=None)
+            else:
+                owed = memory.take(call.thread_id)
+                if owed is BUSY:
+                    return self.in_memory(call)
+                if isinstance(owed, Delta):
+                    errors = yield from self._write_back_batch([(call.thread_id, owed)])
+                    if errors:
+                        if is_unavailable_error(errors[0]):
+                            return self.in_memory(call, errors[0])
+                        raise errors[0]
+        for attempt in (0, 1):
+            result = (yield from self._send_calls([(call, shard)]))[0]
+            if isinstance(result, (MovedError, AskError)) and attempt == 0:
+                # The slot moved (a failover, a reshard): reread the map and go there.
+                yield from self._refresh()
+                shard = self._shard_of(call)
+                continue
+            break
+        if isinstance(result, Exception):
+            if self.failed(shard, result):
+                return self.in_memory(call, result)
+            raise result
+        self.succeeded(shard, call, result)
+        if memory is not None and memory.dirty and not self._flushing:
+            yield from self.write_back(limit=WRITE_BACK_CHUNK)
+        return result
 
-    def _replay(self) -> Generator[Send, Any, bool]:
-        """Write back the threads the memory tier took during the outage; False if Redis fails."""
-        assert self.memory is not None
-        plan = []
-        for thread_id, deleted, members, pairs in self.memory.take_dirty():
-            op = self.core.restore(
-                thread_id, members, pairs, replace=deleted, kind="admin", register=True
-            )
-            plan.append((thread_id, deleted, next(op)))
-        done = 0
-        try:
-            for _, _, call in plan:
-                yield Send(call)
-                done += 1
-                self.metrics.replayed(COMPONENT, 1)
-        except Exception as exc:
-            if not self.failed(exc):
-                log.error("writing back the in-memory threads failed; will retry: %r", exc)
-            for thread_id, deleted, _ in plan[done:]:
-                self.memory.restore_dirty(thread_id, deleted)
-            return False
-        finally:
-            self._replaying = False
-            self._publish()
-        self.breaker.record_success()
-        log.warning("wrote back %d threads taken in memory during the outage", len(plan))
-        return True
+    # -- writing back --------------------------------------------------------------------------
 
-    def probe(self) -> Generator[Send, Any, bool]:
-        """A health check: PING Redis through the saver's own client whatever the breaker says.
-
-        An answer closes the breaker and writes back what the memory tier took (the same replay
-        the next call would do); a connection error counts as a failure. True when Redis
-        answered and nothing is left to write back.
-        """
-        try:
-            yield Send(Call([Command("PING", (), (), False)], "admin"))
-        except Exception as exc:
-            self.failed(exc)
-            return False
-        if self.breaker.state != "closed":
-            self.breaker.record_success()
-            log.warning("Redis at %s is reachable again (health check)", self.url)
-            self._publish()
-        if self.memory is None or not self.memory.pending:
-            return True
+    def write_back(self, limit: int | None, force: bool = False) -> Generator[Step, Any, None]:
+        """Write back owed threads whose shard answers (all shards with ``force``), in round
+        trips of WRITE_BACK_CHUNK threads; ``limit``: at most that many threads in all."""
+        memory = self.memory
+        if memory is None:
+            return
         with self._lock:
-            if self._replaying:
-                return False  # a caller is writing the tier back right now
-            self._replaying = True
-        return (yield from self._replay())
+            if self._flushing:
+                return
+            self._flushing = True
+        tried: set[str] = set()  # once per flush: a failed thread is owed again, not retaken
 
-    # -- deciding ------------------------------------------------------------------------------
+        def accept(thread_id: str) -> bool:
+            if thread_id in tried:
+                return False
+            return force or self._shard_of_thread(thread_id).breaker.state == "closed"
 
-    def route(self) -> Route:
-        if self._replaying:
-            # Another caller is writing the tier back: Redis may still lack its threads.
-            return Route.MEMORY if self.memory is not None else Route.REDIS
-        if not self.breaker.allow_request():
-            return Route.MEMORY
-        if self.memory is not None and self.memory.pending:
+        try:
+            while limit is None or len(tried) < limit:
+                left = WRITE_BACK_CHUNK if limit is None else limit - len(tried)
+                taken = memory.take_many(min(WRITE_BACK_CHUNK, left), accept)
+                if not taken:
+                    break
+                tried.update(thread_id for thread_id, _ in taken)
+                yield from self._write_back_batch(taken)
+        finally:
             with self._lock:
-                if self._replaying:
-                    return Route.MEMORY
-                self._replaying = True
-            return Route.REPLAY_THEN_REDIS
-        return Route.REDIS
+                self._flushing = False
+
+    def _write_back_batch(
+        self, taken: Sequence[tuple[str, Delta]]
+    ) -> Generator[Step, Any, list[Exception]]:
+        """Send the taken threads' restores (one round trip per shard); each thread is released
+        as written, or owed again. Returns the errors."""
+        assert self.memory is not None
+        items = []
+        for thread_id, payload in taken:
+            op = self.core.restore(
+                thread_id,
+                sorted(payload.members),
+                [part for pair in payload.fields.items() for part in pair],
+                replace=payload.cleared,
+                kind="admin",
+                register=True,
+                removed=sorted(payload.removed),
+            )
+            call = next(op)
+            items.append((call, self._shard_of(call)))
+        try:
+            results = yield from self._send_calls(items)
+        except BaseException:
+            for thread_id, _ in taken:
+                self.memory.written_back(thread_id, ok=False)
+            raise
+        errors: list[Exception] = []
+        failed: set[str] = set()
+        for (thread_id, _), (_, shard), result in zip(taken, items, results, strict=True):
+            if isinstance(result, Exception):
+                errors.append(result)
+                if shard.name not in failed:
+                    failed.add(shard.name)
+                    if not self.failed(shard, result):
+                        log.error("writing back thread %r failed: %r", thread_id, result)
+                self.memory.written_back(thread_id, ok=False)
+                continue
+            self.succeeded(shard, None, result)
+            self.write_backs += 1
+            self.threads_written_back.add(thread_id)
+            self.metrics.replayed(COMPONENT, 1)
+            self.memory.written_back(thread_id, ok=True)
+        if not self.memory.owes and self.threads_written_back:
+            log.warning(
+                "wrote back %d threads taken in memory while Redis at %s was away "
+                "(%d write-backs in all)",
+                len(self.threads_written_back),
+                self.url,
+                self.write_backs,
+            )
+            self.threads_written_back = set()
+        self._publish()
+        return errors
+
+    def close(self, timeout: float) -> Generator[Step, Any, WriteBackReport]:
+        """Write back everything owed, trying every shard whatever its breaker says, until done
+        or ``timeout`` seconds have passed (a failover may need a few); report what is left."""
+        report = WriteBackReport()
+        memory = self.memory
+        if memory is None:
+            return report
+        deadline = time.monotonic() + timeout
+        while memory.owes:
+            if self.locate is not None:
+                yield from self._refresh()
+            yield from self.write_back(limit=None, force=True)
+            remaining = deadline - time.monotonic()
+            if not memory.owes or remaining <= 0:
+                break
+            yield Pause(min(0.2, remaining))
+        report.left = memory.owed_threads()
+        report.unconfirmed = memory.unconfirmed_threads()
+        return report
+
+    def probe(self) -> Generator[Step, Any, bool]:
+        """A health check: PING every shard through the saver's own connections whatever the
+        breakers say. An answer closes a breaker and writes back what the tier owes that shard;
+        True when every shard answered and nothing is owed."""
+        if self.locate is not None:
+            yield from self._refresh()
+        shards = self.all_shards() or [self.default]
+        results = yield Send([(Call([_PING], "admin"), shard) for shard in shards])
+        answered = True
+        for shard, result in zip(shards, results, strict=True):
+            if isinstance(result, Exception):
+                self.failed(shard, result)
+                answered = False
+            elif shard.breaker.state != "closed":
+                self.succeeded(shard, None, result)
+                log.warning("Redis at %s is reachable again (health check)", self.url)
+        yield from self.write_back(limit=None)
+        return answered and not (self.memory is not None and self.memory.owes)
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -180,23 +375,33 @@ class Router:
             for command in call.commands:
                 self.metrics.round_trip(COMPONENT, command.name)
 
-    def succeeded(self, call: Call, replies: Sequence[Any]) -> None:
-        was_open = self.breaker.state != "closed"
-        self.breaker.record_success()
-        if was_open:
-            log.warning("Redis at %s is reachable again", self.url)
+    def succeeded(self, shard: Shard, call: Call | None, replies: Sequence[Any]) -> None:
+        breaker = shard.breaker
+        if breaker.state != "closed":
+            breaker.record_success()
+            log.warning("Redis at %s (%s) is reachable again", self.url, shard.name)
             self._publish()
-        if self.memory is not None:
+        else:
+            breaker.record_success()
+        if call is not None and self.memory is not None:
             self.memory.mirror(call, replies)
 
-    def failed(self, exc: BaseException) -> bool:
+    def failed(self, shard: Shard, exc: BaseException) -> bool:
         """Count a failure; True when it means 'Redis is away' and the tier should answer."""
         if not is_unavailable_error(exc):
             return False
-        before = self.breaker.state
-        self.breaker.record_failure()
-        if before == "closed" and self.breaker.state == "open":
-            log.warning("Redis at %s is unavailable (%s); serving from memory", self.url, exc)
+        breaker = shard.breaker
+        before = breaker.state
+        breaker.record_failure()
+        if before == "closed" and breaker.state == "open":
+            log.warning(
+                "Redis at %s (%s) is unavailable (%s); serving from memory",
+                self.url,
+                shard.name,
+                exc,
+            )
+        if self.memory is not None:
+            self.memory.shard_failed(shard.name)
         self._publish()
         return True
 
@@ -211,24 +416,114 @@ class Router:
         self._publish()
         return replies
 
+    # -- one round trip ------------------------------------------------------------------------
+
+    def _send_calls(
+        self, items: list[tuple[Call, Shard]]
+    ) -> Generator[Step, Any, list[list[Any] | Exception]]:
+        """Send Calls in one go, each to its shard. On a cluster a Call's commands on other
+        slots (the thread registry) go to their own node: for a thread's Call those are best
+        effort (its next write registers it again), for a Call spanning threads they are not."""
+        if self.locate is None:
+            return list((yield Send(items)))
+        parts: list[tuple[Call, Shard]] = []
+        plan: list[list[tuple[int, list[int], bool]]] = []  # per Call: (part, positions, own)
+        for call, shard in items:
+            groups: dict[str, tuple[Shard, list[int]]] = {}
+            for i, command in enumerate(call.commands):
+                target = self.shard_for(command.keys[0]) if command.keys else shard
+                groups.setdefault(target.name, (target, []))[1].append(i)
+            pieces = []
+            for name, (target, positions) in groups.items():
+                own = name == shard.name
+                if not own and call.thread_id is not None and target.breaker.state != "closed":
+                    # Best effort to a node that is away: not worth waiting on.
+                    self.core.forget_registration(call.thread_id)
+                    continue
+                part = (
+                    call
+                    if len(groups) == 1
+                    else Call(
+                        [call.commands[i] for i in positions],
+                        call.kind if own else "admin",
+                        call.thread_id if own else None,
+                    )
+                )
+                pieces.append((len(parts), positions, own))
+                parts.append((part, target))
+            plan.append(pieces)
+        results = yield Send(parts)
+        out: list[list[Any] | Exception] = []
+        for (call, _), pieces in zip(items, plan, strict=True):
+            replies: list[Any] = [None] * len(call.commands)
+            outcome: list[Any] | Exception = replies
+            for index, positions, own in pieces:
+                result = results[index]
+                if isinstance(result, Exception):
+                    if own or call.thread_id is None or isinstance(result, (MovedError, AskError)):
+                        outcome = result
+                        break
+                    # A registry update on another node: redone by the thread's next write.
+                    self.failed(parts[index][1], result)
+                    self.core.forget_registration(call.thread_id)
+                    continue
+                for i, reply in zip(positions, result, strict=True):
+                    replies[i] = reply
+            out.append(outcome)
+        return out
+
     def batch(
-        self, calls: Sequence[Call]
+        self, calls: Sequence[Call], shard: Shard
     ) -> Generator[list[Command] | None, Any, list[list[Any] | Exception]]:
-        """One round trip for several Calls: yields the commands to send (the driver sends back
-        their replies), or None to have the scripts loaded after a NOSCRIPT. Returns, per Call,
-        its replies or the error it raised."""
-        self.sent(calls)
-        replies = yield [command for call in calls for command in call.commands]
-        results, retry = self.split_replies(calls, replies)
+        """One round trip to ``shard`` for several Calls: yields the commands to send (the
+        driver sends back their replies), or None to have the scripts loaded after a NOSCRIPT.
+        Returns, per Call, its replies or the error it raised. With ``wait_replicas``, a round
+        trip that writes ends with a WAIT; a shortfall keeps its threads in memory."""
+        results, retry = yield from self._exchange(calls, shard)
         if retry:
             yield None
             again_calls = [calls[i] for i in retry]
-            self.sent(again_calls)
-            replies = yield [command for call in again_calls for command in call.commands]
-            again, _ = self.split_replies(again_calls, replies)
+            again, _ = yield from self._exchange(again_calls, shard)
             for i, result in zip(retry, again, strict=True):
                 results[i] = result
         return results
+
+    def _exchange(
+        self, calls: Sequence[Call], shard: Shard
+    ) -> Generator[list[Command], Any, tuple[list[list[Any] | Exception], list[int]]]:
+        self.sent(calls)
+        commands = [command for call in calls for command in call.commands]
+        writes = [c.thread_id for c in calls if c.kind != "read" and c.thread_id is not None]
+        wait = bool(self.wait_replicas and writes)
+        skip_wait = wait and time.monotonic() < shard.wait_paused_until
+        if wait and not skip_wait:
+            commands.append(Command("WAIT", (), (self.wait_replicas, self.wait_timeout_ms), False))
+        replies = yield commands
+        if wait:
+            acked = -1 if skip_wait else replies.pop()
+            self._replicated(shard, writes, acked)
+        return self.split_replies(calls, replies)
+
+    def _replicated(self, shard: Shard, thread_ids: list[str], acked: Any) -> None:
+        if isinstance(acked, int) and acked >= self.wait_replicas:
+            if self.memory is not None:
+                self.memory.confirmed(shard.name)
+            return
+        self.replication_shortfalls += 1
+        if acked != -1:
+            # WAIT blocks for its timeout while replicas lag: don't pay that on every write.
+            shard.wait_paused_until = time.monotonic() + self.default.breaker.recovery_timeout
+            log.warning(
+                "Redis at %s (%s): %s of %d replicas confirmed a write within %d ms; "
+                "keeping the threads in memory until they do",
+                self.url,
+                shard.name,
+                acked,
+                self.wait_replicas,
+                self.wait_timeout_ms,
+            )
+        if self.memory is not None:
+            self.memory.unconfirmed(shard.name, thread_ids)
 
     def split_replies(
         self, calls: Sequence[Call], replies: Sequence[Any]
@@ -272,6 +567,10 @@ class Router:
         return exc
 
     def _publish(self) -> None:
-        active = self.breaker.state != "closed"
+        active = self.breaker_state != "closed"
         pending = self.memory.pending if self.memory is not None else 0
         self.metrics.set_fallback(COMPONENT, active, pending)
+
+
+def _anything(thread_id: str) -> bool:
+    return True

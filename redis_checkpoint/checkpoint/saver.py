@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from types import TracebackType
 from typing import Any, TypeVar
 
 import redis
@@ -22,10 +24,16 @@ from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
-from redis_checkpoint.checkpoint.routing import Send
+from redis_checkpoint.checkpoint.routing import Refresh, Send, Shard, Step
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
-from redis_checkpoint.client import check_connection, create_client, is_unavailable_error
+from redis_checkpoint.client import (
+    check_connection,
+    create_client,
+    is_cluster,
+    is_unavailable_error,
+)
+from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.plans import drive, resume
 from redis_checkpoint.settings import Settings
 
@@ -44,13 +52,11 @@ class RedisSaver(RedisSaverBase):
     def __init__(self, client: SyncClient, *, url: str | None = None, **options: Any) -> None:
         super().__init__(url=url or describe_client(client), **options)
         self.client = client
-        # A plain client's round trips go over one held connection (see _Link); a cluster
-        # client routes each command itself.
-        pool = getattr(client, "connection_pool", None)
-        self._link = _Link(client, pool) if isinstance(client, redis.Redis) and pool else None
-        self._batch_lock = threading.Lock()
-        self._waiting: list[_Slot] = []
-        self._sending = False
+        # One queue and one held connection per shard: the server, or each cluster primary.
+        self._queues: dict[str, _Queue] = {}
+        self._queues_lock = threading.Lock()
+        if is_cluster(client):
+            self._router.locate = self._locate
 
     @classmethod
     @contextmanager
@@ -75,12 +81,16 @@ class RedisSaver(RedisSaverBase):
                 check_connection(client, settings.url)
             saver = cls(client, url=settings.url, settings=settings, **options)
             saver.setup()
-            yield saver
+            try:
+                yield saver
+            finally:
+                saver.close()
         finally:
             client.close()
 
     def setup(self) -> None:
-        """Load the scripts and warn about an evicting maxmemory-policy. Safe to call again."""
+        """Load the scripts and warn about an evicting maxmemory-policy; write back what an
+        adopted journal owes. Safe to call again."""
         try:
             for script in SCRIPTS.values():
                 self.client.script_load(script.source)
@@ -90,11 +100,37 @@ class RedisSaver(RedisSaverBase):
         except Exception as exc:
             if not (is_unavailable_error(exc) and self.memory is not None):
                 raise
-            self._router.failed(exc)
+            self._router.failed(self._router.default, exc)
+            return
+        if self.memory is not None and self.memory.owes:
+            self._finish("write_back", self._router.write_back(limit=None))
+
+    def close(self) -> None:
+        """Write back what the in-memory tier still owes Redis (trying for up to
+        ``close_timeout`` seconds), log at ERROR what it could not, and drop the held
+        connections. The client itself is the caller's (``from_conn_string`` closes its own)."""
+        report = self._finish("close", self._router.close(self.close_timeout))
+        self._closed(report)
+        with self._queues_lock:
+            queues, self._queues = list(self._queues.values()), {}
+        for queue in queues:
+            if queue.link is not None:
+                queue.link.close()
+
+    def __enter__(self) -> RedisSaver:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # -- the driver: send what the router asks for ---------------------------------------------
 
-    def _drive(self, gen: Generator[Send | Emit, Any, T]) -> Generator[CheckpointTuple, None, T]:
+    def _drive(self, gen: Generator[Step | Emit, Any, T]) -> Generator[CheckpointTuple, None, T]:
         done, item = resume(gen, None, None)
         while not done:
             if isinstance(item, Emit):
@@ -102,16 +138,25 @@ class RedisSaver(RedisSaverBase):
                 done, item = resume(gen, None, None)
                 continue
             try:
-                reply, error = self._send(item.call), None
+                reply, error = self._step(item), None
             except Exception as exc:
                 reply, error = None, exc
             done, item = resume(gen, reply, error)
         return item  # type: ignore[no-any-return]
 
+    def _step(self, step: Step) -> Any:
+        if isinstance(step, Send):
+            return self._send_all(step.items)
+        if isinstance(step, Refresh):
+            self.client.nodes_manager.initialize()  # type: ignore[union-attr]
+            return None
+        time.sleep(step.seconds)
+        return None
+
     def _run(self, name: str, op: Op[T]) -> T:
         return self._finish(name, self._router.run(name, op))
 
-    def _finish(self, name: str, gen: Generator[Send | Emit, Any, T]) -> T:
+    def _finish(self, name: str, gen: Generator[Step | Emit, Any, T]) -> T:
         drive = self._drive(gen)
         try:
             next(drive)
@@ -122,73 +167,79 @@ class RedisSaver(RedisSaverBase):
     def _iterate(self, name: str, op: IterOp) -> Iterator[CheckpointTuple]:
         yield from self._drive(self._router.run(name, op))
 
-    def _send(self, call: Call) -> list[Any]:
-        """Send a Call. Calls other threads make while a round trip is in flight go together in
-        the next one (auto-pipelining); each caller still waits for its own replies."""
-        slot = _Slot(call)
-        with self._batch_lock:
-            self._waiting.append(slot)
-            leader = not self._sending
-            self._sending = True
-        if leader:
-            while True:
-                with self._batch_lock:
-                    batch, self._waiting = self._waiting, []
-                    if not batch:
-                        self._sending = False
-                        break
-                try:
-                    results = self._send_batch([waiting.call for waiting in batch])
-                except Exception as exc:  # the connection failed: every Call of the batch did
-                    results = [exc] * len(batch)
-                except BaseException as exc:  # interrupted: release every waiting caller
-                    with self._batch_lock:
-                        batch += self._waiting
-                        self._waiting, self._sending = [], False
-                    for waiting in batch:
-                        waiting.result = RuntimeError(f"the round trip was interrupted ({exc!r})")
-                        waiting.done.set()
-                    raise
-                for waiting, result in zip(batch, results, strict=True):
-                    waiting.result = result
-                    waiting.done.set()
-        slot.done.wait()
-        if isinstance(slot.result, Exception):
-            raise slot.result
-        return slot.result
+    def _send_all(self, items: Sequence[tuple[Call, Shard]]) -> list[list[Any] | Exception]:
+        """Send Calls, each on its shard's queue. Calls other threads make while a shard's round
+        trip is in flight go together in its next one (auto-pipelining); each caller still waits
+        for its own replies. A thread that finds a queue idle sends its batches itself."""
+        slots = [_Slot(call) for call, _ in items]
+        grouped: dict[str, tuple[_Queue, list[_Slot]]] = {}
+        for slot, (_, shard) in zip(slots, items, strict=True):
+            grouped.setdefault(shard.name, (self._queue(shard), []))[1].append(slot)
+        lead = []
+        for queue, queued in grouped.values():
+            with queue.lock:
+                queue.waiting += queued
+                if not queue.sending:
+                    queue.sending = True
+                    lead.append(queue)
+        for queue in lead:
+            self._lead(queue)
+        for slot in slots:
+            slot.done.wait()
+        return [slot.result for slot in slots]
 
-    def _send_batch(self, calls: list[Call]) -> list[list[Any] | Exception]:
-        return drive(self._router.batch(calls), self._round_trip)
+    def _queue(self, shard: Shard) -> _Queue:
+        queue = self._queues.get(shard.name)
+        if queue is None:
+            with self._queues_lock:
+                queue = self._queues.setdefault(shard.name, _Queue(shard))
+        return queue
 
-    def _round_trip(self, request: list[Command] | None) -> list[Any] | None:
-        """One step of Router.batch: send the commands, or (None) load the scripts first."""
-        if request is None:
-            for script in SCRIPTS.values():
-                self.client.script_load(script.source)
-            return None
-        if self._link is not None:
-            return self._link.exchange(request)
-        if len(request) == 1:
+    def _lead(self, queue: _Queue) -> None:
+        while True:
+            with queue.lock:
+                batch, queue.waiting = queue.waiting, []
+                if not batch:
+                    queue.sending = False
+                    return
             try:
-                return [self._command(self.client, request[0])]
-            except ResponseError as exc:
-                if is_unavailable_error(exc):
-                    raise
-                return [exc]
-        pipe = self.client.pipeline(transaction=False)
-        for command in request:
-            self._command(pipe, command)
-        return pipe.execute(raise_on_error=False)
+                results = drive(
+                    self._router.batch([waiting.call for waiting in batch], queue.shard),
+                    lambda request: self._round_trip(queue, request),
+                )
+            except Exception as exc:  # the connection failed: every Call of the batch did
+                results = [exc] * len(batch)
+            except BaseException as exc:  # interrupted: release every waiting caller
+                with queue.lock:
+                    batch += queue.waiting
+                    queue.waiting, queue.sending = [], False
+                for waiting in batch:
+                    waiting.result = RuntimeError(f"the round trip was interrupted ({exc!r})")
+                    waiting.done.set()
+                raise
+            for waiting, result in zip(batch, results, strict=True):
+                waiting.result = result
+                waiting.done.set()
 
-    @staticmethod
-    def _command(target: Any, command: Command) -> Any:
-        if command.script:
-            # execute_command, not evalsha(): redis-py's cluster pipeline refuses the latter.
-            sha = SCRIPTS[command.name].sha
-            return target.execute_command(
-                "EVALSHA", sha, len(command.keys), *command.keys, *command.args
-            )
-        return target.execute_command(command.name, *command.keys, *command.args)
+    def _round_trip(self, queue: _Queue, request: list[Command] | None) -> list[Any]:
+        """One step of Router.batch on the shard's held connection: send the commands, or
+        (None) load the scripts first."""
+        if queue.link is None:
+            queue.link = _Link(self._shard_client(queue.shard.name))
+        return queue.link.exchange(request if request is not None else LOAD_SCRIPTS)
+
+    def _locate(self, key: str) -> str:
+        cluster: Any = self.client
+        node = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
+        return str(node.name)
+
+    def _shard_client(self, name: str) -> redis.Redis:
+        if not isinstance(self.client, redis.cluster.RedisCluster):
+            return self.client
+        node = self.client.get_node(node_name=name)  # type: ignore[no-untyped-call]
+        if node is None:
+            raise RedisUnavailableError(f"Redis Cluster at {self.url} has no node {name} now")
+        return self.client.get_redis_connection(node)
 
     # -- BaseCheckpointSaver -------------------------------------------------------------------
 
@@ -245,8 +296,8 @@ class RedisSaver(RedisSaverBase):
     # -- operations ----------------------------------------------------------------------------
 
     def ping(self) -> bool:
-        """Health check through this saver's client: an answer closes the breaker and writes
-        back what the memory tier took during an outage (see :meth:`Router.probe`)."""
+        """Health check through this saver's connections: an answer closes a breaker and
+        writes back what the memory tier took during an outage (see :meth:`Router.probe`)."""
         return self._finish("ping", self._router.probe())
 
     def list_threads(self) -> Sequence[str]:
@@ -339,18 +390,30 @@ class _Slot:
         self.result: list[Any] | Exception = []
 
 
-class _Link:
-    """One connection of the client's pool, held by the saver's sender.
+class _Queue:
+    """The Calls waiting for a shard's next round trip, and its held connection."""
 
-    Only one batch is in flight at a time (see ``RedisSaver._send``), so the sender keeps one
-    connection instead of checking one out of the pool, and wrapping it in redis-py's retry, for
-    every round trip: that bookkeeping cost more CPU than the rest of a small call. A dropped
-    connection is reopened once, as redis-py's own retry would (the scripts are idempotent).
+    def __init__(self, shard: Shard) -> None:
+        self.shard = shard
+        self.lock = threading.Lock()
+        self.waiting: list[_Slot] = []
+        self.sending = False
+        self.link: _Link | None = None
+
+
+class _Link:
+    """One connection of the client's pool, held by a shard's sender.
+
+    Only one batch per shard is in flight at a time (see ``RedisSaver._send_all``), so the sender
+    keeps one connection instead of checking one out of the pool, and wrapping it in redis-py's
+    retry, for every round trip: that bookkeeping cost more CPU than the rest of a small call. A
+    dropped connection is reopened once, as redis-py's own retry would (the scripts are
+    idempotent). WAIT counts this connection's writes, so it rides on the same one.
     """
 
-    def __init__(self, client: redis.Redis, pool: Any) -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self.pool = pool
+        self.pool: Any = client.connection_pool
         self.connection: Any = None
 
     def exchange(self, request: Sequence[Command]) -> list[Any]:
@@ -406,6 +469,10 @@ def as_reply(client: Any, command: Command, response: Any) -> Any:
     callbacks: Mapping[str, Any] = client.response_callbacks
     callback = callbacks.get(command.name)
     return callback(response) if callback else response
+
+
+#: What a NOSCRIPT reply asks for: the scripts loaded on the connection that got it.
+LOAD_SCRIPTS = [Command("SCRIPT", (), ("LOAD", s.source), False) for s in SCRIPTS.values()]
 
 
 def words(command: Command) -> tuple[Any, ...]:

@@ -468,7 +468,7 @@ return {members, fields, values}
 """
 
 # ARGV: default ttl ms, thread id, replace ('1' drops what the thread had), member count,
-#       members..., then field/value pairs
+#       members..., count of fields to delete, those fields..., then field/value pairs
 RESTORE = r"""
 if ARGV[3] == '1' then redis.call('DEL', idx, data) end
 local n = tonumber(ARGV[4])
@@ -477,8 +477,14 @@ if n > 0 then
   for i = 5, 4 + n do z[#z + 1] = 0 z[#z + 1] = ARGV[i] end
   chunked('ZADD', idx, z)
 end
+local r = tonumber(ARGV[5 + n])
+if r > 0 then
+  local gone = {}
+  for i = 6 + n, 5 + n + r do gone[#gone + 1] = ARGV[i] end
+  chunked('HDEL', data, gone)
+end
 local pairs_ = {}
-for i = 5 + n, #ARGV do pairs_[#pairs_ + 1] = ARGV[i] end
+for i = 6 + n + r, #ARGV do pairs_[#pairs_ + 1] = ARGV[i] end
 if #pairs_ > 0 then chunked('HSET', data, pairs_) end
 if redis.call('EXISTS', idx) == 0 then
   redis.call('DEL', data)
