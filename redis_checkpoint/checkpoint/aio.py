@@ -34,7 +34,7 @@ from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
-from redis_checkpoint.checkpoint.routing import Refresh, Send, Shard, Step
+from redis_checkpoint.checkpoint.routing import AwaitWriteBack, Refresh, Send, Shard, Step
 from redis_checkpoint.checkpoint.saver import LOAD_SCRIPTS, as_reply, reopen_after, words
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
@@ -175,8 +175,17 @@ class AsyncRedisSaver(RedisSaverBase):
             return await self._send_all(step.items)
         if isinstance(step, Refresh):
             await self.client.nodes_manager.initialize()  # type: ignore[union-attr]
-            return None
-        await asyncio.sleep(step.seconds)
+        elif isinstance(step, AwaitWriteBack):
+            loop = asyncio.get_running_loop()
+            answered: asyncio.Future[None] = loop.create_future()
+
+            def wake() -> None:  # from whichever thread answered the write-back
+                loop.call_soon_threadsafe(_resolve, answered)
+
+            if self.memory is not None and self.memory.when_written_back(step.thread_id, wake):
+                await answered
+        else:
+            await asyncio.sleep(step.seconds)
         return None
 
     async def _arun(self, name: str, op: Op[T]) -> T:
@@ -241,7 +250,10 @@ class AsyncRedisSaver(RedisSaverBase):
         (None) load the scripts first."""
         if queue.link is None:
             queue.link = _AsyncLink(self._shard_client(queue))
-        return await queue.link.exchange(request if request is not None else LOAD_SCRIPTS)
+        # See RedisSaver._round_trip.
+        may_reopen = self.memory is None or not self.memory.holds_unconfirmed(queue.shard.name)
+        commands = request if request is not None else LOAD_SCRIPTS
+        return await queue.link.exchange(commands, may_reopen)
 
     def _locate(self, key: str) -> str:
         cluster: redis.asyncio.cluster.RedisCluster = self.client  # type: ignore[assignment]
@@ -437,7 +449,7 @@ class _AsyncLink:
         self.pool: Any = client.connection_pool
         self.connection: Any = None
 
-    async def exchange(self, request: Sequence[Command]) -> list[Any]:
+    async def exchange(self, request: Sequence[Command], may_reopen: bool = True) -> list[Any]:
         commands = [words(command) for command in request]
         for attempt in (0, 1):
             reused = self.connection is not None
@@ -455,7 +467,7 @@ class _AsyncLink:
                     return [await self._reply(connection, command) for command in request]
             except BaseException as exc:
                 await self._drop()
-                if not reopen_after(exc, attempt, reused):
+                if not (may_reopen and reopen_after(exc, attempt, reused)):
                     raise
         raise AssertionError("unreachable")
 
@@ -474,3 +486,8 @@ class _AsyncLink:
 
     async def close(self) -> None:
         await self._drop()
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -179,6 +179,7 @@ class MemoryTier:
         self._threads: OrderedDict[str, _Thread] = OrderedDict()
         self._dirty: dict[str, _Owed] = {}  # thread id -> what it owes Redis
         self._in_flight: dict[str, _Owed] = {}  # taken for a write-back not yet answered
+        self._waiters: dict[str, list[Callable[[], None]]] = {}  # called once it is answered
         # Per shard: threads whose last writes no replica confirmed (WAIT fell short); they stay
         # here, and are written back if that shard fails before a later WAIT confirms them.
         self._unconfirmed: dict[str, set[str]] = {}
@@ -348,8 +349,26 @@ class MemoryTier:
         payload.merge(owed.own)
         return payload
 
+    def when_written_back(self, thread_id: str, callback: Callable[[], None]) -> bool:
+        """Call ``callback`` once the thread's write-back in flight is answered; False (and no
+        call) when none is in flight any more."""
+        with self._lock:
+            if thread_id not in self._in_flight:
+                return False
+            self._waiters.setdefault(thread_id, []).append(callback)
+            return True
+
     def written_back(self, thread_id: str, ok: bool) -> None:
         """The outcome of a taken thread's write-back: done, or owed again."""
+        try:
+            self._written_back(thread_id, ok)
+        finally:
+            with self._lock:
+                waiters = self._waiters.pop(thread_id, [])
+            for wake in waiters:
+                wake()
+
+    def _written_back(self, thread_id: str, ok: bool) -> None:
         with self._lock:
             owed = self._in_flight.pop(thread_id, None)
             if owed is None:
@@ -387,6 +406,9 @@ class MemoryTier:
         """These threads' last writes reached the shard's primary but not enough replicas."""
         with self._lock:
             self._unconfirmed.setdefault(shard, set()).update(thread_ids)
+
+    def holds_unconfirmed(self, shard: str) -> bool:
+        return bool(self._unconfirmed.get(shard))
 
     def confirmed(self, shard: str) -> None:
         """A WAIT on the shard was answered by enough replicas: every earlier write is there."""

@@ -68,7 +68,15 @@ class Pause:
     seconds: float
 
 
-Step = Send | Refresh | Pause
+@dataclass
+class AwaitWriteBack:
+    """Wait until another caller's write-back of this thread is answered (the driver registers
+    a wake-up with ``MemoryTier.when_written_back``)."""
+
+    thread_id: str
+
+
+Step = Send | Refresh | Pause | AwaitWriteBack
 
 
 @dataclass
@@ -218,8 +226,11 @@ class Router:
                 yield from self.write_back(limit=None)
             else:
                 owed = memory.take(call.thread_id)
-                if owed is BUSY:
-                    return self.in_memory(call)
+                while owed is BUSY:
+                    # Its write-back is in flight: Redis lacks the thread until it is answered,
+                    # and serving it from memory meanwhile would owe it once more.
+                    yield AwaitWriteBack(call.thread_id)
+                    owed = memory.take(call.thread_id)
                 if isinstance(owed, Delta):
                     errors = yield from self._write_back_batch([(call.thread_id, owed)])
                     if errors:

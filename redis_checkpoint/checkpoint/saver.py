@@ -24,7 +24,7 @@ from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
-from redis_checkpoint.checkpoint.routing import Refresh, Send, Shard, Step
+from redis_checkpoint.checkpoint.routing import AwaitWriteBack, Refresh, Send, Shard, Step
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import (
@@ -149,8 +149,14 @@ class RedisSaver(RedisSaverBase):
             return self._send_all(step.items)
         if isinstance(step, Refresh):
             self.client.nodes_manager.initialize()  # type: ignore[union-attr]
-            return None
-        time.sleep(step.seconds)
+        elif isinstance(step, AwaitWriteBack):
+            answered = threading.Event()
+            if self.memory is not None and self.memory.when_written_back(
+                step.thread_id, answered.set
+            ):
+                answered.wait()
+        else:
+            time.sleep(step.seconds)
         return None
 
     def _run(self, name: str, op: Op[T]) -> T:
@@ -226,7 +232,11 @@ class RedisSaver(RedisSaverBase):
         (None) load the scripts first."""
         if queue.link is None:
             queue.link = _Link(self._shard_client(queue.shard.name))
-        return queue.link.exchange(request if request is not None else LOAD_SCRIPTS)
+        # A reopened connection may reach another server (a restarted or promoted primary):
+        # not silently while writes of this shard wait for replicas to confirm them.
+        may_reopen = self.memory is None or not self.memory.holds_unconfirmed(queue.shard.name)
+        commands = request if request is not None else LOAD_SCRIPTS
+        return queue.link.exchange(commands, may_reopen)
 
     def _locate(self, key: str) -> str:
         cluster: Any = self.client
@@ -416,7 +426,7 @@ class _Link:
         self.pool: Any = client.connection_pool
         self.connection: Any = None
 
-    def exchange(self, request: Sequence[Command]) -> list[Any]:
+    def exchange(self, request: Sequence[Command], may_reopen: bool = True) -> list[Any]:
         commands = [words(command) for command in request]
         for attempt in (0, 1):
             reused = self.connection is not None
@@ -428,7 +438,7 @@ class _Link:
                 return [self._reply(connection, command) for command in request]
             except BaseException as exc:
                 self._drop()
-                if not reopen_after(exc, attempt, reused):
+                if not (may_reopen and reopen_after(exc, attempt, reused)):
                     raise
         raise AssertionError("unreachable")
 
