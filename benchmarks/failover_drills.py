@@ -1,0 +1,482 @@
+#!/usr/bin/env python
+"""Failover drills: LangGraph conversations on the saver while a primary or the app is killed.
+
+    python benchmarks/failover_drills.py [cluster] [sentinel] [app-kill] [--conversations N]
+                                         [--turns N] [--think S] [--kill-after S] [--wait N]
+
+Every server is a private redis-server started here on loopback (a 3+3 Redis Cluster, a
+primary with a replica and three Sentinels, an AOF-backed server), never another Redis.
+
+- ``cluster``: ``--conversations`` concurrent conversations of ``--turns`` turns each on
+  AsyncRedisSaver (``redis+cluster://``); after ``--kill-after`` seconds one primary gets SIGKILL
+  and its replica takes over.
+- ``sentinel``: the same on ``redis+sentinel://``; the primary gets SIGKILL and Sentinel promotes
+  the replica.
+- ``app-kill``: the application runs in a child process with ``fallback_journal``; Redis gets
+  SIGKILL, the child keeps answering from memory, then the child gets SIGKILL too. Redis and the
+  application are started again, and the new process writes back what the journal holds.
+
+Each prints the errors callers saw, the acknowledged turns missing from Redis afterwards (read by
+a fresh saver), turn latency (p50, p99, max), which threads went to memory and how many
+write-backs each got. ``--wait N`` runs the cluster and sentinel drills with
+``wait_replicas=N`` (default: both 0 and 1). Results: ``benchmarks/results/failover_drills.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_report import percentile, progress, table, write_results
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+
+from redis_checkpoint import AsyncRedisSaver, RedisSaver, Settings
+from redis_checkpoint.testing import (
+    RedisClusterServers,
+    RedisSentinelGroup,
+    RedisServer,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+# Short timeouts, as a deployment that wants fast failover would set them.
+TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.25}
+
+
+class State(TypedDict):
+    messages: Annotated[list[AnyMessage], add_messages]
+
+
+def answer(state: State) -> dict[str, Any]:
+    last = state["messages"][-1].content
+    return {"messages": [AIMessage(f"answer to {last}")]}
+
+
+def build_graph(saver: Any) -> Any:
+    builder = StateGraph(State)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "answer")
+    builder.add_edge("answer", END)
+    return builder.compile(checkpointer=saver)
+
+
+def cfg(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+def text(thread_id: str, turn: int) -> str:
+    return f"{thread_id} turn {turn}"
+
+
+@dataclass
+class DrillResult:
+    name: str
+    conversations: int = 0
+    acknowledged: int = 0
+    lost: int = 0
+    errors: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def row(self) -> list[str]:
+        lat = self.latencies_ms or [0.0]
+        return [
+            self.name,
+            str(len(self.errors)),
+            f"{self.lost} / {self.acknowledged}",
+            f"{percentile(lat, 0.5):.1f}",
+            f"{percentile(lat, 0.99):.1f}",
+            f"{max(lat):.0f}",
+            "; ".join(f"{k}: {v}" for k, v in self.facts.items()),
+        ]
+
+
+HEADERS = ["drill", "errors surfaced", "turns lost / acknowledged", "p50 ms", "p99 ms", "max ms",
+           "what happened"]  # fmt: skip
+
+
+def missing_turns(url: str, prefix: str, acked: dict[str, list[int]]) -> int:
+    """Acknowledged turns absent from the newest checkpoint a fresh saver reads."""
+    lost = 0
+    settings = Settings(url=url, **TIMEOUTS)
+    with RedisSaver.from_conn_string(settings=settings, key_prefix=prefix, fallback=False) as saver:
+        graph = build_graph(saver)
+        for thread_id, turns in acked.items():
+            stored = {m.content for m in graph.get_state(cfg(thread_id)).values.get("messages", [])}
+            lost += sum(text(thread_id, t) not in stored for t in turns)
+    return lost
+
+
+async def converse(
+    graph: Any,
+    thread_id: str,
+    turns: int,
+    think: float,
+    acked: dict[str, list[int]],
+    result: DrillResult,
+) -> None:
+    for turn in range(turns):
+        start = time.perf_counter()
+        try:
+            await graph.ainvoke({"messages": [HumanMessage(text(thread_id, turn))]}, cfg(thread_id))
+        except Exception as exc:  # what the drill counts: an error a caller saw
+            result.errors.append(f"{thread_id} turn {turn}: {exc!r}")
+            continue
+        result.latencies_ms.append((time.perf_counter() - start) * 1000)
+        acked[thread_id].append(turn)
+        await asyncio.sleep(think)
+
+
+def watch_memory(saver: AsyncRedisSaver) -> set[str]:
+    """The threads whose calls the saver served from memory (the router's hand-off, observed)."""
+    seen: set[str] = set()
+    router = saver._router
+    real = router.in_memory
+
+    def in_memory(call: Any, cause: BaseException | None = None) -> list[Any]:
+        if call.thread_id is not None:
+            seen.add(call.thread_id)
+        return real(call, cause)
+
+    router.in_memory = in_memory  # type: ignore[method-assign]
+    return seen
+
+
+async def run_conversations(
+    url: str,
+    prefix: str,
+    result: DrillResult,
+    *,
+    conversations: int,
+    turns: int,
+    think: float,
+    kill_after: float,
+    fault: Callable[[], Awaitable[None]],
+    wait_replicas: int,
+    on_saver: Callable[[AsyncRedisSaver, list[str]], None] | None = None,
+) -> dict[str, list[int]]:
+    threads = [f"conv-{i}" for i in range(conversations)]
+    acked: dict[str, list[int]] = {t: [] for t in threads}
+    settings = Settings(url=url, **TIMEOUTS)
+    async with AsyncRedisSaver.from_conn_string(
+        settings=settings, key_prefix=prefix, wait_replicas=wait_replicas, wait_timeout=0.2
+    ) as saver:
+        if on_saver is not None:
+            on_saver(saver, threads)
+        in_memory = watch_memory(saver)
+        graph = build_graph(saver)
+        talks = asyncio.gather(*(converse(graph, t, turns, think, acked, result) for t in threads))
+        await asyncio.sleep(kill_after)
+        await fault()
+        await talks
+        progress(f"{result.name}: conversations done; closing the saver (writes back the rest)")
+    router = saver._router
+    result.facts["threads served from memory"] = len(in_memory)
+    result.facts["write-backs"] = router.write_backs
+    result.facts["write-backs per thread"] = (
+        f"{router.write_backs / len(in_memory):.2f}" if in_memory else "-"
+    )
+    result.facts["owed after close"] = saver.memory.pending if saver.memory else 0
+    result.facts["_in_memory"] = in_memory
+    return acked
+
+
+def summarize(result: DrillResult, acked: dict[str, list[int]], lost: int) -> DrillResult:
+    result.acknowledged = sum(len(t) for t in acked.values())
+    result.lost = lost
+    result.facts.pop("_in_memory", None)
+    progress(
+        f"{result.name}: {len(result.errors)} errors, {lost} of {result.acknowledged} "
+        "acknowledged turns lost"
+    )
+    return result
+
+
+# -- the drills ----------------------------------------------------------------------------------
+
+
+def cluster_drill(
+    conversations: int = 50,
+    turns: int = 30,
+    think: float = 0.1,
+    kill_after: float = 3.0,
+    wait_replicas: int = 0,
+    node_timeout_ms: int = 1000,
+) -> DrillResult:
+    result = DrillResult(f"cluster 3+3, kill -9 a primary, wait_replicas={wait_replicas}")
+    result.conversations = conversations
+    prefix = f"drill-cluster-{wait_replicas}"
+    progress(f"{result.name}: starting a 3+3 cluster")
+    with RedisClusterServers(
+        replicas=1,
+        node_timeout_ms=node_timeout_ms,
+        args=["--cluster-require-full-coverage", "no"],
+    ) as cluster:
+        on_victim: set[str] = set()
+        victim = cluster.primaries()[0]
+        failover: dict[str, float] = {}
+
+        def note_threads(saver: AsyncRedisSaver, threads: list[str]) -> None:
+            for thread_id in threads:
+                key = saver.core.keys(thread_id).idx
+                if cluster.primary_for_key(key).port == victim.port:
+                    on_victim.add(thread_id)
+
+        async def fault() -> None:
+            progress(f"{result.name}: SIGKILL primary {victim.port}")
+            killed_at = time.monotonic()
+            await asyncio.to_thread(cluster.kill, victim)
+
+            def wait() -> None:
+                promoted = cluster.wait_failover(victim)
+                failover["s"] = time.monotonic() - killed_at
+                failover["port"] = promoted.port
+
+            threading.Thread(target=wait, daemon=True).start()
+
+        acked = asyncio.run(
+            run_conversations(
+                cluster.url,
+                prefix,
+                result,
+                conversations=conversations,
+                turns=turns,
+                think=think,
+                kill_after=kill_after,
+                fault=fault,
+                wait_replicas=wait_replicas,
+                on_saver=note_threads,
+            )
+        )
+        in_memory = result.facts["_in_memory"]
+        result.facts["threads on the killed primary"] = len(on_victim)
+        result.facts["others served from memory"] = len(in_memory - on_victim)
+        if "s" in failover:
+            result.facts["failover took"] = f"{failover['s']:.1f} s"
+        lost = missing_turns(cluster.url, prefix, acked)
+    return summarize(result, acked, lost)
+
+
+def sentinel_drill(
+    conversations: int = 50,
+    turns: int = 30,
+    think: float = 0.1,
+    kill_after: float = 3.0,
+    wait_replicas: int = 0,
+) -> DrillResult:
+    result = DrillResult(f"Sentinel, kill -9 the primary, wait_replicas={wait_replicas}")
+    result.conversations = conversations
+    prefix = f"drill-sentinel-{wait_replicas}"
+    progress(f"{result.name}: starting a primary, a replica and 3 sentinels")
+    with RedisSentinelGroup(replicas=1, down_after_ms=1000, failover_timeout_ms=5000) as group:
+        failover: dict[str, float] = {}
+
+        async def fault() -> None:
+            killed_at = time.monotonic()
+            old = await asyncio.to_thread(group.kill_primary)
+            progress(f"{result.name}: SIGKILL primary {old.port}")
+
+            def wait() -> None:
+                group.wait_failover(old)
+                failover["s"] = time.monotonic() - killed_at
+
+            threading.Thread(target=wait, daemon=True).start()
+
+        acked = asyncio.run(
+            run_conversations(
+                group.url,
+                prefix,
+                result,
+                conversations=conversations,
+                turns=turns,
+                think=think,
+                kill_after=kill_after,
+                fault=fault,
+                wait_replicas=wait_replicas,
+            )
+        )
+        result.facts.pop("_in_memory", None)
+        if "s" in failover:
+            result.facts["failover took"] = f"{failover['s']:.1f} s"
+        lost = missing_turns(group.url, prefix, acked)
+    return summarize(result, acked, lost)
+
+
+def app_kill_drill(
+    conversations: int = 20,
+    down_after: float = 1.5,
+    app_kill_after: float = 2.0,
+    think: float = 0.05,
+) -> DrillResult:
+    """Redis dies, then the application dies during the outage; both come back."""
+    result = DrillResult("app kill -9 during an outage (fallback_journal)")
+    result.conversations = conversations
+    journal = tempfile.mkdtemp(prefix="rc-journal-")
+    with RedisServer(appendonly=True) as server:
+        progress(f"{result.name}: starting the application process")
+        app = subprocess.Popen(
+            [sys.executable, __file__, "--role", "app", "--url", server.url, "--journal", journal,
+             "--conversations", str(conversations), "--think", str(think)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )  # fmt: skip
+        assert app.stdout is not None
+        acked: dict[str, list[int]] = {f"conv-{i}": [] for i in range(conversations)}
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(app.stdout or []), daemon=True)
+        reader.start()
+        time.sleep(down_after)
+        server.kill()
+        killed_at = time.time()
+        progress(f"{result.name}: SIGKILL redis-server; the app answers from memory")
+        time.sleep(app_kill_after)
+        app.send_signal(signal.SIGKILL)
+        app.wait()
+        reader.join(5)
+        progress(f"{result.name}: SIGKILL the app; restarting Redis, then the app")
+        during = 0
+        for line in lines:
+            event = json.loads(line)
+            acked[event["thread"]].append(event["turn"])
+            result.latencies_ms.append(event["ms"])
+            during += event["at"] >= killed_at
+        server.restart()
+        owed = len(list(Path(journal).glob("*.rcj")))
+        recover = subprocess.run(
+            [sys.executable, __file__, "--role", "recover", "--url", server.url,
+             "--journal", journal],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )  # fmt: skip
+        if recover.returncode != 0:
+            result.errors.append(f"recovery failed: {recover.stderr[-2000:]}")
+        result.facts["turns acknowledged while Redis was down"] = during
+        result.facts["journal segments left by the killed app"] = owed
+        result.facts["recovery"] = recover.stdout.strip() or "-"
+        lost = missing_turns(server.url, "drill-app", acked)
+    return summarize(result, acked, lost)
+
+
+async def app_role(url: str, journal: str, conversations: int, think: float) -> None:
+    """The application of the app-kill drill: converses until killed, one JSON line per
+    acknowledged turn on stdout."""
+    settings = Settings(url=url, **TIMEOUTS)
+    async with AsyncRedisSaver.from_conn_string(
+        settings=settings, key_prefix="drill-app", fallback_journal=journal
+    ) as saver:
+        graph = build_graph(saver)
+
+        async def talk(thread_id: str) -> None:
+            turn = 0
+            while True:
+                start = time.perf_counter()
+                try:
+                    await graph.ainvoke(
+                        {"messages": [HumanMessage(text(thread_id, turn))]}, cfg(thread_id)
+                    )
+                except Exception as exc:
+                    print(json.dumps({"error": repr(exc)}), file=sys.stderr, flush=True)
+                    return
+                ms = (time.perf_counter() - start) * 1000
+                event = {"thread": thread_id, "turn": turn, "ms": ms, "at": time.time()}
+                sys.stdout.write(json.dumps(event) + "\n")
+                sys.stdout.flush()
+                turn += 1
+                await asyncio.sleep(think)
+
+        await asyncio.gather(*(talk(f"conv-{i}") for i in range(conversations)))
+
+
+def recover_role(url: str, journal: str) -> None:
+    """The application started again: opening the saver writes back what the journal owes."""
+    with RedisSaver.from_conn_string(
+        url, key_prefix="drill-app", fallback_journal=journal
+    ) as saver:
+        written = saver.write_backs
+        owed = saver.memory.pending if saver.memory is not None else 0
+    print(f"the new process wrote back {written} threads at setup ({owed} still owed)")
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("drills", nargs="*", default=["cluster", "sentinel", "app-kill"])
+    parser.add_argument("--conversations", type=int, default=50)
+    parser.add_argument("--turns", type=int, default=30)
+    parser.add_argument("--think", type=float, default=0.1)
+    parser.add_argument("--kill-after", type=float, default=3.0)
+    parser.add_argument("--wait", type=int, action="append")
+    parser.add_argument("--role", choices=["app", "recover"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--journal", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.role == "app":
+        asyncio.run(app_role(args.url, args.journal, args.conversations, args.think))
+        return 0
+    if args.role == "recover":
+        recover_role(args.url, args.journal)
+        return 0
+    waits = args.wait or [0, 1]
+    shape = dict(conversations=args.conversations, turns=args.turns, think=args.think,
+                 kill_after=args.kill_after)  # fmt: skip
+    results = []
+    for drill in args.drills:
+        if drill == "cluster":
+            results += [cluster_drill(**shape, wait_replicas=w) for w in waits]
+        elif drill == "sentinel":
+            results += [sentinel_drill(**shape, wait_replicas=w) for w in waits]
+        elif drill == "app-kill":
+            results.append(app_kill_drill(conversations=min(args.conversations, 20)))
+        else:
+            parser.error(f"unknown drill {drill!r}")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    command = "python benchmarks/failover_drills.py " + " ".join(argv or sys.argv[1:])
+    report = (
+        f"# Failover drills\n\nRun {stamp} by `{command.strip()}` on private redis-server "
+        f"processes (loopback, 2 shared cores): {args.conversations} concurrent conversations x "
+        f"{args.turns} turns for the cluster and Sentinel drills (a turn: a LangGraph graph "
+        f"call, {args.think} s of think time between turns), the primary killed after "
+        f"{args.kill_after} s. 'turns lost' counts acknowledged turns a fresh saver does not "
+        "find in Redis afterwards.\n\n" + table(HEADERS, [r.row() for r in results]) + "\n"
+    )
+    print(report)
+    payload = {
+        r.name: {
+            "errors": r.errors[:20],
+            "acknowledged": r.acknowledged,
+            "lost": r.lost,
+            "p50_ms": percentile(r.latencies_ms or [0.0], 0.5),
+            "p99_ms": percentile(r.latencies_ms or [0.0], 0.99),
+            "max_ms": max(r.latencies_ms or [0.0]),
+            "facts": {k: str(v) for k, v in r.facts.items()},
+        }
+        for r in results
+    }
+    write_results("failover_drills", report, payload)
+    return 0 if all(not r.errors and not r.lost for r in results) else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())
