@@ -19,11 +19,15 @@ from tests.test_fallback import (
     breaker,
     build,
     cfg,
-    clock,  # noqa: F401 (the fixture)
     reference_history,
     stored_history,
     turn,
 )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
 
 
 def test_closing_writes_back_what_the_outage_left_in_memory(
@@ -70,15 +74,17 @@ async def test_async_context_exit_writes_back(fresh_redis: RedisServer, clock: C
 def test_what_closing_cannot_write_back_is_logged_with_the_thread_ids(
     fresh_redis: RedisServer, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.ERROR, logger="redis_checkpoint.checkpoint"):
-        with RedisSaver.from_conn_string(
+    with (
+        caplog.at_level(logging.ERROR, logger="redis_checkpoint.checkpoint"),
+        RedisSaver.from_conn_string(
             fresh_redis.url, key_prefix="lost", breaker=breaker(clock), close_timeout=0.3
-        ) as saver:
-            graph = build().compile(checkpointer=saver)
-            turn(graph, "x", "hello")
-            fresh_redis.kill()
-            turn(graph, "x", "during")
-            turn(graph, "y:odd", "during")
+        ) as saver,
+    ):
+        graph = build().compile(checkpointer=saver)
+        turn(graph, "x", "hello")
+        fresh_redis.kill()
+        turn(graph, "x", "during")
+        turn(graph, "y:odd", "during")
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(errors) == 1
     message = errors[0].getMessage()
