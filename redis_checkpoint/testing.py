@@ -16,7 +16,8 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ from redis.retry import Retry
 
 __all__ = [
     "RedisClusterServers",
+    "RedisSentinelGroup",
     "RedisServer",
     "find_redis_cli",
     "find_redis_server",
@@ -41,6 +43,7 @@ _HOST = "127.0.0.1"
 
 _S = TypeVar("_S", bound="RedisServer")
 _C = TypeVar("_C", bound="RedisClusterServers")
+_T = TypeVar("_T")
 
 
 def find_redis_server() -> str | None:
@@ -238,6 +241,7 @@ class RedisServer:
         }
         cmd = [
             binary,
+            *self._leading_args(data_dir),
             "--port", str(self.port),
             "--bind", _HOST,
             "--dir", data_dir,
@@ -259,6 +263,10 @@ class RedisServer:
                 stdout=console,
                 stderr=subprocess.STDOUT,
             )
+
+    def _leading_args(self, data_dir: str) -> list[str]:
+        """Arguments right after the binary (a config file, a mode flag): none here."""
+        return []
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + _START_TIMEOUT
@@ -376,29 +384,152 @@ class RedisServer:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"RedisServer(port={self._port}, {state})"
+        return f"{type(self).__name__}(port={self._port}, {state})"
 
 
 class _AddressInUse(Exception):
     pass
 
 
-class RedisClusterServers:
-    """A 3-primary Redis Cluster (no replicas) on 127.0.0.1, built with redis-cli."""
+class _NotReady(Exception):
+    """Raised by a _poll probe: the awaited state is not there yet (and why)."""
 
-    size = 3
+
+def _poll(
+    probe: Callable[[], _T],
+    timeout: float,
+    what: str,
+    details: Callable[[], str] | None = None,
+) -> _T:
+    """Call ``probe`` until it returns; on timeout raise with its last reason."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return probe()
+        except (_NotReady, redis.exceptions.RedisError) as exc:
+            reason = f"{exc}" if isinstance(exc, _NotReady) else f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            message = f"{what} within {timeout:g}s; last: {reason}"
+            if details is not None:
+                message += "\n" + details()
+            raise RuntimeError(message)
+        time.sleep(0.05)
+
+
+def _text(reply: Any) -> str:
+    return reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _fields(text: str) -> dict[str, str]:
+    """``key:value`` lines (CLUSTER INFO) as a dict."""
+    result = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            result[key.strip()] = value.strip()
+    return result
+
+
+def _cleanup_all(states: list[_ProcessState]) -> None:
+    for state in states:
+        state.cleanup()
+
+
+# Redis 7 waits 5 s before a diskless full sync, hoping more replicas ask for one.
+_QUICK_SYNC = ("--repl-diskless-sync-delay", "0")
+
+_SlotRanges = tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class _ClusterEntry:
+    """One line of CLUSTER NODES."""
+
+    node_id: str
+    port: int
+    flags: frozenset[str]
+    master_id: str | None
+    slots: _SlotRanges
+
+    @property
+    def primary(self) -> bool:
+        return "master" in self.flags
+
+    @property
+    def failing(self) -> bool:
+        return bool({"fail", "fail?"} & self.flags)
+
+    def serves(self, lo: int, hi: int) -> bool:
+        # CLUSTER NODES merges contiguous slots, so a block one node owns is in one range.
+        return any(a <= lo and hi <= b for a, b in self.slots)
+
+
+def _parse_cluster_nodes(text: str) -> list[_ClusterEntry]:
+    entries = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        node_id, address, flags, master = fields[:4]
+        # ip:port@cport[,hostname]; ":0@0" for a node without an address yet.
+        port_text = address.split(",", 1)[0].split("@", 1)[0].rpartition(":")[2]
+        slots = []
+        for item in fields[8:]:
+            if item.startswith("["):
+                continue  # a slot being migrated or imported
+            lo, _, hi = item.partition("-")
+            slots.append((int(lo), int(hi or lo)))
+        entries.append(
+            _ClusterEntry(
+                node_id,
+                int(port_text or 0),
+                frozenset(flags.split(",")),
+                None if master == "-" else master,
+                tuple(slots),
+            )
+        )
+    return entries
+
+
+def _cluster_nodes(client: Any) -> list[_ClusterEntry]:
+    return _parse_cluster_nodes(_text(client.execute_command("CLUSTER", "NODES")))
+
+
+class RedisClusterServers:
+    """A Redis Cluster of 3 primaries on 127.0.0.1, each with ``replicas`` replicas.
+
+    Built with ``redis-cli --cluster create``. Roles are not fixed: after a
+    failover a replica serves its old primary's slots, so ``primaries()``,
+    ``replicas_of()`` and ``primary_for_key()`` ask a live node each time.
+    ``kill()``/``restart()``/``wait_failover()`` drive crash drills. A
+    finalizer kills every node if the object is dropped or Python exits.
+    """
+
+    size = 3  # primaries
 
     def __init__(
         self,
+        replicas: int = 0,
         *,
+        node_timeout_ms: int = 5000,
+        args: Sequence[str] = (),
+        appendonly: bool = False,
         binary: str | None = None,
         cli: str | None = None,
-        node_timeout_ms: int = 5000,
     ) -> None:
+        if replicas < 0:
+            raise ValueError(f"replicas must be >= 0, not {replicas}")
+        self.replicas = replicas
+        self.args: tuple[str, ...] = tuple(args)
+        self.appendonly = appendonly
         self._binary = binary
         self._cli = cli
         self._node_timeout_ms = node_timeout_ms
         self.nodes: list[RedisServer] = []
+        # The slots each killed primary served, for wait_failover().
+        self._killed_slots: dict[int, _SlotRanges] = {}
+        self._states: list[_ProcessState] = []
+        self._finalizer = weakref.finalize(self, _cleanup_all, self._states)
 
     @property
     def ports(self) -> list[int]:
@@ -421,9 +552,20 @@ class RedisClusterServers:
     def running(self) -> bool:
         return bool(self.nodes) and all(node.running for node in self.nodes)
 
+    # --- lifecycle --------------------------------------------------------------------
+
     def start(self: _C) -> _C:
-        """Start the nodes, assign all slots and wait for cluster_state:ok."""
-        if self.running:
+        """Start the nodes, assign all slots, attach the replicas and wait until settled.
+
+        Settled: every node reports cluster_state:ok, all nodes agree on every
+        node's role and slots, and every replica's link is up with its initial
+        sync done. Calling it again restarts any node that is down.
+        """
+        if self.nodes:
+            for node in self.nodes:
+                if not node.running:
+                    node.start()
+            self._wait_settled(30.0, "the cluster did not settle")
             return self
         cli = self._cli or find_redis_cli()
         if cli is None:
@@ -433,22 +575,26 @@ class RedisClusterServers:
             )
         taken: set[int] = set()
         try:
-            for _ in range(self.size):
+            for _ in range(self.size * (1 + self.replicas)):
                 port = _free_cluster_port(taken)
                 taken.update((port, port + 10000))
                 node = RedisServer(
                     port,
                     binary=self._binary,
+                    appendonly=self.appendonly,
                     args=[
                         "--cluster-enabled", "yes",
                         "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", str(self._node_timeout_ms),
+                        *_QUICK_SYNC,
+                        *self.args,
                     ],
                 )  # fmt: skip
                 self.nodes.append(node)
+                self._states.append(node._state)
                 node.start()
             self._create(cli)
-            self._wait_ok()
+            self._wait_settled(30.0, "the new cluster did not settle")
         except BaseException:
             self.stop()
             raise
@@ -457,7 +603,7 @@ class RedisClusterServers:
     def _create(self, cli: str) -> None:
         cmd = [cli, "--cluster", "create"]
         cmd += [f"{_HOST}:{port}" for port in self.ports]
-        cmd += ["--cluster-replicas", "0", "--cluster-yes"]
+        cmd += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         result = subprocess.run(
             cmd, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
         )
@@ -467,44 +613,13 @@ class RedisClusterServers:
                 f"{result.stdout}\n{result.stderr}"
             )
 
-    def _wait_ok(self) -> None:
-        deadline = time.monotonic() + 30.0
-        pending = list(self.nodes)
-        while pending:
-            node = pending[0]
-            with node.client() as client:
-                info = client.execute_command("CLUSTER", "INFO")
-            if isinstance(info, bytes):
-                info = info.decode()
-            ok = (
-                info.get("cluster_state") == "ok"
-                if isinstance(info, dict)
-                else "cluster_state:ok" in str(info)
-            )
-            if ok:
-                pending.pop(0)
-                continue
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"cluster node {node.port} never reached cluster_state:ok: {info!r}"
-                )
-            time.sleep(0.05)
-
-    def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
-        """A synchronous cluster client (bytes replies, one quick retry)."""
-        options: dict[str, Any] = {
-            "socket_connect_timeout": 1.0,
-            "socket_timeout": 5.0,
-            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.005), 1),
-        }
-        options.update(kwargs)
-        return redis.cluster.RedisCluster(startup_nodes=self.startup_nodes, **options)
-
     def stop(self) -> None:
         """Stop every node and remove their directories."""
         for node in self.nodes:
             node.close()
         self.nodes = []
+        self._states.clear()
+        self._killed_slots.clear()
 
     close = stop
 
@@ -518,3 +633,492 @@ class RedisClusterServers:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+    # --- topology ---------------------------------------------------------------------
+
+    def _node_at(self, port: int) -> RedisServer:
+        for node in self.nodes:
+            if node.port == port:
+                return node
+        raise RuntimeError(f"no node of this cluster listens on port {port}")
+
+    def _view(self, exclude: RedisServer | None = None) -> list[_ClusterEntry]:
+        """CLUSTER NODES as the first live node answering sees it."""
+        errors = []
+        for node in self.nodes:
+            if node is exclude or not node.running:
+                continue
+            try:
+                with node.client() as client:
+                    return _cluster_nodes(client)
+            except redis.exceptions.RedisError as exc:
+                errors.append(f"{node.port}: {exc}")
+        raise RuntimeError(f"no live cluster node answered CLUSTER NODES ({errors})")
+
+    def primaries(self) -> list[RedisServer]:
+        """The nodes currently serving slots, in slot order (a live node's view).
+
+        A killed primary stays listed until a replica has taken over its slots.
+        """
+        masters = [e for e in self._view() if e.primary and e.slots]
+        masters.sort(key=lambda e: e.slots[0][0])
+        return [self._node_at(e.port) for e in masters]
+
+    def replicas_of(self, node: RedisServer) -> list[RedisServer]:
+        """The nodes that replicate ``node`` now, in port order (a live node's view)."""
+        entries = self._view()
+        ids = {e.node_id for e in entries if e.port == node.port}
+        return sorted(
+            (self._node_at(e.port) for e in entries if e.master_id in ids),
+            key=lambda n: n.port,
+        )
+
+    def primary_for_key(self, key: str | bytes) -> RedisServer:
+        """The node that serves ``key``'s hash slot now (CLUSTER KEYSLOT + CLUSTER NODES)."""
+        errors = []
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                with node.client() as client:
+                    slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+                    entries = _cluster_nodes(client)
+            except redis.exceptions.RedisError as exc:
+                errors.append(f"{node.port}: {exc}")
+                continue
+            for entry in entries:
+                if entry.primary and entry.serves(slot, slot):
+                    return self._node_at(entry.port)
+            raise RuntimeError(f"slot {slot} of {key!r} is served by no node:\n{self._describe()}")
+        raise RuntimeError(f"no live cluster node answered ({errors})")
+
+    # --- drills -----------------------------------------------------------------------
+
+    def kill(self, node: RedisServer) -> None:
+        """SIGKILL ``node`` (a crash); its directory and nodes.conf are kept."""
+        with contextlib.suppress(redis.exceptions.RedisError, RuntimeError):
+            # The node's own view of its slots is authoritative while it runs.
+            mine = [e for e in self._view() if e.port == node.port]
+            if mine and mine[0].primary and mine[0].slots:
+                self._killed_slots[node.port] = mine[0].slots
+        node.kill()
+
+    def restart(self, node: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Start ``node`` again on its port and directory; it rejoins as the cluster decides.
+
+        Returns once it answers and the cluster has settled again (a former
+        primary whose slots moved comes back as a replica and resyncs).
+        """
+        if node.running:
+            node.stop(keep_dir=True)
+        node.start()
+        self._killed_slots.pop(node.port, None)
+        self._wait_settled(timeout, f"the cluster did not settle after restarting {node.port}")
+        return node
+
+    def wait_failover(self, dead: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Wait until another node serves the slots ``dead`` served; return that node.
+
+        Also waits until the cluster has settled: cluster_state:ok on every
+        live node, one agreed view of the roles, replicas in sync.
+        """
+        if dead.running:
+            raise ValueError(f"node {dead.port} is still running: kill() it first")
+        slots = self._killed_slots.get(dead.port)
+        if slots is None:
+            mine = [e for e in self._view(exclude=dead) if e.port == dead.port]
+            slots = mine[0].slots if mine and mine[0].primary else ()
+        if not slots:
+            raise ValueError(
+                f"node {dead.port} served no slots (it was a replica, or was not "
+                "killed through kill() and has already been replaced)"
+            )
+
+        def taken_over() -> RedisServer:
+            owners = set()
+            for entries in self._check_settled():
+                for lo, hi in slots:
+                    owner = [e.port for e in entries if e.primary and e.serves(lo, hi)]
+                    owners.add(owner[0] if owner else None)
+            if len(owners) != 1 or None in owners or dead.port in owners:
+                raise _NotReady(
+                    f"the slots of {dead.port} are served by {sorted(map(str, owners))}"
+                )
+            port = owners.pop()
+            assert port is not None
+            return self._node_at(port)
+
+        new = _poll(
+            taken_over,
+            timeout,
+            f"no replica took over the slots of killed node {dead.port}",
+            self._describe,
+        )
+        self._killed_slots.pop(dead.port, None)
+        return new
+
+    # --- settling ---------------------------------------------------------------------
+
+    def _wait_settled(self, timeout: float, what: str) -> None:
+        _poll(self._check_settled, timeout, what, self._describe)
+
+    def _check_settled(self) -> list[list[_ClusterEntry]]:
+        """Every live node's CLUSTER NODES, or _NotReady if the cluster has not settled."""
+        live = [node for node in self.nodes if node.running]
+        if not live:
+            raise _NotReady("no node is running")
+        live_ports = {node.port for node in live}
+        all_ports = {node.port for node in self.nodes}
+        views = []
+        agreed: dict[int, tuple[bool, int | None, _SlotRanges]] | None = None
+        for node in live:
+            with node.client() as client:
+                info = _fields(_text(client.execute_command("CLUSTER", "INFO")))
+                entries = _cluster_nodes(client)
+            state = info.get("cluster_state")
+            if state != "ok":
+                raise _NotReady(f"node {node.port} reports cluster_state:{state}")
+            known = {e.port for e in entries if not {"handshake", "noaddr"} & e.flags}
+            if known != all_ports:
+                raise _NotReady(f"node {node.port} knows {sorted(known)}, not {sorted(all_ports)}")
+            port_of = {e.node_id: e.port for e in entries}
+            roles = {}
+            for e in entries:
+                if e.port not in live_ports:
+                    continue
+                if e.failing:
+                    raise _NotReady(f"node {node.port} flags {e.port} {','.join(sorted(e.flags))}")
+                master = port_of.get(e.master_id) if e.master_id else None
+                roles[e.port] = (e.primary, master, e.slots)
+            if agreed is None:
+                agreed = roles
+            elif roles != agreed:
+                raise _NotReady(f"nodes {live[0].port} and {node.port} disagree on the roles")
+            views.append(entries)
+        assert agreed is not None
+        for port, (primary, master, _) in agreed.items():
+            if primary:
+                continue
+            with self._node_at(port).client() as client:
+                repl = client.info("replication")
+            link = repl.get("master_link_status")
+            syncing = repl.get("master_sync_in_progress")
+            if repl.get("master_port") != master or link != "up" or syncing != 0:
+                raise _NotReady(
+                    f"replica {port} of {master}: master_port:{repl.get('master_port')} "
+                    f"master_link_status:{link} master_sync_in_progress:{syncing}"
+                )
+        return views
+
+    def _describe(self) -> str:
+        """cluster_state and CLUSTER NODES of every live node, for error messages."""
+        chunks = []
+        for node in self.nodes:
+            if not node.running:
+                chunks.append(f"--- node {node.port}: not running ---")
+                continue
+            try:
+                with node.client() as client:
+                    info = _fields(_text(client.execute_command("CLUSTER", "INFO")))
+                    nodes = _text(client.execute_command("CLUSTER", "NODES")).strip()
+            except redis.exceptions.RedisError as exc:
+                chunks.append(f"--- node {node.port}: {type(exc).__name__}: {exc} ---")
+                continue
+            state = info.get("cluster_state")
+            chunks.append(
+                f"--- node {node.port} (cluster_state:{state}) CLUSTER NODES ---\n{nodes}"
+            )
+        return "\n".join(chunks)
+
+    def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
+        """A synchronous cluster client (bytes replies, one quick retry)."""
+        options: dict[str, Any] = {
+            "socket_connect_timeout": 1.0,
+            "socket_timeout": 5.0,
+            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.005), 1),
+        }
+        options.update(kwargs)
+        return redis.cluster.RedisCluster(startup_nodes=self.startup_nodes, **options)
+
+
+class _SentinelServer(RedisServer):
+    """A ``redis-server --sentinel`` process, its config file in its own directory.
+
+    The file is written on the first start only: Sentinel rewrites it with
+    what it learns (replicas, other sentinels, epochs), which a restart keeps.
+    """
+
+    def __init__(self, config: Sequence[str], *, binary: str | None = None) -> None:
+        super().__init__(binary=binary)
+        self.config: tuple[str, ...] = tuple(config)
+
+    def _leading_args(self, data_dir: str) -> list[str]:
+        path = os.path.join(data_dir, "sentinel.conf")
+        if not os.path.exists(path):
+            with open(path, "w") as f:
+                f.write("\n".join(self.config) + "\n")
+        return [path, "--sentinel"]
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """A SENTINEL MASTER/REPLICAS entry (a RESP3 map or a RESP2 flat list) as a dict."""
+    if isinstance(reply, dict):
+        return {_text(key): _text(value) for key, value in reply.items()}
+    items = [_text(item) for item in reply]
+    return dict(zip(items[::2], items[1::2], strict=False))
+
+
+_G = TypeVar("_G", bound="RedisSentinelGroup")
+
+
+class RedisSentinelGroup:
+    """One primary, ``replicas`` replicas and ``sentinels`` Sentinels on 127.0.0.1.
+
+    ``servers`` are the data nodes (``servers[0]`` is the first primary),
+    ``sentinels`` the Sentinel processes; which server is the primary is
+    whatever the Sentinels say (``primary()``). A finalizer kills every
+    process if the object is dropped or Python exits.
+    """
+
+    def __init__(
+        self,
+        replicas: int = 1,
+        sentinels: int = 3,
+        service: str = "mymaster",
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 5000,
+        appendonly: bool = False,
+        *,
+        args: Sequence[str] = (),
+        binary: str | None = None,
+    ) -> None:
+        if replicas < 0 or sentinels < 1:
+            raise ValueError(f"need replicas >= 0 and sentinels >= 1, not {replicas}/{sentinels}")
+        self.replica_count = replicas
+        self.sentinel_count = sentinels
+        self.service = service
+        self.quorum = sentinels // 2 + 1
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+        self.appendonly = appendonly
+        self.args: tuple[str, ...] = tuple(args)
+        self._binary = binary
+        self.servers: list[RedisServer] = []
+        self.sentinels: list[RedisServer] = []
+        self._states: list[_ProcessState] = []
+        self._finalizer = weakref.finalize(self, _cleanup_all, self._states)
+
+    # --- properties -------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:p1,.../<service>``, as ``create_client`` takes it."""
+        if not self.sentinels:
+            raise RuntimeError("sentinel group not started")
+        hosts = ",".join(f"{_HOST}:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``[(host, port), ...]`` for ``redis.sentinel.Sentinel``."""
+        return [(_HOST, s.port) for s in self.sentinels]
+
+    @property
+    def running(self) -> bool:
+        processes = self.servers + self.sentinels
+        return bool(processes) and all(p.running for p in processes)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self: _G) -> _G:
+        """Start the servers, wait for the replicas' sync, then the Sentinels' discovery."""
+        if self.servers:
+            raise RuntimeError("sentinel group already started; stop() it first")
+        try:
+            primary = self._add(self.servers, RedisServer(**self._server_options()))
+            for _ in range(self.replica_count):
+                options = self._server_options()
+                options["args"] = ["--replicaof", _HOST, str(primary.port), *options["args"]]
+                self._add(self.servers, RedisServer(**options))
+            _poll(self._check_replicas_synced, 30.0, "the replicas did not sync")
+            config = [
+                "sentinel resolve-hostnames no",
+                f"sentinel monitor {self.service} {_HOST} {primary.port} {self.quorum}",
+                f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {self.service} 1",
+            ]
+            for _ in range(self.sentinel_count):
+                self._add(self.sentinels, _SentinelServer(config, binary=self._binary))
+            _poll(
+                self._check_discovered,
+                30.0,
+                "the sentinels did not discover the group",
+                self._describe,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _server_options(self) -> dict[str, Any]:
+        return {
+            "appendonly": self.appendonly,
+            "binary": self._binary,
+            "args": [*_QUICK_SYNC, *self.args],
+        }
+
+    def _add(self, group: list[RedisServer], server: RedisServer) -> RedisServer:
+        group.append(server)
+        self._states.append(server._state)
+        return server.start()
+
+    def stop(self) -> None:
+        """Stop the Sentinels, then the servers, and remove every directory."""
+        for process in self.sentinels + self.servers:
+            process.close()
+        self.sentinels = []
+        self.servers = []
+        self._states.clear()
+
+    close = stop
+
+    def __enter__(self: _G) -> _G:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- topology and drills ----------------------------------------------------------
+
+    def _server_at(self, port: int) -> RedisServer:
+        for server in self.servers:
+            if server.port == port:
+                return server
+        raise RuntimeError(f"no server of this group listens on port {port}")
+
+    def _reported_primary(self, sentinel: RedisServer) -> int:
+        with sentinel.client() as client:
+            reply = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        if not reply:
+            raise _NotReady(f"sentinel {sentinel.port} does not know {self.service!r}")
+        return int(reply[1])
+
+    def primary(self) -> RedisServer:
+        """The server a Sentinel names as primary (SENTINEL GET-MASTER-ADDR-BY-NAME)."""
+        errors = []
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                continue
+            try:
+                return self._server_at(self._reported_primary(sentinel))
+            except (redis.exceptions.RedisError, _NotReady) as exc:
+                errors.append(f"{sentinel.port}: {exc}")
+        raise RuntimeError(f"no sentinel named the primary of {self.service!r} ({errors})")
+
+    def kill_primary(self) -> RedisServer:
+        """SIGKILL the current primary (its directory is kept); return it."""
+        primary = self.primary()
+        primary.kill()
+        return primary
+
+    def wait_failover(self, old: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Wait until the Sentinels have promoted a server other than ``old``; return it.
+
+        Done when every running Sentinel names the same new primary, it
+        answers ROLE as master, and every other running server replicates
+        from it with its link connected.
+        """
+
+        def promoted() -> RedisServer:
+            named = {self._reported_primary(s) for s in self.sentinels if s.running}
+            if len(named) != 1 or old.port in named:
+                raise _NotReady(f"the sentinels name {sorted(named)} (old primary {old.port})")
+            new = self._server_at(named.pop())
+            with new.client() as client:
+                role = client.execute_command("ROLE")
+            if _text(role[0]) != "master":
+                raise _NotReady(f"{new.port} answers ROLE {_text(role[0])}")
+            for server in self.servers:
+                if server is new or not server.running:
+                    continue
+                with server.client() as client:
+                    role = client.execute_command("ROLE")
+                state = [_text(item) for item in role[:4]]
+                if state[0] != "slave" or int(state[2]) != new.port or state[3] != "connected":
+                    raise _NotReady(f"{server.port} answers ROLE {state}")
+            return new
+
+        return _poll(
+            promoted,
+            timeout,
+            f"the sentinels did not replace primary {old.port}",
+            self._describe,
+        )
+
+    # --- settling ---------------------------------------------------------------------
+
+    def _check_replicas_synced(self) -> None:
+        primary = self.servers[0]
+        for replica in self.servers[1:]:
+            with replica.client() as client:
+                repl = client.info("replication")
+            link = repl.get("master_link_status")
+            syncing = repl.get("master_sync_in_progress")
+            if repl.get("master_port") != primary.port or link != "up" or syncing != 0:
+                raise _NotReady(
+                    f"replica {replica.port}: master_port:{repl.get('master_port')} "
+                    f"master_link_status:{link} master_sync_in_progress:{syncing}"
+                )
+
+    def _check_discovered(self) -> None:
+        want_replicas = {server.port for server in self.servers[1:]}
+        for sentinel in self.sentinels:
+            with sentinel.client() as client:
+                master = _pairs(client.execute_command("SENTINEL", "MASTER", self.service))
+                replicas = [
+                    _pairs(r) for r in client.execute_command("SENTINEL", "REPLICAS", self.service)
+                ]
+                others = [
+                    _pairs(s) for s in client.execute_command("SENTINEL", "SENTINELS", self.service)
+                ]
+            if master.get("flags") != "master":
+                raise _NotReady(f"sentinel {sentinel.port}: primary flags {master.get('flags')}")
+            ready = {
+                int(r["port"])
+                for r in replicas
+                if r.get("flags") == "slave" and r.get("master-link-status") == "ok"
+            }
+            if ready != want_replicas:
+                raise _NotReady(
+                    f"sentinel {sentinel.port} sees replicas {sorted(ready)} ready, "
+                    f"not {sorted(want_replicas)}"
+                )
+            peers = [s for s in others if s.get("flags") == "sentinel"]
+            if len(peers) != self.sentinel_count - 1:
+                raise _NotReady(
+                    f"sentinel {sentinel.port} knows {len(peers)} other sentinels, "
+                    f"not {self.sentinel_count - 1}"
+                )
+
+    def _describe(self) -> str:
+        """Each Sentinel's view of the primary and its recent log, for error messages."""
+        chunks = []
+        for sentinel in self.sentinels:
+            if not sentinel.running:
+                chunks.append(f"--- sentinel {sentinel.port}: not running ---")
+                continue
+            try:
+                with sentinel.client() as client:
+                    master = _pairs(client.execute_command("SENTINEL", "MASTER", self.service))
+            except redis.exceptions.RedisError as exc:
+                chunks.append(f"--- sentinel {sentinel.port}: {type(exc).__name__}: {exc} ---")
+                continue
+            view = {k: master.get(k) for k in ("port", "flags", "failover-state", "num-slaves")}
+            chunks.append(f"--- sentinel {sentinel.port}: {view} ---\n{sentinel.log_tail(12)}")
+        return "\n".join(chunks)
