@@ -14,20 +14,9 @@ import pytest
 
 from redis_checkpoint import AsyncRedisSaver
 from redis_checkpoint.testing import RedisClusterServers, RedisServer
-from tests.test_fallback import build, cfg, reference_history
+from tests.test_fallback import build, cfg, reference_history, stored_history
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-def stored(url: str, prefix: str, threads: list[str]) -> dict[str, list[Any]]:
-    from redis_checkpoint import RedisSaver
-
-    with RedisSaver.from_conn_string(url, key_prefix=prefix, fallback=False) as fresh:
-        graph = build().compile(checkpointer=fresh)
-        return {
-            t: [[m.content for m in s.values["messages"]] for s in graph.get_state_history(cfg(t))]
-            for t in threads
-        }
 
 
 def cluster_ok(node: RedisServer) -> None:
@@ -91,4 +80,4 @@ async def test_only_the_dead_nodes_threads_go_to_memory(redis_server_bin: str) -
             assert saver.memory.pending == 0
             assert saver.write_backs == len(on_victim)  # once per thread
         expected = reference_history({t: [f"{t}-{i}" for i in range(6)] for t in threads})
-        assert stored(cluster.url, "nodes", threads) == expected
+        assert stored_history(cluster.url, "nodes", threads) == expected
