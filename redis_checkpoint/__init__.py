@@ -25,6 +25,7 @@ from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import (
     ConfigurationError,
     CorruptEntryError,
+    FallbackJournalError,
     RedisCheckpointError,
     RedisUnavailableError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "CircuitBreaker",
     "ConfigurationError",
     "CorruptEntryError",
+    "FallbackJournalError",
     "HealthMonitor",
     "HealthReport",
     "LLMCache",

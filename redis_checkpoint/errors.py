@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigurationError",
     "CorruptEntryError",
+    "FallbackJournalError",
     "RedisCheckpointError",
     "RedisUnavailableError",
 ]
@@ -30,6 +31,13 @@ class RedisUnavailableError(RedisCheckpointError, ConnectionError):
     """Redis cannot be reached or is not serving requests.
 
     The message names the URL with any password replaced by ``***``.
+    """
+
+
+class FallbackJournalError(RedisCheckpointError, OSError):
+    """The fallback journal could not be written: the call it was for is not acknowledged.
+
+    The message names the journal file and the operating system's reason (a full disk, say).
     """
 
 
