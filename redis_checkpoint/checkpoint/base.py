@@ -74,9 +74,6 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         if ttl is not None and ttl < 0:
             raise ValueError(f"ttl must be >= 0 seconds or None, not {ttl!r}")
-        if fallback_journal is not None:
-            # The journal's file format lands separately; until then refuse rather than pretend.
-            raise ConfigurationError("fallback_journal is not implemented yet")
         if fallback_journal is not None and not fallback:
             raise ConfigurationError("fallback_journal needs fallback=True (it journals the tier)")
         if close_timeout < 0 or wait_replicas < 0 or wait_timeout <= 0:
@@ -189,10 +186,9 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
                 ", ".join(repr(t) for t in report.unconfirmed),
             )
         if self.journal is not None:
-            if report.left:
-                self.journal.close()
-            else:
+            if not report.left:
                 self.journal.reset()
+            self.journal.close()  # removed unless it still owes something
 
     def _check_policy(self, reply: Any) -> None:
         """Warn when Redis may evict keys: an evicted key is a silently lost conversation."""

@@ -472,14 +472,15 @@ class MemoryTier:
         return reply
 
     def _owe(self, thread_id: str, changes: Delta) -> None:
-        """An outage write changed the thread: journal it (durable before the write returns),
-        and owe it to Redis."""
-        if changes and self.journal is not None:
-            self.journal.append(thread_id, changes)
+        """An outage write changed the thread: owe it to Redis, and journal it (durable before
+        the write returns). A journal that cannot be written fails the call (not acknowledged),
+        and the change is still owed: this process writes it back if it lives."""
         owed = self._dirty.get(thread_id)
         if owed is None:
             owed = self._dirty[thread_id] = _Owed()
         owed.own.merge(changes)
+        if changes and self.journal is not None:
+            self.journal.append(thread_id, changes)
 
     def _plain(self, thread_id: str, command: Command, outage: bool) -> Any:
         if command.name == "DEL":
