@@ -264,7 +264,12 @@ class Journal:
             done = [t for t in thread_ids if t in self._owed]
             if not done:
                 return
-            self._write([_record(_DONE, t) for t in done], sync=False)
+            try:
+                self._write([_record(_DONE, t) for t in done], sync=False)
+            except FallbackJournalError:
+                # Harmless but for a second write-back of the same changes after a crash.
+                log.warning("marking %d threads written back in the journal failed", len(done))
+                return
             self._owed.difference_update(done)
             if self._end > COMPACT_BYTES and self._owed:
                 self._compact()

@@ -379,11 +379,9 @@ class MemoryTier:
                     owed.absorb(again)
                 self._dirty[thread_id] = owed
                 return
-            if self.journal is not None:
+            if self.journal is not None and again is None:
+                # One changed meanwhile keeps its records: a done record would cover new ones.
                 self.journal.written_back([thread_id])
-                if again is not None and again.own:
-                    # The done-marker covers the changes made meanwhile too: journal them again.
-                    self.journal.append(thread_id, again.own)
             self._settle()
 
     def _settle(self) -> None:
