@@ -174,6 +174,41 @@ def test_a_long_outage_compacts_the_segment(
     assert Journal(tmp_path, "rc").adopt()["kept"].fields == {b"f": b"k"}
 
 
+def test_one_fdatasync_serves_every_append_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncs = []
+    real = os.fdatasync
+    monkeypatch.setattr(journal_module.os, "fdatasync", lambda fd: syncs.append(real(fd)))
+    journal = Journal(tmp_path, "rc")
+    for name in ("a", "b", "c"):
+        journal.append(name, delta((b"f", b"v")), sync=False)
+    journal.sync()
+    journal.sync()  # nothing new: no second fdatasync
+    assert len(syncs) == 1
+    journal.append("d", delta((b"f", b"v")))
+    assert len(syncs) == 2 and read_segment(journal.path).owed.keys() == {"a", "b", "c", "d"}
+
+
+def test_after_a_failed_fdatasync_every_append_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel may have dropped the pages it could not write: nothing later is acknowledged
+    as durable on that journal."""
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    journal = Journal(tmp_path, "rc")
+    journal.append("a", delta((b"f", b"v")))
+    monkeypatch.setattr(journal_module.os, "fdatasync", failing)
+    with pytest.raises(FallbackJournalError, match=r"fdatasync failed: .*Input/output error"):
+        journal.append("b", delta((b"f", b"v")))
+    monkeypatch.undo()
+    with pytest.raises(FallbackJournalError, match="an earlier fdatasync failed"):
+        journal.append("c", delta((b"f", b"v")))
+
+
 def _run(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],

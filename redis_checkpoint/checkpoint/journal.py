@@ -240,7 +240,12 @@ class Journal:
         self._end = 0  # bytes of the segment known good
         self._owed: set[str] = set()
         self._closed = False
+        # Bytes appended and bytes known on disk, over the journal's life: one fdatasync makes
+        # durable what every caller appended before it (group commit).
+        self._appended = self._synced = 0
+        self._failed: OSError | None = None
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # taken before _lock, never after
         self.corrupt_bytes = 0  # read past in adopted segments (torn or damaged tails)
 
     @property
@@ -248,14 +253,55 @@ class Journal:
         """Threads with journaled changes not yet marked written back."""
         return frozenset(self._owed)
 
+    @property
+    def appended(self) -> int:
+        """Bytes appended so far (a position to compare, not a size)."""
+        return self._appended
+
     # -- writing ---------------------------------------------------------------------------
 
-    def append(self, thread_id: str, delta: Delta) -> None:
-        """Journal one outage write; durable on return. FallbackJournalError if the disk
-        refuses it (the record is cut off again: the journal stays readable)."""
+    def append(self, thread_id: str, delta: Delta, *, sync: bool = True) -> None:
+        """Journal one outage write; durable on return, or with ``sync=False`` once
+        :meth:`sync` returns. FallbackJournalError if the disk refuses it (the record is cut off
+        again: the journal stays readable)."""
         with self._lock:
-            self._write([_record(_CHANGE, thread_id, delta)], sync=True)
+            if self._failed is not None:
+                raise self._failure("an earlier fdatasync failed", self._failed)
+            self._write([_record(_CHANGE, thread_id, delta)])
             self._owed.add(thread_id)
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
+        """Make everything appended so far durable. Callers that arrive while an fdatasync
+        runs share the next one. After a failed fdatasync the kernel may have dropped what it
+        was given, so every later append fails too."""
+        with self._lock:
+            wanted = self._appended
+        if not self.fsync:
+            return
+        with self._sync_lock:
+            if self._synced >= wanted:
+                return
+            with self._lock:
+                fd, reached = self._fd, self._appended
+                if self._failed is not None:
+                    raise self._failure("an earlier fdatasync failed", self._failed)
+            if fd is None:
+                return
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                with self._lock:
+                    self._failed = exc
+                raise self._failure("fdatasync failed", exc) from exc
+            self._synced = reached
+
+    def _failure(self, what: str, exc: OSError) -> FallbackJournalError:
+        return FallbackJournalError(
+            f"the fallback journal {self.path} could not be written ({what}: {exc}); outage "
+            "writes fail until the saver is opened again"
+        )
 
     def written_back(self, thread_ids: Iterable[str]) -> None:
         """These threads' journaled changes are in Redis. Not synced on its own: a lost done
@@ -265,35 +311,40 @@ class Journal:
             if not done:
                 return
             try:
-                self._write([_record(_DONE, t) for t in done], sync=False)
+                self._write([_record(_DONE, t) for t in done])
             except FallbackJournalError:
                 # Harmless but for a second write-back of the same changes after a crash.
                 log.warning("marking %d threads written back in the journal failed", len(done))
                 return
             self._owed.difference_update(done)
-            if self._end > COMPACT_BYTES and self._owed:
+            if not (self._end > COMPACT_BYTES and self._owed):
+                return
+        with self._sync_lock, self._lock:
+            if self._end > COMPACT_BYTES and self._owed and not self._closed:
                 self._compact()
 
     def reset(self) -> None:
         """Everything journaled is in Redis: cut the segment back to its header."""
-        with self._lock:
+        with self._sync_lock, self._lock:
             self._owed.clear()
             header = len(_header(self.key_prefix))
             if self._fd is None or self._closed or self._end <= header:
                 return
             try:
                 os.ftruncate(self._fd, header)
-                self._sync()
+                if self.fsync:
+                    os.fdatasync(self._fd)
             except OSError:
                 # Harmless: the done records already say it; the next reset tries again.
                 log.exception("cutting back the fallback journal %s failed", self.path)
                 return
             self._end = header
+            self._synced = self._appended
 
     def close(self) -> None:
         """Release the segment: removed when it owes nothing, else kept (and unlocked) for the
         next saver opened on the directory to adopt."""
-        with self._lock:
+        with self._sync_lock, self._lock:
             if self._closed:
                 return
             self._closed = True
@@ -322,7 +373,7 @@ class Journal:
             self._fd, self._end = fd, len(header)
         return self._fd
 
-    def _write(self, records: list[bytes], sync: bool) -> None:
+    def _write(self, records: list[bytes]) -> None:
         try:
             fd = self._open()
             data = memoryview(b"".join(records))
@@ -330,18 +381,13 @@ class Journal:
             while data:
                 written = os.pwrite(fd, data, at)
                 data, at = data[written:], at + written
-            if sync:
-                self._sync()
         except OSError as exc:
             self._cut()
             raise FallbackJournalError(
                 f"the fallback journal {self.path} could not be written: {exc}"
             ) from exc
+        self._appended += at - self._end
         self._end = at
-
-    def _sync(self) -> None:
-        if self.fsync and self._fd is not None:
-            os.fdatasync(self._fd)
 
     def _cut(self) -> None:
         """Drop a partly written record, so later records follow good ones."""
@@ -376,6 +422,7 @@ class Journal:
         os.close(self._fd)
         self._fd, self._end = fd, len(data)
         self._owed = set(segment.owed)
+        self._synced = self._appended  # the new file was synced whole
 
     # -- adopting ----------------------------------------------------------------------------
 
@@ -409,8 +456,11 @@ class Journal:
                     for thread_id, delta in segment.owed.items():
                         owed.setdefault(thread_id, Delta()).merge(delta)
                 if owed:
-                    self._write([_record(_CHANGE, t, d) for t, d in owed.items()], sync=True)
+                    self._write([_record(_CHANGE, t, d) for t, d in owed.items()])
                     self._owed.update(owed)
+                    if self.fsync:
+                        os.fdatasync(self._open())  # before the segments it copies go
+                    self._synced = self._appended
                 for path, _ in held:
                     path.unlink(missing_ok=True)
                 if held:

@@ -283,10 +283,14 @@ class MemoryTier:
         """Run a Call here. With ``outage`` the changes are kept for replay to Redis."""
         if call.kind == "admin":
             raise LookupError("cross-thread operations need Redis")
+        journal = self.journal
         with self._lock:
+            mark = journal.appended if journal is not None else 0
             replies = [self._command(call.thread_id or "", c, outage) for c in call.commands]
             self._shrink()
-            return replies
+        if journal is not None and journal.appended != mark:
+            journal.sync()  # outside the lock: concurrent callers share one fdatasync
+        return replies
 
     def mirror(self, call: Call, replies: Sequence[Any]) -> None:
         """Keep a copy of what a Call did on Redis: writes are replayed, reads absorbed."""
@@ -478,7 +482,7 @@ class MemoryTier:
             owed = self._dirty[thread_id] = _Owed()
         owed.own.merge(changes)
         if changes and self.journal is not None:
-            self.journal.append(thread_id, changes)
+            self.journal.append(thread_id, changes, sync=False)  # synced by execute
 
     def _plain(self, thread_id: str, command: Command, outage: bool) -> Any:
         if command.name == "DEL":
