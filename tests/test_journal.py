@@ -17,7 +17,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from redis_checkpoint import AsyncRedisSaver, FallbackJournalError, RedisSaver
+from redis_checkpoint import (
+    AsyncRedisSaver,
+    FallbackJournalError,
+    RedisSaver,
+    RedisUnavailableError,
+)
 from redis_checkpoint.checkpoint import journal as journal_module
 from redis_checkpoint.checkpoint.journal import Delta, Journal, read_segment
 from redis_checkpoint.testing import RedisServer
@@ -410,3 +415,42 @@ def test_a_journal_that_cannot_be_written_fails_the_outage_call(
     before = reference_history({"a": ["before"]})["a"]
     # The failed turn's first checkpoint (its input) was owed all along: it is there too.
     assert history == [before[0], *before]
+
+
+def test_an_adopted_thread_waits_for_redis_instead_of_forking(
+    fresh_redis: RedisServer, tmp_path: Path
+) -> None:
+    """A new process, Redis still away: a thread it adopted holds only the dead process's
+    outage changes, so a turn on it is a clear error; other threads go on from memory."""
+    with RedisSaver.from_conn_string(
+        fresh_redis.url, key_prefix="jw", breaker=breaker(Clock()), close_timeout=0
+    ) as dead:
+        graph = build().compile(checkpointer=dead)
+        turn(graph, "x", "x 0")
+        fresh_redis.kill()
+        turn(graph, "x", "x 1")
+        crashed = Journal(tmp_path, "jw")
+        assert dead.memory is not None
+        taken = dead.memory.take("x")
+        assert isinstance(taken, Delta)
+        crashed.append("x", taken)
+        dead.memory.written_back("x", ok=True)
+        crashed.close()  # as if killed: the segment stays, unlocked
+    clock = Clock()
+    saver = RedisSaver(
+        redis.Redis.from_url(fresh_redis.url),
+        breaker=breaker(clock),
+        fallback_journal=tmp_path,
+        key_prefix="jw",
+    )
+    saver.setup()
+    graph = build().compile(checkpointer=saver)
+    with pytest.raises(RedisUnavailableError, match="adopted from the fallback journal"):
+        turn(graph, "x", "x 2")
+    turn(graph, "y", "y 0")
+    fresh_redis.restart()
+    clock.now += 5  # past the breaker's recovery timeout
+    turn(graph, "x", "x 2")
+    saver.close()
+    expected = reference_history({"x": ["x 0", "x 1", "x 2"], "y": ["y 0"]})
+    assert stored_history(fresh_redis.url, "jw", ["x", "y"]) == expected

@@ -23,7 +23,7 @@ from redis_checkpoint.checkpoint import codec
 from redis_checkpoint.checkpoint.core import Call, Command
 from redis_checkpoint.checkpoint.journal import Delta, Journal
 from redis_checkpoint.checkpoint.keys import SEP
-from redis_checkpoint.errors import CorruptEntryError
+from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
 
 THREAD_TTL = b"t"
 _BACKLOG_LIMIT = 64
@@ -285,6 +285,14 @@ class MemoryTier:
             raise LookupError("cross-thread operations need Redis")
         journal = self.journal
         with self._lock:
+            owed = self._dirty.get(call.thread_id or "")
+            if outage and owed and owed.adopted is not None and call.thread_id not in self._threads:
+                # Only its outage changes are here, not what they build on: answering would
+                # fork the conversation from nothing.
+                raise RedisUnavailableError(
+                    f"thread {call.thread_id!r} was changed by a process that ended while "
+                    "Redis was away (adopted from the fallback journal); it needs Redis"
+                )
             mark = journal.appended if journal is not None else 0
             replies = [self._command(call.thread_id or "", c, outage) for c in call.commands]
             self._shrink()
