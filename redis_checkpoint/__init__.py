@@ -25,6 +25,7 @@ from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import (
     ConfigurationError,
     CorruptEntryError,
+    RedisAuthError,
     RedisCheckpointError,
     RedisUnavailableError,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "MissingThreadIdError",
     "NodeCache",
     "QueryCache",
+    "RedisAuthError",
     "RedisCheckpointError",
     "RedisSaver",
     "RedisUnavailableError",
