@@ -30,7 +30,10 @@ While Redis is unavailable (the circuit breaker is open, or a call just failed w
 error) reads and writes go to the bounded in-memory tier and invalidations are applied there and
 queued; the queue is replayed to Redis before anything else once Redis answers, and the memory
 tier is then emptied (see :mod:`.memory`). The application never sees a Redis error from a
-lookup or a write.
+lookup or a write, with one exception: a Redis that refuses this client (wrong or missing
+password, an ACL forbidding a command or a key) raises :class:`~redis_checkpoint.RedisAuthError`
+from every call. That is not an outage - the server answered - and serving from memory would hide
+a configuration error that retrying cannot fix.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache.keys import KeyLayout
 from redis_checkpoint.cache.memory import MemoryTier
 from redis_checkpoint.cache.stats import CacheStats
-from redis_checkpoint.client import is_unavailable_error
+from redis_checkpoint.client import access_error, is_unavailable_error
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings
 
@@ -241,6 +244,8 @@ class CacheCore:
         self._lock = threading.Lock()
         # Invalidations made while Redis was away, replayed before anything else on recovery.
         self._pending: list[tuple[Any, ...]] = []
+        #: Where Redis is, for error messages (no password); engines on a client describe it.
+        self.where = self.settings.redacted_url()
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -276,6 +281,7 @@ class CacheCore:
         try:
             replies: list[Any] = yield Send(commands)
         except Exception as exc:
+            self._refused(exc)
             if is_unavailable_error(exc):
                 self._failed(exc)
                 return "down", []
@@ -296,6 +302,7 @@ class CacheCore:
         try:
             yield Send((("PING",),))
         except Exception as exc:
+            self._refused(exc)
             if is_unavailable_error(exc):
                 self._failed(exc)
             return False
@@ -312,9 +319,11 @@ class CacheCore:
         try:
             yield Send(tuple(pending))
         except Exception as exc:
-            if is_unavailable_error(exc):
-                with self._lock:
+            if is_unavailable_error(exc) or access_error(exc, self.where) is not None:
+                with self._lock:  # kept for when Redis is back, or the password or ACL fixed
                     self._pending[:0] = pending
+            self._refused(exc)
+            if is_unavailable_error(exc):
                 self._failed(exc)
                 return False
             log.error("replaying %d invalidations failed, dropped: %r", len(pending), exc)
@@ -322,6 +331,15 @@ class CacheCore:
             log.warning("replayed %d invalidations made while Redis was away", len(pending))
         self._succeeded()
         return True
+
+    def _refused(self, exc: BaseException) -> None:
+        """Raise RedisAuthError if ``exc`` is Redis refusing this client. The server answered,
+        so the breaker counts a success (a half-open probe must not wedge it), but the memory
+        tier is not used: the caller has to learn that the password or the ACL is wrong."""
+        denied = access_error(exc, self.where)
+        if denied is not None:
+            self._succeeded()
+            raise denied from exc
 
     def _succeeded(self) -> None:
         if self.breaker.state == "closed":
