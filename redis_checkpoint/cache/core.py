@@ -38,6 +38,7 @@ a configuration error that retrying cannot fix.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -52,6 +53,7 @@ from redis_checkpoint.cache.keys import KeyLayout
 from redis_checkpoint.cache.memory import MemoryTier
 from redis_checkpoint.cache.stats import CacheStats
 from redis_checkpoint.client import access_error, is_unavailable_error
+from redis_checkpoint.errors import RedisAuthError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings
 
@@ -545,6 +547,17 @@ class CacheCore:
 
     # -- single flight -------------------------------------------------------------------------
 
+    def _unlock(self, namespace: str, lock_key: str, token: str) -> Generator[Step, Any, None]:
+        try:
+            yield from self._redis(namespace, (("EVALSHA", _UNLOCK.sha, 1, lock_key, token),))
+        except RedisAuthError:
+            # An ACL without scripts: a lock left behind would stall every caller of this key
+            # for lock_timeout before it too got the error. DEL is the owner's (unless the
+            # computation outlived the lock, which its expiry already made unsafe).
+            with contextlib.suppress(RedisAuthError):
+                yield from self._redis(namespace, (("DEL", lock_key),))
+            raise
+
     def get_or_compute(
         self,
         namespace: str,
@@ -582,16 +595,15 @@ class CacheCore:
             if status != "ok":
                 break
             if replies[0]:
-                unlock = (("EVALSHA", _UNLOCK.sha, 1, lock_key, token),)
                 try:
                     value = yield Compute()
                     yield from self.set_many(namespace, [(key, value)], encode, ttl=ttl, tags=tags)
                 except GeneratorExit:
                     raise  # closed (a cancelled task): no more round trips; the lock expires
                 except BaseException:
-                    yield from self._redis(namespace, unlock)
+                    yield from self._unlock(namespace, lock_key, token)
                     raise
-                yield from self._redis(namespace, unlock)
+                yield from self._unlock(namespace, lock_key, token)
                 return value
             if delay == 0.002:  # the first wait of this caller
                 self.stats.singleflight_wait(namespace, "redis")
