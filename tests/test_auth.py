@@ -9,6 +9,7 @@ password.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import pickle
@@ -54,7 +55,8 @@ PASSWORD = "Sup3r-s3cret-default"
 WRONG = "Wr0ng-guess-4711"
 NOSCRIPT_PW = "n0script-pw-0815"
 FENCED_PW = "f3nced-pw-2342"
-SECRETS = (PASSWORD, WRONG, NOSCRIPT_PW, FENCED_PW)
+NOCHAN_PW = "n0chan-pw-1337"
+SECRETS = (PASSWORD, WRONG, NOSCRIPT_PW, FENCED_PW, NOCHAN_PW)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +70,9 @@ def secured(redis_server_bin: str) -> Iterator[RedisServer]:
         )  # fmt: skip
         admin.execute_command(
             "ACL", "SETUSER", "fenced", "on", f">{FENCED_PW}", "~allowed:*", "&*", "+@all"
+        )
+        admin.execute_command(
+            "ACL", "SETUSER", "nochan", "on", f">{NOCHAN_PW}", "~*", "resetchannels", "+@all"
         )
         admin.close()
         yield server
@@ -85,6 +90,7 @@ def urls(secured: RedisServer) -> dict[str, str]:
         "none": url(secured),
         "noscript": url(secured, "noscript", NOSCRIPT_PW),
         "fenced": url(secured, "fenced", FENCED_PW),
+        "nochan": url(secured, "nochan", NOCHAN_PW),
         "good": url(secured, "", PASSWORD),
     }
 
@@ -576,6 +582,32 @@ async def test_http_middleware_raises_instead_of_bypassing(
                 assert_refused(exc, "wrong_password", "wrong password", secured.port)
                 assert_no_fallback(app.engine)
         assert app.counts["BYPASS"] == 0 and app.calls["/plain"] == 0  # type: ignore[attr-defined]
+    finally:
+        await app.aclose()
+    assert_no_secret(log_text(caplog))
+
+
+async def test_near_cache_stays_off_and_says_why_when_pubsub_is_forbidden(
+    secured: RedisServer, urls: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    app = make_app(urls["nochan"], unique("auth"), local_ttl=60)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            first = await client.get("/plain")  # starts the subscriber
+            for _ in range(500):  # until the subscriber has been refused (bounded, not timed)
+                if any("near cache off" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.01)
+            second = await client.get("/plain")
+        refusals = [r for r in caplog.records if "near cache off" in r.getMessage()]
+        assert len(refusals) == 1 and refusals[0].levelno == logging.ERROR
+        assert "permission denied" in refusals[0].getMessage()
+        assert not app.invalidations.usable  # other processes' writes would go unheard
+        # The cache itself works for this user: from Redis, not from the near cache.
+        assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "HIT")
+        assert app.near is not None and len(app.near) == 0
     finally:
         await app.aclose()
     assert_no_secret(log_text(caplog))
