@@ -49,7 +49,7 @@ from redis_checkpoint.client import (
     create_client,
     is_unavailable_error,
 )
-from redis_checkpoint.testing import RedisServer
+from redis_checkpoint.testing import RedisClusterServers, RedisServer
 
 PASSWORD = "Sup3r-s3cret-default"
 WRONG = "Wr0ng-guess-4711"
@@ -561,6 +561,59 @@ def test_every_face_raises_and_never_falls_back(
             assert ran == []
     finally:
         face.close()
+    assert_no_secret(log_text(caplog))
+
+
+# -- Redis Cluster: the cluster client wraps the refusals --------------------------------------
+
+
+@pytest.fixture
+def cluster_user(redis_cluster: RedisClusterServers) -> Iterator[str]:
+    """An ACL user without scripts on every node of the shared cluster; removed afterwards."""
+    name = unique("noscript").replace("-", "_")
+    for node in redis_cluster.nodes:
+        with node.client() as client:
+            client.execute_command(
+                "ACL", "SETUSER", name, "on", f">{NOSCRIPT_PW}", "~*", "&*", "+@all",
+                "-eval", "-evalsha",
+            )  # fmt: skip
+    try:
+        yield name
+    finally:
+        for node in redis_cluster.nodes:
+            with node.client() as client:
+                client.execute_command("ACL", "DELUSER", name)
+
+
+@pytest.mark.cluster
+async def test_cluster_refusals_are_named_not_outages(
+    redis_cluster: RedisClusterServers, cluster_user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    address = redis_cluster.url.removeprefix("redis+cluster://")
+    # No such user: the sync cluster client connects in its constructor, and reports it as
+    # "Redis Cluster cannot be connected" raised from the AuthenticationError.
+    wrong = f"redis+cluster://nobody:{WRONG}@{address}"
+    with pytest.raises(RedisAuthError) as exc:
+        CacheEngine(wrong, prefix=unique("auth"), metrics=private_metrics())
+    assert exc.value.reason == "wrong_password" and address in str(exc.value)
+    assert_no_secret(str(exc.value))
+    engine = AsyncCacheEngine(wrong, prefix=unique("auth"), metrics=private_metrics())
+    try:
+        for _ in range(engine.core.breaker.failure_threshold + 2):
+            with pytest.raises(RedisAuthError) as exc:
+                await engine.get("ns", "k")
+            assert exc.value.reason == "wrong_password"
+            assert_no_fallback(engine)
+    finally:
+        await engine.aclose()
+    limited = f"redis+cluster://{cluster_user}:{NOSCRIPT_PW}@{address}"
+    with CacheEngine(limited, prefix=unique("auth"), metrics=private_metrics()) as sync_engine:
+        assert sync_engine.get("ns", "k", "default") == "default"
+        with pytest.raises(RedisAuthError, match="evalsha") as exc:
+            sync_engine.set("ns", "k", "v")
+        assert exc.value.reason == "no_permission"
+        assert_no_fallback(sync_engine)
     assert_no_secret(log_text(caplog))
 
 
