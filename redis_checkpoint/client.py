@@ -65,15 +65,16 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 class _Target:
     kind: Literal["standalone", "cluster", "sentinel"]
     tls: bool
-    # standalone/cluster: a URL redis-py's own parser accepts.
-    url: str = ""
+    # standalone/cluster: a URL redis-py's own parser accepts. It and the passwords are kept out
+    # of the repr, which a traceback or a debugger may show.
+    url: str = field(default="", repr=False)
     # cluster: further startup nodes; sentinel: the sentinel addresses.
     hosts: tuple[tuple[str, int], ...] = ()
     service: str = ""
     db: int = 0
     username: str | None = None
-    password: str | None = None
-    sentinel_password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
     options: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -49,7 +49,7 @@ from redis_checkpoint.client import (
     create_client,
     is_unavailable_error,
 )
-from redis_checkpoint.testing import RedisClusterServers, RedisServer
+from redis_checkpoint.testing import RedisClusterServers, RedisSentinelGroup, RedisServer
 
 PASSWORD = "Sup3r-s3cret-default"
 WRONG = "Wr0ng-guess-4711"
@@ -615,6 +615,20 @@ async def test_cluster_refusals_are_named_not_outages(
         assert exc.value.reason == "no_permission"
         assert_no_fallback(sync_engine)
     assert_no_secret(log_text(caplog))
+
+
+def test_sentinel_primary_refusing_the_password_is_named(redis_server_bin: str) -> None:
+    with RedisSentinelGroup(replicas=0, sentinels=1, binary=redis_server_bin) as group:
+        hosts = group.url.removeprefix("redis+sentinel://")
+        wrong = f"redis+sentinel://nobody:{WRONG}@{hosts}"  # the Sentinels find the primary...
+        with CacheEngine(wrong, prefix=unique("auth"), metrics=private_metrics()) as engine:
+            for _ in range(engine.core.breaker.failure_threshold + 2):
+                with pytest.raises(RedisAuthError) as exc:  # ...which refuses the user
+                    engine.get("ns", "k")
+                assert exc.value.reason == "wrong_password"
+                assert "nobody:***@" in str(exc.value)
+                assert_no_secret(str(exc.value))
+                assert_no_fallback(engine)
 
 
 # -- HTTP middleware -------------------------------------------------------------------------
