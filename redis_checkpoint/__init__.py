@@ -26,6 +26,7 @@ from redis_checkpoint.errors import (
     ConfigurationError,
     CorruptEntryError,
     FallbackJournalError,
+    RedisAuthError,
     RedisCheckpointError,
     RedisUnavailableError,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "MissingThreadIdError",
     "NodeCache",
     "QueryCache",
+    "RedisAuthError",
     "RedisCheckpointError",
     "RedisSaver",
     "RedisUnavailableError",

@@ -12,8 +12,10 @@
 
 ``--url`` (else ``REDIS_URL``) picks the server, ``--prefix`` the key prefix (``rc``), ``--json``
 prints machine-readable output. Exit codes: 0 done, 1 Redis unreachable or the operation failed,
-2 bad usage, 3 the thread asked for does not exist. Progress of long operations goes to stderr
-(when it is a terminal, or with ``--progress``), never into the output a script parses.
+2 bad usage, 3 the thread asked for does not exist, 4 Redis refused the password or the ACL
+forbids a command or key (the one-line message says which and how to fix it). Progress of long
+operations goes to stderr (when it is a terminal, or with ``--progress``), never into the output a
+script parses.
 
 The CLI never falls back to memory: what it reports and changes is what Redis holds.
 """
@@ -29,20 +31,21 @@ from typing import Any, TextIO
 
 from redis_checkpoint.cache.engine import CacheEngine
 from redis_checkpoint.checkpoint.saver import RedisSaver
-from redis_checkpoint.client import check_connection, create_client
-from redis_checkpoint.errors import ConfigurationError, RedisUnavailableError
+from redis_checkpoint.client import access_error, check_connection, create_client
+from redis_checkpoint.errors import ConfigurationError, RedisAuthError, RedisUnavailableError
 from redis_checkpoint.ops.health import HealthMonitor
 from redis_checkpoint.ops.keyspace import keyspace_plan
 from redis_checkpoint.ops.plan import run_sync
 from redis_checkpoint.ops.threads import summarize
 from redis_checkpoint.settings import Settings
 
-__all__ = ["EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NOT_FOUND = 3
+EXIT_AUTH = 4
 
 PRUNE_BATCH = 100
 
@@ -126,6 +129,8 @@ def cmd_health(settings: Settings, args: argparse.Namespace, output: Output) -> 
         return table(rows, ("field", "value"))
 
     output.emit(report.as_dict(), render)
+    if report.status == "auth_failed":
+        return EXIT_AUTH
     return EXIT_OK if report.up else EXIT_FAILED
 
 
@@ -246,7 +251,7 @@ def cmd_invalidate(settings: Settings, args: argparse.Namespace, output: Output)
             engine.clear(args.namespace)
             removed, scope = None, "namespace"
         if engine.core.pending_invalidations:
-            raise RedisUnavailableError(f"Redis at {settings.redacted_url} stopped answering")
+            raise RedisUnavailableError(f"Redis at {settings.redacted_url()} stopped answering")
     data = {"namespace": args.namespace, "scope": scope, "removed": removed}
 
     def render(d: dict[str, Any]) -> str:
@@ -301,7 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="redis-checkpoint",
         description="Inspect and manage the redis_checkpoint caches and checkpoints in Redis.",
-        epilog="exit codes: 0 done, 1 Redis unreachable or failed, 2 bad usage, 3 not found",
+        epilog=(
+            "exit codes: 0 done, 1 Redis unreachable or failed, 2 bad usage, 3 not found, "
+            "4 password or ACL refused"
+        ),
     )
     parser.add_argument("--url", help="Redis URL (default: $REDIS_URL)")
     parser.add_argument("--prefix", default=None, help="key prefix (default: settings, 'rc')")
@@ -358,6 +366,7 @@ def main(
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    settings: Settings | None = None
     try:
         settings = Settings.from_env(url=args.url)
         args.prefix = args.prefix or settings.key_prefix
@@ -372,7 +381,15 @@ def main(
     except RedisUnavailableError as exc:
         err.write(f"redis-checkpoint: {exc}\n")
         return EXIT_FAILED
+    except RedisAuthError as exc:
+        err.write(f"redis-checkpoint: {exc}\n")
+        return EXIT_AUTH
     except Exception as exc:
+        # A refusal the layer below did not name (e.g. NOPERM on a script the saver loads).
+        denied = access_error(exc, settings.redacted_url() if settings else "the configured URL")
+        if denied is not None:
+            err.write(f"redis-checkpoint: {denied}\n")
+            return EXIT_AUTH
         err.write(f"redis-checkpoint: {type(exc).__name__}: {exc}\n")
         return EXIT_FAILED
 

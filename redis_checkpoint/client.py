@@ -8,7 +8,8 @@ retries, pooling and binary (non-decoding) replies.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -25,13 +26,14 @@ import redis.sentinel
 from redis.backoff import ExponentialBackoff
 from redis.utils import HIREDIS_AVAILABLE as _HIREDIS_AVAILABLE
 
-from .errors import ConfigurationError, RedisUnavailableError
+from .errors import AuthReason, ConfigurationError, RedisAuthError, RedisUnavailableError
 from .settings import Settings, join_url, redact_url
 
 __all__ = [
     "HIREDIS_AVAILABLE",
     "AsyncRedisClient",
     "SyncRedisClient",
+    "access_error",
     "acheck_connection",
     "check_connection",
     "create_async_client",
@@ -63,15 +65,16 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 class _Target:
     kind: Literal["standalone", "cluster", "sentinel"]
     tls: bool
-    # standalone/cluster: a URL redis-py's own parser accepts.
-    url: str = ""
+    # standalone/cluster: a URL redis-py's own parser accepts. It and the passwords are kept out
+    # of the repr, which a traceback or a debugger may show.
+    url: str = field(default="", repr=False)
     # cluster: further startup nodes; sentinel: the sentinel addresses.
     hosts: tuple[tuple[str, int], ...] = ()
     service: str = ""
     db: int = 0
     username: str | None = None
-    password: str | None = None
-    sentinel_password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
     options: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -253,6 +256,9 @@ def _common_kwargs(settings: Settings) -> dict[str, Any]:
 def _cluster_failure(settings: Settings, exc: Exception) -> Exception:
     # The sync cluster client connects in its constructor; report an outage
     # as such and anything else (e.g. "cluster mode not enabled") as config.
+    denied = access_error(exc, settings.redacted_url())
+    if denied is not None:
+        return denied
     if is_unavailable_error(exc):
         return RedisUnavailableError(
             f"cannot reach Redis Cluster at {settings.redacted_url()}: {exc}"
@@ -432,12 +438,105 @@ _UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = tuple(
 )
 
 
+# An error a pipeline raises carries its command: "Command # 2 (EVALSHA ab12 1 k) of pipeline
+# caused error: <the server's message>"; the arguments may be payloads, so only the name is kept.
+_PIPELINE_ERROR = re.compile(r"^Command # \d+ \((\S+).*?\) of pipeline caused error: (.*)$", re.S)
+# Redis < 7.2 reports a command a Lua script may not run as a plain ERR.
+_SCRIPT_NOPERM = "The user executing the script can't run this command"
+_WRAPPERS: tuple[type[BaseException], ...] = (
+    redis.exceptions.RedisClusterException,
+    redis.exceptions.ClusterError,
+    redis.sentinel.MasterNotFoundError,
+    RedisUnavailableError,
+)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and, through wrappers only, the errors it was raised from or while handling:
+    the cluster client reports a node that refused AUTH as "cannot be connected" (from it), and
+    a NOPERM on CLUSTER SLOTS as "cluster mode is not enabled" (while handling it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 8:
+        seen.add(id(current))
+        yield current
+        if not isinstance(current, _WRAPPERS) or isinstance(
+            current, redis.exceptions.ResponseError
+        ):
+            return  # a server reply (CLUSTERDOWN, ...) or a transport error is its own fact
+        current = current.__cause__ or current.__context__
+
+
+def _access_reason(exc: BaseException) -> tuple[AuthReason, str] | None:
+    """(reason, what the server said) when ``exc`` is Redis refusing these credentials or this
+    user's permissions, else None."""
+    for error in _chain(exc):
+        if isinstance(error, RedisAuthError):
+            return error.reason, error.detail
+        if not isinstance(error, redis.exceptions.RedisError):
+            continue
+        text = str(error)
+        command = ""
+        match = _PIPELINE_ERROR.match(text)
+        if match is not None:
+            command, text = match.group(1).upper(), match.group(2)
+        detail = f"{command}: {text}" if command else text
+        code = getattr(error, "status_code", None) or ""
+        # A ResponseError built from the raw reply still starts with its code.
+        first = text.split(" ", 1)[0]
+        if first in ("WRONGPASS", "NOAUTH", "NOPERM"):
+            code = first
+        if code == "NOPERM" or isinstance(error, redis.exceptions.NoPermissionError):
+            return "no_permission", detail
+        if _SCRIPT_NOPERM in text:
+            return "no_permission", detail
+        if code == "NOAUTH" or text.startswith("Authentication required"):
+            return "password_required", detail
+        if code == "WRONGPASS":
+            return "wrong_password", detail
+        if isinstance(error, redis.exceptions.AuthenticationWrongNumberOfArgsError):
+            return "wrong_password", detail  # a user name sent to a server without ACLs
+        if isinstance(error, redis.exceptions.AuthenticationError):
+            lowered = text.lower()
+            if "without any password configured" in lowered or "no password is set" in lowered:
+                return "password_not_set", detail
+            return "wrong_password", detail  # "invalid password", "Invalid Username or Password"
+        if isinstance(error, redis.sentinel.MasterNotFoundError) and (
+            "AuthenticationError" in text
+        ):
+            # Each Sentinel's failure is listed by repr, "auth:AuthenticationError", no message.
+            return "wrong_password", "a Sentinel refused the sentinel_password"
+    return None
+
+
+def access_error(exc: BaseException, where: str) -> RedisAuthError | None:
+    """The :class:`RedisAuthError` to raise when ``exc`` is Redis refusing this client - a wrong
+    password (WRONGPASS), a missing one (NOAUTH), an ACL that forbids a command or a key
+    (NOPERM) - also inside the cluster and Sentinel clients' wrappers; None for anything else.
+
+    ``where`` names the server in the message; it is redacted here in case it is a URL with a
+    password. An error that already is a RedisAuthError is returned as it is.
+    """
+    if isinstance(exc, RedisAuthError):
+        return exc
+    found = _access_reason(exc)
+    if found is None:
+        return None
+    reason, detail = found
+    return RedisAuthError(reason, redact_url(where) if "://" in where else where, detail[:300])
+
+
 def is_unavailable_error(exc: BaseException) -> bool:
     """True if ``exc`` means Redis is unreachable or not serving requests.
 
     Ordinary command errors (NOSCRIPT, WRONGTYPE, syntax) return False: they
     are bugs or data problems, not outages, and must not trigger fallback.
+    Nor do refused credentials or permissions (:func:`access_error`), though
+    redis-py raises WRONGPASS and NOAUTH as ConnectionError: serving from
+    memory would hide a configuration error behind a working application.
     """
+    if _access_reason(exc) is not None:
+        return False
     if isinstance(exc, _UNAVAILABLE_TYPES):
         return True
     if isinstance(exc, redis.exceptions.RedisClusterException):
@@ -480,17 +579,29 @@ def describe_client(client: object) -> str:
 _describe = describe_client
 
 
+def _connection_failure(exc: Exception, where: str) -> Exception | None:
+    """What a failed PING raises instead: refused credentials or an outage (None: ``exc``)."""
+    denied = access_error(exc, where)
+    if denied is not None:
+        return None if denied is exc else denied
+    if is_unavailable_error(exc):
+        return RedisUnavailableError(f"cannot reach Redis at {where}: {exc}")
+    return None
+
+
 def check_connection(
     client: redis.Redis | redis.cluster.RedisCluster, url: str | None = None
 ) -> None:
-    """PING ``client``; raise :class:`RedisUnavailableError` if Redis is unreachable."""
+    """PING ``client``; raise :class:`RedisUnavailableError` if Redis is unreachable and
+    :class:`RedisAuthError` if it refuses the credentials (or the ACL forbids PING)."""
     where = redact_url(url) if url is not None else describe_client(client)
     try:
         client.ping()
     except Exception as exc:
-        if is_unavailable_error(exc):
-            raise RedisUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
-        raise
+        failure = _connection_failure(exc, where)
+        if failure is None:
+            raise
+        raise failure from exc
 
 
 async def acheck_connection(
@@ -501,6 +612,7 @@ async def acheck_connection(
     try:
         await client.ping()
     except Exception as exc:
-        if is_unavailable_error(exc):
-            raise RedisUnavailableError(f"cannot reach Redis at {where}: {exc}") from exc
-        raise
+        failure = _connection_failure(exc, where)
+        if failure is None:
+            raise
+        raise failure from exc

@@ -2,15 +2,19 @@
 
 Each one also derives from the builtin a caller would naturally catch
 (``ValueError`` for bad settings, ``ConnectionError`` for an unreachable
-server), so code that does not know this package still handles them.
+server, ``PermissionError`` for refused credentials), so code that does not
+know this package still handles them.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 __all__ = [
     "ConfigurationError",
     "CorruptEntryError",
     "FallbackJournalError",
+    "RedisAuthError",
     "RedisCheckpointError",
     "RedisUnavailableError",
 ]
@@ -39,6 +43,59 @@ class FallbackJournalError(RedisCheckpointError, OSError):
 
     The message names the journal file and the operating system's reason (a full disk, say).
     """
+
+
+AuthReason = Literal["wrong_password", "password_required", "password_not_set", "no_permission"]
+
+_CAUSES: dict[str, str] = {
+    "wrong_password": "authentication failed: wrong password or user name",
+    "password_required": "authentication failed: the server requires a password and none was given",
+    "password_not_set": (
+        "authentication failed: a password was given but the server has none set for this user"
+    ),
+    "no_permission": "permission denied: the Redis user may not run this command or use these keys",
+}
+_HINTS: dict[str, str] = {
+    "wrong_password": (
+        "put the right password in the URL (redis://USER:PASSWORD@host:port/db, or REDIS_URL), "
+        "and check the ACL user exists and is enabled (ACL LIST)"
+    ),
+    "password_required": (
+        "give the password in the URL (redis://:PASSWORD@host:port/db, or REDIS_URL)"
+    ),
+    "password_not_set": "remove the password from the URL, or name the ACL user it belongs to",
+    "no_permission": (
+        "grant the user the commands and keys this package uses, e.g. "
+        "ACL SETUSER <user> +@all ~<key prefix>* &<key prefix>*"
+    ),
+}
+
+
+class RedisAuthError(RedisCheckpointError, PermissionError):
+    """Redis refused this client: WRONGPASS, NOAUTH, or NOPERM (an ACL forbids a command or key).
+
+    Not an outage: nothing falls back to memory for it and no circuit breaker opens, since
+    retrying cannot help until the password or the ACL is fixed. ``reason`` is one of
+    ``wrong_password``, ``password_required``, ``password_not_set``, ``no_permission``;
+    ``where`` is the server's URL with any password replaced by ``***``; ``detail`` is what the
+    server said. The message names all three and a hint; it never holds a password.
+    """
+
+    reason: AuthReason
+    where: str
+    detail: str
+
+    def __init__(self, reason: AuthReason, where: str, detail: str = "") -> None:
+        self.reason = reason
+        self.where = where
+        self.detail = detail
+        message = f"Redis at {where}: {_CAUSES[reason]}"
+        if detail:
+            message = f"{message} ({detail})"
+        super().__init__(f"{message}; {_HINTS[reason]}")
+
+    def __reduce__(self) -> tuple[type[RedisAuthError], tuple[AuthReason, str, str]]:
+        return (type(self), (self.reason, self.where, self.detail))
 
 
 class CorruptEntryError(RedisCheckpointError):

@@ -157,6 +157,15 @@ class Settings:
         """The URL with its password replaced by ``***``, safe for logs."""
         return redact_url(self.url)
 
+    def __repr__(self) -> str:
+        # The generated repr would show the password, in logs, tracebacks, and even the repr of
+        # the bound method ``settings.redacted_url`` if someone forgets to call it.
+        shown = (
+            f"{f.name}={self.redacted_url() if f.name == 'url' else getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self)
+        )
+        return f"{type(self).__name__}({', '.join(shown)})"
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied (``None`` values are ignored)."""
         known = {f.name for f in dataclasses.fields(self)}

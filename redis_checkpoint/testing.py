@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import redis
 import redis.cluster
@@ -125,6 +126,8 @@ class RedisServer:
     finds the data) and removes it otherwise; ``kill()`` always keeps it;
     ``close()``/``__exit__`` always remove it. A finalizer kills the process
     and removes the directory if the object is dropped or Python exits.
+    ``password`` starts it with ``--requirepass``: :attr:`url`, :meth:`client`
+    and the readiness probe then authenticate as the default user.
     """
 
     def __init__(
@@ -134,11 +137,13 @@ class RedisServer:
         appendonly: bool = False,
         args: Sequence[str] = (),
         binary: str | None = None,
+        password: str | None = None,
     ) -> None:
         self._fixed_port = port is not None
         self._port = port
         self.appendonly = appendonly
         self.args: tuple[str, ...] = tuple(args)
+        self.password = password
         self._binary = binary
         self._state = _ProcessState()
         self._log_offsets: dict[str, int] = {}
@@ -158,7 +163,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{_HOST}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        return f"redis://{auth}{_HOST}:{self.port}/0"
 
     @property
     def running(self) -> bool:
@@ -249,6 +255,8 @@ class RedisServer:
             "--daemonize", "no",
             "--save", "",
         ]  # fmt: skip
+        if self.password is not None:
+            cmd += ["--requirepass", self.password]
         if self.appendonly:
             # fsync every write so a SIGKILLed server restarts with all its data.
             cmd += ["--appendonly", "yes", "--appendfsync", "always"]
@@ -276,6 +284,7 @@ class RedisServer:
             socket_connect_timeout=0.25,
             socket_timeout=1.0,
             retry=Retry(NoBackoff(), 0),
+            password=self.password,
         )
         try:
             while True:
@@ -367,6 +376,7 @@ class RedisServer:
             "socket_timeout": 5.0,
             # redis-py's default retries would stall for seconds on a killed server.
             "retry": Retry(ExponentialBackoff(cap=0.1, base=0.005), 1),
+            "password": self.password,
         }
         options.update(kwargs)
         return redis.Redis(host=_HOST, port=self.port, **options)

@@ -30,11 +30,15 @@ While Redis is unavailable (the circuit breaker is open, or a call just failed w
 error) reads and writes go to the bounded in-memory tier and invalidations are applied there and
 queued; the queue is replayed to Redis before anything else once Redis answers, and the memory
 tier is then emptied (see :mod:`.memory`). The application never sees a Redis error from a
-lookup or a write.
+lookup or a write, with one exception: a Redis that refuses this client (wrong or missing
+password, an ACL forbidding a command or a key) raises :class:`~redis_checkpoint.RedisAuthError`
+from every call. That is not an outage - the server answered - and serving from memory would hide
+a configuration error that retrying cannot fix.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -48,7 +52,8 @@ from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache.keys import KeyLayout
 from redis_checkpoint.cache.memory import MemoryTier
 from redis_checkpoint.cache.stats import CacheStats
-from redis_checkpoint.client import is_unavailable_error
+from redis_checkpoint.client import access_error, is_unavailable_error
+from redis_checkpoint.errors import RedisAuthError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings
 
@@ -241,6 +246,8 @@ class CacheCore:
         self._lock = threading.Lock()
         # Invalidations made while Redis was away, replayed before anything else on recovery.
         self._pending: list[tuple[Any, ...]] = []
+        #: Where Redis is, for error messages (no password); engines on a client describe it.
+        self.where = self.settings.redacted_url()
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -276,6 +283,7 @@ class CacheCore:
         try:
             replies: list[Any] = yield Send(commands)
         except Exception as exc:
+            self._refused(exc)
             if is_unavailable_error(exc):
                 self._failed(exc)
                 return "down", []
@@ -296,6 +304,7 @@ class CacheCore:
         try:
             yield Send((("PING",),))
         except Exception as exc:
+            self._refused(exc)
             if is_unavailable_error(exc):
                 self._failed(exc)
             return False
@@ -312,9 +321,11 @@ class CacheCore:
         try:
             yield Send(tuple(pending))
         except Exception as exc:
-            if is_unavailable_error(exc):
-                with self._lock:
+            if is_unavailable_error(exc) or access_error(exc, self.where) is not None:
+                with self._lock:  # kept for when Redis is back, or the password or ACL fixed
                     self._pending[:0] = pending
+            self._refused(exc)
+            if is_unavailable_error(exc):
                 self._failed(exc)
                 return False
             log.error("replaying %d invalidations failed, dropped: %r", len(pending), exc)
@@ -322,6 +333,15 @@ class CacheCore:
             log.warning("replayed %d invalidations made while Redis was away", len(pending))
         self._succeeded()
         return True
+
+    def _refused(self, exc: BaseException) -> None:
+        """Raise RedisAuthError if ``exc`` is Redis refusing this client. The server answered,
+        so the breaker counts a success (a half-open probe must not wedge it), but the memory
+        tier is not used: the caller has to learn that the password or the ACL is wrong."""
+        denied = access_error(exc, self.where)
+        if denied is not None:
+            self._succeeded()
+            raise denied from exc
 
     def _succeeded(self) -> None:
         if self.breaker.state == "closed":
@@ -527,6 +547,17 @@ class CacheCore:
 
     # -- single flight -------------------------------------------------------------------------
 
+    def _unlock(self, namespace: str, lock_key: str, token: str) -> Generator[Step, Any, None]:
+        try:
+            yield from self._redis(namespace, (("EVALSHA", _UNLOCK.sha, 1, lock_key, token),))
+        except RedisAuthError:
+            # An ACL without scripts: a lock left behind would stall every caller of this key
+            # for lock_timeout before it too got the error. DEL is the owner's (unless the
+            # computation outlived the lock, which its expiry already made unsafe).
+            with contextlib.suppress(RedisAuthError):
+                yield from self._redis(namespace, (("DEL", lock_key),))
+            raise
+
     def get_or_compute(
         self,
         namespace: str,
@@ -564,16 +595,15 @@ class CacheCore:
             if status != "ok":
                 break
             if replies[0]:
-                unlock = (("EVALSHA", _UNLOCK.sha, 1, lock_key, token),)
                 try:
                     value = yield Compute()
                     yield from self.set_many(namespace, [(key, value)], encode, ttl=ttl, tags=tags)
                 except GeneratorExit:
                     raise  # closed (a cancelled task): no more round trips; the lock expires
                 except BaseException:
-                    yield from self._redis(namespace, unlock)
+                    yield from self._unlock(namespace, lock_key, token)
                     raise
-                yield from self._redis(namespace, unlock)
+                yield from self._unlock(namespace, lock_key, token)
                 return value
             if delay == 0.002:  # the first wait of this caller
                 self.stats.singleflight_wait(namespace, "redis")

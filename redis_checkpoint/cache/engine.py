@@ -33,7 +33,7 @@ from redis_checkpoint.cache.core import (
     Step,
 )
 from redis_checkpoint.cache.stats import NamespaceStats
-from redis_checkpoint.client import create_async_client, create_client
+from redis_checkpoint.client import create_async_client, create_client, describe_client
 from redis_checkpoint.errors import ConfigurationError
 from redis_checkpoint.plans import adrive, asend, drive, send
 from redis_checkpoint.settings import Settings
@@ -69,9 +69,12 @@ class _Engine(Generic[C]):
 
     client: C
 
-    def __init__(self, core: CacheCore, client: C) -> None:
+    def __init__(self, core: CacheCore, client: C, *, given: bool = False) -> None:
         self.core = core
         self.client = client
+        if given:
+            # A caller's client may point elsewhere than the settings' URL: messages name it.
+            core.where = describe_client(client)
         #: Network round trips sent to Redis by this driver (script loads included).
         self.round_trips = 0
 
@@ -113,7 +116,8 @@ class CacheEngine(_Engine[SyncClient]):
             client = create_client(resolved)
             self._owns_client = True
         _no_options_with_core(core, options)
-        super().__init__(core or CacheCore(resolved, **options), client)
+        given = core is None and not self._owns_client
+        super().__init__(core or CacheCore(resolved, **options), client, given=given)
         self._client_given = not self._owns_client
         self._flights: dict[tuple[str, str | bytes], _Flight] = {}
         self._flights_lock = threading.Lock()
@@ -299,7 +303,8 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
             client = create_async_client(resolved)
             self._owns_client = True
         _no_options_with_core(core, options)
-        super().__init__(core or CacheCore(resolved, **options), client)
+        given = core is None and not self._owns_client
+        super().__init__(core or CacheCore(resolved, **options), client, given=given)
         self._flights: dict[tuple[str, str | bytes], asyncio.Future[Any]] = {}
 
     async def ping(self) -> bool:

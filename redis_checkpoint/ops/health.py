@@ -9,7 +9,9 @@ Every ``interval`` seconds (30 by default) one check:
    for the next caller or the breaker's recovery timeout - and flushes its fallback tier (the
    saver writes back the threads it took in memory; the cache replays queued invalidations and
    empties its memory tier); a connection error counts as a breaker failure, so an idle
-   application learns of an outage before its next request does;
+   application learns of an outage before its next request does; a refused password or ACL
+   (:class:`~redis_checkpoint.RedisAuthError`) is no outage: the report's status is then
+   ``auth_failed`` and its ``error`` names the cause;
 3. optionally samples the keyspace (``keyspace_sample`` keys at most) into
    ``cache_memory_usage_bytes{tier="redis"}`` and ``cache_keys``, and publishes what each
    fallback tier holds as ``cache_memory_usage_bytes{tier="memory"}``.
@@ -35,8 +37,8 @@ from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.saver import RedisSaver
-from redis_checkpoint.client import create_async_client, create_client
-from redis_checkpoint.errors import ConfigurationError
+from redis_checkpoint.client import access_error, create_async_client, create_client
+from redis_checkpoint.errors import ConfigurationError, RedisAuthError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.keyspace import (
     KeyspaceSample,
@@ -65,6 +67,7 @@ class ComponentHealth:
     memory_bytes: int
     probed: bool
     reachable: bool | None  # what the probe saw; None when not probed
+    error: str | None = None  # why Redis refused the probe (RedisAuthError), if it did
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -74,7 +77,9 @@ class ComponentHealth:
 class HealthReport:
     """The outcome of one check. ``status``: ``ok``, ``degraded`` (Redis answers the monitor
     but a component still serves from memory, or holds writes Redis has not taken yet, e.g.
-    under ``maxmemory``) or ``down``."""
+    under ``maxmemory``), ``auth_failed`` (Redis refused the monitor's or a component's
+    password, or its ACL forbids what they run: ``reason`` is the RedisAuthError's and
+    ``error`` its message) or ``down``."""
 
     status: str
     checked_at: float
@@ -82,10 +87,12 @@ class HealthReport:
     error: str | None = None
     components: list[ComponentHealth] = field(default_factory=list)
     keyspace: dict[str, Any] | None = None
+    reason: str | None = None
 
     @property
     def up(self) -> bool:
-        return self.status != "down"
+        """Redis answers and takes our credentials (``ok`` or ``degraded``)."""
+        return self.status in ("ok", "degraded")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +102,7 @@ class HealthReport:
             "error": self.error,
             "components": [c.as_dict() for c in self.components],
             "keyspace": self.keyspace,
+            "reason": self.reason,
         }
 
 
@@ -119,6 +127,12 @@ class Monitored:
         self.is_async = isinstance(target, (AsyncRedisSaver, AsyncCacheEngine))
 
     @property
+    def where(self) -> str:
+        """The component's Redis, password hidden, for messages."""
+        target = self.target
+        return target.url if isinstance(target, RedisSaverBase) else target.core.where
+
+    @property
     def key(self) -> int:
         """Faces sharing an engine share one breaker: probe it once."""
         core = getattr(self.target, "core", None)
@@ -138,7 +152,9 @@ class Monitored:
         probe = target.ping
         return lambda: asyncio.to_thread(probe)
 
-    def health(self, probed: bool, reachable: bool | None) -> ComponentHealth:
+    def health(
+        self, probed: bool, reachable: bool | None, error: str | None = None
+    ) -> ComponentHealth:
         target = self.target
         if isinstance(target, RedisSaverBase):
             breaker = target.breaker
@@ -157,6 +173,7 @@ class Monitored:
             size,
             probed,
             reachable,
+            error,
         )
 
     def memory_by_type(self) -> dict[str, int]:
@@ -173,9 +190,19 @@ class Monitored:
         return sizes
 
 
+def _probe_failed(monitored: Monitored, exc: Exception) -> bool | RedisAuthError:
+    denied = access_error(exc, monitored.where)
+    if denied is not None:
+        log.error("health probe of %s: %s", monitored.name, denied)
+        return denied
+    log.warning("health probe of %s failed: %r", monitored.name, exc)
+    return False
+
+
 @dataclass
 class _Probe:
-    """A step of the check: probe this component (the driver replies with True/False)."""
+    """A step of the check: probe this component (the driver replies with True/False, or the
+    RedisAuthError the probe raised)."""
 
     monitored: Monitored
 
@@ -233,23 +260,32 @@ class HealthMonitor:
         checked_at = time.time()
         facts: ServerFacts | None = None
         error: str | None = None
+        denied: RedisAuthError | None = None
         try:
             facts = yield from server_facts_plan()
         except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            denied = access_error(exc, self.settings.redacted_url())
+            error = str(denied) if denied is not None else f"{type(exc).__name__}: {exc}"
         self.metrics.health_check(
             facts is not None,
             None if facts is None else facts.ping_ms / 1000,
             None if facts is None else facts.info,
         )
         healths: list[ComponentHealth] = []
-        probed: dict[int, bool] = {}
+        probed: dict[int, bool | RedisAuthError] = {}
         for monitored in self.components:
             can_probe = probe_async or not monitored.is_async
             if can_probe and monitored.key not in probed:
-                probed[monitored.key] = bool((yield _Probe(monitored)))
-            reachable = probed.get(monitored.key) if can_probe else None
-            healths.append(monitored.health(can_probe, reachable))
+                outcome = yield _Probe(monitored)
+                refused = outcome if isinstance(outcome, RedisAuthError) else None
+                probed[monitored.key] = refused or bool(outcome)
+            seen = probed.get(monitored.key) if can_probe else None
+            if isinstance(seen, RedisAuthError):
+                if denied is None:
+                    denied, error = seen, str(seen)
+                healths.append(monitored.health(can_probe, False, str(seen)))
+            else:
+                healths.append(monitored.health(can_probe, seen))
         self._publish_memory_tiers()
         keyspace: KeyspaceSample | None = None
         if facts is not None and self.keyspace_sample:
@@ -259,15 +295,18 @@ class HealthMonitor:
             except Exception as exc:  # MEMORY or SCAN refused (managed Redis): skip, say so
                 log.warning("keyspace sample failed: %r", exc)
         status = "down" if facts is None else "ok"
-        if status == "ok" and any(h.serving_from_memory or h.pending for h in healths):
+        if denied is not None:
+            status = "auth_failed"  # not an outage: fixing the password or the ACL is the cure
+        elif status == "ok" and any(h.serving_from_memory or h.pending for h in healths):
             status = "degraded"
         report = HealthReport(
             status,
             checked_at,
-            facts.as_dict() if facts is not None else {"url": self.settings.redacted_url},
+            facts.as_dict() if facts is not None else {"url": self.settings.redacted_url()},
             error,
             healths,
             keyspace.as_dict() if keyspace is not None else None,
+            denied.reason if denied is not None else None,
         )
         if self.last_report is not None and self.last_report.status != status:
             log.warning("Redis health: %s -> %s", self.last_report.status, status)
@@ -328,23 +367,22 @@ class HealthMonitor:
             lambda step: self._probe_async(step.monitored),
         )
 
-    # The probes never raise: a probe that fails is an unreachable Redis.
+    # The probes never raise: a probe that fails is an unreachable Redis, unless Redis refused
+    # the component's credentials (returned, for the report to name).
     @staticmethod
-    def _probe_sync(monitored: Monitored) -> bool:
+    def _probe_sync(monitored: Monitored) -> bool | RedisAuthError:
         probe = monitored.sync_probe()
         try:
             return bool(probe()) if probe is not None else False
         except Exception as exc:
-            log.warning("health probe of %s failed: %r", monitored.name, exc)
-            return False
+            return _probe_failed(monitored, exc)
 
     @staticmethod
-    async def _probe_async(monitored: Monitored) -> bool:
+    async def _probe_async(monitored: Monitored) -> bool | RedisAuthError:
         try:
             return bool(await monitored.async_probe()())
         except Exception as exc:
-            log.warning("health probe of %s failed: %r", monitored.name, exc)
-            return False
+            return _probe_failed(monitored, exc)
 
     # -- running on an interval ----------------------------------------------------------------
 

@@ -50,7 +50,7 @@ from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.saver import RedisSaver
 from redis_checkpoint.client import create_async_client
-from redis_checkpoint.errors import ConfigurationError, RedisUnavailableError
+from redis_checkpoint.errors import ConfigurationError, RedisAuthError, RedisUnavailableError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.health import HealthMonitor, HealthReport
 from redis_checkpoint.ops.keyspace import keyspace_plan
@@ -219,8 +219,9 @@ class ManagementAPI:
                 return await handler(request)
             except BadRequest as exc:
                 return _error(400, str(exc))
-            except RedisUnavailableError as exc:
-                # Cross-thread operations need Redis; the message names no password.
+            except (RedisUnavailableError, RedisAuthError) as exc:
+                # Cross-thread operations need Redis (and its consent); the message names the
+                # cause, never a password.
                 return _error(503, str(exc))
 
         endpoint.__name__ = spec.handler
@@ -315,7 +316,10 @@ class ManagementAPI:
                 for c in report.components
             ],
         }
-        return JSONResponse(body, status_code=503 if report.status == "down" else 200)
+        if report.reason is not None:
+            # Public route: the cause, not the message (it names hosts and users).
+            body["reason"] = report.reason
+        return JSONResponse(body, status_code=200 if report.up else 503)
 
     async def stats(self, request: Request) -> Response:
         report = await self._report()
@@ -325,7 +329,7 @@ class ManagementAPI:
                 entry = by_type.setdefault(cache_type, {})
                 entry["fallback_bytes"] = entry.get("fallback_bytes", 0) + size
         keyspace: dict[str, Any] | None = None
-        if report.status != "down" and self.keyspace_sample:
+        if report.up and self.keyspace_sample:
             sample = await run_async(self._redis_client(), self._keyspace_plan())
             keyspace = sample.as_dict()
             for cache_type, entry in sample.by_type.items():

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from redis_checkpoint.client import access_error, describe_client
 from redis_checkpoint.web.entry import StoredResponse, VaryMarker
 
 __all__ = ["Invalidations", "NearCache"]
@@ -118,6 +119,7 @@ class Invalidations:
         near = self.near
         assert near is not None
         delay = 0.05
+        refused = False  # said once: retrying every few seconds must not flood the log
         while True:
             pubsub = client.pubsub()
             try:
@@ -133,7 +135,12 @@ class Invalidations:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if self.listening:
+                denied = access_error(exc, describe_client(client))
+                if denied is not None and not refused:
+                    # Not an outage, and not heard otherwise: the near cache just stays off.
+                    log.error("near cache off until pub/sub is allowed: %s", denied)
+                    refused = True
+                elif self.listening:
                     log.warning("near-cache invalidations unsubscribed (%r); retrying", exc)
             finally:
                 self.listening = False
