@@ -396,6 +396,77 @@ def test_the_saver_does_not_start_on_memory(secured: RedisServer, urls: dict[str
     assert_refused(exc, "wrong_password", "wrong password", secured.port)
 
 
+def test_the_saver_names_a_user_without_scripts_or_outside_its_keys(
+    secured: RedisServer, urls: dict[str, str]
+) -> None:
+    from tests.test_fallback import build, turn
+
+    for name in ("noscript", "fenced"):
+        with RedisSaver.from_conn_string(urls[name], key_prefix=unique("ns")) as saver:
+            graph = build().compile(checkpointer=saver)
+            for _ in range(saver.breaker.failure_threshold + 2):
+                with pytest.raises(RedisAuthError) as exc:
+                    turn(graph, "t", "hello")
+                assert_refused(exc, "no_permission", "permission denied", secured.port)
+                assert_saver_refused(saver, exc)
+
+
+def assert_saver_refused(saver: Any, exc: pytest.ExceptionInfo[RedisAuthError]) -> None:
+    assert saver.breaker_state == "closed" and saver.breaker.failures == 0
+    assert saver.memory is not None and saver.memory.pending == 0
+    assert saver._router.fallback_calls == 0
+    assert_no_secret(str(exc.value), repr(exc.value))
+
+
+def test_a_rotated_password_stops_the_saver_with_a_clear_error(
+    secured: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The saver's user gets a new password and its connections are killed: the saver's
+    reconnection is refused, and every turn says so instead of going on in memory."""
+    from tests.test_fallback import build, turn
+
+    admin = secured.client()
+    admin.execute_command("ACL", "SETUSER", "rotated", "on", ">old-pw-1", "~*", "&*", "+@all")
+    rotated = url(secured, "rotated", "old-pw-1")
+    with (
+        caplog.at_level(logging.DEBUG),
+        RedisSaver.from_conn_string(rotated, key_prefix=unique("rot")) as saver,
+    ):
+        graph = build().compile(checkpointer=saver)
+        turn(graph, "t", "before")
+        admin.execute_command("ACL", "SETUSER", "rotated", "resetpass", ">new-pw-2")
+        admin.execute_command("CLIENT", "KILL", "USER", "rotated")
+        for _ in range(saver.breaker.failure_threshold + 2):
+            with pytest.raises(RedisAuthError) as exc:
+                turn(graph, "t", "during")
+            assert_refused(exc, "wrong_password", "wrong password", secured.port)
+            assert_saver_refused(saver, exc)
+    assert "old-pw-1" not in log_text(caplog) and "new-pw-2" not in log_text(caplog)
+    admin.close()
+
+
+async def test_a_revoked_permission_stops_the_async_saver(secured: RedisServer) -> None:
+    from redis_checkpoint import AsyncRedisSaver
+    from tests.test_fallback import build, cfg
+
+    admin = secured.client()
+    admin.execute_command("ACL", "SETUSER", "revoked", "on", ">rev-pw-3", "~*", "&*", "+@all")
+    revoked = url(secured, "revoked", "rev-pw-3")
+    async with AsyncRedisSaver.from_conn_string(revoked, key_prefix=unique("rev")) as saver:
+        graph = build().compile(checkpointer=saver)
+        await graph.ainvoke({"messages": [("user", "before")]}, cfg("t"))
+        admin.execute_command("ACL", "SETUSER", "revoked", "-evalsha", "-eval")
+        for _ in range(saver.breaker.failure_threshold + 2):
+            with pytest.raises(RedisAuthError) as exc:
+                await graph.ainvoke({"messages": [("user", "during")]}, cfg("t"))
+            assert_refused(exc, "no_permission", "may not run this command", secured.port)
+            assert_saver_refused(saver, exc)
+        admin.execute_command("ACL", "SETUSER", "revoked", "+evalsha", "+eval")
+        state = await graph.ainvoke({"messages": [("user", "after")]}, cfg("t"))
+        assert [m.content for m in state["messages"]][::2] == ["before", "after"]
+    admin.close()
+
+
 # -- the cache engine and its faces ----------------------------------------------------------
 
 

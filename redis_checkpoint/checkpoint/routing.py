@@ -27,7 +27,7 @@ from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, SaverCore
 from redis_checkpoint.checkpoint.journal import Delta
 from redis_checkpoint.checkpoint.memory import BUSY, MemoryTier
-from redis_checkpoint.client import is_unavailable_error
+from redis_checkpoint.client import access_error, is_unavailable_error
 from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
 from redis_checkpoint.metrics import Metrics
 
@@ -236,7 +236,7 @@ class Router:
                     if errors:
                         if is_unavailable_error(errors[0]):
                             return self.in_memory(call, errors[0])
-                        raise errors[0]
+                        raise self.refusal(errors[0])
         for attempt in (0, 1):
             result = (yield from self._send_calls([(call, shard)]))[0]
             if isinstance(result, (MovedError, AskError)) and attempt == 0:
@@ -248,7 +248,7 @@ class Router:
         if isinstance(result, Exception):
             if self.failed(shard, result):
                 return self.in_memory(call, result)
-            raise result
+            raise self.refusal(result)
         self.succeeded(shard, call, result)
         if memory is not None and memory.dirty and not self._flushing:
             yield from self.write_back(limit=WRITE_BACK_CHUNK)
@@ -369,7 +369,8 @@ class Router:
         answered = True
         for shard, result in zip(shards, results, strict=True):
             if isinstance(result, Exception):
-                self.failed(shard, result)
+                if not self.failed(shard, result):
+                    raise self.refusal(result)
                 answered = False
             elif shard.breaker.state != "closed":
                 self.succeeded(shard, None, result)
@@ -415,6 +416,15 @@ class Router:
             self.memory.shard_failed(shard.name)
         self._publish()
         return True
+
+    def refusal(self, exc: Exception) -> Exception:
+        """What to raise for an error that is not an outage: Redis refusing the password or the
+        ACL as a RedisAuthError naming the cause, anything else as it is."""
+        denied = access_error(exc, self.url)
+        if denied is None or denied is exc:
+            return exc
+        denied.__cause__ = exc
+        return denied
 
     def in_memory(self, call: Call, cause: BaseException | None = None) -> list[Any]:
         if self.memory is None or call.kind == "admin":

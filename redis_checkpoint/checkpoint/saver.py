@@ -99,7 +99,10 @@ class RedisSaver(RedisSaverBase):
                 self._check_policy(self.client.config_get("maxmemory-policy"))
         except Exception as exc:
             if not (is_unavailable_error(exc) and self.memory is not None):
-                raise
+                denied = self._router.refusal(exc)
+                if denied is exc:
+                    raise
+                raise denied from exc
             self._router.failed(self._router.default, exc)
             return
         if self.memory is not None and self.memory.owes:
