@@ -2,7 +2,8 @@
 """Failover drills: LangGraph conversations on the saver while a primary or the app is killed.
 
     python benchmarks/failover_drills.py [cluster] [sentinel] [app-kill] [--conversations N]
-                                         [--turns N] [--think S] [--kill-at F] [--wait N]
+                                         [--turns N] [--think S] [--kill-at F]
+                                         [--after-failover N] [--wait N]
 
 Every server is a private redis-server started here on loopback (a 3+3 Redis Cluster, a
 primary with a replica and three Sentinels, an AOF-backed server), never another Redis.
@@ -10,7 +11,8 @@ primary with a replica and three Sentinels, an AOF-backed server), never another
 - ``cluster``: ``--conversations`` concurrent conversations of ``--turns`` turns each on
   AsyncRedisSaver (``redis+cluster://``); once ``--kill-at`` (a fraction) of all turns are
   acknowledged, one primary gets SIGKILL and its replica takes over. The conversations go on
-  through the failover; the saver is closed once it is over.
+  through the failover, and each one's last ``--after-failover`` turns wait until it is over;
+  the saver is closed after that.
 - ``sentinel``: the same on ``redis+sentinel://``; the primary gets SIGKILL and Sentinel promotes
   the replica.
 - ``app-kill``: the application runs in a child process with ``fallback_journal``; Redis gets
@@ -144,8 +146,11 @@ async def converse(
     acked: dict[str, list[int]],
     result: DrillResult,
     on_turn: Callable[[], None],
+    gate: tuple[int, asyncio.Event],
 ) -> None:
     for turn in range(turns):
+        if turn == gate[0]:
+            await gate[1].wait()  # the last turns come after the failover
         start = time.perf_counter()
         try:
             await graph.ainvoke({"messages": [HumanMessage(text(thread_id, turn))]}, cfg(thread_id))
@@ -199,16 +204,21 @@ async def run_conversations(
     turns: int,
     think: float,
     kill_at: float,
+    after_failover: int,
     wait_replicas: int,
 ) -> AsyncRedisSaver:
     """The conversations, with the fault injected once ``kill_at`` of all turns are
-    acknowledged. The saver is closed (writing back what the tier holds) only once the
-    failover is over, as a long-running application would see it."""
+    acknowledged; each conversation's last ``after_failover`` turns wait until the failover
+    is over. The saver is closed (writing back what the tier holds) after that, as a
+    long-running application would see it."""
     threads = [f"conv-{i}" for i in range(conversations)]
     result.acked = {t: [] for t in threads}
     settings = Settings(url=url, **TIMEOUTS)
-    kill_now = asyncio.Event()
-    threshold = max(1, int(kill_at * conversations * turns))
+    kill_now, failed_over = asyncio.Event(), asyncio.Event()
+    gate = max(0, turns - after_failover)
+    threshold = min(int(kill_at * conversations * turns), gate * conversations)
+    if threshold <= 0:
+        kill_now.set()
     done = 0
 
     def on_turn() -> None:
@@ -227,6 +237,7 @@ async def run_conversations(
         progress(f"{result.name}: SIGKILL {victim} after {done} turns")
         await asyncio.to_thread(fault.wait_failover)
         result.failover_s = time.monotonic() - killed_at
+        failed_over.set()
         progress(f"{result.name}: failover done after {result.failover_s:.1f} s")
 
     async with AsyncRedisSaver.from_conn_string(
@@ -236,9 +247,11 @@ async def run_conversations(
         graph = build_graph(saver)
         injector = asyncio.ensure_future(inject())
         await asyncio.gather(
-            *(converse(graph, t, turns, think, result.acked, result, on_turn) for t in threads)
+            *(
+                converse(graph, t, turns, think, result.acked, result, on_turn, (gate, failed_over))
+                for t in threads
+            )
         )
-        kill_now.set()  # a run too short to reach kill_at still gets its fault
         await injector
         result.owed_before_close = saver.memory.pending if saver.memory else 0
         progress(f"{result.name}: conversations done; closing the saver (writes back the rest)")
@@ -256,6 +269,7 @@ def drill(
     turns: int,
     think: float,
     kill_at: float,
+    after_failover: int,
     wait_replicas: int,
 ) -> AsyncRedisSaver:
     """What the cluster and Sentinel drills share: converse through the fault, then count the
@@ -271,6 +285,7 @@ def drill(
             turns=turns,
             think=think,
             kill_at=kill_at,
+            after_failover=after_failover,
             wait_replicas=wait_replicas,
         )
     )
@@ -304,8 +319,10 @@ def cluster_drill(
     turns: int = 30,
     think: float = 0.1,
     kill_at: float = 0.3,
+    after_failover: int = 2,
     wait_replicas: int = 0,
     node_timeout_ms: int = 1000,
+    binary: str | None = None,
 ) -> DrillResult:
     result = DrillResult(f"cluster 3+3, kill -9 a primary, wait_replicas={wait_replicas}")
     prefix = f"drill-cluster-{wait_replicas}"
@@ -314,6 +331,7 @@ def cluster_drill(
         replicas=1,
         node_timeout_ms=node_timeout_ms,
         args=["--cluster-require-full-coverage", "no"],
+        binary=binary,
     ) as cluster:
         victim = cluster.primaries()[0]
         promoted: list[RedisServer] = []
@@ -337,6 +355,7 @@ def cluster_drill(
             turns=turns,
             think=think,
             kill_at=kill_at,
+            after_failover=after_failover,
             wait_replicas=wait_replicas,
         )
         new = promoted[0]
@@ -361,14 +380,16 @@ def sentinel_drill(
     turns: int = 30,
     think: float = 0.1,
     kill_at: float = 0.3,
+    after_failover: int = 2,
     wait_replicas: int = 0,
     down_after_ms: int = 1000,
+    binary: str | None = None,
 ) -> DrillResult:
     result = DrillResult(f"Sentinel, kill -9 the primary, wait_replicas={wait_replicas}")
     prefix = f"drill-sentinel-{wait_replicas}"
     progress(f"{result.name}: starting a primary, a replica and 3 sentinels")
     with RedisSentinelGroup(
-        replicas=1, down_after_ms=down_after_ms, failover_timeout_ms=5000
+        replicas=1, down_after_ms=down_after_ms, failover_timeout_ms=5000, binary=binary
     ) as group:
         killed: list[RedisServer] = []
 
@@ -388,6 +409,7 @@ def sentinel_drill(
             turns=turns,
             think=think,
             kill_at=kill_at,
+            after_failover=after_failover,
             wait_replicas=wait_replicas,
         )
         result.on_victim = set(result.acked)  # one primary holds every thread
@@ -504,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--think", type=float, default=0.1)
     parser.add_argument("--kill-at", type=float, default=0.3)
+    parser.add_argument("--after-failover", type=int, default=2)
     parser.add_argument("--wait", type=int, action="append")
     parser.add_argument("--role", choices=["app", "recover"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -517,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     waits = args.wait or [0, 1]
     shape = dict(conversations=args.conversations, turns=args.turns, think=args.think,
-                 kill_at=args.kill_at)  # fmt: skip
+                 kill_at=args.kill_at, after_failover=args.after_failover)  # fmt: skip
     results = []
     for name in args.drills:
         if name == "cluster":
