@@ -105,6 +105,8 @@ class DrillResult:
     map_refreshed: bool = True
     turns_before_kill: int = 0
     failover_s: float | None = None
+    killed_at: float = 0.0  # perf_counter
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) per turn
     turns_after_failover: int = 0
     owed_before_close: int = 0
     owed_after_close: int = 0
@@ -157,7 +159,9 @@ async def converse(
         except Exception as exc:  # what the drill counts: an error a caller saw
             result.errors.append(f"{thread_id} turn {turn}: {exc!r}")
             continue
-        result.latencies_ms.append((time.perf_counter() - start) * 1000)
+        end = time.perf_counter()
+        result.latencies_ms.append((end - start) * 1000)
+        result.spans.append((start, end))
         acked[thread_id].append(turn)
         on_turn()
         await asyncio.sleep(think)
@@ -232,11 +236,11 @@ async def run_conversations(
     async def inject() -> None:
         await kill_now.wait()
         victim = await asyncio.to_thread(fault.kill)
-        killed_at = time.monotonic()
+        result.killed_at = killed_at = time.perf_counter()
         result.turns_before_kill = done
         progress(f"{result.name}: SIGKILL {victim} after {done} turns")
         await asyncio.to_thread(fault.wait_failover)
-        result.failover_s = time.monotonic() - killed_at
+        result.failover_s = time.perf_counter() - killed_at
         failed_over.set()
         progress(f"{result.name}: failover done after {result.failover_s:.1f} s")
 
@@ -295,12 +299,28 @@ def drill(
     facts["killed after"] = f"{result.turns_before_kill} turns"
     facts["failover took"] = f"{result.failover_s:.1f} s" if result.failover_s else "-"
     facts["turns after failover"] = result.turns_after_failover
+    facts["p50/p99 ms"] = phases(result)
     facts["threads served from memory"] = len(result.in_memory)
     facts["write-backs"] = saver.write_backs
     facts["most write-backs of one thread"] = max(result.write_backs.values(), default=0)
     facts["owed at close"] = result.owed_before_close
     facts["owed after close"] = result.owed_after_close
     return saver
+
+
+def phases(result: DrillResult) -> str:
+    """Turn latency split at the kill and at the failover's end (a turn that overlaps the
+    failover counts for it): what the outage costs, apart from the load's own latency."""
+    killed = result.killed_at
+    over = killed + (result.failover_s or 0.0)
+    split: dict[str, list[float]] = {"before": [], "failover": [], "after": []}
+    for (start, end), ms in zip(result.spans, result.latencies_ms, strict=True):
+        phase = "before" if end < killed else "after" if start > over else "failover"
+        split[phase].append(ms)
+    return ", ".join(
+        f"{name} {percentile(v, 0.5):.0f}/{percentile(v, 0.99):.0f}" if v else f"{name} -"
+        for name, v in split.items()
+    )
 
 
 def summarize(result: DrillResult) -> DrillResult:
@@ -558,8 +578,10 @@ def main(argv: list[str] | None = None) -> int:
         f"processes (loopback, 2 shared cores): {args.conversations} concurrent conversations x "
         f"{args.turns} turns for the cluster and Sentinel drills (a turn: a LangGraph graph "
         f"call, {args.think} s of think time between turns), the primary killed once "
-        f"{args.kill_at:.0%} of the turns were acknowledged. 'turns lost' counts acknowledged "
-        "turns a fresh saver does not find in Redis afterwards.\n\n"
+        f"{args.kill_at:.0%} of the turns were acknowledged, each conversation's last "
+        f"{args.after_failover} turns after the failover. 'turns lost' counts acknowledged "
+        "turns a fresh saver does not find in Redis afterwards; 'threads served from memory' "
+        "are those the saver answered from its in-memory tier at least once.\n\n"
         + table(HEADERS, [r.row() for r in results])
         + "\n"
     )
