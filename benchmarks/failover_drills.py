@@ -2,14 +2,17 @@
 """Failover drills: LangGraph conversations on the saver while a primary or the app is killed.
 
     python benchmarks/failover_drills.py [cluster] [sentinel] [app-kill] [--conversations N]
-                                         [--turns N] [--think S] [--kill-after S] [--wait N]
+                                         [--turns N] [--think S] [--kill-at F]
+                                         [--after-failover N] [--wait N]
 
 Every server is a private redis-server started here on loopback (a 3+3 Redis Cluster, a
 primary with a replica and three Sentinels, an AOF-backed server), never another Redis.
 
 - ``cluster``: ``--conversations`` concurrent conversations of ``--turns`` turns each on
-  AsyncRedisSaver (``redis+cluster://``); after ``--kill-after`` seconds one primary gets SIGKILL
-  and its replica takes over.
+  AsyncRedisSaver (``redis+cluster://``); once ``--kill-at`` (a fraction) of all turns are
+  acknowledged, one primary gets SIGKILL and its replica takes over. The conversations go on
+  through the failover, and each one's last ``--after-failover`` turns wait until it is over;
+  the saver is closed after that.
 - ``sentinel``: the same on ``redis+sentinel://``; the primary gets SIGKILL and Sentinel promotes
   the replica.
 - ``app-kill``: the application runs in a child process with ``fallback_journal``; Redis gets
@@ -34,7 +37,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,6 +97,19 @@ class DrillResult:
     errors: list[str] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    acked: dict[str, list[int]] = field(default_factory=dict)
+    # The cluster and Sentinel drills: what the saver did around the failover.
+    in_memory: set[str] = field(default_factory=set)  # threads served from memory
+    on_victim: set[str] = field(default_factory=set)  # threads whose slots the victim served
+    write_backs: Counter[str] = field(default_factory=Counter)  # per thread
+    map_refreshed: bool = True
+    turns_before_kill: int = 0
+    failover_s: float | None = None
+    killed_at: float = 0.0  # perf_counter
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) per turn
+    turns_after_failover: int = 0
+    owed_before_close: int = 0
+    owed_after_close: int = 0
 
     def row(self) -> list[str]:
         lat = self.latencies_ms or [0.0]
@@ -130,79 +147,185 @@ async def converse(
     think: float,
     acked: dict[str, list[int]],
     result: DrillResult,
+    on_turn: Callable[[], None],
+    gate: tuple[int, asyncio.Event],
 ) -> None:
     for turn in range(turns):
+        if turn == gate[0]:
+            await gate[1].wait()  # the last turns come after the failover
         start = time.perf_counter()
         try:
             await graph.ainvoke({"messages": [HumanMessage(text(thread_id, turn))]}, cfg(thread_id))
         except Exception as exc:  # what the drill counts: an error a caller saw
             result.errors.append(f"{thread_id} turn {turn}: {exc!r}")
             continue
-        result.latencies_ms.append((time.perf_counter() - start) * 1000)
+        end = time.perf_counter()
+        result.latencies_ms.append((end - start) * 1000)
+        result.spans.append((start, end))
         acked[thread_id].append(turn)
+        on_turn()
         await asyncio.sleep(think)
 
 
-def watch_memory(saver: AsyncRedisSaver) -> set[str]:
-    """The threads whose calls the saver served from memory (the router's hand-off, observed)."""
-    seen: set[str] = set()
+def watch_memory(saver: AsyncRedisSaver, result: DrillResult) -> None:
+    """Observe the router's hand-offs: the threads whose calls it served from memory, and the
+    threads the tier wrote back (how many times each)."""
     router = saver._router
-    real = router.in_memory
+    memory = saver.memory
+    assert memory is not None
+    real_in_memory, real_written_back = router.in_memory, memory.written_back
 
     def in_memory(call: Any, cause: BaseException | None = None) -> list[Any]:
         if call.thread_id is not None:
-            seen.add(call.thread_id)
-        return real(call, cause)
+            result.in_memory.add(call.thread_id)
+        return real_in_memory(call, cause)
+
+    def written_back(thread_id: str, ok: bool) -> None:
+        if ok:
+            result.write_backs[thread_id] += 1
+        real_written_back(thread_id, ok)
 
     router.in_memory = in_memory  # type: ignore[method-assign]
-    return seen
+    memory.written_back = written_back  # type: ignore[method-assign]
+
+
+@dataclass
+class Fault:
+    """How a drill breaks its servers: ``kill`` (blocking) SIGKILLs the primary and returns a
+    description of it; ``wait_failover`` (blocking) returns once a replica has taken over."""
+
+    kill: Callable[[], str]
+    wait_failover: Callable[[], None]
 
 
 async def run_conversations(
     url: str,
     prefix: str,
     result: DrillResult,
+    fault: Fault,
     *,
     conversations: int,
     turns: int,
     think: float,
-    kill_after: float,
-    fault: Callable[[], Awaitable[None]],
+    kill_at: float,
+    after_failover: int,
     wait_replicas: int,
-    on_saver: Callable[[AsyncRedisSaver, list[str]], None] | None = None,
-) -> dict[str, list[int]]:
+) -> AsyncRedisSaver:
+    """The conversations, with the fault injected once ``kill_at`` of all turns are
+    acknowledged; each conversation's last ``after_failover`` turns wait until the failover
+    is over. The saver is closed (writing back what the tier holds) after that, as a
+    long-running application would see it."""
     threads = [f"conv-{i}" for i in range(conversations)]
-    acked: dict[str, list[int]] = {t: [] for t in threads}
+    result.acked = {t: [] for t in threads}
     settings = Settings(url=url, **TIMEOUTS)
+    kill_now, failed_over = asyncio.Event(), asyncio.Event()
+    gate = max(0, turns - after_failover)
+    threshold = min(int(kill_at * conversations * turns), gate * conversations)
+    if threshold <= 0:
+        kill_now.set()
+    done = 0
+
+    def on_turn() -> None:
+        nonlocal done
+        done += 1
+        if done >= threshold:
+            kill_now.set()
+        if result.failover_s is not None:
+            result.turns_after_failover += 1
+
+    async def inject() -> None:
+        await kill_now.wait()
+        victim = await asyncio.to_thread(fault.kill)
+        result.killed_at = killed_at = time.perf_counter()
+        result.turns_before_kill = done
+        progress(f"{result.name}: SIGKILL {victim} after {done} turns")
+        await asyncio.to_thread(fault.wait_failover)
+        result.failover_s = time.perf_counter() - killed_at
+        failed_over.set()
+        progress(f"{result.name}: failover done after {result.failover_s:.1f} s")
+
     async with AsyncRedisSaver.from_conn_string(
         settings=settings, key_prefix=prefix, wait_replicas=wait_replicas, wait_timeout=0.2
     ) as saver:
-        if on_saver is not None:
-            on_saver(saver, threads)
-        in_memory = watch_memory(saver)
+        watch_memory(saver, result)
         graph = build_graph(saver)
-        talks = asyncio.gather(*(converse(graph, t, turns, think, acked, result) for t in threads))
-        await asyncio.sleep(kill_after)
-        await fault()
-        await talks
+        injector = asyncio.ensure_future(inject())
+        await asyncio.gather(
+            *(
+                converse(graph, t, turns, think, result.acked, result, on_turn, (gate, failed_over))
+                for t in threads
+            )
+        )
+        await injector
+        result.owed_before_close = saver.memory.pending if saver.memory else 0
         progress(f"{result.name}: conversations done; closing the saver (writes back the rest)")
-    router = saver._router
-    result.facts["threads served from memory"] = len(in_memory)
-    result.facts["write-backs"] = router.write_backs
-    result.facts["write-backs per thread"] = (
-        f"{router.write_backs / len(in_memory):.2f}" if in_memory else "-"
+    result.owed_after_close = saver.memory.pending if saver.memory else 0
+    return saver
+
+
+def drill(
+    result: DrillResult,
+    url: str,
+    prefix: str,
+    fault: Fault,
+    *,
+    conversations: int,
+    turns: int,
+    think: float,
+    kill_at: float,
+    after_failover: int,
+    wait_replicas: int,
+) -> AsyncRedisSaver:
+    """What the cluster and Sentinel drills share: converse through the fault, then count the
+    acknowledged turns a fresh saver does not find."""
+    result.conversations = conversations
+    saver = asyncio.run(
+        run_conversations(
+            url,
+            prefix,
+            result,
+            fault,
+            conversations=conversations,
+            turns=turns,
+            think=think,
+            kill_at=kill_at,
+            after_failover=after_failover,
+            wait_replicas=wait_replicas,
+        )
     )
-    result.facts["owed after close"] = saver.memory.pending if saver.memory else 0
-    result.facts["_in_memory"] = in_memory
-    return acked
+    result.acknowledged = sum(len(t) for t in result.acked.values())
+    result.lost = missing_turns(url, prefix, result.acked)
+    facts = result.facts
+    facts["killed after"] = f"{result.turns_before_kill} turns"
+    facts["failover took"] = f"{result.failover_s:.1f} s" if result.failover_s else "-"
+    facts["turns after failover"] = result.turns_after_failover
+    facts["p50/p99 ms"] = phases(result)
+    facts["threads served from memory"] = len(result.in_memory)
+    facts["write-backs"] = saver.write_backs
+    facts["most write-backs of one thread"] = max(result.write_backs.values(), default=0)
+    facts["owed at close"] = result.owed_before_close
+    facts["owed after close"] = result.owed_after_close
+    return saver
 
 
-def summarize(result: DrillResult, acked: dict[str, list[int]], lost: int) -> DrillResult:
-    result.acknowledged = sum(len(t) for t in acked.values())
-    result.lost = lost
-    result.facts.pop("_in_memory", None)
+def phases(result: DrillResult) -> str:
+    """Turn latency split at the kill and at the failover's end (a turn that overlaps the
+    failover counts for it): what the outage costs, apart from the load's own latency."""
+    killed = result.killed_at
+    over = killed + (result.failover_s or 0.0)
+    split: dict[str, list[float]] = {"before": [], "failover": [], "after": []}
+    for (start, end), ms in zip(result.spans, result.latencies_ms, strict=True):
+        phase = "before" if end < killed else "after" if start > over else "failover"
+        split[phase].append(ms)
+    return ", ".join(
+        f"{name} {percentile(v, 0.5):.0f}/{percentile(v, 0.99):.0f}" if v else f"{name} -"
+        for name, v in split.items()
+    )
+
+
+def summarize(result: DrillResult) -> DrillResult:
     progress(
-        f"{result.name}: {len(result.errors)} errors, {lost} of {result.acknowledged} "
+        f"{result.name}: {len(result.errors)} errors, {result.lost} of {result.acknowledged} "
         "acknowledged turns lost"
     )
     return result
@@ -215,107 +338,102 @@ def cluster_drill(
     conversations: int = 50,
     turns: int = 30,
     think: float = 0.1,
-    kill_after: float = 3.0,
+    kill_at: float = 0.3,
+    after_failover: int = 2,
     wait_replicas: int = 0,
     node_timeout_ms: int = 1000,
+    binary: str | None = None,
 ) -> DrillResult:
     result = DrillResult(f"cluster 3+3, kill -9 a primary, wait_replicas={wait_replicas}")
-    result.conversations = conversations
     prefix = f"drill-cluster-{wait_replicas}"
     progress(f"{result.name}: starting a 3+3 cluster")
     with RedisClusterServers(
         replicas=1,
         node_timeout_ms=node_timeout_ms,
         args=["--cluster-require-full-coverage", "no"],
+        binary=binary,
     ) as cluster:
-        on_victim: set[str] = set()
         victim = cluster.primaries()[0]
-        failover: dict[str, float] = {}
+        promoted: list[RedisServer] = []
 
-        def note_threads(saver: AsyncRedisSaver, threads: list[str]) -> None:
-            for thread_id in threads:
-                key = saver.core.keys(thread_id).idx
-                if cluster.primary_for_key(key).port == victim.port:
-                    on_victim.add(thread_id)
+        def kill() -> str:
+            cluster.kill(victim)
+            return f"cluster primary {victim.port}"
 
-        async def fault() -> None:
-            progress(f"{result.name}: SIGKILL primary {victim.port}")
-            killed_at = time.monotonic()
-            await asyncio.to_thread(cluster.kill, victim)
+        def wait_failover() -> None:
+            promoted.append(cluster.wait_failover(victim))
 
-            def wait() -> None:
-                promoted = cluster.wait_failover(victim)
-                failover["s"] = time.monotonic() - killed_at
-                failover["port"] = promoted.port
-
-            threading.Thread(target=wait, daemon=True).start()
-
-        acked = asyncio.run(
-            run_conversations(
-                cluster.url,
-                prefix,
-                result,
-                conversations=conversations,
-                turns=turns,
-                think=think,
-                kill_after=kill_after,
-                fault=fault,
-                wait_replicas=wait_replicas,
-                on_saver=note_threads,
-            )
+        # Every node as a startup node, as a deployment lists them: the fresh saver that counts
+        # the lost turns afterwards must not depend on the killed one.
+        url = "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in cluster.ports)
+        saver = drill(
+            result,
+            url,
+            prefix,
+            Fault(kill, wait_failover),
+            conversations=conversations,
+            turns=turns,
+            think=think,
+            kill_at=kill_at,
+            after_failover=after_failover,
+            wait_replicas=wait_replicas,
         )
-        in_memory = result.facts["_in_memory"]
-        result.facts["threads on the killed primary"] = len(on_victim)
-        result.facts["others served from memory"] = len(in_memory - on_victim)
-        if "s" in failover:
-            result.facts["failover took"] = f"{failover['s']:.1f} s"
-        lost = missing_turns(cluster.url, prefix, acked)
-    return summarize(result, acked, lost)
+        new = promoted[0]
+        for thread_id in result.acked:
+            key = saver.core.keys(thread_id).idx
+            if cluster.primary_for_key(key).port == new.port:
+                result.on_victim.add(thread_id)
+        # The saver's slot map after the failover: the victim's threads on the promoted node.
+        assert saver._router.locate is not None
+        result.map_refreshed = all(
+            saver._router.locate(saver.core.keys(t).idx).endswith(f":{new.port}")
+            for t in result.on_victim
+        )
+        result.facts["threads on the killed primary"] = len(result.on_victim)
+        result.facts["others served from memory"] = len(result.in_memory - result.on_victim)
+        result.facts["slot map refreshed"] = "yes" if result.map_refreshed else "NO"
+    return summarize(result)
 
 
 def sentinel_drill(
     conversations: int = 50,
     turns: int = 30,
     think: float = 0.1,
-    kill_after: float = 3.0,
+    kill_at: float = 0.3,
+    after_failover: int = 2,
     wait_replicas: int = 0,
+    down_after_ms: int = 1000,
+    binary: str | None = None,
 ) -> DrillResult:
     result = DrillResult(f"Sentinel, kill -9 the primary, wait_replicas={wait_replicas}")
-    result.conversations = conversations
     prefix = f"drill-sentinel-{wait_replicas}"
     progress(f"{result.name}: starting a primary, a replica and 3 sentinels")
-    with RedisSentinelGroup(replicas=1, down_after_ms=1000, failover_timeout_ms=5000) as group:
-        failover: dict[str, float] = {}
+    with RedisSentinelGroup(
+        replicas=1, down_after_ms=down_after_ms, failover_timeout_ms=5000, binary=binary
+    ) as group:
+        killed: list[RedisServer] = []
 
-        async def fault() -> None:
-            killed_at = time.monotonic()
-            old = await asyncio.to_thread(group.kill_primary)
-            progress(f"{result.name}: SIGKILL primary {old.port}")
+        def kill() -> str:
+            killed.append(group.kill_primary())
+            return f"primary {killed[0].port}"
 
-            def wait() -> None:
-                group.wait_failover(old)
-                failover["s"] = time.monotonic() - killed_at
+        def wait_failover() -> None:
+            group.wait_failover(killed[0])
 
-            threading.Thread(target=wait, daemon=True).start()
-
-        acked = asyncio.run(
-            run_conversations(
-                group.url,
-                prefix,
-                result,
-                conversations=conversations,
-                turns=turns,
-                think=think,
-                kill_after=kill_after,
-                fault=fault,
-                wait_replicas=wait_replicas,
-            )
+        drill(
+            result,
+            group.url,
+            prefix,
+            Fault(kill, wait_failover),
+            conversations=conversations,
+            turns=turns,
+            think=think,
+            kill_at=kill_at,
+            after_failover=after_failover,
+            wait_replicas=wait_replicas,
         )
-        result.facts.pop("_in_memory", None)
-        if "s" in failover:
-            result.facts["failover took"] = f"{failover['s']:.1f} s"
-        lost = missing_turns(group.url, prefix, acked)
-    return summarize(result, acked, lost)
+        result.on_victim = set(result.acked)  # one primary holds every thread
+    return summarize(result)
 
 
 def app_kill_drill(
@@ -373,7 +491,9 @@ def app_kill_drill(
         result.facts["journal segments left by the killed app"] = owed
         result.facts["recovery"] = recover.stdout.strip() or "-"
         lost = missing_turns(server.url, "drill-app", acked)
-    return summarize(result, acked, lost)
+    result.acknowledged = sum(len(t) for t in acked.values())
+    result.lost = lost
+    return summarize(result)
 
 
 async def app_role(url: str, journal: str, conversations: int, think: float) -> None:
@@ -425,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conversations", type=int, default=50)
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--think", type=float, default=0.1)
-    parser.add_argument("--kill-after", type=float, default=3.0)
+    parser.add_argument("--kill-at", type=float, default=0.3)
+    parser.add_argument("--after-failover", type=int, default=2)
     parser.add_argument("--wait", type=int, action="append")
     parser.add_argument("--role", choices=["app", "recover"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -439,26 +560,30 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     waits = args.wait or [0, 1]
     shape = dict(conversations=args.conversations, turns=args.turns, think=args.think,
-                 kill_after=args.kill_after)  # fmt: skip
+                 kill_at=args.kill_at, after_failover=args.after_failover)  # fmt: skip
     results = []
-    for drill in args.drills:
-        if drill == "cluster":
+    for name in args.drills:
+        if name == "cluster":
             results += [cluster_drill(**shape, wait_replicas=w) for w in waits]
-        elif drill == "sentinel":
+        elif name == "sentinel":
             results += [sentinel_drill(**shape, wait_replicas=w) for w in waits]
-        elif drill == "app-kill":
+        elif name == "app-kill":
             results.append(app_kill_drill(conversations=min(args.conversations, 20)))
         else:
-            parser.error(f"unknown drill {drill!r}")
+            parser.error(f"unknown drill {name!r}")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     command = "python benchmarks/failover_drills.py " + " ".join(argv or sys.argv[1:])
     report = (
         f"# Failover drills\n\nRun {stamp} by `{command.strip()}` on private redis-server "
         f"processes (loopback, 2 shared cores): {args.conversations} concurrent conversations x "
         f"{args.turns} turns for the cluster and Sentinel drills (a turn: a LangGraph graph "
-        f"call, {args.think} s of think time between turns), the primary killed after "
-        f"{args.kill_after} s. 'turns lost' counts acknowledged turns a fresh saver does not "
-        "find in Redis afterwards.\n\n" + table(HEADERS, [r.row() for r in results]) + "\n"
+        f"call, {args.think} s of think time between turns), the primary killed once "
+        f"{args.kill_at:.0%} of the turns were acknowledged, each conversation's last "
+        f"{args.after_failover} turns after the failover. 'turns lost' counts acknowledged "
+        "turns a fresh saver does not find in Redis afterwards; 'threads served from memory' "
+        "are those the saver answered from its in-memory tier at least once.\n\n"
+        + table(HEADERS, [r.row() for r in results])
+        + "\n"
     )
     print(report)
     payload = {

@@ -196,3 +196,35 @@ def test_wait_rides_on_the_saver_round_trips(redis_server_bin: str) -> None:
                 assert client.info("commandstats").get("cmdstat_wait", {}).get("calls", 0) > 0
         finally:
             replica.close()
+
+
+async def test_a_write_during_its_threads_probe_write_back_waits_for_it(
+    fresh_redis: RedisServer, clock: Clock
+) -> None:
+    """LangGraph sends a thread's writes concurrently. When the breaker's probe is the write
+    that takes the thread's write-back, a second write of that thread must wait for it, not be
+    served from memory: that would owe the thread again and write it back twice."""
+    async with AsyncRedisSaver.from_conn_string(
+        fresh_redis.url, key_prefix="probe", breaker=breaker(clock)
+    ) as saver:
+        graph = build().compile(checkpointer=saver)
+        await graph.ainvoke({"messages": [("user", "before")]}, cfg("p"))
+        await asyncio.to_thread(fresh_redis.kill)
+        await graph.ainvoke({"messages": [("user", "during")]}, cfg("p"))
+        assert saver.memory is not None and saver.memory.pending == 1
+        assert saver.breaker.state == "open"
+        latest = await saver.aget_tuple(cfg("p"))  # from memory
+        assert latest is not None
+        await asyncio.to_thread(fresh_redis.restart)
+        clock.now += 1.5  # the next call is the breaker's probe
+        fallback_calls = saver._router.fallback_calls
+        await asyncio.gather(
+            saver.aput_writes(latest.config, [("messages", "one")], "task-1"),
+            saver.aput_writes(latest.config, [("messages", "two")], "task-2"),
+        )
+        assert saver._router.fallback_calls == fallback_calls  # neither went to memory
+        assert saver.memory.pending == 0 and saver.breaker.state == "closed"
+        assert saver.write_backs == 1
+        stored = await saver.aget_tuple(cfg("p"))
+        assert stored is not None
+        assert sorted(value for _, _, value in stored.pending_writes) == ["one", "two"]

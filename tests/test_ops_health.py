@@ -20,6 +20,7 @@ from redis_checkpoint import (
     Settings,
 )
 from redis_checkpoint.metrics import Metrics
+from redis_checkpoint.ops.health import Monitored
 from redis_checkpoint.testing import RedisClusterServers, RedisServer
 from tests.cache_helpers import unique
 
@@ -165,3 +166,21 @@ async def test_keyspace_sample_covers_every_cluster_primary(
         assert report.status == "ok" and report.keyspace is not None
         by_type = report.keyspace["by_type"]
         assert {t: by_type[t]["keys"] for t in namespaces} == dict.fromkeys(namespaces, 1)
+
+
+@pytest.mark.cluster
+def test_a_cluster_saver_reports_its_worst_primary(redis_cluster: RedisClusterServers) -> None:
+    """Each cluster primary has its own breaker; ``saver.breaker`` is only their template."""
+    with RedisSaver.from_conn_string(redis_cluster.url, key_prefix=unique("hsh")) as saver:
+        for i in range(12):  # threads on every primary
+            saver.put(cfg(f"t{i}"), empty_checkpoint(), {}, {})
+        shards = saver._router.all_shards()
+        assert len(shards) == 3
+        monitored = Monitored(saver)
+        assert monitored.health(False, None).breaker == "closed"
+        breaker = shards[1].breaker
+        while breaker.state != "open":
+            breaker.record_failure()
+        health = monitored.health(False, None)
+        assert saver.breaker.state == "closed"
+        assert health.breaker == "open" and health.serving_from_memory

@@ -185,8 +185,10 @@ class AsyncRedisSaver(RedisSaverBase):
             def wake() -> None:  # from whichever thread answered the write-back
                 loop.call_soon_threadsafe(_resolve, answered)
 
-            if self.memory is not None and self.memory.when_written_back(step.thread_id, wake):
-                await answered
+            if self.memory is None or not self.memory.when_written_back(step.thread_id, wake):
+                return False
+            await answered
+            return True
         else:
             await asyncio.sleep(step.seconds)
         return None

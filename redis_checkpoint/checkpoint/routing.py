@@ -71,7 +71,8 @@ class Pause:
 @dataclass
 class AwaitWriteBack:
     """Wait until another caller's write-back of this thread is answered (the driver registers
-    a wake-up with ``MemoryTier.when_written_back``)."""
+    a wake-up with ``MemoryTier.when_written_back``). The driver answers True when it waited,
+    False when no write-back of the thread was in flight."""
 
     thread_id: str
 
@@ -217,8 +218,10 @@ class Router:
         if shard.breaker.state != "closed" and self._refresh_due():
             yield from self._refresh()  # the slot may have moved to a promoted replica
             shard = self._shard_of(call)
-        if not shard.breaker.allow_request():
-            return self.in_memory(call)
+        while not shard.breaker.allow_request():
+            if not (yield from self._await_write_back(call)):
+                return self.in_memory(call)
+            shard = self._shard_of(call)  # its outcome closed the breaker, or opened it again
         memory = self.memory
         if memory is not None and memory.owes:
             if call.thread_id is None:
@@ -253,6 +256,16 @@ class Router:
         if memory is not None and memory.dirty and not self._flushing:
             yield from self.write_back(limit=WRITE_BACK_CHUNK)
         return result
+
+    def _await_write_back(self, call: Call) -> Generator[Step, Any, bool]:
+        """A call the breaker turns away while its thread's write-back is in flight (the
+        breaker's probe took it): wait for that to be answered; True when there was one.
+        Served from memory meanwhile, the call would owe the thread again, and the outage would
+        write it back twice (LangGraph sends a thread's writes concurrently)."""
+        memory = self.memory
+        if memory is None or call.thread_id is None or not memory.owes:
+            return False
+        return bool((yield AwaitWriteBack(call.thread_id)))
 
     # -- writing back --------------------------------------------------------------------------
 

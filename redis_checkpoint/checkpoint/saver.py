@@ -154,10 +154,12 @@ class RedisSaver(RedisSaverBase):
             self.client.nodes_manager.initialize()  # type: ignore[union-attr]
         elif isinstance(step, AwaitWriteBack):
             answered = threading.Event()
-            if self.memory is not None and self.memory.when_written_back(
+            if self.memory is None or not self.memory.when_written_back(
                 step.thread_id, answered.set
             ):
-                answered.wait()
+                return False
+            answered.wait()
+            return True
         else:
             time.sleep(step.seconds)
         return None

@@ -157,18 +157,20 @@ class Monitored:
     ) -> ComponentHealth:
         target = self.target
         if isinstance(target, RedisSaverBase):
-            breaker = target.breaker
+            # On a cluster: the worst of the per-primary breakers (saver.breaker is only the
+            # template they are made from).
+            state = target.breaker_state
             pending = target.memory.pending if target.memory is not None else 0
             size = target.memory.size if target.memory is not None else 0
         else:
-            breaker = target.core.breaker
+            state = target.core.breaker.state
             pending = target.core.pending_invalidations
             size = target.core.memory.size_bytes if target.core.memory is not None else 0
         return ComponentHealth(
             self.name,
             self.kind,
-            breaker.state,
-            breaker.state != "closed",
+            state,
+            state != "closed",
             pending,
             size,
             probed,

@@ -1,0 +1,79 @@
+"""The failover drills of benchmarks/failover_drills.py, small, on real redis-server processes.
+
+A 3+3 cluster loses a primary to SIGKILL, and a Sentinel group its primary, while concurrent
+LangGraph conversations run on AsyncRedisSaver with ``wait_replicas=1``: callers see no error,
+a fresh saver finds every acknowledged turn, only the killed primary's threads go to memory,
+and each of those is written back once. Counts only: no wall-clock assertion.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from redis_checkpoint.testing import find_redis_cli, find_redis_server
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+CONVERSATIONS, TURNS, AFTER_FAILOVER = 12, 20, 3
+
+pytestmark = pytest.mark.slow
+
+
+def drills() -> ModuleType:
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    return importlib.import_module("failover_drills")
+
+
+def server_binary() -> str:
+    """No skipping: a drill without redis-server is a failure."""
+    binary = find_redis_server()
+    assert binary is not None, "redis-server not found (install it or set REDIS_SERVER_BIN)"
+    return binary
+
+
+def check(result: Any) -> None:
+    assert result.errors == []
+    assert result.lost == 0 and result.acknowledged == CONVERSATIONS * TURNS
+    assert result.in_memory, "no thread was served from memory: the fault missed the talk"
+    assert result.in_memory <= result.on_victim  # only the killed primary's threads
+    assert result.write_backs == Counter(dict.fromkeys(result.in_memory, 1))  # one each
+    assert result.turns_after_failover >= CONVERSATIONS * AFTER_FAILOVER
+    assert result.owed_after_close == 0
+
+
+@pytest.mark.cluster
+def test_a_cluster_loses_a_primary_and_no_acknowledged_turn() -> None:
+    assert find_redis_cli() is not None, "redis-cli not found (install redis-server's tools)"
+    result = drills().cluster_drill(
+        conversations=CONVERSATIONS,
+        turns=TURNS,
+        think=0.05,
+        kill_at=0.3,
+        after_failover=AFTER_FAILOVER,
+        wait_replicas=1,
+        binary=server_binary(),
+    )
+    check(result)
+    # The other primaries' threads never left Redis.
+    assert 0 < len(result.on_victim) < CONVERSATIONS
+    assert result.map_refreshed  # the victim's threads now route to the promoted replica
+
+
+def test_a_sentinel_group_loses_its_primary_and_no_acknowledged_turn() -> None:
+    result = drills().sentinel_drill(
+        conversations=CONVERSATIONS,
+        turns=TURNS,
+        think=0.05,
+        kill_at=0.3,
+        after_failover=AFTER_FAILOVER,
+        wait_replicas=1,
+        binary=server_binary(),
+    )
+    check(result)
