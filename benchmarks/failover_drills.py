@@ -438,45 +438,69 @@ def sentinel_drill(
 
 def app_kill_drill(
     conversations: int = 20,
-    down_after: float = 1.5,
-    app_kill_after: float = 2.0,
+    turns_before: int = 3,
+    turns_during: int = 5,
     think: float = 0.05,
+    binary: str | None = None,
 ) -> DrillResult:
-    """Redis dies, then the application dies during the outage; both come back."""
+    """Redis dies, then the application dies during the outage; both come back. The faults
+    fire once every conversation has ``turns_before`` turns acknowledged, then
+    ``turns_during`` more while Redis is down."""
     result = DrillResult("app kill -9 during an outage (fallback_journal)")
     result.conversations = conversations
     journal = tempfile.mkdtemp(prefix="rc-journal-")
-    with RedisServer(appendonly=True) as server:
+    with RedisServer(appendonly=True, binary=binary) as server:
         progress(f"{result.name}: starting the application process")
         app = subprocess.Popen(
             [sys.executable, __file__, "--role", "app", "--url", server.url, "--journal", journal,
              "--conversations", str(conversations), "--think", str(think)],
             stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
         )  # fmt: skip
-        assert app.stdout is not None
+        assert app.stdout is not None and app.stderr is not None
         acked: dict[str, list[int]] = {f"conv-{i}": [] for i in range(conversations)}
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(app.stdout or []), daemon=True)
-        reader.start()
-        time.sleep(down_after)
+        during: dict[str, int] = dict.fromkeys(acked, 0)
+        killed_at: list[float] = []
+        changed = threading.Condition()
+
+        def read() -> None:
+            for line in app.stdout or []:
+                event = json.loads(line)
+                with changed:
+                    acked[event["thread"]].append(event["turn"])
+                    result.latencies_ms.append(event["ms"])
+                    if killed_at and event["at"] >= killed_at[0]:
+                        during[event["thread"]] += 1
+                    changed.notify_all()
+
+        def until(done: Callable[[], bool], what: str) -> None:
+            with changed:
+                if not changed.wait_for(done, timeout=120):
+                    raise RuntimeError(f"the application never got {what}")
+
+        errors: list[str] = []
+        readers = [
+            threading.Thread(target=read, daemon=True),
+            threading.Thread(target=lambda: errors.extend(app.stderr or []), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        until(lambda: all(len(t) >= turns_before for t in acked.values()), "its first turns")
         server.kill()
-        killed_at = time.time()
+        killed_at.append(time.time())
         progress(f"{result.name}: SIGKILL redis-server; the app answers from memory")
-        time.sleep(app_kill_after)
+        until(lambda: all(n >= turns_during for n in during.values()), "turns during the outage")
         app.send_signal(signal.SIGKILL)
         app.wait()
-        reader.join(5)
+        for reader in readers:
+            reader.join(5)
+        # What the app printed on stderr: its callers' errors (one JSON line each) and logs.
+        result.errors += [line for line in errors if line.startswith('{"error"')]
         progress(f"{result.name}: SIGKILL the app; restarting Redis, then the app")
-        during = 0
-        for line in lines:
-            event = json.loads(line)
-            acked[event["thread"]].append(event["turn"])
-            result.latencies_ms.append(event["ms"])
-            during += event["at"] >= killed_at
         server.restart()
-        owed = len(list(Path(journal).glob("*.rcj")))
+        owed = len(list(Path(journal).glob("*.journal")))
         recover = subprocess.run(
             [sys.executable, __file__, "--role", "recover", "--url", server.url,
              "--journal", journal],
@@ -487,9 +511,10 @@ def app_kill_drill(
         )  # fmt: skip
         if recover.returncode != 0:
             result.errors.append(f"recovery failed: {recover.stderr[-2000:]}")
-        result.facts["turns acknowledged while Redis was down"] = during
+        result.facts["turns acknowledged while Redis was down"] = sum(during.values())
         result.facts["journal segments left by the killed app"] = owed
         result.facts["recovery"] = recover.stdout.strip() or "-"
+        result.facts["journal segments after recovery"] = len(list(Path(journal).glob("*")))
         lost = missing_turns(server.url, "drill-app", acked)
     result.acknowledged = sum(len(t) for t in acked.values())
     result.lost = lost
