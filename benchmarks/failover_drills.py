@@ -143,14 +143,12 @@ def missing_turns(url: str, prefix: str, acked: dict[str, list[int]]) -> int:
 async def converse(
     graph: Any,
     thread_id: str,
-    turns: int,
-    think: float,
-    acked: dict[str, list[int]],
+    load: Load,
     result: DrillResult,
     on_turn: Callable[[], None],
     gate: tuple[int, asyncio.Event],
 ) -> None:
-    for turn in range(turns):
+    for turn in range(load.turns):
         if turn == gate[0]:
             await gate[1].wait()  # the last turns come after the failover
         start = time.perf_counter()
@@ -162,9 +160,9 @@ async def converse(
         end = time.perf_counter()
         result.latencies_ms.append((end - start) * 1000)
         result.spans.append((start, end))
-        acked[thread_id].append(turn)
+        result.acked[thread_id].append(turn)
         on_turn()
-        await asyncio.sleep(think)
+        await asyncio.sleep(load.think)
 
 
 def watch_memory(saver: AsyncRedisSaver, result: DrillResult) -> None:
@@ -198,29 +196,32 @@ class Fault:
     wait_failover: Callable[[], None]
 
 
+@dataclass(frozen=True)
+class Load:
+    """The conversations of a cluster or Sentinel drill, and when the fault strikes."""
+
+    conversations: int = 50
+    turns: int = 30
+    think: float = 0.1  # seconds between a conversation's turns
+    kill_at: float = 0.3  # the fraction of all turns acknowledged before the kill
+    after_failover: int = 2  # each conversation's last turns wait for the failover
+    wait_replicas: int = 0
+
+
 async def run_conversations(
-    url: str,
-    prefix: str,
-    result: DrillResult,
-    fault: Fault,
-    *,
-    conversations: int,
-    turns: int,
-    think: float,
-    kill_at: float,
-    after_failover: int,
-    wait_replicas: int,
+    url: str, prefix: str, result: DrillResult, fault: Fault, load: Load
 ) -> AsyncRedisSaver:
     """The conversations, with the fault injected once ``kill_at`` of all turns are
     acknowledged; each conversation's last ``after_failover`` turns wait until the failover
     is over. The saver is closed (writing back what the tier holds) after that, as a
     long-running application would see it."""
-    threads = [f"conv-{i}" for i in range(conversations)]
+    threads = [f"conv-{i}" for i in range(load.conversations)]
     result.acked = {t: [] for t in threads}
     settings = Settings(url=url, **TIMEOUTS)
     kill_now, failed_over = asyncio.Event(), asyncio.Event()
-    gate = max(0, turns - after_failover)
-    threshold = min(int(kill_at * conversations * turns), gate * conversations)
+    gate = max(0, load.turns - load.after_failover)
+    total = load.conversations * load.turns
+    threshold = min(int(load.kill_at * total), gate * load.conversations)
     if threshold <= 0:
         kill_now.set()
     done = 0
@@ -245,16 +246,13 @@ async def run_conversations(
         progress(f"{result.name}: failover done after {result.failover_s:.1f} s")
 
     async with AsyncRedisSaver.from_conn_string(
-        settings=settings, key_prefix=prefix, wait_replicas=wait_replicas, wait_timeout=0.2
+        settings=settings, key_prefix=prefix, wait_replicas=load.wait_replicas, wait_timeout=0.2
     ) as saver:
         watch_memory(saver, result)
         graph = build_graph(saver)
         injector = asyncio.ensure_future(inject())
         await asyncio.gather(
-            *(
-                converse(graph, t, turns, think, result.acked, result, on_turn, (gate, failed_over))
-                for t in threads
-            )
+            *(converse(graph, t, load, result, on_turn, (gate, failed_over)) for t in threads)
         )
         await injector
         result.owed_before_close = saver.memory.pending if saver.memory else 0
@@ -263,36 +261,11 @@ async def run_conversations(
     return saver
 
 
-def drill(
-    result: DrillResult,
-    url: str,
-    prefix: str,
-    fault: Fault,
-    *,
-    conversations: int,
-    turns: int,
-    think: float,
-    kill_at: float,
-    after_failover: int,
-    wait_replicas: int,
-) -> AsyncRedisSaver:
+def drill(result: DrillResult, url: str, prefix: str, fault: Fault, load: Load) -> AsyncRedisSaver:
     """What the cluster and Sentinel drills share: converse through the fault, then count the
     acknowledged turns a fresh saver does not find."""
-    result.conversations = conversations
-    saver = asyncio.run(
-        run_conversations(
-            url,
-            prefix,
-            result,
-            fault,
-            conversations=conversations,
-            turns=turns,
-            think=think,
-            kill_at=kill_at,
-            after_failover=after_failover,
-            wait_replicas=wait_replicas,
-        )
-    )
+    result.conversations = load.conversations
+    saver = asyncio.run(run_conversations(url, prefix, result, fault, load))
     result.acknowledged = sum(len(t) for t in result.acked.values())
     result.lost = missing_turns(url, prefix, result.acked)
     facts = result.facts
@@ -335,17 +308,10 @@ def summarize(result: DrillResult) -> DrillResult:
 
 
 def cluster_drill(
-    conversations: int = 50,
-    turns: int = 30,
-    think: float = 0.1,
-    kill_at: float = 0.3,
-    after_failover: int = 2,
-    wait_replicas: int = 0,
-    node_timeout_ms: int = 1000,
-    binary: str | None = None,
+    load: Load = Load(), node_timeout_ms: int = 1000, binary: str | None = None
 ) -> DrillResult:
-    result = DrillResult(f"cluster 3+3, kill -9 a primary, wait_replicas={wait_replicas}")
-    prefix = f"drill-cluster-{wait_replicas}"
+    result = DrillResult(f"cluster 3+3, kill -9 a primary, wait_replicas={load.wait_replicas}")
+    prefix = f"drill-cluster-{load.wait_replicas}"
     progress(f"{result.name}: starting a 3+3 cluster")
     with RedisClusterServers(
         replicas=1,
@@ -366,18 +332,7 @@ def cluster_drill(
         # Every node as a startup node, as a deployment lists them: the fresh saver that counts
         # the lost turns afterwards must not depend on the killed one.
         url = "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in cluster.ports)
-        saver = drill(
-            result,
-            url,
-            prefix,
-            Fault(kill, wait_failover),
-            conversations=conversations,
-            turns=turns,
-            think=think,
-            kill_at=kill_at,
-            after_failover=after_failover,
-            wait_replicas=wait_replicas,
-        )
+        saver = drill(result, url, prefix, Fault(kill, wait_failover), load)
         new = promoted[0]
         for thread_id in result.acked:
             key = saver.core.keys(thread_id).idx
@@ -396,17 +351,10 @@ def cluster_drill(
 
 
 def sentinel_drill(
-    conversations: int = 50,
-    turns: int = 30,
-    think: float = 0.1,
-    kill_at: float = 0.3,
-    after_failover: int = 2,
-    wait_replicas: int = 0,
-    down_after_ms: int = 1000,
-    binary: str | None = None,
+    load: Load = Load(), down_after_ms: int = 1000, binary: str | None = None
 ) -> DrillResult:
-    result = DrillResult(f"Sentinel, kill -9 the primary, wait_replicas={wait_replicas}")
-    prefix = f"drill-sentinel-{wait_replicas}"
+    result = DrillResult(f"Sentinel, kill -9 the primary, wait_replicas={load.wait_replicas}")
+    prefix = f"drill-sentinel-{load.wait_replicas}"
     progress(f"{result.name}: starting a primary, a replica and 3 sentinels")
     with RedisSentinelGroup(
         replicas=1, down_after_ms=down_after_ms, failover_timeout_ms=5000, binary=binary
@@ -420,18 +368,7 @@ def sentinel_drill(
         def wait_failover() -> None:
             group.wait_failover(killed[0])
 
-        drill(
-            result,
-            group.url,
-            prefix,
-            Fault(kill, wait_failover),
-            conversations=conversations,
-            turns=turns,
-            think=think,
-            kill_at=kill_at,
-            after_failover=after_failover,
-            wait_replicas=wait_replicas,
-        )
+        drill(result, group.url, prefix, Fault(kill, wait_failover), load)
         result.on_victim = set(result.acked)  # one primary holds every thread
     return summarize(result)
 
@@ -584,14 +521,16 @@ def main(argv: list[str] | None = None) -> int:
         recover_role(args.url, args.journal)
         return 0
     waits = args.wait or [0, 1]
-    shape = dict(conversations=args.conversations, turns=args.turns, think=args.think,
-                 kill_at=args.kill_at, after_failover=args.after_failover)  # fmt: skip
+    loads = [
+        Load(args.conversations, args.turns, args.think, args.kill_at, args.after_failover, wait)
+        for wait in waits
+    ]
     results = []
     for name in args.drills:
         if name == "cluster":
-            results += [cluster_drill(**shape, wait_replicas=w) for w in waits]
+            results += [cluster_drill(load) for load in loads]
         elif name == "sentinel":
-            results += [sentinel_drill(**shape, wait_replicas=w) for w in waits]
+            results += [sentinel_drill(load) for load in loads]
         elif name == "app-kill":
             results.append(app_kill_drill(conversations=min(args.conversations, 20)))
         else:

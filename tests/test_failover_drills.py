@@ -38,6 +38,10 @@ def server_binary() -> str:
     return binary
 
 
+def load() -> Any:
+    return drills().Load(CONVERSATIONS, TURNS, 0.05, 0.3, AFTER_FAILOVER, wait_replicas=1)
+
+
 def check(result: Any) -> None:
     assert result.errors == []
     assert result.lost == 0 and result.acknowledged == CONVERSATIONS * TURNS
@@ -51,15 +55,7 @@ def check(result: Any) -> None:
 @pytest.mark.cluster
 def test_a_cluster_loses_a_primary_and_no_acknowledged_turn() -> None:
     assert find_redis_cli() is not None, "redis-cli not found (install redis-server's tools)"
-    result = drills().cluster_drill(
-        conversations=CONVERSATIONS,
-        turns=TURNS,
-        think=0.05,
-        kill_at=0.3,
-        after_failover=AFTER_FAILOVER,
-        wait_replicas=1,
-        binary=server_binary(),
-    )
+    result = drills().cluster_drill(load(), binary=server_binary())
     check(result)
     # The other primaries' threads never left Redis.
     assert 0 < len(result.on_victim) < CONVERSATIONS
@@ -67,13 +63,5 @@ def test_a_cluster_loses_a_primary_and_no_acknowledged_turn() -> None:
 
 
 def test_a_sentinel_group_loses_its_primary_and_no_acknowledged_turn() -> None:
-    result = drills().sentinel_drill(
-        conversations=CONVERSATIONS,
-        turns=TURNS,
-        think=0.05,
-        kill_at=0.3,
-        after_failover=AFTER_FAILOVER,
-        wait_replicas=1,
-        binary=server_binary(),
-    )
+    result = drills().sentinel_drill(load(), binary=server_binary())
     check(result)
