@@ -100,6 +100,34 @@ def _free_cluster_port(taken: set[int]) -> int:
     raise RuntimeError("no free port pair (port, port+10000) found for a cluster node")
 
 
+_P = TypeVar("_P", bound="_Started")
+
+
+class _Started:
+    """What the test servers share: ``start()`` returns the started object, ``close()`` stops
+    it, and both make it a context manager."""
+
+    def start(self: _P) -> _P:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self: _P) -> _P:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class _ProcessState:
     """What the finalizer needs: kept apart from the server so it can be collected."""
 
@@ -119,7 +147,7 @@ class _ProcessState:
             self.data_dir = None
 
 
-class RedisServer:
+class RedisServer(_Started):
     """One redis-server process on 127.0.0.1 with its own temporary directory.
 
     ``stop()`` keeps the directory when ``appendonly=True`` (so ``restart()``
@@ -381,17 +409,6 @@ class RedisServer:
         options.update(kwargs)
         return redis.Redis(host=_HOST, port=self.port, **options)
 
-    def __enter__(self: _S) -> _S:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"{type(self).__name__}(port={self._port}, {state})"
@@ -505,7 +522,7 @@ def _cluster_nodes(client: Any) -> list[_ClusterEntry]:
     return _parse_cluster_nodes(_text(client.execute_command("CLUSTER", "NODES")))
 
 
-class RedisClusterServers:
+class RedisClusterServers(_Started):
     """A Redis Cluster of 3 primaries on 127.0.0.1, each with ``replicas`` replicas.
 
     Built with ``redis-cli --cluster create``. Roles are not fixed: after a
@@ -630,19 +647,6 @@ class RedisClusterServers:
         self.nodes = []
         self._states.clear()
         self._killed_slots.clear()
-
-    close = stop
-
-    def __enter__(self: _C) -> _C:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- topology ---------------------------------------------------------------------
 
@@ -881,7 +885,7 @@ def _pairs(reply: Any) -> dict[str, str]:
 _G = TypeVar("_G", bound="RedisSentinelGroup")
 
 
-class RedisSentinelGroup:
+class RedisSentinelGroup(_Started):
     """One primary, ``replicas`` replicas and ``sentinels`` Sentinels on 127.0.0.1.
 
     ``servers`` are the data nodes (``servers[0]`` is the first primary),
@@ -990,19 +994,6 @@ class RedisSentinelGroup:
         self.sentinels = []
         self.servers = []
         self._states.clear()
-
-    close = stop
-
-    def __enter__(self: _G) -> _G:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- topology and drills ----------------------------------------------------------
 
