@@ -42,7 +42,6 @@ from redis_checkpoint.client import (
     acheck_connection,
     create_async_client,
     is_cluster,
-    is_unavailable_error,
 )
 from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.plans import adrive, resume
@@ -119,12 +118,7 @@ class AsyncRedisSaver(RedisSaverBase):
             with contextlib.suppress(ResponseError):
                 self._check_policy(await self.client.config_get("maxmemory-policy"))
         except Exception as exc:
-            if not (is_unavailable_error(exc) and self.memory is not None):
-                denied = self._router.refusal(exc)
-                if denied is exc:
-                    raise
-                raise denied from exc
-            self._router.failed(self._router.default, exc)
+            self._unreachable_at_setup(exc)
             return
         if self.memory is not None and self.memory.owes:
             await self._arun_plan(self._router.write_back(limit=None))

@@ -17,6 +17,7 @@ from redis_checkpoint.checkpoint.journal import Journal
 from redis_checkpoint.checkpoint.keys import KeyLayout
 from redis_checkpoint.checkpoint.memory import MemoryTier
 from redis_checkpoint.checkpoint.routing import Router, WriteBackReport
+from redis_checkpoint.client import is_unavailable_error
 from redis_checkpoint.errors import ConfigurationError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings, redact_url
@@ -157,6 +158,17 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         return f"{chr(ord('a') + len(digits))}{digits}.{random.getrandbits(32):08x}"
 
     # -- helpers of the drivers ----------------------------------------------------------------
+
+    def _unreachable_at_setup(self, exc: Exception) -> None:
+        """Setup failed: start on the in-memory tier if Redis is away, else raise (a refused
+        password or ACL as RedisAuthError)."""
+        if is_unavailable_error(exc) and self.memory is not None:
+            self._router.failed(self._router.default, exc)
+            return
+        denied = self._router.refusal(exc)
+        if denied is exc:
+            raise exc
+        raise denied from exc
 
     def _closed(self, report: WriteBackReport) -> None:
         """Say what closing left behind; keep the journal only while it holds something owed."""

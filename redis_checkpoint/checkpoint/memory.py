@@ -286,7 +286,8 @@ class MemoryTier:
         journal = self.journal
         with self._lock:
             owed = self._dirty.get(call.thread_id or "")
-            if outage and owed and owed.adopted is not None and call.thread_id not in self._threads:
+            adopted = owed is not None and owed.adopted is not None
+            if outage and adopted and call.thread_id not in self._threads:
                 # Only its outage changes are here, not what they build on: answering would
                 # fork the conversation from nothing.
                 raise RedisUnavailableError(

@@ -98,12 +98,7 @@ class RedisSaver(RedisSaverBase):
             with contextlib.suppress(ResponseError):
                 self._check_policy(self.client.config_get("maxmemory-policy"))
         except Exception as exc:
-            if not (is_unavailable_error(exc) and self.memory is not None):
-                denied = self._router.refusal(exc)
-                if denied is exc:
-                    raise
-                raise denied from exc
-            self._router.failed(self._router.default, exc)
+            self._unreachable_at_setup(exc)
             return
         if self.memory is not None and self.memory.owes:
             self._finish("write_back", self._router.write_back(limit=None))
