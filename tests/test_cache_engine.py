@@ -284,6 +284,52 @@ def test_tag_sets_shed_the_keys_of_expired_entries(
         assert cache.invalidate_tags("ns", "hot") == 20
 
 
+def _live(client: redis.Redis, cache: CacheEngine, keys: list[str]) -> list[str]:
+    return [key for key in keys if client.exists(cache.core.layout.entry("ns", key))]
+
+
+def test_a_limited_tag_evicts_only_its_own_entries(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    with engine(redis_url, unique("limit")) as cache:
+        others = [f"other{i}" for i in range(10)]
+        cache.set_many("ns", [(key, key) for key in others], tags=["page"])
+        flood = [f"flood{i}" for i in range(200)]
+        for key in flood:
+            cache.set_many("ns", [(key, key)], tags=["page", "flood"], tag_limits={"flood": 25})
+        # Overwriting a live member does not make room for it.
+        cache.set_many("ns", [(flood[-1], "again")], tags=["flood"], tag_limits={"flood": 25})
+        tag_set = cache.core.layout.tag("ns", "flood")
+        assert redis_client.scard(tag_set) == 25
+        assert len(_live(redis_client, cache, flood)) == 25
+        assert flood[-1] in _live(redis_client, cache, flood)
+        assert _live(redis_client, cache, others) == others  # untouched
+        # A batch larger than the room left takes it all, and no more.
+        batch = [(f"batch{i}", i) for i in range(5)]
+        assert cache.set_many("ns", batch, tags=["flood"], tag_limits={"flood": 25}) == 5
+        assert redis_client.scard(tag_set) == 25
+        assert len(_live(redis_client, cache, [key for key, _ in batch])) == 5
+
+
+async def test_tag_limits_on_the_async_engine(redis_url: str, redis_client: redis.Redis) -> None:
+    cache = AsyncCacheEngine(redis_url, prefix=unique("alimit"), metrics=private_metrics())
+    for i in range(30):
+        await cache.set_many("ns", [(f"k{i}", i)], tags=["t"], tag_limits={"t": 7})
+    assert redis_client.scard(cache.core.layout.tag("ns", "t")) == 7
+    found = [await cache.get("ns", f"k{i}", MISSING) for i in range(30)]
+    assert sum(value is not MISSING for value in found) == 7
+    await cache.aclose()
+
+
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [({"t": 0}, ">= 1"), ({"t": True}, ">= 1"), ({"u": 3}, "not one of the tags")],
+)
+def test_tag_limits_are_checked(redis_url: str, limits: dict[str, Any], message: str) -> None:
+    with engine(redis_url, unique("badlimit")) as cache, pytest.raises(ValueError, match=message):
+        cache.set_many("ns", [("k", 1)], tags=["t"], tag_limits=limits)
+
+
 def test_a_waiter_computes_itself_after_wait_timeout(
     redis_url: str, redis_client: redis.Redis
 ) -> None:

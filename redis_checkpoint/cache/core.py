@@ -132,15 +132,34 @@ class _Script:
 
 
 # KEYS: generation, entries..., tag sets...
-# ARGV: ttl in ms (0 = none), tag-set size above which a write prunes it, payloads (one per entry).
+# ARGV: ttl in ms (0 = none), tag-set size above which a write prunes it, the number of entries,
+# one limit per tag set (0 = none), payloads (one per entry).
 _SET = _Script(
     """
 local gen = redis.call('GET', KEYS[1]) or '0'
 local ttl = tonumber(ARGV[1])
 local prune_above = tonumber(ARGV[2])
-local n = #ARGV - 2
+local n = tonumber(ARGV[3])
+local tags = #KEYS - 1 - n
+-- A limited tag set makes room first: random members of its own go, nothing else.
+for t = 1, tags do
+  local limit = tonumber(ARGV[3 + t])
+  if limit > 0 then
+    local set = KEYS[1 + n + t]
+    local adding = 0
+    for i = 1, n do
+      adding = adding + 1 - redis.call('SISMEMBER', set, KEYS[i + 1])
+    end
+    local excess = redis.call('SCARD', set) + adding - limit
+    if excess > 0 then
+      for _, victim in ipairs(redis.call('SPOP', set, excess)) do
+        redis.call('DEL', victim)
+      end
+    end
+  end
+end
 for i = 1, n do
-  local value = 'RC1:' .. gen .. ':' .. ARGV[i + 2]
+  local value = 'RC1:' .. gen .. ':' .. ARGV[3 + tags + i]
   if ttl > 0 then
     redis.call('SET', KEYS[i + 1], value, 'PX', ttl)
   else
@@ -439,13 +458,23 @@ class CacheCore:
         *,
         ttl: Any = DEFAULT,
         tags: Sequence[str] = (),
+        tag_limits: Mapping[str, int] | None = None,
     ) -> Op[int]:
         """Store the items in one round trip; returns how many were stored.
 
-        Encoding errors (TypeError) reach the caller before anything is written; values over
-        ``max_value_bytes`` are skipped and counted.
+        ``tag_limits`` bounds tags of ``tags``: a tag holding that many entries already loses
+        random ones of its own to make room (so a flood of new keys under one tag evicts nothing
+        else); the memory tier does not apply them. Encoding errors (TypeError) reach the caller
+        before anything is written; values over ``max_value_bytes`` are skipped and counted.
         """
         seconds = self.ttl_for(namespace, ttl)
+        unique_tags = list(dict.fromkeys(tags))
+        limits = dict(tag_limits or {})
+        for tag, limit in limits.items():
+            if tag not in unique_tags:
+                raise ValueError(f"tag_limits names {tag!r}, which is not one of the tags")
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"the limit of tag {tag!r} must be an int >= 1, not {limit!r}")
         entry_keys: list[str] = []
         payloads: list[bytes] = []
         for key, value in items:
@@ -460,7 +489,7 @@ class CacheCore:
         if not self.enabled or not payloads:
             return 0
         start = time.perf_counter()
-        tag_keys = [self.layout.tag(namespace, tag) for tag in dict.fromkeys(tags)]
+        tag_keys = [self.layout.tag(namespace, tag) for tag in unique_tags]
         ttl_ms = 0 if seconds is None else max(1, int(seconds * 1000))
         command = (
             "EVALSHA",
@@ -471,6 +500,8 @@ class CacheCore:
             *tag_keys,
             ttl_ms,
             self.tag_prune_threshold,
+            len(entry_keys),
+            *(limits.get(tag, 0) for tag in unique_tags),
             *payloads,
         )
         status, _ = yield from self._redis(namespace, (command,))

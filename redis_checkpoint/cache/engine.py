@@ -209,10 +209,14 @@ class CacheEngine(_Engine[SyncClient]):
         *,
         ttl: Any = DEFAULT,
         tags: Sequence[str] = (),
+        tag_limits: Mapping[str, int] | None = None,
         encode: Encode = codec.dumps,
     ) -> int:
-        """Store all ``items`` in one round trip; returns how many were stored."""
-        return self._run(self.core.set_many(namespace, items, encode, ttl=ttl, tags=tags))
+        """Store all ``items`` in one round trip; returns how many were stored. ``tag_limits``:
+        at most this many entries per tag, see :meth:`CacheCore.set_many`."""
+        return self._run(
+            self.core.set_many(namespace, items, encode, ttl=ttl, tags=tags, tag_limits=tag_limits)
+        )
 
     def delete(self, namespace: str, *keys: str | bytes) -> int:
         return self._run(self.core.delete(namespace, keys))
@@ -381,9 +385,12 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
         *,
         ttl: Any = DEFAULT,
         tags: Sequence[str] = (),
+        tag_limits: Mapping[str, int] | None = None,
         encode: Encode = codec.dumps,
     ) -> int:
-        return await self._run(self.core.set_many(namespace, items, encode, ttl=ttl, tags=tags))
+        return await self._run(
+            self.core.set_many(namespace, items, encode, ttl=ttl, tags=tags, tag_limits=tag_limits)
+        )
 
     async def delete(self, namespace: str, *keys: str | bytes) -> int:
         return await self._run(self.core.delete(namespace, keys))
