@@ -142,6 +142,8 @@ async def test_lifetime_precedence(site: Site, redis_client: redis.Redis) -> Non
     assert 40 < ttl["/max-age"] <= 50
     assert 590 < ttl["/plain"] <= 600  # the default
     assert 20 < ttl["/short"] <= 30  # the route's rule
+    # ... and what it stored is served: the rule's ttl=30 is an int, the README's form.
+    assert (await site.get("/short")).headers["x-cache"] == "HIT"
 
 
 async def test_age_includes_upstream_age(site: Site, redis_client: redis.Redis) -> None:

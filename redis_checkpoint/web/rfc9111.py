@@ -100,7 +100,7 @@ def freshness_lifetime(
         except (TypeError, ValueError, IndexError):
             return 0.0  # an invalid Expires means "already expired"
         return max(0.0, expires_at - now)
-    return default
+    return float(default)  # a rule's ttl may be an int; stored lifetimes are floats
 
 
 def vary_names(headers: Headers) -> tuple[str, ...] | None:
