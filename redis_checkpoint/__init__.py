@@ -33,7 +33,7 @@ from redis_checkpoint.errors import (
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops import HealthMonitor, HealthReport
 from redis_checkpoint.settings import Settings
-from redis_checkpoint.web import CacheMiddleware, CacheRule
+from redis_checkpoint.web import CacheMiddleware, CacheRule, TrustedForwarding
 
 __all__ = [
     "DEFAULT_TTLS",
@@ -59,6 +59,7 @@ __all__ = [
     "RedisSaver",
     "RedisUnavailableError",
     "Settings",
+    "TrustedForwarding",
     "cached_llm_call",
     "cached_query",
     "create_async_client",

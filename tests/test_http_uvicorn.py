@@ -2,44 +2,21 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from cache_helpers import unique
-from http_helpers import make_app
+from http_helpers import make_app, serve
 
 from redis_checkpoint import CacheMiddleware
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
 def served(redis_url: str) -> Iterator[tuple[str, CacheMiddleware]]:
     app = make_app(redis_url, unique("uvicorn"))
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(20)
+    with serve(app) as base:
+        yield base, app
 
 
 def test_over_real_http(served: tuple[str, CacheMiddleware]) -> None:

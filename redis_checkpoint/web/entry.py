@@ -5,7 +5,9 @@ a marker listing the request headers it varies on; the response itself then live
 secondary key made of the primary key and the request's values of those headers. GET and HEAD
 share entries. Every entry is tagged with its exact path (``=host/path``) and each path prefix
 (``^host/a``, ``^host/a/b``...), so an unsafe request can invalidate a URI, all its query
-variants, or a whole subtree, in every process, with one tag invalidation each.
+variants, or a whole subtree, in every process, with one tag invalidation each. The exact-path
+tag also bounds how many entries one path may hold, and a rule's tag (``*host pattern``) how
+many one rule may hold.
 
 Entries are msgpack (:mod:`redis_checkpoint.cache.codec`), checked on read: anything foreign is
 a miss and an error count, never an exception.
@@ -29,6 +31,7 @@ __all__ = [
     "path_tags",
     "prefix_tag",
     "primary_key",
+    "rule_tag",
     "variant_key",
 ]
 
@@ -55,11 +58,21 @@ class VaryMarker:
     names: tuple[str, ...]
 
 
-def primary_key(scheme: str, host: str, path: str, query: bytes, identity: str | None) -> str:
+def primary_key(
+    scheme: str,
+    host: str,
+    target: str,
+    query: bytes,
+    identity: str | None,
+    keyed: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The key of a URL's entry: scheme, host, the request target's path (undecoded, after the
+    root path) and query as sent, the user on a per-user route, and the keyed headers (see
+    :mod:`.inputs`) as received."""
     # The identity is None for shared entries and a user's id on a per-user route; a tagged
     # prefix keeps "" (a user with an empty id) apart from None.
     who = "shared" if identity is None else f"user:{identity}"
-    return digest(scheme, host, path, query, who)
+    return digest(scheme, host, target, query, who, codec.dumps([list(pair) for pair in keyed]))
 
 
 def variant_key(primary: str, values: Sequence[str | None]) -> str:
@@ -72,6 +85,11 @@ def exact_tag(host: str, path: str) -> str:
 
 def prefix_tag(host: str, prefix: str) -> str:
     return f"^{host}{prefix.rstrip('/') or '/'}"
+
+
+def rule_tag(host: str, pattern: str) -> str:
+    """The tag of every entry a rule stored for ``host`` (for the rule's ``max_entries``)."""
+    return f"*{host} {pattern}"
 
 
 def path_tags(host: str, path: str) -> list[str]:

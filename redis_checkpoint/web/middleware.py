@@ -10,6 +10,7 @@
             CacheRule("/me", vary_user=lambda scope: user_id_from(scope)),
             CacheRule("/items/*", ttl=60, invalidates=["/items"]),
         ],
+        trusted_forwarding=TrustedForwarding(x_forwarded_for=1),  # behind one proxy
     )
 
 What it does, in order of importance:
@@ -21,6 +22,18 @@ What it does, in order of importance:
   and ``no-store`` responses and any response with ``Set-Cookie`` are never stored.
   A route whose rule has ``vary_user`` keys entries by the user the function names: deliberate
   per-user caching (``private`` responses are stored there, each for its own user only).
+* **Cannot be poisoned through inputs it does not key on.** The key is the scheme, the Host
+  header, the request target as sent (root path, undecoded path, query string), the user on a
+  ``vary_user`` route, and every forwarding, client-address and rewrite header the request
+  carries, as sent (see :mod:`.inputs`); a body on GET/HEAD or two Host headers bypass, and
+  a method override makes the request an unsafe one (bypass, then invalidate).
+  ``trusted_forwarding=TrustedForwarding(...)`` declares the proxies in front of the app: the
+  client addresses they add leave the key and the host they name is the one invalidated.
+  Other request headers are not in the key: a response that depends on one must name it in
+  ``Vary``. Credential headers (``X-API-Key``...) count as ``Authorization``.
+* **Bounded per path**: one path holds at most ``max_entries_per_path`` entries (1,000; query
+  strings, Vary values, users), and a rule at most its ``max_entries``; a full one evicts
+  random entries of its own, so a flood of random query strings cannot push out other paths.
 * Honours ``Vary`` (an absent header matches only an absent one; ``Vary: *`` is never stored),
   ``s-maxage`` over ``max-age`` over ``Expires`` over the rule's TTL over ``default_ttl`` (600 s);
   sends ``Age``; stores only final responses with a cacheable status (a 404 replays as a 404).
@@ -67,8 +80,10 @@ from redis_checkpoint.web.entry import (
     path_tags,
     prefix_tag,
     primary_key,
+    rule_tag,
     variant_key,
 )
+from redis_checkpoint.web.inputs import RequestInputs, TrustedForwarding, read_request
 from redis_checkpoint.web.near import Invalidations, NearCache
 
 __all__ = ["CacheMiddleware", "CacheRule"]
@@ -83,6 +98,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_TTL: Final = 600.0
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+#: How many entries one path may hold at once (query strings, Vary values, users, keyed headers).
+DEFAULT_MAX_ENTRIES_PER_PATH: Final = 1000
 UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _HOP_BY_HOP: Final = frozenset(
     {
@@ -104,9 +121,6 @@ _NOT_MODIFIED_HEADERS: Final = frozenset(
     {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary"}
 )
 _X_CACHE: Final = b"x-cache"
-_REQUEST_HEADERS: Final = frozenset(
-    {b"cookie", b"authorization", b"cache-control", b"pragma", b"range", b"host"}
-)
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,9 @@ class CacheRule:
     ``cache=False``: never cached (``X-Cache: BYPASS``). ``vary_user(scope)``: the identity of
     the requesting user (None: anonymous), which becomes part of the key. ``invalidates``: path
     prefixes a successful unsafe request on this route also invalidates.
+    ``max_entries_per_path``: overrides the middleware's bound on the entries of one path.
+    ``max_entries``: at most this many entries for all paths of the rule, per host (None: no
+    bound but the per-path one); a full rule makes room by evicting random entries of its own.
     """
 
     path: str
@@ -125,10 +142,14 @@ class CacheRule:
     cache: bool = True
     vary_user: Callable[[Scope], str | None] | None = None
     invalidates: Sequence[str] = field(default_factory=tuple)
+    max_entries_per_path: int | None = None
+    max_entries: int | None = None
 
     def __post_init__(self) -> None:
         if self.ttl is not None and not self.ttl > 0:
             raise ValueError(f"CacheRule({self.path!r}) ttl={self.ttl!r} must be > 0 seconds")
+        for name in ("max_entries_per_path", "max_entries"):
+            _check_bound(f"CacheRule({self.path!r}) {name}", getattr(self, name))
         if isinstance(self.invalidates, str):
             raise TypeError("invalidates must be a sequence of path prefixes, e.g. ['/items']")
         for prefix in self.invalidates:
@@ -139,6 +160,11 @@ class CacheRule:
         return fnmatch.fnmatchcase(path, self.path)
 
 
+def _check_bound(what: str, value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{what}={value!r} must be an int >= 1 (or None: no bound)")
+
+
 _DEFAULT_RULE: Final = CacheRule("*")
 
 
@@ -147,7 +173,8 @@ class _Request:
     """What one request asks of the cache."""
 
     method: str
-    host: str
+    #: The host whose tags the entry carries (see RequestInputs.site).
+    site: str
     path: str
     rule: CacheRule
     headers: list[tuple[bytes, bytes]]
@@ -162,7 +189,10 @@ class CacheMiddleware:
 
     ``target`` is a Redis URL or :class:`Settings` (default: REDIS_URL...) for an engine of
     its own; or pass ``engine=AsyncCacheEngine(...)`` to share one. ``counts`` holds how many
-    responses were HIT, MISS and BYPASS in this process.
+    responses were HIT, MISS and BYPASS in this process. ``trusted_forwarding`` declares the
+    proxies in front of the app (:class:`TrustedForwarding`); ``max_entries_per_path`` bounds
+    how many entries one path holds (None: unbounded), so random query strings on one path
+    cannot push other paths' entries out of Redis.
     """
 
     def __init__(
@@ -176,6 +206,8 @@ class CacheMiddleware:
         rules: Sequence[CacheRule] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         cache_cookies: bool = False,
+        trusted_forwarding: TrustedForwarding | None = None,
+        max_entries_per_path: int | None = DEFAULT_MAX_ENTRIES_PER_PATH,
         local_ttl: float = 0.0,
         local_max_entries: int = 1024,
         local_max_bytes: int = 32 * 1024 * 1024,
@@ -188,6 +220,9 @@ class CacheMiddleware:
             raise ValueError(f"default_ttl={default_ttl!r} must be > 0 seconds")
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes={max_body_bytes!r} must be >= 1")
+        if trusted_forwarding is not None and not isinstance(trusted_forwarding, TrustedForwarding):
+            raise TypeError("trusted_forwarding must be a TrustedForwarding(...)")
+        _check_bound("max_entries_per_path", max_entries_per_path)
         if engine is None:
             # No memory tier unless asked: a per-process copy cannot see other processes'
             # invalidations.
@@ -201,6 +236,10 @@ class CacheMiddleware:
         self.rules = tuple(rules)
         self.max_body_bytes = max_body_bytes
         self.cache_cookies = cache_cookies
+        self.trusted_forwarding = trusted_forwarding
+        self.max_entries_per_path = max_entries_per_path
+        # Client-address headers already warned about (once each per middleware).
+        self._hinted: set[str] = set()
         self.fallback_to_memory = fallback_to_memory and self.engine.core.memory is not None
         self.counts: dict[str, int] = {"HIT": 0, "MISS": 0, "BYPASS": 0}
         self.near = NearCache(local_ttl, local_max_entries, local_max_bytes) if local_ttl else None
@@ -221,11 +260,15 @@ class CacheMiddleware:
             return
         if self.near is not None:
             self.invalidations.start(self.engine.client)
+        inputs = read_request(scope, self.trusted_forwarding)
+        if inputs.untrusted_addresses:
+            self._hint(inputs.untrusted_addresses)
         method = scope["method"]
-        if method in UNSAFE_METHODS:
-            await self._unsafe(scope, receive, send)
+        # An overridden method may be anything to the app: handled as unsafe, never stored.
+        if method in UNSAFE_METHODS or inputs.method_override is not None:
+            await self._unsafe(scope, inputs.site, receive, send)
             return
-        request = self._request(scope) if method in ("GET", "HEAD") else None
+        request = self._request(scope, inputs) if method in ("GET", "HEAD") else None
         if request is None:
             await self._bypass(scope, receive, send)
             return
@@ -253,17 +296,28 @@ class CacheMiddleware:
                 return rule
         return _DEFAULT_RULE
 
-    def _request(self, scope: Scope) -> _Request | None:
+    def _hint(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            if name not in self._hinted:
+                self._hinted.add(name)
+                log.warning(
+                    "requests carry %s: the cache keys each value apart, so behind a proxy that "
+                    "sets it every client gets entries of its own; if a proxy you trust sets it, "
+                    "declare it with CacheMiddleware(trusted_forwarding=TrustedForwarding(...))",
+                    name,
+                )
+
+    def _request(self, scope: Scope, inputs: RequestInputs) -> _Request | None:
         """The request's cache plan, or None to bypass the cache."""
         path: str = scope["path"]
         rule = self._rule(path)
         if not rule.cache:
             return None
+        if inputs.bypass is not None:
+            log.debug("bypassing %s %s: %s", scope["method"], path, inputs.bypass)
+            return None
         headers: list[tuple[bytes, bytes]] = list(scope["headers"])
-        found: dict[bytes, bytes] = {}
-        for name, value in headers:
-            if name in _REQUEST_HEADERS:
-                found[name] = value
+        found = inputs.rule_headers
         identity = rule.vary_user(scope) if rule.vary_user is not None else None
         per_user = identity is not None
         if b"range" in found or (b"cookie" in found and not (per_user or self.cache_cookies)):
@@ -276,18 +330,21 @@ class CacheMiddleware:
             or request_directives.get("max-age") == "0"
             or (b"cache-control" not in found and found.get(b"pragma") == b"no-cache")
         )
-        host_value = found.get(b"host")
-        host = host_value.decode("latin-1").lower() if host_value is not None else _host(scope)
+        # The target as sent: "/a%2Fb" and "/a/b" are one path to some apps, two to others.
+        raw_path = scope.get("raw_path")
+        sent = raw_path.decode("latin-1") if isinstance(raw_path, bytes) else path
+        target = scope.get("root_path", "") + sent
         query: bytes = scope.get("query_string", b"")
+        scheme = scope.get("scheme", "http")
         return _Request(
             method=scope["method"],
-            host=host,
+            site=inputs.site,
             path=path,
             rule=rule,
             headers=headers,
-            key=primary_key(scope.get("scheme", "http"), host, path, query, identity),
+            key=primary_key(scheme, inputs.host, target, query, identity, inputs.keyed),
             per_user=per_user,
-            authorization=b"authorization" in found,
+            authorization=inputs.credentials,
             lookup=lookup,
         )
 
@@ -353,7 +410,16 @@ class CacheMiddleware:
 
     async def _miss(self, request: _Request, scope: Scope, receive: Receive, send: Send) -> None:
         self.counts["MISS"] += 1
-        await self.app(scope, receive, _Recorder(self, request, send))
+        recorder = _Recorder(self, request, send)
+
+        async def watched() -> Message:
+            message = await receive()
+            if message.get("body"):
+                # A body with no Content-Length (HTTP/2): the answer may depend on it.
+                recorder.read_body = True
+            return message
+
+        await self.app(scope, watched, recorder)
 
     def _storable(
         self, request: _Request, status: int, headers: rfc9111.Headers
@@ -379,7 +445,20 @@ class CacheMiddleware:
         if vary is None:  # refusal() already turned Vary: * away; keep mypy and readers sure
             return
         ttl = max(0.001, response.lifetime - response.initial_age)
-        tags = path_tags(request.host, request.path)
+        rule = request.rule
+        tags = path_tags(request.site, request.path)
+        limits: dict[str, int] = {}
+        per_path = (
+            rule.max_entries_per_path
+            if rule.max_entries_per_path is not None
+            else self.max_entries_per_path
+        )
+        if per_path is not None:
+            limits[exact_tag(request.site, request.path)] = per_path
+        if rule.max_entries is not None:
+            tag = rule_tag(request.site, rule.path)
+            tags.append(tag)
+            limits[tag] = rule.max_entries
         items: list[tuple[str | bytes, Any]]
         if vary:
             values = rfc9111.vary_values(request.headers, vary)
@@ -389,15 +468,16 @@ class CacheMiddleware:
             ]
         else:
             items = [(request.key, response)]
-        await self.engine.set_many(self.namespace, items, ttl=ttl, tags=tags, encode=encode_entry)
+        await self.engine.set_many(
+            self.namespace, items, ttl=ttl, tags=tags, tag_limits=limits, encode=encode_entry
+        )
 
     # -- unsafe methods ---------------------------------------------------------------------
 
-    async def _unsafe(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _unsafe(self, scope: Scope, host: str, receive: Receive, send: Send) -> None:
         """Run the app; before the last byte of a 2xx/3xx response leaves, invalidate."""
         self.counts["BYPASS"] += 1
         path: str = scope["path"]
-        host = _host(scope)
         rule = self._rule(path)
         status = 0
         headers: list[tuple[bytes, bytes]] = []
@@ -454,14 +534,6 @@ def _seconds(value: bytes | None) -> float:
     return float(value) if value is not None and value.strip().isdigit() else 0.0
 
 
-def _host(scope: Scope) -> str:
-    for name, value in scope["headers"]:
-        if name == b"host":
-            return str(value.decode("latin-1").lower())
-    server = scope.get("server") or ("", None)
-    return f"{server[0]}:{server[1]}" if server[1] else str(server[0])
-
-
 class _Recorder:
     """The ``send`` a missed request's app talks to: forwards the response (held when small
     and storable, to add an ETag or answer 304) and keeps a copy to store."""
@@ -476,6 +548,8 @@ class _Recorder:
         self.chunks: list[bytes] = []
         self.size = 0
         self.done = False
+        #: The app read a request body: what it answered is not stored.
+        self.read_body = False
 
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
@@ -496,7 +570,11 @@ class _Recorder:
     async def _started(self, message: Message) -> None:
         headers = list(message.get("headers", ()))
         self.start = message
-        self.plan = self.middleware._storable(self.request, message["status"], headers)
+        self.plan = (
+            None
+            if self.read_body
+            else self.middleware._storable(self.request, message["status"], headers)
+        )
         length = rfc9111.header(headers, b"content-length")
         content_type = rfc9111.header(headers, b"content-type") or b""
         if content_type.startswith(b"text/event-stream") or message.get("trailers"):
@@ -557,7 +635,7 @@ class _Recorder:
 
     def complete(self) -> StoredResponse | None:
         """The response to store: complete, within the size limit, storable."""
-        if not self.done or self.plan is None or self.start is None:
+        if not self.done or self.plan is None or self.start is None or self.read_body:
             return None
         response_directives, lifetime = self.plan
         headers = list(self.start.get("headers", ()))
