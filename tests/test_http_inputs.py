@@ -10,9 +10,18 @@ from redis_checkpoint import TrustedForwarding
 from redis_checkpoint.web.inputs import KEYED_HEADERS, read_request
 
 
-def scope(*headers: tuple[str, str], method: str = "GET") -> dict[str, Any]:
+def scope(
+    *headers: tuple[str, str], method: str = "GET", client: Any = ("127.0.0.1", 50000)
+) -> dict[str, Any]:
+    """A request from ``client`` (by default the proxy on this host)."""
     pairs = [(name.encode(), value.encode()) for name, value in headers]
-    return {"type": "http", "method": method, "headers": pairs, "server": ("10.0.0.5", 8000)}
+    return {
+        "type": "http",
+        "method": method,
+        "headers": pairs,
+        "server": ("10.0.0.5", 8000),
+        "client": client,
+    }
 
 
 def test_a_plain_request_keys_nothing_extra() -> None:
@@ -94,12 +103,36 @@ def test_trusted_client_address_headers_leave_the_key() -> None:
 
 
 @pytest.mark.parametrize(
+    ("proxies", "client", "trusted"),
+    [
+        (("127.0.0.1", "::1"), ("127.0.0.1", 1), True),
+        (("127.0.0.1", "::1"), ("::1", 1), True),
+        (("127.0.0.1", "::1"), ("203.0.113.9", 1), False),  # around the proxy
+        (("127.0.0.1", "::1"), None, False),
+        (("10.0.0.0/8",), ("10.20.30.40", 1), True),
+        (("10.0.0.0/8",), ("11.0.0.1", 1), False),
+        (("10.0.0.0/8",), ("not-an-ip", 1), False),
+        (("*",), None, True),  # a unix socket
+        (("*",), ("203.0.113.9", 1), True),
+    ],
+)
+def test_trust_applies_only_to_requests_from_the_proxies(
+    proxies: tuple[str, ...], client: Any, trusted: bool
+) -> None:
+    trust = TrustedForwarding(x_forwarded_for=1, proxies=proxies)
+    inputs = read_request(scope(("x-forwarded-for", "203.0.113.7"), client=client), trust)
+    assert inputs.keyed == (() if trusted else (("x-forwarded-for", "203.0.113.7"),))
+
+
+@pytest.mark.parametrize(
     ("options", "error"),
     [
         ({"x_forwarded_for": -1}, ValueError),
         ({"forwarded": True}, ValueError),
         ({"client_address_headers": ["x-forwarded-host"]}, ValueError),
         ({"client_address_headers": "x-real-ip"}, TypeError),
+        ({"proxies": ["10.0.0.300"]}, ValueError),
+        ({"proxies": "10.0.0.1"}, TypeError),
     ],
 )
 def test_trusted_forwarding_is_checked(options: dict[str, Any], error: type[Exception]) -> None:

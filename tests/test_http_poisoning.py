@@ -312,6 +312,22 @@ def test_behind_a_declared_proxy_visitors_share_entries_and_injections_stay_apar
         assert (shop.headers["x-cache"], other.headers["x-cache"]) == ("MISS", "HIT")
 
 
+async def test_a_request_around_the_declared_proxy_is_not_trusted(redis_url: str) -> None:
+    """An attacker who reaches the app's port directly sends headers the proxy would set."""
+    app = make_site(redis_url, trusted_forwarding=TrustedForwarding(x_forwarded_for=1))
+    url, evil = "/address?vector=around-the-proxy", {"x-forwarded-for": "<script>x</script>"}
+    direct = httpx.ASGITransport(app=app, client=("203.0.113.66", 40000))
+    proxied = httpx.ASGITransport(app=app, client=("127.0.0.1", 40000))
+    async with (
+        httpx.AsyncClient(transport=direct, base_url="http://testserver") as attacker,
+        httpx.AsyncClient(transport=proxied, base_url="http://testserver") as visitor,
+    ):
+        assert "<script>" in (await attacker.get(url, headers=evil)).text
+        answer = await visitor.get(url, headers={"x-forwarded-for": "203.0.113.7"})
+    assert answer.text == "your address: 203.0.113.7" and answer.headers["x-cache"] == "MISS"
+    await app.aclose()
+
+
 def test_undeclared_client_addresses_are_keyed_apart_with_one_hint(
     redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

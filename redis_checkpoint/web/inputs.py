@@ -24,8 +24,9 @@ Everything the client itself put in those headers stays in the key.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 __all__ = [
@@ -103,6 +104,10 @@ class TrustedForwarding:
     * ``client_address_headers``: single-value headers the proxy sets to the client's address
       (``"x-real-ip"``, ``"cf-connecting-ip"``...), overwriting any the client sent; left out of
       the key.
+    * ``proxies``: the addresses (or networks, ``"10.0.0.0/8"``) the nearest proxy connects
+      from, as uvicorn's ``forwarded_allow_ips``; ``"*"`` for any, which a unix socket needs. A
+      request from anywhere else reached the app around the proxy: its headers are the
+      client's own, keyed as sent.
 
     Every other forwarding header stays in the key as sent, trusted or not: a proxy sends the
     same value for every request of a site, so keying it costs no hits.
@@ -112,6 +117,23 @@ class TrustedForwarding:
     forwarded: int = 0
     x_forwarded_host: int = 0
     client_address_headers: Sequence[str] = ()
+    proxies: Sequence[str] = ("127.0.0.1", "::1")
+    _networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
+
+    def trusts(self, client: Any) -> bool:
+        """Whether a request from ``client`` (the ASGI scope's ``(host, port)`` or None) came
+        through the declared proxies."""
+        if self._networks is None:
+            return True  # "*"
+        if not client:
+            return False
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
 
     def __post_init__(self) -> None:
         for name in ("x_forwarded_for", "forwarded", "x_forwarded_host"):
@@ -131,6 +153,15 @@ class TrustedForwarding:
             "client_address_headers",
             tuple(sorted({name.lower() for name in self.client_address_headers})),
         )
+        if isinstance(self.proxies, str):
+            raise TypeError("proxies must be a sequence of addresses, e.g. ['10.0.0.0/8']")
+        object.__setattr__(self, "proxies", tuple(self.proxies))
+        if "*" not in self.proxies:
+            try:
+                networks = tuple(ipaddress.ip_network(entry) for entry in self.proxies)
+            except ValueError as exc:
+                raise ValueError(f"TrustedForwarding(proxies=...): {exc}") from None
+            object.__setattr__(self, "_networks", networks)
 
 
 _NOBODY: Final = TrustedForwarding()
@@ -202,8 +233,9 @@ def _content_length(raw: bytes) -> int:
 def read_request(
     scope: MutableMapping[str, Any], trusted: TrustedForwarding | None = None
 ) -> RequestInputs:
-    """Read the request's headers once: its host, its keyed inputs and any reason to bypass."""
-    trust = trusted or _NOBODY
+    """Read the request's headers once: its host, its keyed inputs and any reason to bypass.
+    ``trusted`` applies only to a request that came from one of its proxies."""
+    trust = trusted if trusted is not None and trusted.trusts(scope.get("client")) else _NOBODY
     keyed: list[tuple[str, str]] = []
     lists: dict[bytes, list[bytes]] = {b"x-forwarded-for": [], b"forwarded": []}
     forwarded_hosts: list[bytes] = []

@@ -262,7 +262,7 @@ class CacheMiddleware:
             self.invalidations.start(self.engine.client)
         inputs = read_request(scope, self.trusted_forwarding)
         if inputs.untrusted_addresses:
-            self._hint(inputs.untrusted_addresses)
+            self._hint(inputs.untrusted_addresses, scope.get("client"))
         method = scope["method"]
         # An overridden method may be anything to the app: handled as unsafe, never stored.
         if method in UNSAFE_METHODS or inputs.method_override is not None:
@@ -296,15 +296,17 @@ class CacheMiddleware:
                 return rule
         return _DEFAULT_RULE
 
-    def _hint(self, names: tuple[str, ...]) -> None:
+    def _hint(self, names: tuple[str, ...], client: Any) -> None:
         for name in names:
             if name not in self._hinted:
                 self._hinted.add(name)
                 log.warning(
                     "requests carry %s: the cache keys each value apart, so behind a proxy that "
                     "sets it every client gets entries of its own; if a proxy you trust sets it, "
-                    "declare it with CacheMiddleware(trusted_forwarding=TrustedForwarding(...))",
+                    "declare it with CacheMiddleware(trusted_forwarding=TrustedForwarding(...)), "
+                    "whose proxies= include the address this request came from (%s)",
                     name,
+                    client[0] if client else "a unix socket",
                 )
 
     def _request(self, scope: Scope, inputs: RequestInputs) -> _Request | None:
