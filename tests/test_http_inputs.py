@@ -97,7 +97,7 @@ def test_trusted_x_forwarded_host_names_the_site_and_stays_in_the_key() -> None:
 
 
 def test_trusted_client_address_headers_leave_the_key() -> None:
-    trust = TrustedForwarding(client_address_headers=["X-Real-IP"])
+    trust = TrustedForwarding(client_address_headers=["x-real-ip"])
     inputs = read_request(scope(("x-real-ip", "1.2.3.4"), ("cf-connecting-ip", "1.2.3.4")), trust)
     assert inputs.keyed == (("cf-connecting-ip", "1.2.3.4"),)
 

@@ -27,29 +27,29 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal, get_args
 
 __all__ = [
     "CLIENT_ADDRESS_HEADERS",
     "CREDENTIAL_HEADERS",
     "KEYED_HEADERS",
     "METHOD_OVERRIDE_HEADERS",
+    "ClientAddressHeader",
     "RequestInputs",
     "TrustedForwarding",
     "read_request",
 ]
 
 #: Headers in which a proxy (or anyone) names the client's address; one value each.
-CLIENT_ADDRESS_HEADERS: Final = frozenset(
-    {
-        b"x-real-ip",
-        b"true-client-ip",
-        b"cf-connecting-ip",
-        b"fastly-client-ip",
-        b"x-client-ip",
-        b"x-cluster-client-ip",
-    }
-)
+ClientAddressHeader = Literal[
+    "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+]
+CLIENT_ADDRESS_HEADERS: Final = frozenset(name.encode() for name in get_args(ClientAddressHeader))
 #: Headers apps read to learn another scheme, host, port, path or client than the request's own.
 KEYED_HEADERS: Final = CLIENT_ADDRESS_HEADERS | frozenset(
     {
@@ -116,7 +116,7 @@ class TrustedForwarding:
     x_forwarded_for: int = 0
     forwarded: int = 0
     x_forwarded_host: int = 0
-    client_address_headers: Sequence[str] = ()
+    client_address_headers: Sequence[ClientAddressHeader] = ()
     proxies: Sequence[str] = ("127.0.0.1", "::1")
     _networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] | None = field(
         init=False, repr=False, compare=False, default=None
