@@ -37,7 +37,13 @@ def make_site(url: str, **options: Any) -> tuple[CacheMiddleware, Counter[str]]:
 
         return endpoint
 
+    def by_language(request: Request) -> Response:
+        calls[request.url.path] += 1
+        headers = {"cache-control": "max-age=600", "vary": "accept-language"}
+        return PlainTextResponse(request.headers.get("accept-language", "-"), headers=headers)
+
     routes = [
+        Route("/vary", by_language),
         Route("/pages/{n}", answer(1024)),
         Route("/search", answer(2048)),
         Route("/items/{id}", answer(100)),
@@ -117,14 +123,22 @@ def _live_members(client: redis.Redis, tag_set: str) -> int:
 async def test_the_bound_per_path_and_per_rule(
     redis_url: str, redis_client: redis.Redis, http: Any
 ) -> None:
-    rules = [CacheRule("/search", max_entries_per_path=10), CacheRule("/items/*", max_entries=25)]
+    rules = [
+        CacheRule("/search", max_entries_per_path=10),
+        CacheRule("/vary", max_entries_per_path=10),
+        CacheRule("/items/*", max_entries=25),
+    ]
     app, calls = make_site(redis_url, rules=rules, max_entries_per_path=1000)
     client = http(app)
     await client.get("/pages/1")
     await _flood_search(client, 60)
     for _ in range(100):  # random paths: the per-path bound cannot hold them, the rule's can
         await client.get(f"/items/{secrets.token_hex(6)}")
+    for _ in range(60):  # random values of a header the response varies on
+        await client.get("/vary", headers={"accept-language": secrets.token_hex(4)})
     layout = app.engine.core.layout
+    vary = layout.tag(app.namespace, exact_tag("testserver", "/vary"))
+    assert redis_client.scard(vary) == 10 and _live_members(redis_client, vary) == 10
     search = layout.tag(app.namespace, exact_tag("testserver", "/search"))
     items = layout.tag(app.namespace, rule_tag("testserver", "/items/*"))
     assert redis_client.scard(search) == 10 and _live_members(redis_client, search) == 10

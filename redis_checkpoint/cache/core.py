@@ -146,11 +146,11 @@ for t = 1, tags do
   local limit = tonumber(ARGV[3 + t])
   if limit > 0 then
     local set = KEYS[1 + n + t]
-    local adding = 0
+    -- The entries being written leave the set first (and come back below): never victims.
     for i = 1, n do
-      adding = adding + 1 - redis.call('SISMEMBER', set, KEYS[i + 1])
+      redis.call('SREM', set, KEYS[i + 1])
     end
-    local excess = redis.call('SCARD', set) + adding - limit
+    local excess = redis.call('SCARD', set) + n - limit
     if excess > 0 then
       for _, victim in ipairs(redis.call('SPOP', set, excess)) do
         redis.call('DEL', victim)
