@@ -39,9 +39,10 @@ What it does, in order of importance:
   sends ``Age``; stores only final responses with a cacheable status (a 404 replays as a 404).
 * Adds a strong ``ETag`` computed from the body when the app sent none and answers
   ``If-None-Match`` (weak comparison, lists, ``*``) with 304; HEAD is answered from the GET entry.
-* A successful (2xx/3xx) POST, PUT, PATCH or DELETE invalidates its path (all query strings and
-  variants), the paths of its ``Location``/``Content-Location``, and the rule's ``invalidates``
-  prefixes, in every process, before its response's last byte leaves.
+* A successful (2xx/3xx) request with a method not known to be safe (anything but GET, HEAD,
+  OPTIONS and TRACE: POST, PUT, PATCH, DELETE, M-SEARCH...) invalidates its path (all query
+  strings and variants), the paths of its ``Location``/``Content-Location``, and the rule's
+  ``invalidates`` prefixes, in every process, before its response's first byte leaves.
 * Marks every response ``X-Cache: HIT``, ``MISS`` or ``BYPASS``.
 * A response with a ``Content-Length`` within ``max_body_bytes`` is held until complete (to add the
   ETag or answer 304); any other response streams through at once, untouched but for ``X-Cache``,
@@ -100,7 +101,6 @@ DEFAULT_TTL: Final = 600.0
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 #: How many entries one path may hold at once (query strings, Vary values, users, keyed headers).
 DEFAULT_MAX_ENTRIES_PER_PATH: Final = 1000
-UNSAFE_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
@@ -265,7 +265,7 @@ class CacheMiddleware:
             self._hint(inputs.untrusted_addresses, scope.get("client"))
         method = scope["method"]
         # An overridden method may be anything to the app: handled as unsafe, never stored.
-        if method in UNSAFE_METHODS or inputs.method_override is not None:
+        if method not in rfc9111.SAFE_METHODS or inputs.method_override is not None:
             await self._unsafe(scope, inputs.site, receive, send)
             return
         request = self._request(scope, inputs) if method in ("GET", "HEAD") else None
@@ -437,7 +437,7 @@ class CacheMiddleware:
             return None
         default = request.rule.ttl if request.rule.ttl is not None else self.default_ttl
         lifetime = rfc9111.freshness_lifetime(headers, response_directives, default)
-        initial_age = _seconds(rfc9111.header(headers, b"age"))
+        initial_age = rfc9111.age(headers)
         if lifetime - initial_age <= 0:
             return None
         return response_directives, lifetime
@@ -477,26 +477,19 @@ class CacheMiddleware:
     # -- unsafe methods ---------------------------------------------------------------------
 
     async def _unsafe(self, scope: Scope, host: str, receive: Receive, send: Send) -> None:
-        """Run the app; before the last byte of a 2xx/3xx response leaves, invalidate."""
+        """Run the app; before the first byte of a 2xx/3xx response leaves, invalidate."""
         self.counts["BYPASS"] += 1
         path: str = scope["path"]
         rule = self._rule(path)
-        status = 0
-        headers: list[tuple[bytes, bytes]] = []
 
         async def watched(message: Message) -> None:
-            nonlocal status, headers
             if message["type"] == "http.response.start":
-                status = message["status"]
                 headers = list(message.get("headers", ()))
+                if 200 <= message["status"] < 400:
+                    # Before any of the response leaves: a client that has seen it, on this
+                    # connection or another, can no longer read the old entry.
+                    await self._invalidate_after_write(host, path, rule, headers)
                 message["headers"] = [*headers, (_X_CACHE, b"BYPASS")]
-            elif (
-                message["type"] == "http.response.body"
-                and not message.get("more_body", False)
-                and 200 <= status < 400
-            ):
-                await self._invalidate_after_write(host, path, rule, headers)
-                status = 0  # once
             await send(message)
 
         await self.app(scope, receive, watched)
@@ -504,9 +497,8 @@ class CacheMiddleware:
     async def _invalidate_after_write(
         self, host: str, path: str, rule: CacheRule, headers: rfc9111.Headers
     ) -> None:
-        if self.near is not None:
-            self.near.clear()  # this process reads its own writes at once
-        tags = [exact_tag(host, path)]
+        # A path whose rule never caches has no entries of its own to drop.
+        tags = [exact_tag(host, path)] if rule.cache else []
         tags += [prefix_tag(host, prefix) for prefix in rule.invalidates]
         for name in (b"location", b"content-location"):
             value = rfc9111.header(headers, name)
@@ -514,15 +506,26 @@ class CacheMiddleware:
                 target = urlsplit(value.decode("latin-1"))
                 if target.path and (not target.netloc or target.netloc.lower() == host):
                     tags.append(exact_tag(host, target.path))
+        if not tags:
+            return
+        if self.near is not None:
+            self.near.clear()  # this process reads its own writes at once
         try:
             await self.engine.invalidate_tags(self.namespace, *dict.fromkeys(tags))
-            if self.engine.core.breaker.state == "closed":
-                await self.invalidations.publish(self.engine.client)
         except Exception:
             # The write happened: its response must still reach the client. Redis refused the
-            # command (it is up: an unreachable Redis queues the invalidation instead, and other
-            # processes' subscriptions break, which empties their near caches).
+            # command (it is up: an unreachable Redis queues the invalidation instead).
             log.exception("invalidating %s after a write failed", tags)
+            return
+        breaker = self.engine.core.breaker
+        if breaker.state != "closed" or breaker.failures:
+            # Queued for when Redis is back; other processes' subscriptions broke as well,
+            # which empties their near caches.
+            return
+        try:
+            await self.invalidations.publish(self.engine.client)
+        except Exception as exc:
+            log.warning("could not tell other processes that %s changed: %r", tags, exc)
 
 
 def _not_modified(request: _Request, status: int, etag: bytes) -> bool:
@@ -530,10 +533,6 @@ def _not_modified(request: _Request, status: int, etag: bytes) -> bool:
     if not 200 <= status < 300:
         return False
     return rfc9111.none_match(rfc9111.header(request.headers, b"if-none-match"), etag)
-
-
-def _seconds(value: bytes | None) -> float:
-    return float(value) if value is not None and value.strip().isdigit() else 0.0
 
 
 class _Recorder:
@@ -652,7 +651,7 @@ class _Recorder:
             etag=etag,
             stored_at=time.time(),
             lifetime=lifetime,
-            initial_age=_seconds(rfc9111.header(headers, b"age")),
+            initial_age=rfc9111.age(headers),
             shareable_with_auth=shareable,
         )
 

@@ -6,20 +6,24 @@ request matches and when to answer 304.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Final
 
 __all__ = [
     "CACHEABLE_STATUSES",
+    "SAFE_METHODS",
     "Headers",
+    "age",
     "content_etag",
     "directives",
     "freshness_lifetime",
     "header",
+    "http_date",
     "none_match",
     "refusal",
     "vary_names",
@@ -29,6 +33,27 @@ Headers = Sequence[tuple[bytes, bytes]]
 
 #: Statuses "heuristically cacheable" by default (RFC 9110 15.1); a cached 404 replays as 404.
 CACHEABLE_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+#: Methods known to be safe (RFC 9110 9.2.1); any other one invalidates (RFC 9111 4.4).
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+# fmt: off
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                  "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# fmt: on
+_DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_LONG_DAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTH: Final = "(?P<month>" + "|".join(_MONTHS) + ")"
+_TIME: Final = r"(?P<hour>\d\d):(?P<minute>\d\d):(?P<second>\d\d)"
+# The three forms of RFC 9110 5.6.7, case-sensitive as it says; nothing else is a date.
+_IMF_FIXDATE: Final = re.compile(
+    rf"(?:{'|'.join(_DAYS)}), (?P<day>\d\d) {_MONTH} (?P<year>\d{{4}}) {_TIME} GMT"
+)
+_RFC850_DATE: Final = re.compile(
+    rf"(?:{'|'.join(_LONG_DAYS)}), (?P<day>\d\d)-{_MONTH}-(?P<year>\d\d) {_TIME} GMT"
+)
+_ASCTIME_DATE: Final = re.compile(
+    rf"(?:{'|'.join(_DAYS)}) {_MONTH} (?P<day>[ \d]\d) {_TIME} (?P<year>\d{{4}})"
+)
 
 
 def header(headers: Headers, name: bytes) -> bytes | None:
@@ -72,6 +97,41 @@ def directives(headers: Headers, name: bytes = b"cache-control") -> dict[str, st
     return found
 
 
+def http_date(value: bytes) -> float | None:
+    """An HTTP-date (RFC 9110 5.6.7) as a POSIX timestamp; None when it is not one."""
+    text = value.decode("latin-1").strip()
+    for form in (_IMF_FIXDATE, _RFC850_DATE, _ASCTIME_DATE):
+        found = form.fullmatch(text)
+        if found is not None:
+            break
+    else:
+        return None
+    year = int(found["year"])
+    if form is _RFC850_DATE:
+        # A two-digit year more than 50 years ahead is the last such year in the past.
+        this_year = time.gmtime().tm_year
+        year += this_year - this_year % 100
+        if year > this_year + 50:
+            year -= 100
+    month = 1 + _MONTHS.index(found["month"])
+    day, hour, minute, second = (int(found[name]) for name in ("day", "hour", "minute", "second"))
+    if not 1 <= day <= calendar.monthrange(year, month)[1] or hour > 23 or minute > 59:
+        return None
+    if second > 60:  # 60: a leap second, counted as 59
+        return None
+    return float(calendar.timegm((year, month, day, hour, minute, min(second, 59), 0, 0, 0)))
+
+
+def age(headers: Headers) -> float:
+    """The ``Age`` a response arrived with: the first member of a list, 0 when absent or not a
+    non-negative integer (RFC 9111 5.1)."""
+    raw = header(headers, b"age")
+    if raw is None:
+        return 0.0
+    first = raw.split(b",", 1)[0].strip()
+    return float(first) if first.isdigit() else 0.0
+
+
 def _seconds(value: str | None) -> int | None:
     if value is None or not value.isdigit():
         return None
@@ -89,17 +149,12 @@ def freshness_lifetime(
             return float(seconds) if seconds is not None else 0.0
     expires = header(headers, b"expires")
     if expires is not None:
-        try:
-            expires_at = parsedate_to_datetime(expires.decode("latin-1")).timestamp()
-            date = header(headers, b"date")
-            now = (
-                parsedate_to_datetime(date.decode("latin-1")).timestamp()
-                if date is not None
-                else time.time()
-            )
-        except (TypeError, ValueError, IndexError):
-            return 0.0  # an invalid Expires means "already expired"
-        return max(0.0, expires_at - now)
+        expires_at = http_date(expires)
+        if expires_at is None:
+            return 0.0  # an invalid Expires means "already expired" (RFC 9111 5.3)
+        date = header(headers, b"date")
+        sent_at = http_date(date) if date is not None else None
+        return max(0.0, expires_at - (sent_at if sent_at is not None else time.time()))
     return float(default)  # a rule's ttl may be an int; stored lifetimes are floats
 
 

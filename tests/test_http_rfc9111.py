@@ -1,0 +1,223 @@
+"""RFC 9111 MUSTs of a shared cache that are easy to miss, on a real redis-server: invalid dates,
+unknown unsafe methods, a list-valued Age, invalidation before the response leaves, and what an
+outage or a never-cached path costs an unsafe request."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from cache_helpers import private_metrics, unique
+
+from redis_checkpoint import CacheMiddleware, CacheRule, Settings
+from redis_checkpoint.web.rfc9111 import age, http_date
+
+Scope = dict[str, Any]
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def origin(calls: Counter[str], headers_for: Callable[[str], list[tuple[bytes, bytes]]]) -> Any:
+    """An app that answers every method with 200, a body counting GETs of the path, and the
+    headers ``headers_for(path)``; a POST body is streamed in two messages."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        path, method = scope["path"], scope["method"]
+        calls[f"{method} {path}"] += 1
+        headers = [(b"content-type", b"text/plain"), *headers_for(path)]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        if method == "POST":
+            await send({"type": "http.response.body", "body": b"saved", "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = f"{path}#{calls[f'GET {path}']}".encode()
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.fixture
+async def cached(redis_url: str) -> AsyncIterator[Callable[..., Any]]:
+    made: list[CacheMiddleware] = []
+
+    def make(
+        headers_for: Callable[[str], list[tuple[bytes, bytes]]] = lambda path: [],
+        url: str | Settings = redis_url,
+        **options: Any,
+    ) -> tuple[CacheMiddleware, httpx.AsyncClient, Counter[str]]:
+        calls: Counter[str] = Counter()
+        app = CacheMiddleware(
+            origin(calls, headers_for),
+            url,
+            prefix=unique("rfc9111"),
+            metrics=private_metrics(),
+            **options,
+        )
+        made.append(app)
+        transport = httpx.ASGITransport(app=app)
+        return app, httpx.AsyncClient(transport=transport, base_url="http://testserver"), calls
+
+    yield make
+    for app in made:
+        await app.aclose()
+
+
+def _dates(at: float) -> dict[str, str]:
+    """``at`` in the three HTTP-date forms of RFC 9110 5.6.7."""
+    t = time.gmtime(at)
+    month, clock = _MONTHS[t.tm_mon - 1], f"{t.tm_hour:02}:{t.tm_min:02}:{t.tm_sec:02}"
+    day = _DAYS[t.tm_wday]
+    return {
+        "IMF-fixdate": f"{day[:3]}, {t.tm_mday:02} {month} {t.tm_year} {clock} GMT",
+        "rfc850-date": f"{day}, {t.tm_mday:02}-{month}-{t.tm_year % 100:02} {clock} GMT",
+        "asctime-date": f"{day[:3]} {month} {t.tm_mday:2} {clock} {t.tm_year}",
+    }
+
+
+def test_the_three_date_forms_and_nothing_else() -> None:
+    at = 1_800_000_000.0  # 2027-01-15
+    for form, text in _dates(at).items():
+        assert http_date(text.encode()) == at, form
+    invalid = [
+        "Fri, 15 Jan 2027 08:00:00 UTC",  # another zone name
+        "Fri, 15 Jan 2027 08:00:00 +0000",
+        "Fri, 15 Jan 27 08:00:00 GMT",  # a two-digit year in the IMF form
+        "Fri 15 Jan 2027 08:00:00 GMT",  # no comma
+        "fri, 15 jan 2027 08:00:00 gmt",  # the names are case-sensitive
+        "Fri, 30 Feb 2027 08:00:00 GMT",
+        "Fri, 15 Jan 2027 24:00:00 GMT",
+        "0",
+        "-1",
+        "",
+    ]
+    for text in invalid:
+        assert http_date(text.encode()) is None, text
+
+
+@pytest.mark.parametrize("form", ["IMF-fixdate", "rfc850-date", "asctime-date"])
+async def test_a_valid_expires_in_each_form_is_fresh(cached: Any, form: str) -> None:
+    expires = _dates(time.time() + 3600)[form]
+    _, client, calls = cached(lambda path: [(b"expires", expires.encode())])
+    await client.get("/dated")
+    assert (await client.get("/dated")).headers["x-cache"] == "HIT"
+    assert calls["GET /dated"] == 1
+
+
+@pytest.mark.parametrize(
+    "expires",
+    [
+        "{IMF} UTC",  # the IMF form of an hour ahead, with another zone name
+        "Fri, 01 Jan 49 00:00:00 GMT",  # two-digit year: 2049 to a lenient parser
+        "Tue 01 Jan 2099 00:00:00 GMT",  # no comma
+        "0",
+        "never",
+    ],
+)
+async def test_an_invalid_expires_means_already_expired(cached: Any, expires: str) -> None:
+    ahead = _dates(time.time() + 3600)["IMF-fixdate"].removesuffix(" GMT")
+    value = expires.replace("{IMF}", ahead).encode()
+    _, client, calls = cached(lambda path: [(b"expires", value)])
+    await client.get("/dated")
+    again = await client.get("/dated")
+    assert again.headers["x-cache"] == "MISS" and calls["GET /dated"] == 2
+
+
+def test_age_is_its_first_member() -> None:
+    assert age([(b"age", b"7200, 0")]) == 7200
+    assert age([(b"age", b"7200"), (b"age", b"0")]) == 7200
+    assert age([(b"age", b"abc")]) == 0 and age([(b"age", b"-5")]) == 0 and age([]) == 0
+
+
+async def test_a_list_valued_age_is_read_by_its_first_member(cached: Any) -> None:
+    headers = {
+        "/old": [(b"cache-control", b"max-age=3600"), (b"age", b"7200, 0")],
+        "/young": [(b"cache-control", b"max-age=3600"), (b"age", b"60, 5000")],
+    }
+    _, client, calls = cached(lambda path: headers[path])
+    for path in ("/old", "/young"):
+        await client.get(path)
+        await client.get(path)
+    assert calls["GET /old"] == 2  # already stale when it arrived: not stored
+    assert calls["GET /young"] == 1
+    assert int((await client.get("/young")).headers["age"]) >= 60
+
+
+@pytest.mark.parametrize(
+    ("method", "invalidates"),
+    [("M-SEARCH", True), ("PURGE", True), ("POST", True), ("OPTIONS", False), ("TRACE", False)],
+)
+async def test_a_method_not_known_to_be_safe_invalidates(
+    cached: Any, method: str, invalidates: bool
+) -> None:
+    _, client, _ = cached()
+    await client.get("/thing")
+    assert (await client.get("/thing")).headers["x-cache"] == "HIT"
+    assert (await client.request(method, "/thing")).headers["x-cache"] == "BYPASS"
+    after = await client.get("/thing")
+    assert after.headers["x-cache"] == ("MISS" if invalidates else "HIT")
+
+
+async def test_invalidation_happens_before_the_response_starts_to_leave(cached: Any) -> None:
+    """A client that has seen any of the POST's response (here: its status line, and its first
+    body message) must not read the old entry, on this connection or another."""
+    app, client, _ = cached()
+    await client.get("/report")
+    assert (await client.get("/report")).headers["x-cache"] == "HIT"
+    seen: list[tuple[str, str]] = []
+
+    async def client_side(message: dict[str, Any]) -> None:
+        other = await client.get("/report")
+        seen.append((message["type"], other.headers["x-cache"]))
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/report",
+        "raw_path": b"/report",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver")],
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 50000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    await app(scope, receive, client_side)
+    # The first GET re-stores the page, so the GETs after it may hit the new entry.
+    assert seen[0] == ("http.response.start", "MISS")
+    assert [kind for kind, _ in seen] == ["http.response.start", *["http.response.body"] * 2]
+
+
+async def test_a_never_cached_path_costs_no_invalidation(cached: Any) -> None:
+    headers = {"/admin/save": [(b"location", b"/items/7")], "/admin/ping": []}
+    rules = [CacheRule("/admin/*", cache=False)]
+    app, client, _ = cached(lambda path: headers.get(path, []), rules=rules)
+    await client.get("/items/7")
+    before = app.engine.round_trips
+    await client.post("/admin/ping")
+    assert app.engine.round_trips == before  # nothing of its own, nothing named
+    assert (await client.get("/items/7")).headers["x-cache"] == "HIT"
+    await client.post("/admin/save")  # names /items/7 in its Location: that one goes
+    assert (await client.get("/items/7")).headers["x-cache"] == "MISS"
+
+
+async def test_an_outage_logs_no_traceback_per_write(
+    cached: Any, dead_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, client, _ = cached(url=Settings(url=dead_url, retries=0, socket_connect_timeout=0.2))
+    with caplog.at_level(logging.WARNING, logger="redis_checkpoint"):
+        for _ in range(5):
+            assert (await client.put("/items/1")).status_code == 200
+    loud = [r for r in caplog.records if r.name.startswith("redis_checkpoint")]
+    assert not [r for r in loud if r.levelno >= logging.ERROR or r.exc_info]
+    assert len(loud) <= 1, [r.getMessage() for r in loud]  # the engine's "serves from memory"
