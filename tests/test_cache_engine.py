@@ -80,6 +80,10 @@ def test_keys_escape_user_strings_and_hash_long_ones() -> None:
     long_key = layout.entry("llm", "p" * 500)
     assert len(long_key) < 60 and long_key.endswith(digest("p" * 500))
     assert layout.entry("llm", "#gen") != layout.generation("llm")
+    # A face's own digest reads as designed; a plain string that looks like one is escaped.
+    hashed = digest("a prompt")
+    assert layout.entry("llm", hashed) == f"p:{{llm}}:{hashed}" and hashed.startswith("#")
+    assert layout.entry("llm", str(hashed)) == f"p:{{llm}}:%23{hashed[1:]}"
     assert digest("ab", "c") != digest("a", "bc")
     assert escape("ok-._~") == "ok-._~"
 

@@ -11,8 +11,11 @@ One slot per namespace is what lets a batch of embeddings be one MGET, a write w
 script and a tag invalidation be atomic, on a cluster as on a single server. User strings are
 percent-escaped (``:``, ``{``, ``}``, ``#``, ``%`` and whitespace become ``%XX``), so nothing a
 user passes can forge a hash tag or reach another namespace; a long or binary key part is
-replaced by ``#`` + a 128-bit BLAKE2b digest. An escaped string never contains ``#``, so a digest
-and a short key cannot collide, and neither can reach the ``#gen``/``#tag``/``#lock`` keys.
+replaced by ``#`` + a 128-bit BLAKE2b digest, and a face that hashes its own keys (a prompt, a
+text, a URL) passes the :class:`Digest` that :func:`digest` returns, which stays as it is. An
+escaped string never contains ``#``, so a digest and a short key cannot collide, and neither can
+reach the ``#gen``/``#tag``/``#lock`` keys: a plain string that looks like a digest is escaped
+like any other.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import hashlib
 from dataclasses import dataclass
 from urllib.parse import quote
 
-__all__ = ["MAX_PLAIN_KEY", "KeyLayout", "digest", "escape", "key_part"]
+__all__ = ["MAX_PLAIN_KEY", "Digest", "KeyLayout", "digest", "escape", "key_part"]
 
 #: Key parts up to this many characters stay readable; longer ones are hashed.
 MAX_PLAIN_KEY = 64
@@ -32,7 +35,13 @@ def escape(text: str) -> str:
     return quote(text, safe="")
 
 
-def digest(*parts: str | bytes) -> str:
+class Digest(str):
+    """A key part made by :func:`digest`: already safe, so keys keep it as it is."""
+
+    __slots__ = ()
+
+
+def digest(*parts: str | bytes) -> Digest:
     """``#`` + a 128-bit BLAKE2b of the parts; the parts are length-prefixed, so
     ``("ab", "c")`` and ``("a", "bc")`` differ."""
     h = hashlib.blake2b(digest_size=16)
@@ -40,11 +49,13 @@ def digest(*parts: str | bytes) -> str:
         data = part.encode() if isinstance(part, str) else part
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
-    return "#" + h.hexdigest()
+    return Digest("#" + h.hexdigest())
 
 
 def key_part(key: str | bytes) -> str:
-    """The readable escaped key when short, else its digest."""
+    """A :class:`Digest` as it is; else the readable escaped key when short, else its digest."""
+    if isinstance(key, Digest):
+        return str(key)
     if isinstance(key, str):
         escaped = escape(key)
         if len(escaped) <= MAX_PLAIN_KEY:
