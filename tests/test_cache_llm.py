@@ -66,11 +66,26 @@ def test_two_identical_invocations_call_the_model_once(llm_cache: LLMCache) -> N
     second = model.invoke([HumanMessage("what is the weather?")])
     assert model.calls == 1
     assert second.content == first.content and second.tool_calls == first.tool_calls
-    assert second.response_metadata["cache_hit"] is True
-    assert "cache_hit" not in first.response_metadata
+    # By default a hit is what was stored (the BaseCache contract); the counters tell hits apart.
+    assert second.response_metadata == first.response_metadata
+    assert llm_cache.engine.stats()[llm_cache.namespace].hits == 1
     assert second.usage_metadata is not None and second.usage_metadata["total_tokens"] == 19
     model.invoke([HumanMessage("another question")])
     assert model.calls == 2
+
+
+def test_mark_hits_opt_in_marks_what_a_hit_returns_not_the_entry(llm_cache: LLMCache) -> None:
+    marking = LLMCache(engine=llm_cache.engine, mark_hits=True)
+    model = CountingChat(cache=marking, model_name="marked")
+    first = model.invoke([HumanMessage("what is the weather?")])
+    second = model.invoke([HumanMessage("what is the weather?")])
+    assert model.calls == 1
+    assert second.response_metadata["cache_hit"] is True
+    assert "cache_hit" not in first.response_metadata
+    unmarked = CountingChat(cache=llm_cache, model_name="marked")
+    third = unmarked.invoke([HumanMessage("what is the weather?")])
+    assert unmarked.calls == 0  # a hit on the same entry...
+    assert "cache_hit" not in third.response_metadata  # ...which holds no marker
 
 
 async def test_async_invocations_use_the_native_async_path(llm_cache: LLMCache) -> None:
@@ -93,7 +108,8 @@ def test_fake_chat_model_is_called_once(llm_cache: LLMCache) -> None:
 
 
 def test_tool_calling_generation_round_trips_exactly(llm_cache: LLMCache) -> None:
-    exact = LLMCache(engine=llm_cache.engine, mark_hits=False)
+    exact = llm_cache  # the default: a hit is exactly what was stored
+    marking = LLMCache(engine=llm_cache.engine, mark_hits=True)
     message = AIMessage(
         content=[
             {"type": "text", "text": "Let me check."},
@@ -119,7 +135,7 @@ def test_tool_calling_generation_round_trips_exactly(llm_cache: LLMCache) -> Non
     plain = [Generation(text="completion", generation_info={"n": 1})]
     exact.update("p2", "llm-string", plain)
     assert exact.lookup("p2", "llm-string") == plain
-    marked = llm_cache.lookup("prompt", "llm-string")
+    marked = marking.lookup("prompt", "llm-string")
     assert marked is not None and marked[0].generation_info == {
         "finish_reason": "tool_use",
         "cache_hit": True,
@@ -236,8 +252,9 @@ def test_global_llm_cache(llm_cache: LLMCache) -> None:
     set_llm_cache(llm_cache)
     try:
         model = CountingChat(model_name="global")
-        model.invoke("q")
-        assert model.invoke("q").response_metadata["cache_hit"] is True
+        first = model.invoke("q")
+        assert model.invoke("q").response_metadata == first.response_metadata
         assert model.calls == 1
+        assert llm_cache.engine.stats()[llm_cache.namespace].hits == 1
     finally:
         set_llm_cache(previous)

@@ -10,8 +10,16 @@ A generation the cache cannot store exactly (another message class, a non-data v
 ``additional_kwargs``) is not cached: a warning and an error count, never an exception in the
 middle of the model call.
 
-A hit is recognisable: its generations carry ``generation_info["cache_hit"] = True`` and a chat
-message also ``response_metadata["cache_hit"] = True`` (``mark_hits=False`` turns this off).
+A hit returns exactly what was stored, as ``BaseCache.lookup`` promises ("on a cache hit, return
+the cached value"), as langchain-core's own ``InMemoryCache`` does, and as langchain-tests'
+standard cache suites check (``lookup(...) == stored``). Hits are counted instead, outside the
+response: per namespace in ``engine.stats()`` and in the ``cache_hits_total`` metric.
+
+``mark_hits=True`` opts in to a marker on the response itself: a hit's generations carry
+``generation_info["cache_hit"] = True`` and a chat message also
+``response_metadata["cache_hit"] = True`` (the stored entry never holds it). That breaks the
+contract, so the standard suites fail with it; and a marked message that goes into a
+conversation's history changes the key of every later prompt that carries it.
 """
 
 from __future__ import annotations
@@ -126,7 +134,8 @@ class LLMCache(UsesEngines, BaseCache):
 
     ``target`` is a URL, Settings, redis client or ``None`` (REDIS_URL); or pass ``engine=`` to
     share one engine between faces. ``ttl`` defaults to 1800 s (the "ai" kind). ``clear()``
-    removes this cache's namespace only, in every process, without scanning.
+    removes this cache's namespace only, in every process, without scanning. ``mark_hits=True``
+    marks what a hit returns with ``cache_hit`` (off by default: see the module docstring).
     """
 
     def __init__(
@@ -137,7 +146,7 @@ class LLMCache(UsesEngines, BaseCache):
         async_engine: AsyncCacheEngine | None = None,
         namespace: str = "llm",
         ttl: Ttl = DEFAULT_TTLS["ai"],
-        mark_hits: bool = True,
+        mark_hits: bool = False,
         **engine_options: Any,
     ) -> None:
         self._engines = EngineOwner(target, engine, async_engine, engine_options)
