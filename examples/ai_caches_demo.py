@@ -14,6 +14,7 @@ import hashlib
 import time
 from typing import Any
 
+from demo_keys import remove_demo_keys
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
@@ -23,6 +24,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from redis_checkpoint import CachedEmbeddings, CacheEngine, LLMCache, Settings
 from redis_checkpoint.client import check_connection
 from redis_checkpoint.errors import RedisUnavailableError
+
+PREFIX = "rc-demo:cache"
 
 LLM_SECONDS = 0.3
 EMBED_SECONDS_PER_TEXT = 0.001
@@ -73,12 +76,14 @@ def timed(call: Any) -> tuple[Any, float]:
 
 def main() -> None:
     settings = Settings.from_env(socket_connect_timeout=0.2, retries=0)
-    engine = CacheEngine(settings, prefix="rc-demo:cache")
+    engine = CacheEngine(settings, prefix=PREFIX)
     try:
         check_connection(engine.client)
         where = f"Redis at {settings.redacted_url()}"
+        on_redis = True
     except RedisUnavailableError:
         where = "the in-memory tier (Redis unreachable)"
+        on_redis = False
     print(f"Caching on {where}\n")
 
     llm_cache = LLMCache(engine=engine)
@@ -113,6 +118,9 @@ def main() -> None:
             f"{namespace[:52]:<52} {stats.hits:>5} {stats.misses:>6} {stats.sets:>5} "
             f"{stats.hit_ratio:>9.0%}"
         )
+    if on_redis:
+        print()
+        remove_demo_keys(engine.client, PREFIX)
     engine.close()
 
 

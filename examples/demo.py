@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, TypedDict
 
 import redis
+from demo_keys import remove_demo_keys
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
@@ -35,7 +36,7 @@ from redis_checkpoint.settings import redact_url
 from redis_checkpoint.testing import RedisServer, find_redis_server
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-PREFIX = "demo"
+PREFIX = "rc-demo"
 THREAD = "demo-chat"
 OUTAGE_THREAD = "demo-outage"
 
@@ -313,6 +314,8 @@ def main() -> int:
             conversation(saver)
         NOTES.flush_notes()
         ok = across_processes(url)
+        with create_client(url) as client:
+            remove_demo_keys(client, f"{PREFIX}:cp")
     else:
         print(f"Redis not reachable at {shown}: using the in-memory default")
         without_redis(url)

@@ -4,9 +4,9 @@ HTTP cache turning away poisoning attempts.
 
     python examples/web_caches_demo.py
 
-Uses Redis at REDIS_URL (default redis://127.0.0.1:6379/0) under the key prefix "demo-web"
-(never flushed: the demo starts its namespaces afresh with one INCR each); when Redis cannot be
-reached, the same code runs on the cache's in-memory tier. The endpoint is served in-process
+Uses Redis at REDIS_URL (default redis://127.0.0.1:6379/0) under the key prefix "rc-demo:web"
+(never flushed; the demo removes the keys it wrote when it ends); when Redis cannot be reached,
+the same code runs on the cache's in-memory tier. The endpoint is served in-process
 through httpx's ASGI transport, so nothing listens on a port.
 """
 
@@ -18,16 +18,17 @@ import time
 from typing import Any
 
 import httpx
+from demo_keys import remove_demo_keys
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from redis_checkpoint import CacheEngine, CacheMiddleware, QueryCache, Settings
-from redis_checkpoint.client import check_connection
+from redis_checkpoint.client import check_connection, create_client
 from redis_checkpoint.errors import RedisUnavailableError
 
-PREFIX = "demo-web"
+PREFIX = "rc-demo:web"
 REPORT_SECONDS = 0.05
 
 
@@ -172,11 +173,16 @@ def main() -> None:
         check_connection(probe.client)
         probe.close()
         print(f"Caching on Redis at {settings.redacted_url()} (key prefix {PREFIX!r})\n")
+        on_redis = True
     except RedisUnavailableError:
         print("Caching on the in-memory tier (Redis unreachable)\n")
+        on_redis = False
     query_demo(settings)
     asyncio.run(endpoint_demo(settings))
     asyncio.run(poisoning_demo(settings))
+    if on_redis:
+        with create_client(settings) as client:
+            remove_demo_keys(client, PREFIX)
 
 
 if __name__ == "__main__":
