@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -281,3 +282,13 @@ async def test_postgres_async(cache: QueryCache, pg_async: AsyncEngine) -> None:
         after = (await cache.aexecute(connection, report())).all()
         assert after[0].spent == Decimal("10.50") and counter.statements == sent + 2
     await cache.aclose()
+
+
+def test_without_sqlalchemy_execute_names_the_extra(
+    cache: QueryCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on a machine without SQLAlchemy: the integration module cannot be imported.
+    monkeypatch.delitem(sys.modules, "redis_checkpoint.cache.query_sqlalchemy", raising=False)
+    monkeypatch.setitem(sys.modules, "sqlalchemy", None)
+    with pytest.raises(ModuleNotFoundError, match=r"redis-checkpoint\[sqlalchemy\]"):
+        cache.execute(object(), report())

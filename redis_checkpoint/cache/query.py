@@ -25,9 +25,10 @@ on a miss as on a hit, so a caller never sees a difference between a warm and a 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -392,12 +393,27 @@ class QueryCache(UsesEngines):
     def execute(self, bind: Any, statement: ClauseElement, **options: Any) -> Result[Any]:
         """Run a SQLAlchemy ``Select`` on a Session or Connection through the cache; see
         :func:`redis_checkpoint.cache.query_sqlalchemy.execute_cached`."""
-        from redis_checkpoint.cache.query_sqlalchemy import execute_cached
-
+        with _needs_sqlalchemy():
+            from redis_checkpoint.cache.query_sqlalchemy import execute_cached
         return execute_cached(self, bind, statement, **options)
 
     async def aexecute(self, bind: Any, statement: ClauseElement, **options: Any) -> Result[Any]:
         """:meth:`execute` on an AsyncSession or AsyncConnection."""
-        from redis_checkpoint.cache.query_sqlalchemy import aexecute_cached
-
+        with _needs_sqlalchemy():
+            from redis_checkpoint.cache.query_sqlalchemy import aexecute_cached
         return await aexecute_cached(self, bind, statement, **options)
+
+
+@contextlib.contextmanager
+def _needs_sqlalchemy() -> Iterator[None]:
+    """Import the SQLAlchemy integration; without SQLAlchemy, say which extra installs it."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "sqlalchemy":
+            raise
+        raise ModuleNotFoundError(
+            "QueryCache.execute/aexecute need SQLAlchemy 2: "
+            "pip install 'redis-checkpoint[sqlalchemy]'",
+            name="sqlalchemy",
+        ) from exc
