@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -139,6 +140,18 @@ async def test_threads_list_show_delete(setup: Setup) -> None:
     assert await setup.saver.aget_tuple(cfg("talk")) is None
     again = (await setup.client.delete("/threads/talk", headers=ADMIN)).json()
     assert again["deleted"] is False
+
+
+@pytest.mark.parametrize("thread_id", ["a/b", "", "with space", "50%", "/lead", "trail/"])
+async def test_any_thread_id_can_be_shown_and_deleted(setup: Setup, thread_id: str) -> None:
+    graph = build().compile(checkpointer=setup.saver)
+    await graph.ainvoke({"messages": [HumanMessage("hi")]}, cfg(thread_id))
+    path = "/threads/" + quote(thread_id, safe="")
+    shown = await setup.client.get(path, headers=READ)
+    assert shown.status_code == 200 and shown.json()["thread_id"] == thread_id
+    deleted = (await setup.client.delete(path, headers=ADMIN)).json()
+    assert deleted == {"thread_id": thread_id, "deleted": True}
+    assert await setup.saver.aget_tuple(cfg(thread_id)) is None
 
 
 async def test_invalidate_by_key_tag_and_namespace(setup: Setup) -> None:

@@ -94,8 +94,9 @@ ROUTES: tuple[_RouteSpec, ...] = (
     _RouteSpec("/stats", "GET", "stats", "read", "Statistics per cache type"),
     _RouteSpec("/metrics", "GET", "metrics_route", "read", "Prometheus metrics"),
     _RouteSpec("/threads", "GET", "threads", "read", "List the saver's threads"),
-    _RouteSpec("/threads/{thread_id}", "GET", "thread", "read", "A thread's checkpoints"),
-    _RouteSpec("/threads/{thread_id}", "DELETE", "delete_thread", "admin", "Delete a thread"),
+    # ":path": a thread id may hold "/" (sent as is or as %2F) or be empty ("/threads/").
+    _RouteSpec("/threads/{thread_id:path}", "GET", "thread", "read", "A thread's checkpoints"),
+    _RouteSpec("/threads/{thread_id:path}", "DELETE", "delete_thread", "admin", "Delete a thread"),
     _RouteSpec(
         "/invalidate",
         "POST",
