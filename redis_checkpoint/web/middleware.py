@@ -68,8 +68,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache.core import MISSING
 from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient
+from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.web import rfc9111
 from redis_checkpoint.web.entry import (
@@ -188,7 +190,8 @@ class CacheMiddleware:
     """A shared HTTP response cache for an ASGI app; see the module documentation.
 
     ``target`` is a Redis URL or :class:`Settings` (default: REDIS_URL...) for an engine of
-    its own; or pass ``engine=AsyncCacheEngine(...)`` to share one. ``counts`` holds how many
+    its own, with ``prefix`` (default ``<key_prefix>:cache``), ``metrics`` and ``breaker`` for
+    it; or pass ``engine=AsyncCacheEngine(...)`` to share one. ``counts`` holds how many
     responses were HIT, MISS and BYPASS in this process. ``trusted_forwarding`` declares the
     proxies in front of the app (:class:`TrustedForwarding`); ``max_entries_per_path`` bounds
     how many entries one path holds (None: unbounded), so random query strings on one path
@@ -212,10 +215,14 @@ class CacheMiddleware:
         local_max_entries: int = 1024,
         local_max_bytes: int = 32 * 1024 * 1024,
         fallback_to_memory: bool = False,
-        **engine_options: Any,
+        prefix: str | None = None,
+        metrics: Metrics | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
-        if engine is not None and (target is not None or engine_options):
-            raise TypeError("pass either engine= or a target and engine options, not both")
+        # Explicit options, no **kwargs: Starlette's add_middleware then type-checks them.
+        own_engine = (target, prefix, metrics, breaker)
+        if engine is not None and any(option is not None for option in own_engine):
+            raise TypeError("pass either engine= or target/prefix/metrics/breaker, not both")
         if not default_ttl > 0:
             raise ValueError(f"default_ttl={default_ttl!r} must be > 0 seconds")
         if max_body_bytes < 1:
@@ -226,9 +233,14 @@ class CacheMiddleware:
         if engine is None:
             # No memory tier unless asked: a per-process copy cannot see other processes'
             # invalidations.
-            engine_options.setdefault("memory", True if fallback_to_memory else None)
-            engine_options.setdefault("max_value_bytes", max_body_bytes + 64 * 1024)
-            engine = AsyncCacheEngine(target, **engine_options)
+            engine = AsyncCacheEngine(
+                target,
+                prefix=prefix,
+                metrics=metrics,
+                breaker=breaker,
+                memory=True if fallback_to_memory else None,
+                max_value_bytes=max_body_bytes + 64 * 1024,
+            )
         self.app = app
         self.engine = engine
         self.namespace = namespace
