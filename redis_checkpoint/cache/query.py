@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING
@@ -43,8 +43,13 @@ from redis_checkpoint.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy.engine import Result
     from sqlalchemy.sql.elements import ClauseElement
+    from sqlalchemy.sql.selectable import TypedReturnsRows
+    from typing_extensions import TypeVarTuple, Unpack
 
     from redis_checkpoint.cache.query_decorators import Invalidates
+
+    #: The column types of a typed ``select(...)``, as SQLAlchemy 2.1 spells them.
+    Columns = TypeVarTuple("Columns")
 
 __all__ = ["QueryCache", "QueryStats", "plain_rows"]
 
@@ -390,18 +395,69 @@ class QueryCache(UsesEngines):
 
         return Invalidates(self, tags)
 
-    def execute(self, bind: Any, statement: ClauseElement, **options: Any) -> Result[Any]:
+    # Typed like Session.execute: a typed select's rows unpack to its column types.
+    @overload
+    def execute(
+        self,
+        bind: Any,
+        statement: TypedReturnsRows[Unpack[Columns]],
+        *,
+        ttl: float | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Result[Unpack[Columns]]: ...
+    @overload
+    def execute(
+        self,
+        bind: Any,
+        statement: ClauseElement,
+        *,
+        ttl: float | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Result[Unpack[tuple[Any, ...]]]: ...
+    def execute(
+        self,
+        bind: Any,
+        statement: ClauseElement,
+        *,
+        ttl: float | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Result[Unpack[tuple[Any, ...]]]:
         """Run a SQLAlchemy ``Select`` on a Session or Connection through the cache; see
         :func:`redis_checkpoint.cache.query_sqlalchemy.execute_cached`."""
         with _needs_sqlalchemy():
             from redis_checkpoint.cache.query_sqlalchemy import execute_cached
-        return execute_cached(self, bind, statement, **options)
+        return execute_cached(self, bind, statement, ttl=ttl, tags=tags)
 
-    async def aexecute(self, bind: Any, statement: ClauseElement, **options: Any) -> Result[Any]:
+    @overload
+    async def aexecute(
+        self,
+        bind: Any,
+        statement: TypedReturnsRows[Unpack[Columns]],
+        *,
+        ttl: float | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Result[Unpack[Columns]]: ...
+    @overload
+    async def aexecute(
+        self,
+        bind: Any,
+        statement: ClauseElement,
+        *,
+        ttl: float | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Result[Unpack[tuple[Any, ...]]]: ...
+    async def aexecute(
+        self,
+        bind: Any,
+        statement: ClauseElement,
+        *,
+        ttl: float | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> Result[Unpack[tuple[Any, ...]]]:
         """:meth:`execute` on an AsyncSession or AsyncConnection."""
         with _needs_sqlalchemy():
             from redis_checkpoint.cache.query_sqlalchemy import aexecute_cached
-        return await aexecute_cached(self, bind, statement, **options)
+        return await aexecute_cached(self, bind, statement, ttl=ttl, tags=tags)
 
 
 @contextlib.contextmanager
