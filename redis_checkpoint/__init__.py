@@ -6,7 +6,7 @@ operations around them (metrics, a health monitor, a management API, a CLI). All
 same foundations: settings, one client factory, a circuit breaker and one metrics module.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache import (
@@ -70,6 +70,9 @@ __all__ = [
     "set_query_cache",
 ]
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:  # typed for users' mypy; imported on first use at run time (below)
+    from redis_checkpoint.ops.management import create_management_app, create_management_router
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,7 @@ error for a misspelt option (no ``**kwargs: Any`` swallowing it)."""
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from starlette.applications import Starlette
 
 from redis_checkpoint import CacheMiddleware, CacheRule, QueryCache, TrustedForwarding
+from redis_checkpoint import create_management_router
 
 
 class Base(DeclarativeBase):
@@ -56,6 +58,7 @@ MISSPELT = {
     "proxy": "TrustedForwarding(x_forwarded_fro=1)",
     "header": 'TrustedForwarding(client_address_headers=["x-real-ipp"])',
     "query": 'QueryCache().execute(None, sa.text("SELECT 1"), tll=5)',
+    "management": 'create_management_app(tokn="read-secret")',
 }
 
 
@@ -89,8 +92,17 @@ def test_a_misspelt_option_is_a_type_error(workdir: Path) -> None:
     header = (
         "import sqlalchemy as sa\nfrom starlette.applications import Starlette\n"
         "from redis_checkpoint import CacheMiddleware, CacheRule, QueryCache, TrustedForwarding\n"
+        "from redis_checkpoint import create_management_app\n"
     )
     lines = list(MISSPELT.values())
     found = mypy(workdir, "misspelt", header + "\n".join(lines) + "\n")
     errors = {int(line.split(":")[1]) for line in found if ": error:" in line}
-    assert errors == set(range(4, 4 + len(lines))), found
+    assert errors == set(range(5, 5 + len(lines))), found
+
+
+def test_the_management_factories_take_the_api_options() -> None:
+    """ManagementOptions types the factories' keywords: it must list ManagementAPI's own."""
+    from redis_checkpoint.ops.management import ManagementAPI, ManagementOptions
+
+    parameters = inspect.signature(ManagementAPI.__init__).parameters
+    assert set(ManagementOptions.__annotations__) == set(parameters) - {"self"}

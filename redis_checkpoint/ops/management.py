@@ -41,7 +41,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from langgraph.checkpoint.base import empty_checkpoint
 
@@ -57,6 +57,10 @@ from redis_checkpoint.ops.keyspace import keyspace_plan
 from redis_checkpoint.ops.plan import run_async
 from redis_checkpoint.ops.threads import summarize
 from redis_checkpoint.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+    from typing_extensions import Unpack
 
 try:
     from starlette.applications import Starlette
@@ -515,7 +519,21 @@ def _jsonable(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool, list, dict))
 
 
-def create_management_app(**options: Any) -> Starlette:
+class ManagementOptions(TypedDict, total=False):
+    """The keyword options of :class:`ManagementAPI`, for the two factories below."""
+
+    saver: RedisSaverBase | None
+    engine: CacheEngine | AsyncCacheEngine | None
+    token: str | None
+    admin_token: str | None
+    monitor: HealthMonitor | None
+    warmers: Mapping[str, Warmer] | None
+    metrics: Metrics | None
+    settings: Settings | None
+    keyspace_sample: int
+
+
+def create_management_app(**options: Unpack[ManagementOptions]) -> Starlette:
     """The management API as a Starlette app to mount (see :class:`ManagementAPI` for options).
 
     ``app.state.management`` is the :class:`ManagementAPI` (e.g. ``.add_warmer(name, fn)``).
@@ -526,7 +544,7 @@ def create_management_app(**options: Any) -> Starlette:
     return app
 
 
-def create_management_router(**options: Any) -> Any:
+def create_management_router(**options: Unpack[ManagementOptions]) -> APIRouter:
     """The same routes as a FastAPI ``APIRouter``, so they appear in the app's OpenAPI schema:
     ``app.include_router(create_management_router(...), prefix="/cache")``."""
     from fastapi import APIRouter
