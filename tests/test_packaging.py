@@ -1,4 +1,4 @@
-"""What pyproject.toml ships exists: a package-data pattern that matches nothing is a stale entry."""
+"""What pyproject.toml ships exists: a package-data pattern matching nothing is a stale entry."""
 
 from __future__ import annotations
 
