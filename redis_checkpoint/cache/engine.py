@@ -68,6 +68,7 @@ class _Engine(Generic[C]):
     """What both drivers share: the core, the client and the round-trip count."""
 
     client: C
+    _owns_client: bool
 
     def __init__(self, core: CacheCore, client: C, *, given: bool = False) -> None:
         self.core = core
@@ -77,6 +78,12 @@ class _Engine(Generic[C]):
             core.where = describe_client(client)
         #: Network round trips sent to Redis by this driver (script loads included).
         self.round_trips = 0
+
+    @property
+    def owns_client(self) -> bool:
+        """True when this engine built its client (from a URL or Settings) and closes it; False
+        for a client passed in, which stays the caller's to close."""
+        return self._owns_client
 
     def stats(self) -> dict[str, NamespaceStats]:
         """A snapshot of the counters per namespace (shared with the twin driver)."""

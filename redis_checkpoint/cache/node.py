@@ -5,6 +5,10 @@ langgraph namespace (the node), so ``clear([ns])`` is a tag invalidation and ``c
 generation bump: no KEYS, no SCAN. Values go through the cache's ``serde`` (langgraph's
 JsonPlusSerializer without pickle by default) and are stored as msgpack ``[type, bytes]``. The
 async methods run on redis.asyncio, never on a thread.
+
+Built from a URL, a sync client or an asyncio client, the cache serves ``graph.invoke`` and
+``graph.ainvoke`` alike: the other side's client is derived from the one given (see
+:mod:`.face`), and both drive one core.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import MISSING
-from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
+from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest, escape
 from redis_checkpoint.settings import Settings
@@ -32,11 +36,16 @@ def _tag(namespace: Namespace) -> str:
 
 class NodeCache(UsesEngines, BaseCache[ValueT]):
     """A langgraph ``BaseCache`` on Redis. TTLs come from each node's ``CachePolicy(ttl=...)``
-    (``None``: no expiry)."""
+    (``None``: no expiry).
+
+    ``target`` is a URL, Settings, a redis-py client (sync or asyncio, standalone or cluster) or
+    ``None`` (REDIS_URL); or pass ``engine=`` (and ``async_engine=``) to share engines. Closing
+    the cache closes only the clients it built or derived, never the one passed in.
+    """
 
     def __init__(
         self,
-        target: str | Settings | SyncClient | None = None,
+        target: str | Settings | SyncClient | AsyncClient | None = None,
         *,
         engine: CacheEngine | None = None,
         async_engine: AsyncCacheEngine | None = None,
@@ -45,9 +54,12 @@ class NodeCache(UsesEngines, BaseCache[ValueT]):
         **engine_options: Any,
     ) -> None:
         super().__init__(serde=serde)
-        self._engines = EngineOwner(target, engine, async_engine, engine_options)
+        self._engines = EngineOwner(
+            target, engine, async_engine, engine_options, face=type(self).__name__
+        )
         self.namespace = namespace
-        self.engine.set_cache_type(namespace, "node")
+        # On the core: a cache built from an asyncio client derives its sync side only if used.
+        self._engines.core.stats.set_cache_type(namespace, "node")
 
     @staticmethod
     def _key(full_key: FullKey) -> str:
