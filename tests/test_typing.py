@@ -59,6 +59,11 @@ MISSPELT = {
     "header": 'TrustedForwarding(client_address_headers=["x-real-ipp"])',
     "query": 'QueryCache().execute(None, sa.text("SELECT 1"), tll=5)',
     "management": 'create_management_app(tokn="read-secret")',
+    "engine": 'CacheEngine(prefx="app")',
+    "llm": "LLMCache(tll=5)",
+    "embeddings": "CachedEmbeddings(DeterministicFakeEmbedding(size=4), metric=None)",
+    "node": 'NodeCache(namspace="graph")',
+    "query cache": "QueryCache(lock_timout=5)",
 }
 
 
@@ -93,11 +98,21 @@ def test_a_misspelt_option_is_a_type_error(workdir: Path) -> None:
         "import sqlalchemy as sa\nfrom starlette.applications import Starlette\n"
         "from redis_checkpoint import CacheMiddleware, CacheRule, QueryCache, TrustedForwarding\n"
         "from redis_checkpoint import create_management_app\n"
+        "from redis_checkpoint import CacheEngine, CachedEmbeddings, LLMCache, NodeCache\n"
+        "from langchain_core.embeddings import DeterministicFakeEmbedding\n"
     )
     lines = list(MISSPELT.values())
     found = mypy(workdir, "misspelt", header + "\n".join(lines) + "\n")
     errors = {int(line.split(":")[1]) for line in found if ": error:" in line}
-    assert errors == set(range(5, 5 + len(lines))), found
+    assert errors == set(range(7, 7 + len(lines))), found
+
+
+def test_the_engine_options_are_the_cores() -> None:
+    """CoreOptions types every engine's and face's keywords: it must list CacheCore's own."""
+    from redis_checkpoint.cache.core import CacheCore, CoreOptions
+
+    parameters = inspect.signature(CacheCore.__init__).parameters
+    assert set(CoreOptions.__annotations__) == set(parameters) - {"self", "settings"}
 
 
 def test_the_management_factories_take_the_api_options() -> None:

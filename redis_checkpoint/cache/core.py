@@ -46,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypedDict, TypeVar
 
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache.keys import KeyLayout
@@ -63,6 +63,7 @@ __all__ = [
     "MISSING",
     "CacheCore",
     "Compute",
+    "CoreOptions",
     "Send",
     "Sleep",
 ]
@@ -216,6 +217,21 @@ SCRIPTS: Final[tuple[_Script, ...]] = (_SET, _INVALIDATE_TAG, _UNLOCK)
 _MAGIC = b"RC1:"
 
 Status = Literal["ok", "down", "error"]
+
+
+class CoreOptions(TypedDict, total=False):
+    """:class:`CacheCore`'s keyword options, which engines and faces pass on: typed, so that a
+    user's mypy catches a misspelt one (tests/test_typing.py keeps the two lists equal)."""
+
+    prefix: str | None
+    breaker: CircuitBreaker | None
+    metrics: Metrics | None
+    memory: MemoryTier | Literal[True] | None
+    max_value_bytes: int
+    namespace_ttls: Mapping[str, Ttl] | None
+    lock_timeout: float
+    wait_timeout: float
+    clock: Callable[[], float]
 
 
 class CacheCore:

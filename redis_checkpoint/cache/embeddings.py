@@ -14,15 +14,20 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.embeddings import Embeddings
 
 from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING, Ttl
-from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
+from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest
 from redis_checkpoint.settings import Settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from redis_checkpoint.cache.core import CoreOptions
 
 __all__ = ["CachedEmbeddings", "model_identity"]
 
@@ -52,7 +57,7 @@ class CachedEmbeddings(UsesEngines, Embeddings):
     def __init__(
         self,
         underlying: Embeddings,
-        target: str | Settings | SyncClient | None = None,
+        target: str | Settings | SyncClient | AsyncClient | None = None,
         *,
         engine: CacheEngine | None = None,
         async_engine: AsyncCacheEngine | None = None,
@@ -60,12 +65,14 @@ class CachedEmbeddings(UsesEngines, Embeddings):
         namespace: str = "emb",
         ttl: Ttl = DEFAULT_TTLS["embeddings"],
         dtype: Literal["float32", "float64"] = "float32",
-        **engine_options: Any,
+        **engine_options: Unpack[CoreOptions],
     ) -> None:
         if dtype not in _FORMATS:
             raise ValueError(f"dtype={dtype!r} must be 'float32' or 'float64'")
         self.underlying = underlying
-        self._engines = EngineOwner(target, engine, async_engine, engine_options)
+        self._engines = EngineOwner(
+            target, engine, async_engine, engine_options, face=type(self).__name__
+        )
         self.model_id = model_id or model_identity(underlying)
         self.dtype = dtype
         self.ttl = ttl
@@ -74,7 +81,7 @@ class CachedEmbeddings(UsesEngines, Embeddings):
         self.documents_namespace = f"{namespace}:doc:{dtype}:{self.model_id}"
         self.queries_namespace = f"{namespace}:query:{dtype}:{self.model_id}"
         for own in (self.documents_namespace, self.queries_namespace):
-            self.engine.set_cache_type(own, "embedding")
+            self._engines.core.stats.set_cache_type(own, "embedding")
 
     # -- packing ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import redis
 import redis.asyncio
@@ -27,6 +27,7 @@ from redis_checkpoint.cache.core import (
     SCRIPTS,
     CacheCore,
     Compute,
+    CoreOptions,
     Op,
     Send,
     Sleep,
@@ -37,6 +38,9 @@ from redis_checkpoint.client import create_async_client, create_client, describe
 from redis_checkpoint.errors import ConfigurationError
 from redis_checkpoint.plans import adrive, asend, drive, send
 from redis_checkpoint.settings import Settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["AsyncCacheEngine", "CacheEngine"]
 
@@ -112,7 +116,7 @@ class CacheEngine(_Engine[SyncClient]):
         *,
         core: CacheCore | None = None,
         settings: Settings | None = None,
-        **options: Any,
+        **options: Unpack[CoreOptions],
     ) -> None:
         if isinstance(target, (redis.Redis, redis.cluster.RedisCluster)):
             client = create_client(target)
@@ -301,7 +305,7 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
         *,
         core: CacheCore | None = None,
         settings: Settings | None = None,
-        **options: Any,
+        **options: Unpack[CoreOptions],
     ) -> None:
         if isinstance(target, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
             client = create_async_client(target)

@@ -19,7 +19,7 @@ import copy
 import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import redis
 import redis.asyncio
@@ -35,6 +35,9 @@ from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEn
 from redis_checkpoint.client import describe_client
 from redis_checkpoint.errors import ConfigurationError
 from redis_checkpoint.settings import Settings
+
+if TYPE_CHECKING:
+    from redis_checkpoint.cache.core import CoreOptions
 
 __all__ = ["EngineOwner", "UsesEngines", "mirror_client"]
 
@@ -346,7 +349,7 @@ class EngineOwner:
         target: str | Settings | SyncClient | AsyncClient | None,
         engine: CacheEngine | None,
         async_engine: AsyncCacheEngine | None,
-        options: dict[str, Any],
+        options: CoreOptions,
         *,
         face: str = "this cache",
     ) -> None:

@@ -29,7 +29,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.messages import AIMessage, AIMessageChunk
@@ -37,10 +37,15 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, Ttl
-from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
+from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest
 from redis_checkpoint.settings import Settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from redis_checkpoint.cache.core import CoreOptions
 
 __all__ = ["SECRET_PARAMETERS", "LLMCache", "cached_llm_call", "deterministic_only"]
 
@@ -140,18 +145,20 @@ class LLMCache(UsesEngines, BaseCache):
 
     def __init__(
         self,
-        target: str | Settings | SyncClient | None = None,
+        target: str | Settings | SyncClient | AsyncClient | None = None,
         *,
         engine: CacheEngine | None = None,
         async_engine: AsyncCacheEngine | None = None,
         namespace: str = "llm",
         ttl: Ttl = DEFAULT_TTLS["ai"],
         mark_hits: bool = False,
-        **engine_options: Any,
+        **engine_options: Unpack[CoreOptions],
     ) -> None:
-        self._engines = EngineOwner(target, engine, async_engine, engine_options)
+        self._engines = EngineOwner(
+            target, engine, async_engine, engine_options, face=type(self).__name__
+        )
         self.namespace = namespace
-        self.engine.set_cache_type(namespace, "llm")
+        self._engines.core.stats.set_cache_type(namespace, "llm")
         self.ttl = ttl
         self.mark_hits = mark_hits
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langgraph.cache.base import BaseCache, FullKey, Namespace, ValueT
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -26,6 +26,11 @@ from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEn
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest, escape
 from redis_checkpoint.settings import Settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from redis_checkpoint.cache.core import CoreOptions
 
 __all__ = ["NodeCache"]
 
@@ -51,7 +56,7 @@ class NodeCache(UsesEngines, BaseCache[ValueT]):
         async_engine: AsyncCacheEngine | None = None,
         namespace: str = "node",
         serde: SerializerProtocol | None = None,
-        **engine_options: Any,
+        **engine_options: Unpack[CoreOptions],
     ) -> None:
         super().__init__(serde=serde)
         self._engines = EngineOwner(

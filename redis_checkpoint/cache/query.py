@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING
-from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine, SyncClient
+from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest
 from redis_checkpoint.plans import adrive, drive
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from sqlalchemy.sql.selectable import TypedReturnsRows
     from typing_extensions import TypeVarTuple, Unpack
 
+    from redis_checkpoint.cache.core import CoreOptions
     from redis_checkpoint.cache.query_decorators import Invalidates
 
     #: The column types of a typed ``select(...)``, as SQLAlchemy 2.1 spells them.
@@ -115,7 +116,7 @@ class QueryCache(UsesEngines):
 
     def __init__(
         self,
-        target: str | Settings | SyncClient | None = None,
+        target: str | Settings | SyncClient | AsyncClient | None = None,
         *,
         engine: CacheEngine | None = None,
         async_engine: AsyncCacheEngine | None = None,
@@ -124,14 +125,16 @@ class QueryCache(UsesEngines):
         stale_ttl: float = 0.0,
         cache_empty: bool = True,
         empty_ttl: float | None = None,
-        **engine_options: Any,
+        **engine_options: Unpack[CoreOptions],
     ) -> None:
         for name, seconds in (("ttl", ttl), ("empty_ttl", empty_ttl)):
             if seconds is not None and not seconds > 0:
                 raise ValueError(f"{name}={seconds!r} must be > 0 seconds")
         if not stale_ttl >= 0:
             raise ValueError(f"stale_ttl={stale_ttl!r} must be >= 0 seconds")
-        self._engines = EngineOwner(target, engine, async_engine, engine_options)
+        self._engines = EngineOwner(
+            target, engine, async_engine, engine_options, face=type(self).__name__
+        )
         self.namespace = namespace
         self.ttl = ttl
         self.stale_ttl = stale_ttl
