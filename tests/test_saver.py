@@ -327,8 +327,26 @@ def test_corrupt_records_and_blobs_raise_naming_the_key(
     with pytest.raises(CorruptEntryError) as err:
         saver.get_tuple(config("bad"))
     assert keys.data in str(err.value) and "record" in str(err.value)
+    # The field name, NUL bytes and all, escaped: an error reply would end at its first NUL.
+    shown = "".join(chr(b) if 32 <= b < 127 and b != 92 else f"\\x{b:02x}" for b in record)
+    assert shown in str(err.value) and "\\x00" in shown
     with pytest.raises(CorruptEntryError):
         list(saver.list(config("bad")))
+
+
+def test_a_key_of_another_type_is_a_corrupt_entry_that_delete_thread_removes(
+    saver: RedisSaver, redis_client: redis.Redis
+) -> None:
+    put(saver, "typo", {"m": "x"})
+    keys = saver.core.keys("typo")
+    redis_client.delete(keys.idx)
+    redis_client.set(keys.idx, "written by something else")
+    with pytest.raises(CorruptEntryError) as err:
+        saver.get_tuple(config("typo"))
+    assert "WRONGTYPE" in str(err.value) and keys.idx in str(err.value)
+    assert "script" not in str(err.value)  # no script sha or line number
+    saver.delete_thread("typo")
+    assert redis_client.exists(keys.idx, keys.data) == 0
 
 
 def test_encrypted_serializer_plugs_in(

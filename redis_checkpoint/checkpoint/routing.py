@@ -598,6 +598,11 @@ class Router:
         if "CORRUPT" in message:
             detail = message[message.index("CORRUPT") :].split(" script:")[0]
             return CorruptEntryError(keys[-1] if keys else "?", detail)
+        if "WRONGTYPE" in message:
+            # Something else wrote a key of another type where the saver keeps a thread.
+            named = ", ".join(repr(key) for key in keys) or "?"
+            detail = f"a key of another type than the saver writes (WRONGTYPE) among {named}"
+            return CorruptEntryError(keys[0] if keys else "?", detail)
         return exc
 
     def _publish(self) -> None:

@@ -39,11 +39,19 @@ local function chunked(cmd, key, items)
   return out
 end
 
+local function printable(text)
+  -- An error reply ends at its first NUL: show control and non-ASCII bytes as \xNN.
+  return (string.gsub(text, '[%z\1-\31\127-\255\\]', function(c)
+    return string.format('\\x%02x', string.byte(c))
+  end))
+end
+
 local function record(member, raw)
   local ok, r = pcall(cmsgpack.unpack, raw)
   if not ok or type(r) ~= 'table' or type(r[1]) ~= 'number' or r[1] < 2 or r[1] > 4
      or type(r[7]) ~= 'table' then
-    error('CORRUPT checkpoint record ' .. member)  -- a string: Redis 6.2 cannot report a table
+    -- A string, not a table: Redis 6.2 cannot report a table.
+    error('CORRUPT checkpoint record ' .. printable(member))
   end
   return r
 end
