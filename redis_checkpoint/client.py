@@ -8,8 +8,10 @@ retries, pooling and binary (non-decoding) replies.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -27,7 +29,8 @@ from redis.backoff import ExponentialBackoff
 from redis.utils import HIREDIS_AVAILABLE as _HIREDIS_AVAILABLE
 
 from .errors import AuthReason, ConfigurationError, RedisAuthError, RedisUnavailableError
-from .settings import Settings, join_url, redact_url
+from .plans import adrive, drive
+from .settings import Settings, join_url, parse_redis_url, redact_url, secret_free
 
 __all__ = [
     "HIREDIS_AVAILABLE",
@@ -112,8 +115,21 @@ def _split_hosts(url: str, hosts: str, default_port: int | None) -> list[tuple[s
     return result
 
 
+def _named_url(settings: Settings) -> str:
+    """``REDIS_URL='redis://:***@host:6379/0'`` (or ``url=...``): the URL as messages show it."""
+    return f"{settings.source('url')}={settings.redacted_url()!r}"
+
+
+def _url_origin(settings: Settings) -> str:
+    """Where a fix goes: ``REDIS_URL``, or ``the url= argument``."""
+    source = settings.source("url")
+    return "the url= argument" if source == "url" else source
+
+
 def _parse_target(settings: Settings) -> _Target:
     url = settings.url
+    # Settings has checked the URL already; this reads its hosts and db.
+    checked = parse_redis_url(url, settings.source("url"))
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     base_scheme, _, flavour = scheme.partition("+")
@@ -147,10 +163,17 @@ def _parse_target(settings: Settings) -> _Target:
         plain = join_url(base_scheme, netloc, parts.path, urlencode(query))
         return _Target("cluster", tls, url=plain, hosts=tuple(nodes[1:]))
 
+    if len(checked.hosts) > 1:
+        raise ConfigurationError(
+            f"{_named_url(settings)} lists {len(checked.hosts)} hosts, but only a cluster or "
+            "Sentinel URL may list several: use redis+cluster://host:port,host:port (or "
+            "REDIS_CLUSTER=true), redis+sentinel://host:port,host:port/service_name, or one host"
+        )
     if not cluster_param:
-        return _Target("standalone", tls, url=url)  # untouched: redis-py parses it
+        # untouched: redis-py parses it
+        return _Target("standalone", tls, url=url, db=checked.db)
     plain = join_url(scheme, parts.netloc, parts.path, urlencode(query), parts.fragment)
-    return _Target("standalone", tls, url=plain)
+    return _Target("standalone", tls, url=plain, db=checked.db)
 
 
 def _parse_sentinel(
@@ -263,7 +286,150 @@ def _cluster_failure(settings: Settings, exc: Exception) -> Exception:
         return RedisUnavailableError(
             f"cannot reach Redis Cluster at {settings.redacted_url()}: {exc}"
         )
-    return ConfigurationError(f"cannot use Redis Cluster at {settings.redacted_url()}: {exc}")
+    if _not_a_cluster(exc):
+        return _not_a_cluster_error(settings)
+    return ConfigurationError(
+        f"cannot use Redis Cluster at {_named_url(settings)}: {_detail(exc, settings.url)}"
+    )
+
+
+def _not_a_cluster(exc: BaseException) -> bool:
+    """True when ``exc`` is redis-py finding that a server it was told is a cluster node is not
+    (a NOPERM on CLUSTER SLOTS reads the same, but is a refusal: see :func:`access_error`)."""
+    return (
+        isinstance(exc, redis.exceptions.RedisClusterException)
+        and "not enabled" in str(exc)
+        and _access_reason(exc) is None
+    )
+
+
+def _not_a_cluster_error(settings: Settings) -> ConfigurationError:
+    """What the sync and the asyncio cluster clients raise alike when cluster mode was asked for
+    a server that is not a cluster node: what asked for it, and how to stop asking."""
+    scheme, _, _ = settings.url.partition("://")
+    scheme = scheme.lower()
+    url_name = _url_origin(settings)
+    cluster_param = [v for k, v in parse_qsl(urlsplit(settings.url).query) if k == "cluster"]
+    if scheme.endswith("+cluster"):
+        asked = f"the {scheme}:// scheme of {url_name}"
+        fix = f"use {scheme.partition('+')[0]}:// for a single server"
+    elif any(v.lower() in _TRUE for v in cluster_param):
+        asked = f"cluster=true in the query of {url_name}"
+        fix = "drop cluster=true for a single server"
+    elif settings.source("cluster") == "cluster":
+        asked = "cluster=True"
+        fix = "pass cluster=None (decide from the URL) or cluster=False for a single server"
+    else:
+        asked = f"{settings.source('cluster')}=true"
+        fix = f"set {settings.source('cluster')}=auto (or false) for a single server"
+    return ConfigurationError(
+        f"cannot use Redis Cluster: {asked} asks for it, but the server at "
+        f"{_named_url(settings)} is not a cluster node (cluster mode is not enabled): "
+        f"{fix}, or point {url_name} at a node of the cluster"
+    )
+
+
+def _detail(exc: BaseException, url: str) -> str:
+    """``exc``'s message for an error about ``url``, unless it quotes part of the password."""
+    text = str(exc)
+    return text if secret_free(text, url) else f"{type(exc).__name__} (details hidden)"
+
+
+# --- a db the server does not have ----------------------------------------------------
+
+
+def _database_count(reply: Any) -> int | None:
+    """The count in a CONFIG GET databases reply: a flat list (RESP2) or a map (RESP3)."""
+    values = list(reply.values()) if isinstance(reply, Mapping) else list(reply or [])[1::2]
+    try:
+        return int(values[0])
+    except (IndexError, TypeError, ValueError):
+        return None
+
+
+def _missing_db_error(settings: Settings, db: int, count: int | None) -> ConfigurationError:
+    if count:
+        has, fix = f"has {count} databases (0 to {count - 1})", f"use a db from 0 to {count - 1}"
+    else:
+        has = "does not have it (DB index is out of range)"
+        fix = "use a db the server has (CONFIG GET databases; 16 by default, 0 to 15)"
+    return ConfigurationError(
+        f"{_named_url(settings)} selects db {db}, but the server {has}: {fix} in "
+        f"{_url_origin(settings)}, or raise `databases` in the server's configuration"
+    )
+
+
+def _connect_plan(settings: Settings, db: int) -> Generator[tuple[Any, ...], Any, None]:
+    """A new connection's handshake as redis-py does it (AUTH, SELECT, ...), except that a db
+    the server does not have raises a ConfigurationError naming it and the server's count, not
+    a bare ResponseError: the connection, still open, asks CONFIG GET databases first.
+
+    Each step is a method of the connection and its arguments; the sync and asyncio hooks
+    below call them."""
+    try:
+        yield ("on_connect",)
+    except redis.exceptions.ResponseError as exc:
+        if "DB index is out of range" not in str(exc):
+            raise
+        count: int | None = None
+        try:
+            yield ("send_command", "CONFIG", "GET", "databases")
+            count = _database_count((yield ("read_response",)))
+        except redis.exceptions.RedisError:
+            pass  # CONFIG renamed or forbidden (managed Redis, an ACL): say it without the count
+        with contextlib.suppress(Exception):
+            yield ("disconnect",)
+        raise _missing_db_error(settings, db, count) from exc
+
+
+def _sync_connect_hook(settings: Settings) -> Callable[[Any], None]:
+    def connect(connection: Any) -> None:
+        drive(
+            _connect_plan(settings, connection.db),
+            lambda step: getattr(connection, step[0])(*step[1:]),
+        )
+
+    _OWN_HOOKS.add(connect)
+    return connect
+
+
+def _async_connect_hook(settings: Settings) -> Callable[[Any], Awaitable[None]]:
+    async def connect(connection: Any) -> None:
+        async def run(step: tuple[Any, ...]) -> Any:
+            return await getattr(connection, step[0])(*step[1:])
+
+        await adrive(_connect_plan(settings, connection.db), run)
+
+    _OWN_HOOKS.add(connect)
+    return connect
+
+
+#: The connect hooks made above: a copy of a client (cache.face.mirror_client) may leave them
+#: out, losing only the clearer message about a missing db.
+_OWN_HOOKS: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
+
+
+def is_own_connect_hook(function: object) -> bool:
+    """Whether a connection's ``redis_connect_func`` is this module's check of the db."""
+    try:
+        return function in _OWN_HOOKS
+    except TypeError:
+        return False
+
+
+class _AsyncRedisCluster(redis.asyncio.cluster.RedisCluster):
+    """redis-py's asyncio cluster client. It connects on first use, so that is where a server
+    that is not a cluster node raises the ConfigurationError the sync client raises when built."""
+
+    _checkpoint_settings: Settings | None = None
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().initialize(*args, **kwargs)
+        except redis.exceptions.RedisClusterException as exc:
+            if self._checkpoint_settings is None or not _not_a_cluster(exc):
+                raise
+            raise _not_a_cluster_error(self._checkpoint_settings) from exc
 
 
 # --- factories --------------------------------------------------------------------------
@@ -276,6 +442,8 @@ class _Flavour:
     name: str
     redis: Any
     cluster: Any
+    cluster_class: Any  # what builds a cluster client (``cluster`` is what one is)
+    connect_hook: Callable[[Settings], Any]  # checks the db a new connection selects
     node: Any
     sentinel: Any
     pool: Any
@@ -288,6 +456,8 @@ _SYNC = _Flavour(
     "create_client",
     redis.Redis,
     redis.cluster.RedisCluster,
+    redis.cluster.RedisCluster,
+    _sync_connect_hook,
     redis.cluster.ClusterNode,
     redis.sentinel.Sentinel,
     redis.BlockingConnectionPool,
@@ -299,6 +469,8 @@ _ASYNC = _Flavour(
     "create_async_client",
     redis.asyncio.Redis,
     redis.asyncio.cluster.RedisCluster,
+    _AsyncRedisCluster,
+    _async_connect_hook,
     redis.asyncio.cluster.ClusterNode,
     redis.asyncio.sentinel.Sentinel,
     redis.asyncio.BlockingConnectionPool,
@@ -332,6 +504,9 @@ def _build(flavour: _Flavour, target: Any, overrides: dict[str, Any]) -> Any:
         settings.retries,
         supported_errors=(redis.exceptions.ConnectionError, redis.exceptions.TimeoutError),
     )
+    if parsed.db and parsed.kind != "cluster":
+        # Only a non-zero db is selected, so only then can the server lack it.
+        common["redis_connect_func"] = flavour.connect_hook(settings)
     if parsed.kind == "sentinel":
         sentinel_kwargs: dict[str, Any] = {
             "socket_timeout": settings.socket_timeout,
@@ -342,6 +517,8 @@ def _build(flavour: _Flavour, target: Any, overrides: dict[str, Any]) -> Any:
             sentinel_kwargs["ssl"] = True
         if parsed.sentinel_password is not None:
             sentinel_kwargs["password"] = parsed.sentinel_password
+        # ``common`` (the db hook too) goes to the master's connections, sentinel_kwargs to
+        # the Sentinels'.
         sentinel = flavour.sentinel(list(parsed.hosts), sentinel_kwargs=sentinel_kwargs, **common)
         client = sentinel.master_for(
             parsed.service,
@@ -355,7 +532,7 @@ def _build(flavour: _Flavour, target: Any, overrides: dict[str, Any]) -> Any:
         )
     elif parsed.kind == "cluster":
         try:
-            client = flavour.cluster.from_url(
+            client = flavour.cluster_class.from_url(
                 parsed.url,
                 startup_nodes=[flavour.node(h, p) for h, p in parsed.hosts],
                 retry=retry,
@@ -364,20 +541,34 @@ def _build(flavour: _Flavour, target: Any, overrides: dict[str, Any]) -> Any:
             )
         except (redis.exceptions.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise _cluster_failure(settings, exc) from exc
+        except ValueError as exc:
+            raise _unusable_url(settings, exc) from None
+        if isinstance(client, _AsyncRedisCluster):
+            client._checkpoint_settings = settings
     else:
         # Blocking pool: callers past max_connections wait (up to socket_timeout)
         # instead of getting MaxConnectionsError, which looks like an outage.
-        pool = flavour.pool.from_url(
-            parsed.url,
-            max_connections=settings.max_connections,
-            timeout=settings.socket_timeout,
-            retry=retry,
-            **common,
-        )
+        try:
+            pool = flavour.pool.from_url(
+                parsed.url,
+                max_connections=settings.max_connections,
+                timeout=settings.socket_timeout,
+                retry=retry,
+                **common,
+            )
+        except ValueError as exc:
+            raise _unusable_url(settings, exc) from None
         client = flavour.redis.from_pool(pool)
     # A URL query string (?decode_responses=true) overrides our kwargs.
     _require_binary(client)
     return client
+
+
+def _unusable_url(settings: Settings, exc: ValueError) -> ConfigurationError:
+    """A URL that passed our checks but not redis-py's parser (a query option's value, say)."""
+    return ConfigurationError(
+        f"{_named_url(settings)} is not a URL redis-py can use: {_detail(exc, settings.url)}"
+    )
 
 
 def create_client(

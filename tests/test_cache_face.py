@@ -396,3 +396,20 @@ def test_an_async_cluster_client_serves_invoke(redis_cluster: RedisClusterServer
     assert runs == ["d", "d"]
     cache.close()
     asyncio.run(own.aclose())
+
+
+async def test_a_client_made_by_create_client_with_a_db_is_mirrored(
+    redis_server: RedisServer,
+) -> None:
+    """Our own clients check a non-zero db as they connect; a copy may go without that check."""
+    from redis_checkpoint.client import create_client
+
+    client = create_client(f"redis://127.0.0.1:{redis_server.port}/3")
+    cache: NodeCache[Any] = NodeCache(client, prefix=unique("mirror-db"), metrics=private_metrics())
+    await cache.aset({KEY: ("async", 60)})
+    assert cache.get([KEY]) == {KEY: "async"}
+    with redis_server.client() as raw:
+        raw.select(3)
+        assert entries_in_db(raw, cache) >= 1
+    await cache.aclose()
+    client.close()

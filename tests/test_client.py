@@ -151,6 +151,18 @@ def test_rediss_uses_tls_connections() -> None:
     client.close()
 
 
+def test_db_check_hooks_only_connections_that_select_a_db() -> None:
+    # db 0 is never SELECTed: its connections keep redis-py's own handshake untouched.
+    plain = create_client(f"redis://127.0.0.1:{free_port()}/0")
+    assert "redis_connect_func" not in plain.get_connection_kwargs()
+    plain.close()
+    # Another db gets the check that turns "DB index is out of range" into a ConfigurationError
+    # (tests/test_url_errors.py runs it on real servers).
+    selecting = create_client(f"redis://127.0.0.1:{free_port()}/2")
+    assert callable(selecting.get_connection_kwargs()["redis_connect_func"])
+    selecting.close()
+
+
 async def test_async_round_trip(redis_url: str) -> None:
     client = create_async_client(redis_url, max_connections=4)
     assert isinstance(client, redis.asyncio.Redis)

@@ -53,7 +53,7 @@ from redis_checkpoint.cache.keys import KeyLayout
 from redis_checkpoint.cache.memory import MemoryTier
 from redis_checkpoint.cache.stats import CacheStats
 from redis_checkpoint.client import access_error, is_unavailable_error
-from redis_checkpoint.errors import RedisAuthError
+from redis_checkpoint.errors import ConfigurationError, RedisAuthError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings
 
@@ -356,8 +356,9 @@ class CacheCore:
         try:
             yield Send(tuple(pending))
         except Exception as exc:
-            if is_unavailable_error(exc) or access_error(exc, self.where) is not None:
-                with self._lock:  # kept for when Redis is back, or the password or ACL fixed
+            kept = access_error(exc, self.where) is not None or isinstance(exc, ConfigurationError)
+            if is_unavailable_error(exc) or kept:
+                with self._lock:  # kept for when Redis is back, or the configuration fixed
                     self._pending[:0] = pending
             self._refused(exc)
             if is_unavailable_error(exc):
@@ -377,6 +378,11 @@ class CacheCore:
         if denied is not None:
             self._succeeded()
             raise denied from exc
+        if isinstance(exc, ConfigurationError):
+            # A db the server lacks, cluster mode asked of a lone server: as with a refusal,
+            # waiting will not fix it, so the caller hears it instead of a quiet miss.
+            self._succeeded()
+            raise exc
 
     def _succeeded(self) -> None:
         if self.breaker.state == "closed":

@@ -32,7 +32,7 @@ import redis.retry
 
 from redis_checkpoint.cache.core import CacheCore
 from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
-from redis_checkpoint.client import describe_client
+from redis_checkpoint.client import describe_client, is_own_connect_hook
 from redis_checkpoint.errors import ConfigurationError
 from redis_checkpoint.settings import Settings
 
@@ -183,8 +183,8 @@ def _portable_settings(
 ) -> dict[str, Any]:
     copied: dict[str, Any] = {}
     for name, value in kwargs.items():
-        if name in rebuilt:
-            continue
+        if name in rebuilt or (name == "redis_connect_func" and is_own_connect_hook(value)):
+            continue  # ours only makes a missing db's error clearer
         if name in _PORTABLE and (accepted is None or name in accepted):
             copied[name] = value
         elif value is not None and value is not False:

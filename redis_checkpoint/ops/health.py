@@ -265,6 +265,8 @@ class HealthMonitor:
         denied: RedisAuthError | None = None
         try:
             facts = yield from server_facts_plan()
+        except ConfigurationError:
+            raise  # not "down": waiting will not fix a wrong db or cluster flag
         except Exception as exc:
             denied = access_error(exc, self.settings.redacted_url())
             error = str(denied) if denied is not None else f"{type(exc).__name__}: {exc}"
