@@ -7,7 +7,7 @@
     redis-checkpoint threads list [--limit 50]
     redis-checkpoint threads show THREAD [--limit 20]
     redis-checkpoint threads delete THREAD
-    redis-checkpoint prune [--strategy keep_latest|delete] [--thread ID ...]
+    redis-checkpoint prune (--thread ID ... | --all) [--strategy keep_latest|delete] [--dry-run]
     redis-checkpoint invalidate --namespace NS [--key K ...] [--tag T ...]
 
 ``--url`` (else ``REDIS_URL``) picks the server, ``--prefix`` the key prefix (``rc``), ``--json``
@@ -32,7 +32,12 @@ from typing import Any, TextIO
 from redis_checkpoint.cache.engine import CacheEngine
 from redis_checkpoint.checkpoint.saver import RedisSaver
 from redis_checkpoint.client import access_error, check_connection, create_client
-from redis_checkpoint.errors import ConfigurationError, RedisAuthError, RedisUnavailableError
+from redis_checkpoint.errors import (
+    ConfigurationError,
+    CorruptEntryError,
+    RedisAuthError,
+    RedisUnavailableError,
+)
 from redis_checkpoint.ops.health import HealthMonitor
 from redis_checkpoint.ops.keyspace import keyspace_plan
 from redis_checkpoint.ops.plan import run_sync
@@ -100,7 +105,15 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value)
+    return _printable(str(value))
+
+
+def _printable(text: str) -> str:
+    """``text`` with newlines, NULs and other control characters escaped (as repr does), so
+    one value stays on one line of a table and cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _bytes(size: int) -> str:
@@ -208,7 +221,11 @@ def cmd_threads_show(settings: Settings, args: argparse.Namespace, output: Outpu
 def cmd_threads_delete(settings: Settings, args: argparse.Namespace, output: Output) -> int:
     with _saver(settings, args) as saver:
         config: Any = {"configurable": {"thread_id": args.thread_id}}
-        if saver.get_tuple(config) is None:
+        try:
+            found = saver.get_tuple(config) is not None
+        except CorruptEntryError:
+            found = True  # damaged, but there: deleting it is how to be rid of it
+        if not found:
             raise _NotFound(f"thread {args.thread_id!r} not found")
         saver.delete_thread(args.thread_id)
     output.emit(
@@ -219,19 +236,47 @@ def cmd_threads_delete(settings: Settings, args: argparse.Namespace, output: Out
 
 
 def cmd_prune(settings: Settings, args: argparse.Namespace, output: Output) -> int:
+    if bool(args.thread) == args.all:
+        raise ConfigurationError("say which threads to prune: --thread ID (repeatable) or --all")
     with _saver(settings, args) as saver:
         threads = list(args.thread or saver.list_threads())
+        if args.dry_run:
+            output.emit(
+                {"would_prune": threads, "strategy": args.strategy},
+                lambda d: (
+                    table([(t,) for t in d["would_prune"]], ("thread",))
+                    + f"\n{len(d['would_prune'])} threads would be pruned ({d['strategy']}); "
+                    "nothing was changed (--dry-run)"
+                ),
+            )
+            return EXIT_OK
+        damaged: dict[str, str] = {}
         done = 0
         for start in range(0, len(threads), PRUNE_BATCH):
             batch = threads[start : start + PRUNE_BATCH]
-            saver.prune(batch, strategy=args.strategy)
+            try:
+                saver.prune(batch, strategy=args.strategy)
+            except CorruptEntryError:
+                # One damaged thread must not stop the rest: find it, thread by thread.
+                for thread_id in batch:
+                    try:
+                        saver.prune([thread_id], strategy=args.strategy)
+                    except CorruptEntryError as exc:
+                        damaged[thread_id] = str(exc)
             done += len(batch)
             output.progress(f"pruned {done}/{len(threads)} threads ({args.strategy})")
+    pruned = len(threads) - len(damaged)
     output.emit(
-        {"pruned": len(threads), "strategy": args.strategy},
-        lambda d: f"pruned {d['pruned']} threads ({d['strategy']})",
+        {"pruned": pruned, "strategy": args.strategy, "damaged": damaged},
+        lambda d: (
+            f"pruned {d['pruned']} threads ({d['strategy']})"
+            + "".join(
+                f"\nnot pruned, damaged: {_printable(t)}: {_printable(why)}"
+                for t, why in d["damaged"].items()
+            )
+        ),
     )
-    return EXIT_OK
+    return EXIT_FAILED if damaged else EXIT_OK
 
 
 def cmd_invalidate(settings: Settings, args: argparse.Namespace, output: Output) -> int:
@@ -344,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     prune = commands.add_parser("prune", help="prune threads' old checkpoints")
     prune.add_argument("--strategy", choices=("keep_latest", "delete"), default="keep_latest")
-    prune.add_argument("--thread", action="append", help="only this thread (repeatable)")
+    prune.add_argument("--thread", action="append", help="this thread (repeatable)")
+    prune.add_argument("--all", action="store_true", help="every thread of the saver")
+    prune.add_argument(
+        "--dry-run", action="store_true", help="list the threads it would prune, change nothing"
+    )
     prune.set_defaults(run=cmd_prune)
 
     invalidate = commands.add_parser(

@@ -334,6 +334,26 @@ def test_tag_limits_are_checked(redis_url: str, limits: dict[str, Any], message:
         cache.set_many("ns", [("k", 1)], tags=["t"], tag_limits=limits)
 
 
+@pytest.mark.parametrize("damage", ["garbage", "a hash"])
+def test_a_damaged_generation_counter_still_clears(
+    redis_url: str, redis_client: redis.Redis, damage: str
+) -> None:
+    with engine(redis_url, unique("gen")) as cache:
+        cache.set("ns", "old", 1)
+        counter = cache.core.layout.generation("ns")
+        redis_client.delete(counter)
+        if damage == "a hash":
+            redis_client.hset(counter, "x", "y")
+        else:
+            redis_client.set(counter, damage)
+        cache.clear("ns")  # no ResponseError: the counter starts again
+        assert cache.get("ns", "old", MISSING) is MISSING
+        cache.set("ns", "new", 2)
+        assert cache.get("ns", "new") == 2
+        cache.clear("ns")
+        assert cache.get("ns", "new", MISSING) is MISSING
+
+
 def test_a_waiter_computes_itself_after_wait_timeout(
     redis_url: str, redis_client: redis.Redis
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from langchain_core.messages import HumanMessage
 from prometheus_client import CollectorRegistry
 
@@ -102,9 +103,9 @@ def test_threads_list_show_delete(populated: tuple[str, str]) -> None:
 
 def test_prune_shows_progress_on_stderr_only(populated: tuple[str, str]) -> None:
     url, prefix = populated
-    run = cli("--url", url, "--prefix", prefix, "--json", "--progress", "prune")
+    run = cli("--url", url, "--prefix", prefix, "--json", "--progress", "prune", "--all")
     assert run.code == EXIT_OK
-    assert run.json() == {"pruned": 2, "strategy": "keep_latest"}
+    assert run.json() == {"pruned": 2, "strategy": "keep_latest", "damaged": {}}
     assert "pruned 2/2 threads" in run.err
     shown = cli("--url", url, "--prefix", prefix, "--json", "threads", "show", "beta").json()
     assert len(shown["checkpoints"]) == 1
@@ -125,7 +126,7 @@ def test_unreachable_redis_and_bad_usage(dead_url: str) -> None:
         ("threads", "list"),
         ("stats",),
         ("invalidate", "--namespace", "x"),
-        ("prune",),
+        ("prune", "--all"),
     ):
         run = cli("--url", dead_url, *argv)
         assert run.code == EXIT_FAILED, argv
@@ -143,3 +144,54 @@ def test_the_console_script_is_installed(redis_url: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "ok"
+
+
+def test_prune_needs_a_scope_and_has_a_dry_run(populated: tuple[str, str]) -> None:
+    url, prefix = populated
+    base = ("--url", url, "--prefix", prefix)
+    for argv in (("prune",), ("prune", "--all", "--thread", "alpha")):
+        refused = cli(*base, *argv)
+        assert refused.code == EXIT_USAGE and "--thread ID" in refused.err and not refused.out
+    dry = cli(*base, "--json", "prune", "--all", "--dry-run")
+    assert dry.code == EXIT_OK and dry.json()["would_prune"] == ["alpha", "beta"]
+    assert "nothing was changed" in cli(*base, "prune", "--thread", "beta", "--dry-run").out
+    shown = cli(*base, "--json", "threads", "show", "beta").json()
+    assert len(shown["checkpoints"]) == 6  # untouched
+
+
+def _damage(url: str, prefix: str, thread_id: str) -> None:
+    """Put a string where the thread's index (a sorted set) is: something else wrote it."""
+    with RedisSaver.from_conn_string(url, key_prefix=prefix) as saver:
+        index = saver.core.keys(thread_id).idx
+    with redis.Redis.from_url(url) as client:
+        client.delete(index)
+        client.set(index, "not a sorted set")
+
+
+def test_prune_goes_on_past_a_damaged_thread_and_names_it(populated: tuple[str, str]) -> None:
+    url, prefix = populated
+    _damage(url, prefix, "alpha")
+    base = ("--url", url, "--prefix", prefix)
+    run = cli(*base, "prune", "--all")
+    assert run.code == EXIT_FAILED
+    assert "pruned 1 threads" in run.out and "not pruned, damaged: alpha" in run.out
+    assert "WRONGTYPE" in run.out and "script" not in run.out
+    assert len(cli(*base, "--json", "threads", "show", "beta").json()["checkpoints"]) == 1
+
+
+def test_a_damaged_thread_can_be_deleted(populated: tuple[str, str]) -> None:
+    url, prefix = populated
+    _damage(url, prefix, "alpha")
+    base = ("--url", url, "--prefix", prefix)
+    assert cli(*base, "threads", "delete", "alpha").code == EXIT_OK
+    assert cli(*base, "--json", "threads", "list").json()["threads"] == ["beta"]
+
+
+def test_thread_ids_print_on_one_line(redis_server: RedisServer) -> None:
+    prefix = unique("cli-odd")
+    with RedisSaver.from_conn_string(redis_server.url, key_prefix=prefix) as saver:
+        graph = build().compile(checkpointer=saver)
+        graph.invoke({"messages": [HumanMessage("hi")]}, cfg("two\nlines\x00and a nul"))
+    run = cli("--url", redis_server.url, "--prefix", prefix, "threads", "list")
+    assert "two\\nlines\\x00and a nul" in run.out
+    assert run.out.count("\n") == 4  # header, rule, the id, the count: no line of its own

@@ -154,6 +154,19 @@ async def test_any_thread_id_can_be_shown_and_deleted(setup: Setup, thread_id: s
     assert await setup.saver.aget_tuple(cfg(thread_id)) is None
 
 
+async def test_a_damaged_thread_can_be_deleted(setup: Setup, redis_server: RedisServer) -> None:
+    graph = build().compile(checkpointer=setup.saver)
+    await graph.ainvoke({"messages": [HumanMessage("hi")]}, cfg("damaged"))
+    index = setup.saver.core.keys("damaged").idx
+    with redis_server.client() as raw:
+        raw.delete(index)
+        raw.set(index, "written by something else")
+    deleted = await setup.client.delete("/threads/damaged", headers=ADMIN)
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    shown = await setup.client.get("/threads/damaged", headers=READ)
+    assert shown.status_code == 404
+
+
 async def test_invalidate_by_key_tag_and_namespace(setup: Setup) -> None:
     engine = setup.engine
     await engine.set("query", "a", 1, tags=["users"])

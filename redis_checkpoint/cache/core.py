@@ -213,7 +213,18 @@ return 0
 """
 )
 
-SCRIPTS: Final[tuple[_Script, ...]] = (_SET, _INVALIDATE_TAG, _UNLOCK)
+# KEYS: the generation counter; ARGV: a value no entry carries. Clears the namespace: INCR, or,
+# for a counter that is not an integer (something else wrote it), a fresh start at ARGV[1].
+_CLEAR = _Script(
+    """
+local ok, n = pcall(redis.call, 'INCR', KEYS[1])
+if ok then return n end
+redis.call('SET', KEYS[1], ARGV[1])
+return tonumber(ARGV[1])
+"""
+)
+
+SCRIPTS: Final[tuple[_Script, ...]] = (_SET, _INVALIDATE_TAG, _UNLOCK, _CLEAR)
 _MAGIC = b"RC1:"
 
 Status = Literal["ok", "down", "error"]
@@ -593,7 +604,14 @@ class CacheCore:
             yield from self._invalidate(
                 namespace,
                 "namespace",
-                ("INCR", self.layout.generation(namespace)),
+                # Microseconds since 1970: above any count INCR reached, so no old entry revives.
+                (
+                    "EVALSHA",
+                    _CLEAR.sha,
+                    1,
+                    self.layout.generation(namespace),
+                    time.time_ns() // 1000,
+                ),
                 lambda: memory.clear_namespace(base) if memory is not None else 0,
             )
         )

@@ -50,7 +50,12 @@ from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.saver import RedisSaver
 from redis_checkpoint.client import create_async_client
-from redis_checkpoint.errors import ConfigurationError, RedisAuthError, RedisUnavailableError
+from redis_checkpoint.errors import (
+    ConfigurationError,
+    CorruptEntryError,
+    RedisAuthError,
+    RedisUnavailableError,
+)
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.health import HealthMonitor, HealthReport
 from redis_checkpoint.ops.keyspace import keyspace_plan
@@ -403,7 +408,10 @@ class ManagementAPI:
         saver = self._need_saver()
         thread_id = request.path_params["thread_id"]
         config: Any = {"configurable": {"thread_id": thread_id}}
-        existed = await saver.aget_tuple(config) is not None
+        try:
+            existed = await saver.aget_tuple(config) is not None
+        except CorruptEntryError:
+            existed = True  # damaged, but there: deleting it is how to be rid of it
         await saver.adelete_thread(thread_id)
         return JSONResponse({"thread_id": thread_id, "deleted": existed})
 
