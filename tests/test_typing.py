@@ -8,8 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis.asyncio
+
+from redis_checkpoint import RedisSaver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,12 +103,13 @@ def test_a_misspelt_option_is_a_type_error(workdir: Path) -> None:
         "from redis_checkpoint import CacheMiddleware, CacheRule, QueryCache, TrustedForwarding\n"
         "from redis_checkpoint import create_management_app\n"
         "from redis_checkpoint import CacheEngine, CachedEmbeddings, LLMCache, NodeCache\n"
+        "from redis_checkpoint import RedisSaver\n"
         "from langchain_core.embeddings import DeterministicFakeEmbedding\n"
     )
     lines = list(MISSPELT.values())
     found = mypy(workdir, "misspelt", header + "\n".join(lines) + "\n")
     errors = {int(line.split(":")[1]) for line in found if ": error:" in line}
-    assert errors == set(range(7, 7 + len(lines))), found
+    assert errors == set(range(8, 8 + len(lines))), found
 
 
 def test_the_engine_options_are_the_cores() -> None:
@@ -113,6 +118,23 @@ def test_the_engine_options_are_the_cores() -> None:
 
     parameters = inspect.signature(CacheCore.__init__).parameters
     assert set(CoreOptions.__annotations__) == set(parameters) - {"self", "settings"}
+
+
+def test_the_saver_options_are_the_savers() -> None:
+    """SaverOptions types the savers' keywords: it must list RedisSaverBase's own."""
+    from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions
+
+    parameters = inspect.signature(RedisSaverBase.__init__).parameters
+    assert set(SaverOptions.__annotations__) == set(parameters) - {"self", "url", "settings"}
+
+
+@pytest.mark.parametrize("given", ["redis://localhost:6379/0", redis.asyncio.Redis])
+def test_a_saver_given_no_sync_client_says_what_to_pass(given: Any) -> None:
+    client = given() if callable(given) else given
+    with pytest.raises(
+        TypeError, match=r"RedisSaver takes a redis\.client\.Redis.*from_conn_string"
+    ):
+        RedisSaver(client)
 
 
 def test_the_management_factories_take_the_api_options() -> None:

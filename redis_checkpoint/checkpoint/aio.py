@@ -17,7 +17,7 @@ from collections.abc import (
 )
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import redis
 import redis.asyncio
@@ -32,7 +32,7 @@ from langgraph.checkpoint.base import (
 )
 from redis.exceptions import ResponseError
 
-from redis_checkpoint.checkpoint.base import RedisSaverBase
+from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check_client
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
 from redis_checkpoint.checkpoint.routing import AwaitWriteBack, Refresh, Send, Shard, Step
 from redis_checkpoint.checkpoint.saver import LOAD_SCRIPTS, as_reply, reopen_after, words
@@ -46,6 +46,9 @@ from redis_checkpoint.client import (
 from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.plans import adrive, resume
 from redis_checkpoint.settings import Settings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 # redis.asyncio packs commands in Python even when hiredis is installed; hiredis packs in C.
 hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
@@ -70,8 +73,16 @@ class AsyncRedisSaver(RedisSaverBase):
     from another thread than the event loop's (as LangGraph does for sync graph calls).
     """
 
-    def __init__(self, client: AsyncClient, *, url: str | None = None, **options: Any) -> None:
-        super().__init__(url=url or describe_client(client), **options)
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        url: str | None = None,
+        settings: Settings | None = None,
+        **options: Unpack[SaverOptions],
+    ) -> None:
+        check_client(client, get_args(AsyncClient), "AsyncRedisSaver")
+        super().__init__(url=url or describe_client(client), settings=settings, **options)
         self.client = client
         # As in RedisSaver: one queue and one held connection per shard.
         self._queues: dict[str, _AsyncQueue] = {}
@@ -90,7 +101,7 @@ class AsyncRedisSaver(RedisSaverBase):
         *,
         settings: Settings | None = None,
         require_redis: bool = True,
-        **options: Any,
+        **options: Unpack[SaverOptions],
     ) -> AsyncIterator[AsyncRedisSaver]:
         """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end."""
         settings = settings or Settings.from_env(url=url)

@@ -6,7 +6,7 @@ import logging
 import os
 import random
 import warnings
-from typing import Any
+from typing import Any, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -28,6 +28,37 @@ DEFAULT_FALLBACK_BYTES = 64 * 1024 * 1024
 DEFAULT_CLOSE_TIMEOUT = 10.0
 EVICTING = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
 EVICTING_WITH_TTL = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl")
+
+
+class SaverOptions(TypedDict, total=False):
+    """The savers' keyword options (see :class:`RedisSaverBase`): typed, so that a user's mypy
+    catches a misspelt one (tests/test_typing.py keeps this list and the signature equal)."""
+
+    serde: SerializerProtocol | None
+    ttl: float | None
+    refresh_on_read: bool
+    key_prefix: str | None
+    fallback: bool
+    fallback_max_bytes: int
+    fallback_journal: str | os.PathLike[str] | None
+    close_timeout: float
+    wait_replicas: int
+    wait_timeout: float
+    metrics: Metrics | None
+    breaker: CircuitBreaker | None
+
+
+def check_client(client: object, kinds: tuple[type, ...], saver: str) -> None:
+    """A TypeError that says what to pass, for anything but a client of ``kinds``."""
+    if not isinstance(client, kinds):
+        raise TypeError(
+            f"{saver} takes a {' or '.join(_name(kind) for kind in kinds)}, not a "
+            f"{_name(type(client))}; for a URL use {saver}.from_conn_string(url)"
+        )
+
+
+def _name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 class RedisSaverBase(BaseCheckpointSaver[str]):

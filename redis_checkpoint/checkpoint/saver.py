@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import redis
 from langchain_core.runnables import RunnableConfig
@@ -22,7 +22,7 @@ from langgraph.checkpoint.base import (
 )
 from redis.exceptions import ResponseError
 
-from redis_checkpoint.checkpoint.base import RedisSaverBase
+from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check_client
 from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
 from redis_checkpoint.checkpoint.routing import AwaitWriteBack, Refresh, Send, Shard, Step
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
@@ -37,6 +37,9 @@ from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.plans import drive, resume
 from redis_checkpoint.settings import Settings
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 T = TypeVar("T")
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 
@@ -49,8 +52,16 @@ class RedisSaver(RedisSaverBase):
     thread; use :class:`AsyncRedisSaver` in async applications.
     """
 
-    def __init__(self, client: SyncClient, *, url: str | None = None, **options: Any) -> None:
-        super().__init__(url=url or describe_client(client), **options)
+    def __init__(
+        self,
+        client: SyncClient,
+        *,
+        url: str | None = None,
+        settings: Settings | None = None,
+        **options: Unpack[SaverOptions],
+    ) -> None:
+        check_client(client, get_args(SyncClient), "RedisSaver")
+        super().__init__(url=url or describe_client(client), settings=settings, **options)
         self.client = client
         # One queue and one held connection per shard: the server, or each cluster primary.
         self._queues: dict[str, _Queue] = {}
@@ -66,7 +77,7 @@ class RedisSaver(RedisSaverBase):
         *,
         settings: Settings | None = None,
         require_redis: bool = True,
-        **options: Any,
+        **options: Unpack[SaverOptions],
     ) -> Iterator[RedisSaver]:
         """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end.
 
