@@ -46,7 +46,7 @@ def sales_database() -> sqlite3.Connection:
 def query_demo(settings: Settings) -> None:
     db = sales_database()
     engine = CacheEngine(settings, prefix=PREFIX)
-    cache = QueryCache(engine=engine, namespace="db", ttl=300)
+    cache = QueryCache(engine=engine, ttl=300)
     cache.clear()
     sql = "SELECT region, COUNT(*), ROUND(SUM(total), 2) FROM orders WHERE region = ?"
 

@@ -195,3 +195,35 @@ def test_thread_ids_print_on_one_line(redis_server: RedisServer) -> None:
     run = cli("--url", redis_server.url, "--prefix", prefix, "threads", "list")
     assert "two\\nlines\\x00and a nul" in run.out
     assert run.out.count("\n") == 4  # header, rule, the id, the count: no line of its own
+
+
+def test_the_query_cache_is_invalidated_under_the_name_the_docs_use(
+    redis_server: RedisServer,
+) -> None:
+    """Its metrics say cache_type "query": so does its namespace, which the CLI takes."""
+    from redis_checkpoint import QueryCache
+
+    prefix = unique("cli-query")
+    cache = QueryCache(
+        redis_server.url, prefix=f"{prefix}:cache", metrics=Metrics(CollectorRegistry())
+    )
+    loads: list[int] = []
+    for _ in range(2):
+        cache.get_or_load("SELECT 1", [], lambda: loads.append(1) or [[1]], tags=["t"])
+    assert loads == [1]
+    run = cli(
+        "--url",
+        redis_server.url,
+        "--prefix",
+        prefix,
+        "--json",
+        "invalidate",
+        "--namespace",
+        "query",
+        "--tag",
+        "t",
+    )
+    assert run.json()["removed"] == 1
+    cache.get_or_load("SELECT 1", [], lambda: loads.append(1) or [[1]], tags=["t"])
+    assert loads == [1, 1]
+    cache.close()

@@ -120,7 +120,7 @@ class QueryCache(UsesEngines):
         *,
         engine: CacheEngine | None = None,
         async_engine: AsyncCacheEngine | None = None,
-        namespace: str = "db",
+        namespace: str = "query",
         ttl: float = DEFAULT_TTLS["db"],
         stale_ttl: float = 0.0,
         cache_empty: bool = True,
