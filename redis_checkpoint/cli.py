@@ -39,7 +39,11 @@ from redis_checkpoint.errors import (
     RedisUnavailableError,
 )
 from redis_checkpoint.ops.health import HealthMonitor
-from redis_checkpoint.ops.keyspace import keyspace_plan
+from redis_checkpoint.ops.keyspace import (
+    cache_namespaces_plan,
+    keyspace_plan,
+    namespace_in_use_plan,
+)
 from redis_checkpoint.ops.plan import run_sync
 from redis_checkpoint.ops.threads import summarize
 from redis_checkpoint.settings import Settings
@@ -286,6 +290,13 @@ def cmd_invalidate(settings: Settings, args: argparse.Namespace, output: Output)
     # No memory tier: an invalidation that cannot reach Redis must fail, not wait in memory.
     with CacheEngine(settings, prefix=prefix, memory=None, metrics=_private_metrics()) as engine:
         check_connection(engine.client, settings.url)
+        base = engine.core.layout.base(args.namespace)
+        if not run_sync(engine.client, namespace_in_use_plan(base)):
+            held = run_sync(engine.client, cache_namespaces_plan(prefix))
+            raise _NotFound(
+                f"no cache namespace {args.namespace!r} under {prefix!r}: nothing to invalidate "
+                f"(namespaces holding keys there: {', '.join(map(repr, held)) or 'none'})"
+            )
         if args.key:
             removed: int | None = engine.delete(args.namespace, *args.key)
             scope = "key"

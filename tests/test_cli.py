@@ -115,8 +115,12 @@ def test_invalidate(populated: tuple[str, str]) -> None:
     url, prefix = populated
     base = ("--url", url, "--prefix", prefix, "--json", "invalidate")
     assert cli(*base, "--namespace", "query", "--tag", "users").json()["removed"] == 2
-    assert cli(*base, "--namespace", "llm", "--key", "p1").json()["removed"] == 1
     assert cli(*base, "--namespace", "llm").json()["scope"] == "namespace"
+    assert cli(*base, "--namespace", "llm", "--key", "p1").json()["removed"] == 1
+    # A namespace that holds nothing is said to, with the ones that do hold keys.
+    unknown = cli(*base, "--namespace", "querry", "--tag", "users")
+    assert unknown.code == EXIT_NOT_FOUND and not unknown.out
+    assert "no cache namespace 'querry'" in unknown.err and "'llm'" in unknown.err
     both = cli(*base, "--namespace", "llm", "--key", "a", "--tag", "b")
     assert both.code == EXIT_USAGE and "not both" in both.err
 

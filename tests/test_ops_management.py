@@ -185,6 +185,11 @@ async def test_invalidate_by_key_tag_and_namespace(setup: Setup) -> None:
     assert cleared.json()["scope"] == "namespace"
     assert await engine.get("query", "d") is None
 
+    unknown = await post("/invalidate", headers=ADMIN, json={"namespace": "querry"})
+    assert unknown.status_code == 404
+    assert "no cache namespace 'querry'" in unknown.json()["error"]
+    assert "'query'" in unknown.json()["error"]  # the namespaces that hold keys are listed
+
 
 @pytest.mark.parametrize(
     ("body", "message"),

@@ -17,7 +17,14 @@ from urllib.parse import unquote
 from redis_checkpoint.cache.stats import default_cache_type
 from redis_checkpoint.ops.plan import PRIMARIES, OnNode, Plan
 
-__all__ = ["KeyspaceSample", "ServerFacts", "keyspace_plan", "server_facts_plan"]
+__all__ = [
+    "KeyspaceSample",
+    "ServerFacts",
+    "cache_namespaces_plan",
+    "keyspace_plan",
+    "namespace_in_use_plan",
+    "server_facts_plan",
+]
 
 INFO_FIELDS: tuple[str, ...] = (
     "redis_version",
@@ -146,3 +153,48 @@ def keyspace_plan(
                     sample.complete = False
                     return sample
     return sample
+
+
+def namespace_in_use_plan(base: str, *, batch: int = 1000) -> Plan[bool]:
+    """Whether Redis holds any key under a cache namespace's ``base`` (``prefix:{namespace}``):
+    an entry, a tag set or its generation counter. SCANs until the first one is found."""
+    pattern = f"{_glob_escape(base)}:*"
+    nodes = yield PRIMARIES
+    for node in nodes:
+        cursor: Any = 0
+        while True:
+            [(cursor, keys)] = yield (
+                OnNode(node, ("SCAN", cursor, "MATCH", pattern, "COUNT", batch)),
+            )
+            if keys:
+                return True
+            if isinstance(cursor, Mapping):  # a cluster client: {node name: cursor}
+                [cursor] = cursor.values()
+            if int(cursor) == 0:
+                break
+    return False
+
+
+def cache_namespaces_plan(cache_prefix: str, *, max_keys: int = 10_000) -> Plan[list[str]]:
+    """The cache namespaces that hold keys under ``cache_prefix`` (a long one as the digest its
+    keys carry), from a SCAN of at most ``max_keys`` keys."""
+    head = f"{cache_prefix}:{{"
+    found: dict[str, None] = {}
+    scanned = 0
+    nodes = yield PRIMARIES
+    for node in nodes:
+        cursor: Any = 0
+        while scanned < max_keys:
+            scan = ("SCAN", cursor, "MATCH", f"{_glob_escape(head)}*", "COUNT", 1000)
+            [(cursor, keys)] = yield (OnNode(node, scan),)
+            for key in keys:
+                text = _text(key)
+                end = text.find("}", len(head))
+                if end > 0:  # else not one of the engine's keys
+                    found[unquote(text[len(head) : end])] = None
+            scanned += len(keys)
+            if isinstance(cursor, Mapping):
+                [cursor] = cursor.values()
+            if int(cursor) == 0:
+                break
+    return sorted(found)

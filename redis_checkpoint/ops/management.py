@@ -49,7 +49,7 @@ from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.saver import RedisSaver
-from redis_checkpoint.client import create_async_client
+from redis_checkpoint.client import create_async_client, is_unavailable_error
 from redis_checkpoint.errors import (
     ConfigurationError,
     CorruptEntryError,
@@ -58,7 +58,11 @@ from redis_checkpoint.errors import (
 )
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.health import HealthMonitor, HealthReport
-from redis_checkpoint.ops.keyspace import keyspace_plan
+from redis_checkpoint.ops.keyspace import (
+    cache_namespaces_plan,
+    keyspace_plan,
+    namespace_in_use_plan,
+)
 from redis_checkpoint.ops.plan import run_async
 from redis_checkpoint.ops.threads import summarize
 from redis_checkpoint.settings import Settings
@@ -428,6 +432,9 @@ class ManagementAPI:
         tags = _strings(body, "tag", "tags")
         if keys and tags:
             raise BadRequest("give keys or tags, not both")
+        unknown_namespace = await self._unknown_namespace(engine, namespace)
+        if unknown_namespace is not None:
+            return unknown_namespace
         if keys:
             removed = await _in_thread_unless_async(engine.delete, namespace, *keys)
             scope = "key"
@@ -438,6 +445,26 @@ class ManagementAPI:
             await _in_thread_unless_async(engine.clear, namespace)
             removed, scope = None, "namespace"
         return JSONResponse({"namespace": namespace, "scope": scope, "removed": removed})
+
+    async def _unknown_namespace(
+        self, engine: CacheEngine | AsyncCacheEngine, namespace: str
+    ) -> Response | None:
+        """A 404 that lists the namespaces holding keys, when ``namespace`` holds none; None
+        when it does, or when Redis cannot say (an invalidation then waits for Redis)."""
+        client = self._redis_client()
+        try:
+            if await run_async(client, namespace_in_use_plan(engine.core.layout.base(namespace))):
+                return None
+            held = await run_async(client, cache_namespaces_plan(engine.core.layout.prefix))
+        except Exception as exc:
+            if is_unavailable_error(exc):
+                return None
+            raise
+        return _error(
+            404,
+            f"no cache namespace {namespace!r}: nothing to invalidate (namespaces holding keys: "
+            f"{', '.join(map(repr, held)) or 'none'})",
+        )
 
     async def warm(self, request: Request) -> Response:
         name = request.path_params["name"]
