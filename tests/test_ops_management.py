@@ -326,3 +326,19 @@ def test_the_example_app_serves_the_routes(redis_server: RedisServer) -> None:
         stats = client.get("/cache/stats", headers=READ).json()
         assert stats["cache_types"]["query"]["keys"] == 2  # the entry and its tag set
         assert "/cache/warm/{name}" in client.get("/openapi.json").json()["paths"]
+
+
+async def test_an_invalidation_while_redis_is_away_is_queued(dead_url: str) -> None:
+    settings = Settings(url=dead_url, socket_connect_timeout=0.2, retries=0)
+    metrics = Metrics(CollectorRegistry())
+    engine = AsyncCacheEngine(settings, prefix=unique("mgmt-away"), metrics=metrics)
+    app = create_management_app(
+        engine=engine, token="read-secret", admin_token="admin-secret", settings=settings
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ops") as client:
+        answer = await client.post("/invalidate", headers=ADMIN, json={"namespace": "query"})
+    assert answer.status_code == 200 and answer.json()["scope"] == "namespace"
+    assert engine.core.pending_invalidations == 1  # replayed when Redis answers again
+    await app.state.management.aclose()
+    await engine.aclose()
