@@ -149,3 +149,29 @@ def serve(app: Any, **config: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(20)
+
+
+def http_scope(
+    method: str,
+    path: str,
+    *,
+    query: bytes = b"",
+    host: bytes = b"testserver",
+    scheme: str = "http",
+    http_version: str = "1.1",
+) -> dict[str, Any]:
+    """An ASGI HTTP scope as a server would hand it to the app, for calls without a client."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": http_version,
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": query,
+        "headers": [(b"host", host)],
+        "server": (host.decode(), 443 if scheme == "https" else 80),
+        "client": ("127.0.0.1", 50000),
+    }

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from cache_helpers import private_metrics, unique
-from http_helpers import serve
+from http_helpers import http_scope, serve
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
@@ -195,20 +195,14 @@ async def test_a_body_without_content_length_is_not_stored(redis_url: str) -> No
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "2",
-            "method": "GET",
-            "scheme": "https",
-            "path": "/search",
-            "raw_path": b"/search",
-            "root_path": "",
-            "query_string": b"q=shoes",
-            "headers": [(b"host", b"shop.example")],
-            "server": ("127.0.0.1", 443),
-            "client": ("127.0.0.1", 50000),
-        }
+        scope = http_scope(
+            "GET",
+            "/search",
+            query=b"q=shoes",
+            host=b"shop.example",
+            scheme="https",
+            http_version="2",
+        )
         await app(scope, receive, send)
         answer = b"".join(message.get("body", b"") for message in sent[1:])
         return dict(sent[0]["headers"])[b"x-cache"], answer

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from cache_helpers import private_metrics, unique
+from http_helpers import http_scope
 
 from redis_checkpoint import CacheMiddleware, CacheRule, Settings
 from redis_checkpoint.web.rfc9111 import age, http_date
@@ -174,20 +175,7 @@ async def test_invalidation_happens_before_the_response_starts_to_leave(cached: 
         other = await client.get("/report")
         seen.append((message["type"], other.headers["x-cache"]))
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/report",
-        "raw_path": b"/report",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "server": ("testserver", 80),
-        "client": ("127.0.0.1", 50000),
-    }
+    scope = http_scope("POST", "/report")
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import httpx
 import pytest
@@ -26,8 +26,6 @@ import test_saver as saver_tests
 from cache_helpers import CountingEmbeddings, engine, private_metrics, unique
 from http_helpers import make_app
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import CachePolicy
 from matrix_helpers import (
     WHEEL_SERIES,
     MatrixServer,
@@ -36,6 +34,7 @@ from matrix_helpers import (
     locate,
     missing_server,
 )
+from node_helpers import build
 
 from redis_checkpoint import CachedEmbeddings, LLMCache, NodeCache, QueryCache
 from redis_checkpoint import testing as rc_testing
@@ -240,22 +239,9 @@ def test_cached_embeddings_embed_each_text_once(matrix_server: MatrixServer) -> 
         assert cached.embed_query("a") == query and model.queries == ["a"]
 
 
-class _State(TypedDict):
-    question: str
-    answer: str
-
-
 def test_node_cache_runs_a_cached_node_once(matrix_server: MatrixServer) -> None:
     runs: list[str] = []
-
-    def expensive(state: _State) -> dict[str, str]:
-        runs.append(state["question"])
-        return {"answer": state["question"].upper()}
-
-    builder = StateGraph(_State)
-    builder.add_node("expensive", expensive, cache_policy=CachePolicy(ttl=60))
-    builder.add_edge(START, "expensive")
-    builder.add_edge("expensive", END)
+    builder = build(runs)
     node_cache: NodeCache[Any] = NodeCache(engine=engine(matrix_server.url, unique("m-node")))
     graph = builder.compile(cache=node_cache)
     try:
