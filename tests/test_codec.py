@@ -7,6 +7,7 @@ import os
 import re
 import zlib
 
+import msgpack
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -154,3 +155,56 @@ def test_metadata_with_a_lone_surrogate_is_stored_as_the_serializer_spells_it() 
     # No crash, and what InMemorySaver would keep: the serializer's own round trip.
     expected = serde.loads_typed(serde.dumps_typed(metadata))
     assert record.metadata is not None and serde.loads_typed(record.metadata) == expected
+
+
+# A format-4 record as it is stored today (uncompressed: too small to deflate). Data already in
+# Redis is read back through exactly these bytes, so writer and reader may not drift together.
+FORMAT_4_RECORD = bytes.fromhex(
+    "9804a5700101010200da002293a76d73677061636ba481a176049400a47475726ea132aa56076d73677061636b"
+    "01a46a736f6ea77b2278223a317d92a86d65737361676573da00233030303030303030303030303030303030"
+    "3030303030303030303030303030312e303182a6736f75726365a6226c6f6f7022a473746570a131"
+)
+
+
+def test_the_format_4_record_is_pinned_byte_for_byte() -> None:
+    versions = [b"messages", b"00000000000000000000000000000001.01", b""]
+    versions += [b"turn", b"2", b"V\x07msgpack\x01"]
+    raw, _ = codec.encode_record(
+        parent_id="p\x00\x01",  # NUL and 0x01 escaped in the stored parent id
+        checkpoint=("msgpack", b"\x81\xa1v\x04"),
+        metadata=("json", b'{"x":1}'),
+        metadata_value={"source": "loop", "step": 1},
+        versions=versions,
+    )
+    assert raw == FORMAT_4_RECORD
+    record = codec.Record(FORMAT_4_RECORD, "k")
+    assert record.parent_id == "p\x00\x01"
+    assert record.checkpoint == ("msgpack", b"\x81\xa1v\x04")
+    assert record.metadata == ("json", b'{"x":1}')
+    assert record.versions == [tuple(versions[:3]), tuple(versions[3:])]
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 65535, 65536])
+def test_a_list_rebuilt_from_its_items_is_the_serializers_own_bytes(count: int) -> None:
+    """Array headers change at 16 and at 65,536 items: both sides of each boundary."""
+    items = [msgpack.packb(i) for i in range(count)]
+    whole = msgpack.packb(list(range(count)))
+    assert codec.msgpack_list(items) == whole
+    assert codec.is_array(whole)
+    assert codec.split_list(("msgpack", whole)) == items
+
+
+def test_a_list_chain_that_loops_is_a_corrupt_entry_not_a_hang() -> None:
+    one = codec.encode_list(b"b\x00two", 1, [msgpack.packb("x")])
+    two = codec.encode_list(b"b\x00one", 1, [msgpack.packb("y")])
+    blobs = codec.Blobs({b"b\x00one": one, b"b\x00two": two}, "k")
+    with pytest.raises(CorruptEntryError, match="base is missing"):
+        blobs.items(b"b\x00one")
+
+
+def test_list_lengths_that_disagree_are_a_corrupt_entry() -> None:
+    base = codec.encode_list(None, 0, [msgpack.packb("a")])
+    claims_two = codec.encode_list(b"b\x00base", 2, [msgpack.packb("b")])
+    blobs = codec.Blobs({b"b\x00base": base, b"b\x00next": claims_two}, "k")
+    with pytest.raises(CorruptEntryError, match="lengths disagree"):
+        blobs.items(b"b\x00next")

@@ -16,6 +16,7 @@ from cache_helpers import private_metrics, unique
 from http_helpers import http_scope
 
 from redis_checkpoint import CacheMiddleware, CacheRule, Settings
+from redis_checkpoint.web import rfc9111
 from redis_checkpoint.web.rfc9111 import age, http_date
 
 Scope = dict[str, Any]
@@ -209,3 +210,54 @@ async def test_an_outage_logs_no_traceback_per_write(
     loud = [r for r in caplog.records if r.name.startswith("redis_checkpoint")]
     assert not [r for r in loud if r.levelno >= logging.ERROR or r.exc_info]
     assert len(loud) <= 1, [r.getMessage() for r in loud]  # the engine's "serves from memory"
+
+
+SHARED = rfc9111.RequestFacts(authorization=False, per_user=False)
+NO_CACHE = "no-cache (we do not revalidate)"
+
+
+def _refusal(status: int, *headers: tuple[bytes, bytes], facts: Any = SHARED) -> str | None:
+    return rfc9111.refusal(status, headers, rfc9111.directives(headers), facts)
+
+
+@pytest.mark.parametrize("status", sorted(rfc9111.CACHEABLE_STATUSES))
+def test_every_heuristically_cacheable_status_may_be_stored(status: int) -> None:
+    assert _refusal(status) is None
+
+
+@pytest.mark.parametrize("status", [201, 202, 206, 302, 303, 307, 400, 401, 403, 500, 503])
+def test_other_statuses_are_not_stored(status: int) -> None:
+    assert _refusal(status) == f"status {status}"
+
+
+@pytest.mark.parametrize(
+    ("headers", "facts", "reason"),
+    [
+        (((b"cache-control", b"no-store"),), SHARED, "no-store"),
+        (((b"cache-control", b"no-cache"),), SHARED, "no-cache (we do not revalidate)"),
+        (
+            ((b"cache-control", b'no-cache="set-cookie"'),),
+            SHARED,
+            "no-cache (we do not revalidate)",
+        ),
+        (((b"cache-control", b"private"),), SHARED, "private"),
+        (((b"set-cookie", b"a=b"),), SHARED, "Set-Cookie"),
+        (((b"vary", b"accept, *"),), SHARED, "Vary: *"),
+        (((b"content-range", b"bytes 0-9/100"),), SHARED, "partial content"),
+        (
+            (),
+            rfc9111.RequestFacts(authorization=True, per_user=False),
+            "Authorization without public, s-maxage or must-revalidate",
+        ),
+        (((b"cache-control", b"private"),), rfc9111.RequestFacts(False, per_user=True), None),
+        (
+            ((b"cache-control", b"s-maxage=60"),),
+            rfc9111.RequestFacts(authorization=True, per_user=False),
+            None,
+        ),
+    ],
+)
+def test_what_a_shared_cache_refuses_to_store(
+    headers: tuple[tuple[bytes, bytes], ...], facts: Any, reason: str | None
+) -> None:
+    assert _refusal(200, *headers, facts=facts) == reason

@@ -905,3 +905,32 @@ def test_deleting_a_thread_forgets_all_this_process_remembered_of_it(saver: Redi
     assert len(caches) >= 6 and entries()
     saver.delete_thread("forget")
     assert entries() == []
+
+
+def test_control_bytes_integer_versions_and_nested_filters_round_trip(saver: RedisSaver) -> None:
+    """What the key and record escaping must carry through Redis: NUL and 0x01 in a parent id,
+    a channel name and a version; an integer version stays an integer; a dict-valued metadata
+    filter matches whatever order its keys come in."""
+    odd = generate_checkpoint(checkpoint_id="odd\x00\x01id")
+    odd["channel_values"] = {"ch\x00an\x01nel": ["v"]}
+    odd["channel_versions"] = {"ch\x00an\x01nel": "v\x01\x00"}
+    parent = config("ctl", checkpoint_id="parent\x00\x01")
+    saver.put(parent, odd, {"source": "loop", "step": 2}, {"ch\x00an\x01nel": "v\x01\x00"})
+    back = saver.get_tuple(config("ctl"))
+    assert back is not None and back.checkpoint["id"] == "odd\x00\x01id"
+    assert back.checkpoint["channel_values"] == {"ch\x00an\x01nel": ["v"]}
+    assert back.checkpoint["channel_versions"] == {"ch\x00an\x01nel": "v\x01\x00"}
+    assert back.parent_config is not None
+    assert back.parent_config["configurable"]["checkpoint_id"] == "parent\x00\x01"
+
+    numbered = generate_checkpoint(checkpoint_id="n1")
+    numbered["channel_values"] = {"a": "x"}
+    numbered["channel_versions"] = {"a": 1}
+    who = {"a": 1, "b": {"c": 2, "d": 3}}
+    saver.put(config("int"), numbered, {"source": "input", "step": 1, "who": who}, {"a": 1})
+    stored = saver.get_tuple(config("int"))
+    assert stored is not None and stored.checkpoint["channel_versions"] == {"a": 1}
+    assert type(stored.checkpoint["channel_versions"]["a"]) is int
+    reordered = {"b": {"d": 3, "c": 2}, "a": 1}
+    assert [t.config for t in saver.list(None, filter={"who": reordered})] == [stored.config]
+    assert list(saver.list(None, filter={"who": {"a": 1}})) == []  # equality, not a subset
