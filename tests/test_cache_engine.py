@@ -16,7 +16,7 @@ from cache_helpers import engine, invalidate_in_process, private_metrics, unique
 
 from redis_checkpoint import AsyncCacheEngine, CacheEngine, Settings
 from redis_checkpoint.cache import DEFAULT_TTLS, MISSING, codec
-from redis_checkpoint.cache.keys import KeyLayout, digest, escape
+from redis_checkpoint.cache.keys import MAX_PLAIN_KEY, KeyLayout, digest, escape
 
 VALUES: list[Any] = [
     "text é",
@@ -86,6 +86,24 @@ def test_keys_escape_user_strings_and_hash_long_ones() -> None:
     assert layout.entry("llm", str(hashed)) == f"p:{{llm}}:%23{hashed[1:]}"
     assert digest("ab", "c") != digest("a", "bc")
     assert escape("ok-._~") == "ok-._~"
+
+
+def test_key_parts_are_stable_and_their_bounds_exact() -> None:
+    """Entries already in Redis are found by these exact strings: a digest's algorithm, size
+    and length prefixes, and where a readable key part ends, may not drift."""
+    assert digest("a", "b") == "#4fc56058b4df0ca122be9a2e429541d6"
+    assert digest(b"\x00") == "#17bf093fd8028115ec45b142b9853b29"
+    assert escape("a/b c") == "a%2Fb%20c"  # "/" too: nothing of a user's string stays raw
+    layout = KeyLayout("p")
+    assert layout.entry("ns", "k" * MAX_PLAIN_KEY) == f"p:{{ns}}:{'k' * MAX_PLAIN_KEY}"
+    longer = "k" * (MAX_PLAIN_KEY + 1)
+    assert layout.entry("ns", longer) == f"p:{{ns}}:{digest(longer)}"
+    assert KeyLayout("aXb:cache").prefix == "aXb:cache"
+    for bad in ("", "a{b", "a}b", "a b"):
+        with pytest.raises(ValueError, match="Redis Cluster hash tag"):
+            KeyLayout(bad)
+    with pytest.raises(ValueError, match="non-empty string"):
+        layout.base("")
 
 
 def test_set_get_many_and_ttls(redis_url: str, redis_client: redis.Redis) -> None:

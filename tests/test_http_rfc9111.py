@@ -261,3 +261,41 @@ def test_what_a_shared_cache_refuses_to_store(
     headers: tuple[tuple[bytes, bytes], ...], facts: Any, reason: str | None
 ) -> None:
     assert _refusal(200, *headers, facts=facts) == reason
+
+
+def test_the_edges_of_a_date() -> None:
+    assert http_date(b"Sun, 31 Dec 2023 23:59:59 GMT") == 1704067199.0
+    assert http_date(b"Mon, 01 Jan 2024 00:00:00 GMT") == 1704067200.0  # day 1, hour 0
+    assert http_date(b"Sun, 31 Dec 2023 23:59:60 GMT") == 1704067199.0  # a leap second
+    for bad in (
+        b"Mon, 00 Jan 2024 00:00:00 GMT",
+        b"Mon, 01 Jan 2024 24:00:00 GMT",
+        b"Mon, 01 Jan 2024 00:60:00 GMT",
+        b"Mon, 01 Jan 2024 00:00:61 GMT",
+    ):
+        assert http_date(bad) is None, bad
+
+
+def test_a_two_digit_year_more_than_50_years_ahead_is_in_the_past() -> None:
+    this_year = time.gmtime().tm_year
+
+    def year_of(two_digits: int) -> int:
+        stamp = http_date(f"Monday, 01-Jan-{two_digits:02} 00:00:00 GMT".encode())
+        assert stamp is not None
+        return time.gmtime(stamp).tm_year
+
+    assert year_of((this_year + 50) % 100) == this_year + 50
+    assert year_of((this_year + 51) % 100) == this_year + 51 - 100
+
+
+def test_an_expires_before_the_date_is_no_lifetime() -> None:
+    headers = [
+        (b"date", b"Mon, 01 Jan 2024 00:00:10 GMT"),
+        (b"expires", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+    ]
+    assert rfc9111.freshness_lifetime(headers, {}, 600) == 0.0
+    ahead = [
+        (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
+        (b"expires", b"Mon, 01 Jan 2024 00:00:30 GMT"),
+    ]
+    assert rfc9111.freshness_lifetime(ahead, {}, 600) == 30.0
