@@ -299,3 +299,21 @@ def test_an_expires_before_the_date_is_no_lifetime() -> None:
         (b"expires", b"Mon, 01 Jan 2024 00:00:30 GMT"),
     ]
     assert rfc9111.freshness_lifetime(ahead, {}, 600) == 30.0
+
+
+def test_directives_keep_quoted_lists_whole() -> None:
+    headers = [(b"cache-control", b'private="set-cookie, x-token", no-cache="X-Id", max-age=60')]
+    assert rfc9111.directives(headers) == {
+        "private": "set-cookie, x-token",
+        "no-cache": "X-Id",
+        "max-age": "60",
+    }
+
+
+def test_a_vary_value_is_compared_with_its_whitespace_folded() -> None:
+    headers = [(b"accept-language", b"en,   fr\t; q=0.5")]
+    assert rfc9111.vary_values(headers, ["accept-language", "accept"]) == ["en, fr ; q=0.5", None]
+
+
+def test_age_of_three_members_is_the_first() -> None:
+    assert age([(b"age", b"7200, 30, 0")]) == 7200
