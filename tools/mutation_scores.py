@@ -57,9 +57,9 @@ def main() -> int:
         return 1
     print(f"{'module':<42} {'mutants':>7} {'killed':>6} {'survived':>8} {'other':>5} {'score':>6}")
     for module, total, killed, survived, other in rows:
-        print(
-            f"{module:<42} {total:>7} {killed:>6} {survived:>8} {other:>5} {killed / total:>6.1%}"
-        )
+        # A module whose mutants this run did not check has no score.
+        score = f"{killed / total:.1%}" if killed + survived else "-"
+        print(f"{module:<42} {total:>7} {killed:>6} {survived:>8} {other:>5} {score:>6}")
     print("\nsurvivors: python -m mutmut results; one mutant: python -m mutmut show NAME")
     return 0
 
