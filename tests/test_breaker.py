@@ -219,13 +219,38 @@ def test_from_settings(clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        {"failure_threshold": 0},
-        {"recovery_timeout": 0},
-        {"recovery_timeout": 2.0, "max_recovery_timeout": 1.0},
+        ({"failure_threshold": 0}, "failure_threshold=0 must be >= 1"),
+        ({"recovery_timeout": 0}, "recovery_timeout=0 must be > 0"),
+        (
+            {"recovery_timeout": 2.0, "max_recovery_timeout": 1.0},
+            "max_recovery_timeout=1.0 must be >= recovery_timeout=2.0",
+        ),
     ],
 )
-def test_invalid_arguments(kwargs: dict[str, float]) -> None:
-    with pytest.raises(ValueError):
+def test_invalid_arguments(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
         CircuitBreaker(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_documented_defaults() -> None:
+    """3 consecutive failures open it; it waits 1 s, doubling up to 30 s (README, settings)."""
+    b = CircuitBreaker()
+    assert (b.name, b.failure_threshold, b.recovery_timeout, b.max_recovery_timeout) == (
+        "redis",
+        3,
+        1.0,
+        30.0,
+    )
+    assert CircuitBreaker.from_settings(Settings()).name == "redis"
+    fixed = CircuitBreaker(recovery_timeout=2.0, max_recovery_timeout=2.0)  # equal is allowed
+    assert fixed.max_recovery_timeout == 2.0
+
+
+def test_from_settings_uses_the_given_clock(clock: FakeClock) -> None:
+    b = CircuitBreaker.from_settings(Settings(breaker_failure_threshold=1), clock=clock)
+    b.record_failure()
+    assert state(b) == "open" and not b.allow_request()
+    clock.advance(Settings().breaker_recovery_timeout)  # only this clock's time passes
+    assert b.allow_request() and state(b) == "half_open"
