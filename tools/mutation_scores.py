@@ -5,9 +5,9 @@
     python tools/mutation_scores.py redis_checkpoint.web.rfc9111 redis_checkpoint.cache.keys
     python tools/mutation_scores.py --report                # the table of the last run
 
-The pure HTTP and key modules take a minute or two. The saver's (``checkpoint.codec``,
-``checkpoint.keys``, ``breaker``) are exercised by tests on a real redis-server, so each of
-their mutants costs seconds and a full run of them hours.
+The selected tests are the unit-level ones (``[tool.mutmut]``): a full run takes minutes.
+The saver's real-server tests would kill more of ``checkpoint.codec``'s mutants, at seconds
+each: hours for a full run.
 
 mutmut copies the project into mutants/ and runs the selected tests against each mutant. A
 mutant is killed when a test fails; it survives when every test passes, which marks a behaviour
