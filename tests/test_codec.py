@@ -208,3 +208,162 @@ def test_list_lengths_that_disagree_are_a_corrupt_entry() -> None:
     blobs = codec.Blobs({b"b\x00base": base, b"b\x00next": claims_two}, "k")
     with pytest.raises(CorruptEntryError, match="lengths disagree"):
         blobs.items(b"b\x00next")
+
+
+# -- pending writes as frames -----------------------------------------------------------------
+
+
+def test_writes_frames_round_trip_and_keep_the_first_of_a_repeat() -> None:
+    small = codec.encode_writes("task\udc80", "~1", [(0, "chan\x00", ("msgpack", b"\x01"))])
+    assert small[:1] == b"W" and int.from_bytes(small[1:5], "big") == len(small) - 5
+    big_value = ("json", b'"' + b"abc" * 200 + b'"')  # compresses: an X frame
+    big = codec.encode_writes(
+        "other", "~0", [(1, "docs", big_value), (-1, "__error__", ("e", b""))]
+    )
+    assert big[:1] == b"X"
+    again = codec.encode_writes("task\udc80", "~1", [(0, "chan\x00", ("msgpack", b"\x02"))])
+    raw = small + big + again
+    assert codec.split_frames(raw) == [small, big, again]
+    assert codec.frame_writes(small) == [("task\udc80", "~1", 0, "chan\x00", ("msgpack", b"\x01"))]
+    rows = codec.decode_writes(raw, "k")
+    # Sorted by (task path, task id, index); a normal write repeated keeps its first value.
+    assert rows == [
+        (("~0", "other", -1), "__error__", ("e", b"")),
+        (("~0", "other", 1), "docs", big_value),
+        (("~1", "task\udc80", 0), "chan\x00", ("msgpack", b"\x01")),
+    ]
+    assert codec.decode_writes(None, "k") == [] and codec.decode_writes(b"", "k") == []
+
+
+def test_special_writes_overwrite() -> None:
+    first = codec.encode_writes("t", "~", [(-1, "__interrupt__", ("msgpack", b"\x01"))])
+    second = codec.encode_writes("t", "~", [(-1, "__interrupt__", ("msgpack", b"\x02"))])
+    assert codec.decode_writes(first + second, "k") == [
+        (("~", "t", -1), "__interrupt__", ("msgpack", b"\x02"))
+    ]
+
+
+@pytest.mark.parametrize(
+    "raw", [b"Q\x00\x00\x00\x01x", b"W\x00\x00\x00\x09abc", b"W\x00\x00\x00\x00" + b"\xc1"]
+)
+def test_damaged_writes_are_a_corrupt_entry(raw: bytes) -> None:
+    with pytest.raises(CorruptEntryError, match="pending writes are unreadable"):
+        codec.decode_writes(raw, "rc:cp:{t}:data")
+
+
+def test_legacy_writes_are_still_read() -> None:
+    one_map = codec.pack({b"t\x00" + b"0": codec.pack([b"ch", b"msgpack", b"\x01", b"~", False])})
+    assert codec.is_legacy_writes(one_map) and codec.split_frames(one_map) == []
+    assert codec.decode_writes(one_map, "k") == [(("~", "t", 0), "ch", ("msgpack", b"\x01"))]
+    framed = b"M" + len(one_map).to_bytes(4, "big") + one_map
+    assert codec.decode_writes(framed, "k") == [(("~", "t", 0), "ch", ("msgpack", b"\x01"))]
+
+
+# -- list blobs that refer to pending writes --------------------------------------------------
+
+
+def test_a_list_blob_refers_to_the_writes_it_appends() -> None:
+    items = [msgpack.packb("b"), msgpack.packb("c")]
+    frame = codec.encode_writes("t", "~", [(0, "messages", ("msgpack", codec.msgpack_list(items)))])
+    writes_field = b"w\x00\x00cp1"
+    ref = codec.encode_list_ref(b"b\x00base", 1, writes_field, [(codec.short_digest(frame), 0)])
+    assert codec.list_ref(ref) == (writes_field, [(codec.short_digest(frame), 0)])
+    assert codec.list_base(ref) == b"b\x00base"
+    base = codec.encode_list(None, 0, [msgpack.packb("a")])
+    assert codec.list_base(base) is None and codec.list_base(b"V\x00") is None
+    blobs = codec.Blobs({b"b\x00base": base, b"b\x00new": ref, writes_field: frame}, "k")
+    assert blobs.items(b"b\x00new") == [msgpack.packb("a"), *items]
+    assert b"b\x00new" in blobs and b"b\x00nothing" not in blobs
+    assert blobs.value(b"b\x00new", serde.loads_typed) == ["a", "b", "c"]
+    assert blobs.list_of(b"b\x00base") == [msgpack.packb("a")]
+    missing = codec.Blobs({b"b\x00base": base, b"b\x00new": ref}, "k")
+    with pytest.raises(CorruptEntryError, match="pending writes a list refers to are missing"):
+        missing.items(b"b\x00new")
+    with pytest.raises(ValueError, match="trailing bytes"):
+        codec.list_ref(ref + b"!")
+
+
+def test_values_and_empties_from_blobs() -> None:
+    value = codec.encode_value(serde.dumps_typed({"k": "v"}))
+    blobs = codec.Blobs({b"v": value, b"e": codec.EMPTY_BLOB, b"odd": b"?x"}, "rc:cp:{t}:data")
+    assert blobs.value(b"v", serde.loads_typed) == {"k": "v"}
+    assert blobs.value(b"e", serde.loads_typed) is codec.MISSING
+    assert blobs.value(b"absent", serde.loads_typed) is codec.MISSING
+    with pytest.raises(CorruptEntryError, match="unknown blob kind"):
+        blobs.value(b"odd", serde.loads_typed)
+
+
+# -- metadata spelled for the server-side filter ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "spelled"),
+    [
+        (None, b"null"),
+        (True, b"1"),
+        (False, b"0"),
+        (7, b"7"),
+        (1.0, b"1"),
+        (1.5, b"1.5"),
+        ("é", '"é"'.encode()),
+        ([True, 2.0, None], b"[1,2,null]"),
+        ({"b": 1, "a": [1.0]}, b'{"a":[1],"b":1}'),
+        ({1: "not a str key"}, codec.UNKNOWN),
+        (b"bytes", codec.UNKNOWN),
+        (float("nan"), b"NaN"),
+    ],
+)
+def test_canonical_spelling(value: object, spelled: bytes) -> None:
+    assert codec.canonical(value) == spelled
+
+
+def test_a_keyed_record_reads_only_with_its_keyframe() -> None:
+    versions = [b"messages", b"sc1.ab", b"", b"turn", b"sc2.cd", b"V\x07msgpack\x01"]
+    checkpoint = serde.dumps_typed({"v": 4, "channel_versions": {"messages": "sc1.ab"}})
+    metadata = {"source": "loop", "step": 1}
+    first, first_payload = codec.encode_record(
+        parent_id=None,
+        checkpoint=checkpoint,
+        metadata=None,
+        metadata_value=metadata,
+        versions=versions,
+    )
+    assert codec.record_depth(codec.unpack(first)) == 0
+    keyframe = codec.Keyframe(depth=2, member=b"c\x00\x00first", payload=first_payload)
+    keyed, _ = codec.encode_record(
+        parent_id="first",
+        checkpoint=checkpoint,
+        metadata=None,
+        metadata_value=metadata,
+        versions=versions,
+        keyframe=keyframe,
+    )
+    fields = codec.unpack(keyed)
+    assert fields[2] == codec.KEYED and codec.record_depth(fields) == 2
+    record = codec.Record(keyed, "k", keyframe=first)
+    assert record.checkpoint == checkpoint and record.metadata is None
+    assert record.metadata_value == metadata and record.parent_id == "first"
+    assert record.versions == [tuple(versions[:3]), tuple(versions[3:])]
+    assert record.blob_fields(b"") == [(b"messages", b"b\x00\x00messages\x00sc1.ab")]
+    with pytest.raises(CorruptEntryError, match="keyframe is missing"):
+        codec.Record(keyed, "k")
+
+
+@pytest.mark.parametrize(
+    ("value", "small"),
+    [
+        (None, True),
+        (True, True),
+        (1.5, True),
+        (2**53 - 1, True),
+        (-(2**53) + 1, True),
+        (2**53, False),
+        (-(2**53), False),
+        ("x" * 48, True),
+        ("x" * 49, False),
+        (b"x" * 48, True),
+        ([1], False),
+    ],
+)
+def test_what_is_stored_inline(value: object, small: bool) -> None:
+    assert codec.is_small(value) is small
