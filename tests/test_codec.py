@@ -367,3 +367,40 @@ def test_a_keyed_record_reads_only_with_its_keyframe() -> None:
 )
 def test_what_is_stored_inline(value: object, small: bool) -> None:
     assert codec.is_small(value) is small
+
+
+def test_canonical_spelling_keeps_unicode_and_lone_surrogates() -> None:
+    assert codec.canonical("é\ud800") == '"é'.encode() + b'\xed\xa0\x80"'
+    assert codec.canonical(["é\ud800"]) == '["é'.encode() + b'\xed\xa0\x80"]'
+    assert codec.canonical({"k": "é"}) == '{"k":"é"}'.encode()
+
+
+def test_compressed_metadata_reads_back() -> None:
+    metadata = {"source": "loop", "step": 3, "note": "the and that with for you " * 20}
+    raw, _ = codec.encode_record(
+        parent_id=None,
+        checkpoint=serde.dumps_typed({"v": 4}),
+        metadata=serde.dumps_typed(metadata),
+        metadata_value=metadata,
+        versions=[],
+    )
+    head = codec.unpack(raw)[4]
+    assert head[:1] in (b"\x01", b"\x02")  # compressed: the flag byte before the type name
+    record = codec.Record(raw, "k")
+    assert record.metadata is not None and serde.loads_typed(record.metadata) == metadata
+
+
+def test_a_list_blob_is_read_as_a_value_before_its_items_are_known() -> None:
+    base = codec.encode_list(None, 0, [msgpack.packb("a")])
+    top = codec.encode_list(b"b\x00base", 1, [msgpack.packb("b")])
+    blobs = codec.Blobs({b"b\x00base": base, b"b\x00top": top}, "k")
+    assert blobs.value(b"b\x00top", serde.loads_typed) == ["a", "b"]
+
+
+def test_a_list_whose_base_is_not_a_list_is_a_corrupt_entry() -> None:
+    top = codec.encode_list(b"b\x00base", 1, [msgpack.packb("b")])
+    value = codec.encode_value(serde.dumps_typed("not a list"))
+    blobs = codec.Blobs({b"b\x00base": value, b"b\x00top": top}, "rc:cp:{t}:data")
+    with pytest.raises(CorruptEntryError, match="base is missing") as caught:
+        blobs.items(b"b\x00top")
+    assert caught.value.key == "rc:cp:{t}:data field b'b\\x00base'"  # names the damaged one
