@@ -404,3 +404,101 @@ def test_a_list_whose_base_is_not_a_list_is_a_corrupt_entry() -> None:
     with pytest.raises(CorruptEntryError, match="base is missing") as caught:
         blobs.items(b"b\x00top")
     assert caught.value.key == "rc:cp:{t}:data field b'b\\x00base'"  # names the damaged one
+
+
+# -- the remaining edges the mutation run pointed at --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "exact"),
+    [
+        ({"k": "é"}, True),
+        ({"k": "\ud800"}, False),
+        ({"tags": ["a", 1.5]}, False),
+        ({"d": {"x": 1.5}}, False),
+        ({"d": {"x": [None, 2]}}, True),
+    ],
+)
+def test_which_metadata_the_filters_spell_exactly(metadata: dict[str, object], exact: bool) -> None:
+    assert codec.metadata_in_filters(metadata) is exact
+
+
+def test_compression_starts_at_its_threshold_and_rejects_padding() -> None:
+    assert codec.squeeze(b"a" * (codec.COMPRESS_FROM - 1))[0] == codec.RAW
+    encoding, packed = codec.squeeze(b"a" * codec.COMPRESS_FROM)
+    assert encoding == codec.DEFLATE and codec.unsqueeze(encoding, packed) == b"a" * 64
+    with pytest.raises(ValueError, match="truncated or padded"):
+        codec.unsqueeze(codec.DEFLATE, packed + b"pad")
+    long_list = codec.encode_list(None, 0, [msgpack.packb("the same item")] * 40)
+    assert long_list[7:8] != codec.encode_list(None, 0, [b"\xc0"], compress=False)[7:8]
+
+
+@pytest.mark.parametrize(
+    ("first", "array"),
+    [
+        (b"", False),
+        (b"\x90", True),
+        (b"\x9f", True),
+        (b"\xa0", False),
+        (b"\xdc", True),
+        (b"\xdd", True),
+        (b"\xde", False),
+    ],
+)
+def test_which_payloads_are_arrays(first: bytes, array: bool) -> None:
+    assert codec.is_array(first) is array
+
+
+@pytest.mark.parametrize(
+    ("first", "legacy"),
+    [
+        (b"\x80", True),
+        (b"\x8f", True),
+        (b"\x90", False),
+        (b"\xde", True),
+        (b"\xdf", True),
+        (b"\xe0", False),
+        (b"W", False),
+    ],
+)
+def test_which_writes_fields_are_the_one_map_format(first: bytes, legacy: bool) -> None:
+    assert codec.is_legacy_writes(first + b"\x00") is legacy
+
+
+def test_list_items_are_cut_from_raw_bytes_and_trailing_bytes_refused() -> None:
+    odd = b"\x92\xa1\xff\x01"  # a str that is not UTF-8, then an int: cut as they are
+    assert codec.split_list(("msgpack", odd)) == [b"\xa1\xff", b"\x01"]
+    assert codec.split_list(("msgpack", odd + b"\x01")) is None
+    assert codec.split_list(("json", b"[1]")) is None
+    assert codec.write_items(("msgpack", b"\x05")) == [b"\x05"]  # a lone value: one item
+    assert codec.write_items(("json", b"5")) is None
+
+
+def test_blobs_reach_lists_known_already_and_refs_to_several_writes() -> None:
+    top = codec.encode_list(b"b\x00base", 1, [msgpack.packb("b")])
+    assert codec.list_base(top) == b"b\x00base"
+    blobs = codec.Blobs({b"b\x00top": top}, "k", known={b"b\x00base": [msgpack.packb("a")]})
+    assert b"b\x00base" in blobs and b"b\x00top" in blobs
+    assert blobs.items(b"b\x00top") == [msgpack.packb("a"), msgpack.packb("b")]
+    assert b"b\x00gone" not in codec.Blobs({b"b\x00gone": b""}, "k")
+
+    frame = codec.encode_writes(
+        "t", "~", [(0, "m", ("msgpack", b"\x91\xa1x")), (1, "m", ("msgpack", b"\xa1y"))]
+    )
+    digest = codec.short_digest(frame)
+    ref = codec.encode_list_ref(None, 0, b"w\x00\x00c", [(digest, 0), (digest, 1)])
+    both = codec.Blobs({b"b\x00r": ref, b"w\x00\x00c": frame}, "k")
+    assert both.items(b"b\x00r") == [b"\xa1x", b"\xa1y"]
+
+
+def test_frames_are_split_exactly_and_all_read() -> None:
+    with pytest.raises(ValueError, match="truncated"):
+        codec.split_frames(b"W\x00\x00\x00\x09abc")
+    with pytest.raises(ValueError, match="unknown frame"):
+        codec.split_frames(b"Q\x00\x00\x00\x00")
+    one_map = codec.pack({b"t\x000": codec.pack([b"a", b"msgpack", b"\x01", b"~", False])})
+    legacy = b"M" + len(one_map).to_bytes(4, "big") + one_map
+    newer = codec.encode_writes("u\udc80", "~", [(0, "b\udc80", ("msgpack", b"\x02"))])
+    rows = codec.decode_writes(legacy + newer, "k")
+    assert [row[0] for row in rows] == [("~", "t", 0), ("~", "u\udc80", 0)]
+    assert rows[1][1] == "b\udc80"
