@@ -40,9 +40,9 @@ from redis_checkpoint.errors import (
 )
 from redis_checkpoint.ops.health import HealthMonitor
 from redis_checkpoint.ops.keyspace import (
-    cache_namespaces_plan,
     keyspace_plan,
-    namespace_in_use_plan,
+    missing_namespace_message,
+    missing_namespace_plan,
 )
 from redis_checkpoint.ops.plan import run_sync
 from redis_checkpoint.ops.threads import summarize
@@ -290,13 +290,9 @@ def cmd_invalidate(settings: Settings, args: argparse.Namespace, output: Output)
     # No memory tier: an invalidation that cannot reach Redis must fail, not wait in memory.
     with CacheEngine(settings, prefix=prefix, memory=None, metrics=_private_metrics()) as engine:
         check_connection(engine.client, settings.url)
-        base = engine.core.layout.base(args.namespace)
-        if not run_sync(engine.client, namespace_in_use_plan(base)):
-            held = run_sync(engine.client, cache_namespaces_plan(prefix))
-            raise _NotFound(
-                f"no cache namespace {args.namespace!r} under {prefix!r}: nothing to invalidate "
-                f"(namespaces holding keys there: {', '.join(map(repr, held)) or 'none'})"
-            )
+        held = run_sync(engine.client, missing_namespace_plan(prefix, args.namespace))
+        if held is not None:
+            raise _NotFound(missing_namespace_message(args.namespace, prefix, held))
         if args.key:
             removed: int | None = engine.delete(args.namespace, *args.key)
             scope = "key"

@@ -9,20 +9,21 @@ with ``MEMORY USAGE``; ``complete`` says whether it saw every key.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from redis_checkpoint.cache.keys import KeyLayout
 from redis_checkpoint.cache.stats import default_cache_type
 from redis_checkpoint.ops.plan import PRIMARIES, OnNode, Plan
 
 __all__ = [
     "KeyspaceSample",
     "ServerFacts",
-    "cache_namespaces_plan",
     "keyspace_plan",
-    "namespace_in_use_plan",
+    "missing_namespace_message",
+    "missing_namespace_plan",
     "server_facts_plan",
 ]
 
@@ -106,14 +107,49 @@ def classify(
             return "checkpoint"
     for prefix in cache_prefixes:
         if key.startswith(f"{prefix}:{{"):
-            end = key.find("}", len(prefix) + 2)
-            if end < 0:
+            namespace = _namespace_of(key, prefix)
+            if namespace is None:
                 return None
-            namespace = unquote(key[len(prefix) + 2 : end])
             if namespace_types and namespace in namespace_types:
                 return namespace_types[namespace]
             return default_cache_type(namespace)
     return None
+
+
+def _namespace_of(key: str, cache_prefix: str) -> str | None:
+    """The namespace of a cache key under ``cache_prefix`` (``prefix:{namespace}:...``), as its
+    keys spell it unescaped; None for a key that is not the engine's."""
+    head = f"{cache_prefix}:{{"
+    end = key.find("}", len(head))
+    return unquote(key[len(head) : end]) if key.startswith(head) and end > 0 else None
+
+
+# What a scan hands each batch of keys to: True (a plan, or at once) to go on.
+Take = Callable[[list[str], bool], "Plan[bool] | bool"]
+
+
+def _scan(patterns: Sequence[str], batch: int, take: Take) -> Plan[bool]:
+    """SCAN every primary (a cluster's each on its own) for each pattern, handing each batch of
+    keys to ``take`` with whether the SCAN has more; ``take`` returning False stops the scan.
+    True when every key was handed over."""
+    nodes = yield PRIMARIES
+    for node in nodes:
+        for pattern in dict.fromkeys(patterns):
+            cursor: Any = 0
+            while True:
+                scan = ("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
+                [(cursor, keys)] = yield (OnNode(node, scan),)
+                if isinstance(cursor, Mapping):  # a cluster client: {node name: cursor}
+                    [cursor] = cursor.values()
+                more = int(cursor) != 0
+                decision = take([_text(k) for k in keys], more)
+                if isinstance(decision, Generator):
+                    decision = yield from decision
+                if not decision:
+                    return False
+                if not more:
+                    break
+    return True
 
 
 def keyspace_plan(
@@ -130,71 +166,51 @@ def keyspace_plan(
     sample = KeyspaceSample()
     patterns = [f"{_glob_escape(p)}:cp:*" for p in checkpoint_prefixes]
     patterns += [f"{_glob_escape(p)}:{{*" for p in cache_prefixes]
-    nodes = yield PRIMARIES  # every primary of a cluster, each scanned on its own
-    for node in nodes:
-        for pattern in dict.fromkeys(patterns):
-            cursor: Any = 0
-            while True:
-                scan = ("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
-                [(cursor, keys)] = yield (OnNode(node, scan),)
-                if isinstance(cursor, Mapping):  # a cluster client: {node name: cursor}
-                    [cursor] = cursor.values()
-                keys = [_text(k) for k in keys][: max_keys - sample.scanned]
-                if keys:
-                    sizes = yield tuple(("MEMORY", "USAGE", key) for key in keys)
-                    for key, size in zip(keys, sizes, strict=True):
-                        kind = classify(key, checkpoint_prefixes, cache_prefixes, namespace_types)
-                        if kind is not None and size is not None:  # None: expired meanwhile
-                            sample.add(kind, int(size))
-                    sample.scanned += len(keys)
-                if int(cursor) == 0:
-                    break
-                if sample.scanned >= max_keys:
-                    sample.complete = False
-                    return sample
+
+    def size(keys: list[str], more: bool) -> Plan[bool]:
+        keys = keys[: max_keys - sample.scanned]
+        if keys:
+            sizes = yield tuple(("MEMORY", "USAGE", key) for key in keys)
+            for key, used in zip(keys, sizes, strict=True):
+                kind = classify(key, checkpoint_prefixes, cache_prefixes, namespace_types)
+                if kind is not None and used is not None:  # None: expired meanwhile
+                    sample.add(kind, int(used))
+            sample.scanned += len(keys)
+        if more and sample.scanned >= max_keys:
+            sample.complete = False
+            return False
+        return True
+
+    yield from _scan(patterns, batch, size)
     return sample
 
 
-def namespace_in_use_plan(base: str, *, batch: int = 1000) -> Plan[bool]:
-    """Whether Redis holds any key under a cache namespace's ``base`` (``prefix:{namespace}``):
-    an entry, a tag set or its generation counter. SCANs until the first one is found."""
-    pattern = f"{_glob_escape(base)}:*"
-    nodes = yield PRIMARIES
-    for node in nodes:
-        cursor: Any = 0
-        while True:
-            [(cursor, keys)] = yield (
-                OnNode(node, ("SCAN", cursor, "MATCH", pattern, "COUNT", batch)),
-            )
-            if keys:
-                return True
-            if isinstance(cursor, Mapping):  # a cluster client: {node name: cursor}
-                [cursor] = cursor.values()
-            if int(cursor) == 0:
-                break
-    return False
-
-
-def cache_namespaces_plan(cache_prefix: str, *, max_keys: int = 10_000) -> Plan[list[str]]:
-    """The cache namespaces that hold keys under ``cache_prefix`` (a long one as the digest its
-    keys carry), from a SCAN of at most ``max_keys`` keys."""
-    head = f"{cache_prefix}:{{"
+def missing_namespace_plan(cache_prefix: str, namespace: str) -> Plan[list[str] | None]:
+    """None when Redis holds any key of cache ``namespace`` (an entry, a tag set, its generation
+    counter); else the namespaces that do hold keys under ``cache_prefix``, from a SCAN of at
+    most 10,000 keys, for the message that says so (:func:`missing_namespace_message`)."""
+    base = KeyLayout(cache_prefix).base(namespace)
+    if not (yield from _scan([f"{_glob_escape(base)}:*"], 1000, lambda keys, more: not keys)):
+        return None  # stopped at the first key
     found: dict[str, None] = {}
     scanned = 0
-    nodes = yield PRIMARIES
-    for node in nodes:
-        cursor: Any = 0
-        while scanned < max_keys:
-            scan = ("SCAN", cursor, "MATCH", f"{_glob_escape(head)}*", "COUNT", 1000)
-            [(cursor, keys)] = yield (OnNode(node, scan),)
-            for key in keys:
-                text = _text(key)
-                end = text.find("}", len(head))
-                if end > 0:  # else not one of the engine's keys
-                    found[unquote(text[len(head) : end])] = None
-            scanned += len(keys)
-            if isinstance(cursor, Mapping):
-                [cursor] = cursor.values()
-            if int(cursor) == 0:
-                break
+
+    def collect(keys: list[str], more: bool) -> bool:
+        nonlocal scanned
+        for key in keys:
+            held = _namespace_of(key, cache_prefix)
+            if held is not None:
+                found[held] = None
+        scanned += len(keys)
+        return scanned < 10_000
+
+    yield from _scan([f"{_glob_escape(cache_prefix)}:{{*"], 1000, collect)
     return sorted(found)
+
+
+def missing_namespace_message(namespace: str, cache_prefix: str, held: Sequence[str]) -> str:
+    listed = ", ".join(map(repr, held)) or "none"
+    return (
+        f"no cache namespace {namespace!r} under {cache_prefix!r}: nothing to invalidate "
+        f"(namespaces holding keys there: {listed})"
+    )

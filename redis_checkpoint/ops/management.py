@@ -59,9 +59,9 @@ from redis_checkpoint.errors import (
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.health import HealthMonitor, HealthReport
 from redis_checkpoint.ops.keyspace import (
-    cache_namespaces_plan,
     keyspace_plan,
-    namespace_in_use_plan,
+    missing_namespace_message,
+    missing_namespace_plan,
 )
 from redis_checkpoint.ops.plan import run_async
 from redis_checkpoint.ops.threads import summarize
@@ -451,19 +451,17 @@ class ManagementAPI:
     ) -> Response | None:
         """A 404 that lists the namespaces holding keys, when ``namespace`` holds none; None
         when it does, or when Redis cannot say (an invalidation then waits for Redis)."""
-        client = self._redis_client()
+        prefix = engine.core.layout.prefix
         try:
-            if await run_async(client, namespace_in_use_plan(engine.core.layout.base(namespace))):
-                return None
-            held = await run_async(client, cache_namespaces_plan(engine.core.layout.prefix))
+            held = await run_async(self._redis_client(), missing_namespace_plan(prefix, namespace))
         except Exception as exc:
             if is_unavailable_error(exc):
                 return None
             raise
-        return _error(
-            404,
-            f"no cache namespace {namespace!r}: nothing to invalidate (namespaces holding keys: "
-            f"{', '.join(map(repr, held)) or 'none'})",
+        return (
+            None
+            if held is None
+            else _error(404, missing_namespace_message(namespace, prefix, held))
         )
 
     async def warm(self, request: Request) -> Response:
