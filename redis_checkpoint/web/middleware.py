@@ -168,6 +168,8 @@ def _check_bound(what: str, value: object) -> None:
 
 
 _DEFAULT_RULE: Final = CacheRule("*")
+# What a storable response's start tells: its directives, lifetime and initial Age.
+_StorePlan = tuple[dict[str, str | None], float, float]
 
 
 @dataclass
@@ -297,10 +299,12 @@ class CacheMiddleware:
     def _redis_away(self) -> bool:
         """Redis is down, or the last call to it failed (the breaker counts failures before it
         opens): the lookup just made told us nothing, so this request bypasses."""
-        if self.fallback_to_memory:
-            return False
+        return not self.fallback_to_memory and not self._redis_answered()
+
+    def _redis_answered(self) -> bool:
+        """The breaker is closed and the last call to Redis succeeded."""
         breaker = self.engine.core.breaker
-        return breaker.state != "closed" or breaker.failures > 0
+        return breaker.state == "closed" and breaker.failures == 0
 
     def _rule(self, path: str) -> CacheRule:
         for rule in self.rules:
@@ -437,8 +441,8 @@ class CacheMiddleware:
 
     def _storable(
         self, request: _Request, status: int, headers: rfc9111.Headers
-    ) -> tuple[dict[str, str | None], float] | None:
-        """The response's directives and lifetime when it may be stored, else None."""
+    ) -> _StorePlan | None:
+        """The response's directives, lifetime and initial age when it may be stored."""
         if request.method != "GET":
             return None  # a HEAD response has no body to store
         response_directives = rfc9111.directives(headers)
@@ -452,7 +456,7 @@ class CacheMiddleware:
         initial_age = rfc9111.age(headers)
         if lifetime - initial_age <= 0:
             return None
-        return response_directives, lifetime
+        return response_directives, lifetime, initial_age
 
     async def _store(self, request: _Request, response: StoredResponse) -> None:
         vary = rfc9111.vary_names(response.headers)
@@ -529,8 +533,7 @@ class CacheMiddleware:
             # command (it is up: an unreachable Redis queues the invalidation instead).
             log.exception("invalidating %s after a write failed", tags)
             return
-        breaker = self.engine.core.breaker
-        if breaker.state != "closed" or breaker.failures:
+        if not self._redis_answered():
             # Queued for when Redis is back; other processes' subscriptions broke as well,
             # which empties their near caches.
             return
@@ -556,7 +559,7 @@ class _Recorder:
         self.request = request
         self.send = send
         self.start: Message | None = None
-        self.plan: tuple[dict[str, str | None], float] | None = None
+        self.plan: _StorePlan | None = None
         self.held = False
         self.chunks: list[bytes] = []
         self.size = 0
@@ -650,7 +653,7 @@ class _Recorder:
         """The response to store: complete, within the size limit, storable."""
         if not self.done or self.plan is None or self.start is None or self.read_body:
             return None
-        response_directives, lifetime = self.plan
+        response_directives, lifetime, initial_age = self.plan
         headers = list(self.start.get("headers", ()))
         body = b"".join(self.chunks)
         etag = rfc9111.header(headers, b"etag") or rfc9111.content_etag(body)
@@ -663,7 +666,7 @@ class _Recorder:
             etag=etag,
             stored_at=time.time(),
             lifetime=lifetime,
-            initial_age=rfc9111.age(headers),
+            initial_age=initial_age,
             shareable_with_auth=shareable,
         )
 
