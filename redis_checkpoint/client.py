@@ -29,8 +29,8 @@ from redis.backoff import ExponentialBackoff
 from redis.utils import HIREDIS_AVAILABLE as _HIREDIS_AVAILABLE
 
 from .errors import AuthReason, ConfigurationError, RedisAuthError, RedisUnavailableError
-from .plans import adrive, drive
 from .settings import Settings, join_url, parse_redis_url, redact_url, secret_free
+from .steps import Invoke, adrive, drive
 
 __all__ = [
     "HIREDIS_AVAILABLE",
@@ -359,35 +359,31 @@ def _missing_db_error(settings: Settings, db: int, count: int | None) -> Configu
     )
 
 
-def _connect_plan(settings: Settings, db: int) -> Generator[tuple[Any, ...], Any, None]:
+def _connect_plan(settings: Settings, db: int) -> Generator[Invoke, Any, None]:
     """A new connection's handshake as redis-py does it (AUTH, SELECT, ...), except that a db
     the server does not have raises a ConfigurationError naming it and the server's count, not
     a bare ResponseError: the connection, still open, asks CONFIG GET databases first.
 
-    Each step is a method of the connection and its arguments; the sync and asyncio hooks
-    below call them."""
+    Each step is a call of a method of the connection; the sync and asyncio hooks below make it."""
     try:
-        yield ("on_connect",)
+        yield Invoke("on_connect")
     except redis.exceptions.ResponseError as exc:
         if "DB index is out of range" not in str(exc):
             raise
         count: int | None = None
         try:
-            yield ("send_command", "CONFIG", "GET", "databases")
-            count = _database_count((yield ("read_response",)))
+            yield Invoke("send_command", ("CONFIG", "GET", "databases"))
+            count = _database_count((yield Invoke("read_response")))
         except redis.exceptions.RedisError:
             pass  # CONFIG renamed or forbidden (managed Redis, an ACL): say it without the count
         with contextlib.suppress(Exception):
-            yield ("disconnect",)
+            yield Invoke("disconnect")
         raise _missing_db_error(settings, db, count) from exc
 
 
 def _sync_connect_hook(settings: Settings) -> Callable[[Any], None]:
     def connect(connection: Any) -> None:
-        drive(
-            _connect_plan(settings, connection.db),
-            lambda step: getattr(connection, step[0])(*step[1:]),
-        )
+        drive(_connect_plan(settings, connection.db), lambda step: step.on(connection))
 
     _OWN_HOOKS.add(connect)
     return connect
@@ -395,8 +391,8 @@ def _sync_connect_hook(settings: Settings) -> Callable[[Any], None]:
 
 def _async_connect_hook(settings: Settings) -> Callable[[Any], Awaitable[None]]:
     async def connect(connection: Any) -> None:
-        async def run(step: tuple[Any, ...]) -> Any:
-            return await getattr(connection, step[0])(*step[1:])
+        async def run(step: Invoke) -> Any:
+            return await step.on(connection)
 
         await adrive(_connect_plan(settings, connection.db), run)
 
@@ -807,3 +803,8 @@ async def acheck_connection(
         if failure is None:
             raise
         raise failure from exc
+
+
+def reply_text(value: Any) -> str:
+    """A Redis reply as text (bytes decoded, undecodable bytes replaced)."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)

@@ -39,13 +39,11 @@ a configuration error that retrying cannot fix.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict, TypeVar
 
 from redis_checkpoint.breaker import CircuitBreaker
@@ -56,16 +54,14 @@ from redis_checkpoint.client import access_error, is_unavailable_error
 from redis_checkpoint.errors import ConfigurationError, RedisAuthError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.steps import Compute, LoadScripts, Script, Send, Sleep, send_with_scripts
 
 __all__ = [
     "DEFAULT",
     "DEFAULT_TTLS",
     "MISSING",
     "CacheCore",
-    "Compute",
     "CoreOptions",
-    "Send",
-    "Sleep",
 ]
 
 log = logging.getLogger("redis_checkpoint.cache")
@@ -103,39 +99,15 @@ DEFAULT: Final[Any] = _Marker("DEFAULT")
 Ttl = float | None
 
 
-@dataclass(frozen=True)
-class Send:
-    """Send these commands in one round trip; reply with the list of their replies."""
-
-    commands: tuple[tuple[Any, ...], ...]
-
-
-@dataclass(frozen=True)
-class Sleep:
-    """Wait this many seconds (a single-flight waiter polling for the leader's result)."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Compute:
-    """Run the caller's computation; reply with its result (or throw its error)."""
-
-
-Step = Send | Sleep | Compute
+Step = Send | LoadScripts | Sleep | Compute
 Op = Generator[Step, Any, T]
-
-
-class _Script:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
 # KEYS: generation, entries..., tag sets...
 # ARGV: ttl in ms (0 = none), tag-set size above which a write prunes it, the number of entries,
 # one limit per tag set (0 = none), payloads (one per entry).
-_SET = _Script(
+_SET = Script(
+    "set",
     """
 local gen = redis.call('GET', KEYS[1]) or '0'
 local ttl = tonumber(ARGV[1])
@@ -187,11 +159,12 @@ for t = n + 2, #KEYS do
   end
 end
 return n
-"""
+""",
 )
 
 # KEYS: the tag set. Deletes its members (all in the tag set's slot) and the set.
-_INVALIDATE_TAG = _Script(
+_INVALIDATE_TAG = Script(
+    "invalidate_tag",
     """
 local members = redis.call('SMEMBERS', KEYS[1])
 local deleted = 0
@@ -200,31 +173,33 @@ for i = 1, #members, 500 do
 end
 redis.call('DEL', KEYS[1])
 return deleted
-"""
+""",
 )
 
 # KEYS: the lock; ARGV: the owner's token. Only the owner releases it.
-_UNLOCK = _Script(
+_UNLOCK = Script(
+    "unlock",
     """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-"""
+""",
 )
 
 # KEYS: the generation counter; ARGV: a value no entry carries. Clears the namespace: INCR, or,
 # for a counter that is not an integer (something else wrote it), a fresh start at ARGV[1].
-_CLEAR = _Script(
+_CLEAR = Script(
+    "clear",
     """
 local ok, n = pcall(redis.call, 'INCR', KEYS[1])
 if ok then return n end
 redis.call('SET', KEYS[1], ARGV[1])
 return tonumber(ARGV[1])
-"""
+""",
 )
 
-SCRIPTS: Final[tuple[_Script, ...]] = (_SET, _INVALIDATE_TAG, _UNLOCK, _CLEAR)
+SCRIPTS: Final[tuple[Script, ...]] = (_SET, _INVALIDATE_TAG, _UNLOCK, _CLEAR)
 _MAGIC = b"RC1:"
 
 Status = Literal["ok", "down", "error"]
@@ -327,7 +302,7 @@ class CacheCore:
         if self._pending and not (yield from self._replay()):
             return "down", []
         try:
-            replies: list[Any] = yield Send(commands)
+            replies = yield from send_with_scripts(commands, SCRIPTS)
         except Exception as exc:
             self._refused(exc)
             if is_unavailable_error(exc):
@@ -365,7 +340,7 @@ class CacheCore:
         if not pending:
             return True
         try:
-            yield Send(tuple(pending))
+            yield from send_with_scripts(tuple(pending), SCRIPTS)
         except Exception as exc:
             kept = access_error(exc, self.where) is not None or isinstance(exc, ConfigurationError)
             if is_unavailable_error(exc) or kept:

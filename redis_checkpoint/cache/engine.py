@@ -18,26 +18,14 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
-from redis.exceptions import NoScriptError
 
 from redis_checkpoint.cache import codec
-from redis_checkpoint.cache.core import (
-    DEFAULT,
-    MISSING,
-    SCRIPTS,
-    CacheCore,
-    Compute,
-    CoreOptions,
-    Op,
-    Send,
-    Sleep,
-    Step,
-)
+from redis_checkpoint.cache.core import DEFAULT, MISSING, CacheCore, CoreOptions, Op, Step
 from redis_checkpoint.cache.stats import NamespaceStats
 from redis_checkpoint.client import create_async_client, create_client, describe_client
 from redis_checkpoint.errors import ConfigurationError
-from redis_checkpoint.plans import adrive, asend, drive, send
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.steps import Compute, LoadScripts, Send, Sleep, adrive, asend, drive, send
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -50,7 +38,6 @@ SyncClient = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 Encode = Callable[[Any], bytes]
 Decode = Callable[[bytes], Any]
-Commands = tuple[tuple[Any, ...], ...]
 
 
 def _resolve(target: Any, settings: Settings | None, overrides: Mapping[str, Any]) -> Settings:
@@ -158,24 +145,19 @@ class CacheEngine(_Engine[SyncClient]):
 
     # -- the driver ----------------------------------------------------------------------------
 
-    def _send(self, commands: Commands) -> list[Any]:
-        try:
-            return self._execute(commands)
-        except NoScriptError:
-            # A restarted or failed-over server forgot the scripts: load them and resend once.
-            for script in SCRIPTS:
-                self.client.script_load(script.source)
-            self.round_trips += len(SCRIPTS)
-            return self._execute(commands)
-
-    def _execute(self, commands: Commands) -> list[Any]:
+    def _execute(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
         self.round_trips += 1
         return send(self.client, commands)
 
     def _run(self, op: Op[T], compute: Callable[[], Any] | None = None) -> T:
         def handle(step: Step) -> Any:
             if isinstance(step, Send):
-                return self._send(step.commands)
+                return self._execute(step.commands)
+            if isinstance(step, LoadScripts):
+                for script in step.scripts:
+                    self.client.script_load(script.source)
+                self.round_trips += len(step.scripts)
+                return None
             if isinstance(step, Sleep):
                 return time.sleep(step.seconds)
             if isinstance(step, Compute) and compute is not None:
@@ -338,23 +320,19 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
 
     # -- the driver ----------------------------------------------------------------------------
 
-    async def _send(self, commands: Commands) -> list[Any]:
-        try:
-            return await self._execute(commands)
-        except NoScriptError:
-            for script in SCRIPTS:
-                await self.client.script_load(script.source)
-            self.round_trips += len(SCRIPTS)
-            return await self._execute(commands)
-
-    async def _execute(self, commands: Commands) -> list[Any]:
+    async def _execute(self, commands: tuple[tuple[Any, ...], ...]) -> list[Any]:
         self.round_trips += 1
         return await asend(self.client, commands)
 
     async def _run(self, op: Op[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
         async def handle(step: Step) -> Any:
             if isinstance(step, Send):
-                return await self._send(step.commands)
+                return await self._execute(step.commands)
+            if isinstance(step, LoadScripts):
+                for script in step.scripts:
+                    await self.client.script_load(script.source)
+                self.round_trips += len(step.scripts)
+                return None
             if isinstance(step, Sleep):
                 return await asyncio.sleep(step.seconds)
             if isinstance(step, Compute) and compute is not None:

@@ -37,8 +37,8 @@ from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING
 from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest
-from redis_checkpoint.plans import adrive, drive
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.steps import adrive, drive
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Result

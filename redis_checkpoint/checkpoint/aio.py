@@ -33,8 +33,8 @@ from langgraph.checkpoint.base import (
 from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check_client
-from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
-from redis_checkpoint.checkpoint.routing import AwaitWriteBack, Refresh, Send, Shard, Step
+from redis_checkpoint.checkpoint.core import IterOp, Op
+from redis_checkpoint.checkpoint.routing import Shard, Step
 from redis_checkpoint.checkpoint.saver import LOAD_SCRIPTS, as_reply, reopen_after, words
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
@@ -44,8 +44,17 @@ from redis_checkpoint.client import (
     is_cluster,
 )
 from redis_checkpoint.errors import RedisUnavailableError
-from redis_checkpoint.plans import adrive, resume
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.steps import (
+    AwaitWriteBack,
+    Call,
+    Command,
+    Dispatch,
+    Emit,
+    Refresh,
+    adrive,
+    resume,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -179,7 +188,7 @@ class AsyncRedisSaver(RedisSaverBase):
                 reply, error = None, exc
 
     async def _step(self, step: Step) -> Any:
-        if isinstance(step, Send):
+        if isinstance(step, Dispatch):
             return await self._send_all(step.items)
         if isinstance(step, Refresh):
             await self.client.nodes_manager.initialize()  # type: ignore[union-attr]
@@ -213,7 +222,7 @@ class AsyncRedisSaver(RedisSaverBase):
             done, emitted = await self._next(gen)
             if done:
                 return
-            for tup in emitted.tuples:
+            for tup in emitted.items:
                 yield tup
 
     async def _send_all(self, items: Sequence[tuple[Call, Shard]]) -> list[list[Any] | Exception]:

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -44,42 +44,12 @@ from redis_checkpoint.checkpoint.keys import (
     writes_field,
 )
 from redis_checkpoint.errors import CorruptEntryError
+from redis_checkpoint.steps import Call, Command, Emit, Kind
 
 # Stored in the member and in the record's channel/version pairs, not in the serialized checkpoint.
 _KEPT_ELSEWHERE = ("channel_values", "channel_versions", "id")
 
 T = TypeVar("T")
-Kind = Literal["read", "write", "admin"]
-
-
-class Command(NamedTuple):
-    """One Redis command: a script of scripts.py by name, or a plain command word."""
-
-    name: str
-    keys: tuple[str, ...]
-    args: tuple[Any, ...]
-    script: bool = True
-
-
-@dataclass
-class Call:
-    """The commands of one round trip.
-
-    ``kind`` tells the fallback tier what it may do with it: reads and writes of a single thread
-    can be served from memory while Redis is away; ``admin`` calls span threads and need Redis.
-    """
-
-    commands: list[Command]
-    kind: Kind
-    thread_id: str | None = None
-
-
-@dataclass
-class Emit:
-    """Results an iterating operation (list) hands out before its next round trip."""
-
-    tuples: list[CheckpointTuple]
-
 
 Op = Generator[Call, list[Any], T]
 IterOp = Generator["Call | Emit", Any, None]

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis_checkpoint.checkpoint import codec
-from redis_checkpoint.checkpoint.core import Call, Command
 from redis_checkpoint.checkpoint.journal import Delta, Journal
 from redis_checkpoint.checkpoint.keys import SEP
 from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
+from redis_checkpoint.steps import Call, Command
 
 THREAD_TTL = b"t"
 _BACKLOG_LIMIT = 64

@@ -3,9 +3,10 @@
 :meth:`Router.run` drives one operation of the core: it routes each of its Calls to the shard
 that holds its thread (the one server, or the cluster node of its hash slot), serves it from
 memory while that shard's breaker is open, writes a thread back before the first call that
-takes it to Redis again, and counts it all. It yields only requests to the driver - :class:`Send`
-("send these Calls, give me each one's replies or error"), :class:`Refresh` ("reread the cluster's
-slot map") and :class:`Pause` - so the sync and async savers are a short loop each.
+takes it to Redis again, and counts it all. It yields only requests to the driver (steps of
+``steps.py``): :class:`Dispatch` ("send these Calls, give me each one's replies or error"),
+:class:`Refresh` ("reread the cluster's slot map"), :class:`AwaitWriteBack` and :class:`Sleep` -
+so the sync and async savers are a short loop each.
 
 Write-backs go thread by thread: a thread is taken from the tier (nobody else may write it back
 or send it to Redis meanwhile; a call for it goes to memory), written, and released. Other
@@ -24,12 +25,13 @@ from typing import Any, TypeVar
 from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 
 from redis_checkpoint.breaker import CircuitBreaker
-from redis_checkpoint.checkpoint.core import Call, Command, Emit, SaverCore
+from redis_checkpoint.checkpoint.core import SaverCore
 from redis_checkpoint.checkpoint.journal import Delta
 from redis_checkpoint.checkpoint.memory import BUSY, MemoryTier
 from redis_checkpoint.client import access_error, is_unavailable_error
 from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
 from redis_checkpoint.metrics import Metrics
+from redis_checkpoint.steps import AwaitWriteBack, Call, Command, Dispatch, Emit, Refresh, Sleep
 
 log = logging.getLogger("redis_checkpoint.checkpoint")
 T = TypeVar("T")
@@ -51,33 +53,7 @@ class Shard:
     wait_paused_until: float = 0.0
 
 
-@dataclass
-class Send:
-    """Send each Call to its shard; the driver answers with each one's replies or error."""
-
-    items: list[tuple[Call, Shard]]
-
-
-@dataclass
-class Refresh:
-    """Reread the cluster's slot map (a failover moves slots to the promoted replica)."""
-
-
-@dataclass
-class Pause:
-    seconds: float
-
-
-@dataclass
-class AwaitWriteBack:
-    """Wait until another caller's write-back of this thread is answered (the driver registers
-    a wake-up with ``MemoryTier.when_written_back``). The driver answers True when it waited,
-    False when no write-back of the thread was in flight."""
-
-    thread_id: str
-
-
-Step = Send | Refresh | Pause | AwaitWriteBack
+Step = Dispatch | Refresh | Sleep | AwaitWriteBack
 
 
 @dataclass
@@ -366,7 +342,7 @@ class Router:
             remaining = deadline - time.monotonic()
             if not memory.owes or remaining <= 0:
                 break
-            yield Pause(min(0.2, remaining))
+            yield Sleep(min(0.2, remaining))
         report.left = memory.owed_threads()
         report.unconfirmed = memory.unconfirmed_threads()
         return report
@@ -378,7 +354,7 @@ class Router:
         if self.locate is not None:
             yield from self._refresh()
         shards = self.all_shards() or [self.default]
-        results = yield Send([(Call([_PING], "admin"), shard) for shard in shards])
+        results = yield Dispatch([(Call([_PING], "admin"), shard) for shard in shards])
         answered = True
         for shard, result in zip(shards, results, strict=True):
             if isinstance(result, Exception):
@@ -459,7 +435,7 @@ class Router:
         slots (the thread registry) go to their own node: for a thread's Call those are best
         effort (its next write registers it again), for a Call spanning threads they are not."""
         if self.locate is None:
-            return list((yield Send(items)))
+            return list((yield Dispatch(items)))
         parts: list[tuple[Call, Shard]] = []
         plan: list[list[tuple[int, list[int], bool]]] = []  # per Call: (part, positions, own)
         for call, shard in items:
@@ -486,7 +462,7 @@ class Router:
                 pieces.append((len(parts), positions, own))
                 parts.append((part, target))
             plan.append(pieces)
-        results = yield Send(parts)
+        results = yield Dispatch(parts)
         out: list[list[Any] | Exception] = []
         for (call, _), pieces in zip(items, plan, strict=True):
             replies: list[Any] = [None] * len(call.commands)

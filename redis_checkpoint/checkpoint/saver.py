@@ -23,8 +23,8 @@ from langgraph.checkpoint.base import (
 from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check_client
-from redis_checkpoint.checkpoint.core import Call, Command, Emit, IterOp, Op
-from redis_checkpoint.checkpoint.routing import AwaitWriteBack, Refresh, Send, Shard, Step
+from redis_checkpoint.checkpoint.core import IterOp, Op
+from redis_checkpoint.checkpoint.routing import Shard, Step
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import _describe as describe_client
 from redis_checkpoint.client import (
@@ -34,8 +34,17 @@ from redis_checkpoint.client import (
     is_unavailable_error,
 )
 from redis_checkpoint.errors import RedisUnavailableError
-from redis_checkpoint.plans import drive, resume
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.steps import (
+    AwaitWriteBack,
+    Call,
+    Command,
+    Dispatch,
+    Emit,
+    Refresh,
+    drive,
+    resume,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -143,7 +152,7 @@ class RedisSaver(RedisSaverBase):
         done, item = resume(gen, None, None)
         while not done:
             if isinstance(item, Emit):
-                yield from item.tuples
+                yield from item.items
                 done, item = resume(gen, None, None)
                 continue
             try:
@@ -154,7 +163,7 @@ class RedisSaver(RedisSaverBase):
         return item  # type: ignore[no-any-return]
 
     def _step(self, step: Step) -> Any:
-        if isinstance(step, Send):
+        if isinstance(step, Dispatch):
             return self._send_all(step.items)
         if isinstance(step, Refresh):
             self.client.nodes_manager.initialize()  # type: ignore[union-attr]

@@ -7,8 +7,7 @@ same scripts in Python for the in-memory fallback tier; tests run both and compa
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from redis_checkpoint.steps import Script
 
 PRELUDE = r"""
 local idx, data = KEYS[1], KEYS[2]
@@ -516,17 +515,6 @@ end
 if mode ~= 'get' then apply_ttl(ARGV[3]) end
 return redis.call('PTTL', data)
 """
-
-
-@dataclass(frozen=True)
-class Script:
-    name: str
-    source: str
-    sha: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        # EVALSHA names the script by this digest; computed once, not per call.
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
 def _script(name: str, body: str) -> Script:

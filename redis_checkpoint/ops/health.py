@@ -29,7 +29,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,8 +46,9 @@ from redis_checkpoint.ops.keyspace import (
     keyspace_plan,
     server_facts_plan,
 )
-from redis_checkpoint.ops.plan import Commands, run_async, run_sync
+from redis_checkpoint.ops.plan import run_async, run_sync
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.steps import Plan
 
 __all__ = ["ComponentHealth", "HealthMonitor", "HealthReport", "Monitored"]
 
@@ -258,7 +259,7 @@ class HealthMonitor:
 
     # -- one check -----------------------------------------------------------------------------
 
-    def _check(self, probe_async: bool) -> Generator[Commands | _Probe, Any, HealthReport]:
+    def _check(self, probe_async: bool) -> Plan[HealthReport]:
         checked_at = time.time()
         facts: ServerFacts | None = None
         error: str | None = None

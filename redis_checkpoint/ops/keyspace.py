@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from redis_checkpoint.cache.keys import KeyLayout
 from redis_checkpoint.cache.stats import default_cache_type
-from redis_checkpoint.ops.plan import PRIMARIES, OnNode, Plan
+from redis_checkpoint.steps import Plan, Primaries, Send, SendToNode
 
 __all__ = [
     "KeyspaceSample",
@@ -64,9 +64,11 @@ def _info_fields(replies: Sequence[Any]) -> dict[str, Any]:
 def server_facts_plan(clock: Any = time.perf_counter) -> Plan[ServerFacts]:
     """PING (timed alone, so the figure is one round trip), then INFO in one round trip."""
     start = clock()
-    yield (("PING",),)
+    yield Send((("PING",),))
     ping_ms = (clock() - start) * 1000
-    replies = yield (("INFO", "server"), ("INFO", "clients"), ("INFO", "memory"), ("INFO", "stats"))
+    replies = yield Send(
+        (("INFO", "server"), ("INFO", "clients"), ("INFO", "memory"), ("INFO", "stats"))
+    )
     return ServerFacts(ping_ms, _info_fields(replies))
 
 
@@ -132,13 +134,13 @@ def _scan(patterns: Sequence[str], batch: int, take: Take) -> Plan[bool]:
     """SCAN every primary (a cluster's each on its own) for each pattern, handing each batch of
     keys to ``take`` with whether the SCAN has more; ``take`` returning False stops the scan.
     True when every key was handed over."""
-    nodes = yield PRIMARIES
+    nodes = yield Primaries()
     for node in nodes:
         for pattern in dict.fromkeys(patterns):
             cursor: Any = 0
             while True:
                 scan = ("SCAN", cursor, "MATCH", pattern, "COUNT", batch)
-                [(cursor, keys)] = yield (OnNode(node, scan),)
+                cursor, keys = yield SendToNode(node, scan)
                 if isinstance(cursor, Mapping):  # a cluster client: {node name: cursor}
                     [cursor] = cursor.values()
                 more = int(cursor) != 0
@@ -170,7 +172,7 @@ def keyspace_plan(
     def size(keys: list[str], more: bool) -> Plan[bool]:
         keys = keys[: max_keys - sample.scanned]
         if keys:
-            sizes = yield tuple(("MEMORY", "USAGE", key) for key in keys)
+            sizes = yield Send(tuple(("MEMORY", "USAGE", key) for key in keys))
             for key, used in zip(keys, sizes, strict=True):
                 kind = classify(key, checkpoint_prefixes, cache_prefixes, namespace_types)
                 if kind is not None and used is not None:  # None: expired meanwhile
