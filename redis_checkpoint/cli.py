@@ -428,18 +428,9 @@ def main(
         args.prefix = args.prefix or settings.key_prefix
         run: Callable[[Settings, argparse.Namespace, Output], int] = args.run
         return run(settings, args, Output(args.json, args.progress, out, err))
-    except _NotFound as exc:
+    except (_NotFound, ConfigurationError, RedisUnavailableError, RedisAuthError) as exc:
         err.write(f"redis-checkpoint: {exc}\n")
-        return EXIT_NOT_FOUND
-    except ConfigurationError as exc:
-        err.write(f"redis-checkpoint: {exc}\n")
-        return EXIT_USAGE
-    except RedisUnavailableError as exc:
-        err.write(f"redis-checkpoint: {exc}\n")
-        return EXIT_FAILED
-    except RedisAuthError as exc:
-        err.write(f"redis-checkpoint: {exc}\n")
-        return EXIT_AUTH
+        return next(code for kind, code in _EXIT_CODES.items() if isinstance(exc, kind))
     except Exception as exc:
         # A refusal the layer below did not name (e.g. NOPERM on a script the saver loads).
         denied = access_error(exc, settings.redacted_url() if settings else "the configured URL")
@@ -448,6 +439,15 @@ def main(
             return EXIT_AUTH
         err.write(f"redis-checkpoint: {type(exc).__name__}: {exc}\n")
         return EXIT_FAILED
+
+
+#: The exit code of each error the command explains in one line.
+_EXIT_CODES: dict[type[Exception], int] = {
+    _NotFound: EXIT_NOT_FOUND,
+    ConfigurationError: EXIT_USAGE,
+    RedisUnavailableError: EXIT_FAILED,
+    RedisAuthError: EXIT_AUTH,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 from redis_checkpoint.cache.keys import KeyLayout
 from redis_checkpoint.cache.stats import default_cache_type
+from redis_checkpoint.client import reply_text
 from redis_checkpoint.steps import Plan, Primaries, Send, SendToNode
 
 __all__ = [
@@ -49,15 +50,11 @@ class ServerFacts:
         return {"ping_ms": round(self.ping_ms, 3), **self.info}
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _info_fields(replies: Sequence[Any]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for reply in replies:
         if isinstance(reply, Mapping):
-            merged.update({_text(k): v for k, v in reply.items()})
+            merged.update({reply_text(k): v for k, v in reply.items()})
     return {name: merged[name] for name in INFO_FIELDS if name in merged}
 
 
@@ -144,7 +141,7 @@ def _scan(patterns: Sequence[str], batch: int, take: Take) -> Plan[bool]:
                 if isinstance(cursor, Mapping):  # a cluster client: {node name: cursor}
                     [cursor] = cursor.values()
                 more = int(cursor) != 0
-                decision = take([_text(k) for k in keys], more)
+                decision = take([reply_text(k) for k in keys], more)
                 if isinstance(decision, Generator):
                     decision = yield from decision
                 if not decision:
