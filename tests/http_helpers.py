@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from redis_checkpoint import CacheMiddleware, CacheRule
+from redis_checkpoint.testing import free_port
 
 
 def user_of(scope: Any) -> str | None:
@@ -125,16 +125,10 @@ def post_in_process(url: str, prefix: str, path: str) -> None:
     asyncio.run(main())
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(app: Any, **config: Any) -> Iterator[str]:
     """Serve ``app`` with a real uvicorn on a free loopback port; yields its base URL."""
-    port = _free_port()
+    port = free_port()
     options: dict[str, Any] = {"log_level": "warning", "lifespan": "off", **config}
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
     thread = threading.Thread(target=server.run, daemon=True)

