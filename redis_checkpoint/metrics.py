@@ -519,15 +519,15 @@ def _quantile(q: float, cumulative: list[tuple[float, float]]) -> float:
     return lower_bound
 
 
-_default: Metrics | None = None
-_default_lock = threading.Lock()
+_process_metrics: Metrics | None = None
+_process_metrics_lock = threading.Lock()
 
 
 def get_metrics() -> Metrics:
     """The process-wide Metrics on the default prometheus registry."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = Metrics()
-    return _default
+    global _process_metrics
+    if _process_metrics is None:
+        with _process_metrics_lock:
+            if _process_metrics is None:
+                _process_metrics = Metrics()
+    return _process_metrics

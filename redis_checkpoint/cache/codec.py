@@ -38,7 +38,7 @@ def _zone_key(value: dt.datetime) -> str | None:
     return key if isinstance(key, str) else None
 
 
-def _default(value: Any) -> msgpack.ExtType:
+def _extension(value: Any) -> msgpack.ExtType:
     if isinstance(value, dt.datetime):
         body = [value.isoformat(), _zone_key(value)]
         return msgpack.ExtType(_DATETIME, msgpack.packb(body, use_bin_type=True))
@@ -83,7 +83,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
 
 def _pack(value: Any) -> bytes:
     packed: bytes = msgpack.packb(
-        value, default=_default, use_bin_type=True, datetime=False, strict_types=True
+        value, default=_extension, use_bin_type=True, datetime=False, strict_types=True
     )
     return packed
 

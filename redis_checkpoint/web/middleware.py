@@ -96,8 +96,8 @@ log = logging.getLogger("redis_checkpoint.web")
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ASGISend = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, ASGISend], Awaitable[None]]
 
 DEFAULT_TTL: Final = 600.0
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
@@ -268,7 +268,7 @@ class CacheMiddleware:
 
     # -- ASGI -------------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -366,7 +366,7 @@ class CacheMiddleware:
             lookup=lookup,
         )
 
-    async def _bypass(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _bypass(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
         self.counts["BYPASS"] += 1
 
         async def marked(message: Message) -> None:
@@ -405,7 +405,7 @@ class CacheMiddleware:
             return None  # stale: we do not revalidate, the app answers again
         return found
 
-    async def _replay(self, request: _Request, stored: StoredResponse, send: Send) -> None:
+    async def _replay(self, request: _Request, stored: StoredResponse, send: ASGISend) -> None:
         self.counts["HIT"] += 1
         age = str(int(stored.age(time.time()))).encode()
         if _not_modified(request, stored.status, stored.etag):
@@ -426,7 +426,9 @@ class CacheMiddleware:
 
     # -- misses -----------------------------------------------------------------------------
 
-    async def _miss(self, request: _Request, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _miss(
+        self, request: _Request, scope: Scope, receive: Receive, send: ASGISend
+    ) -> None:
         self.counts["MISS"] += 1
         recorder = _Recorder(self, request, send)
 
@@ -492,7 +494,7 @@ class CacheMiddleware:
 
     # -- unsafe methods ---------------------------------------------------------------------
 
-    async def _unsafe(self, scope: Scope, host: str, receive: Receive, send: Send) -> None:
+    async def _unsafe(self, scope: Scope, host: str, receive: Receive, send: ASGISend) -> None:
         """Run the app; before the first byte of a 2xx/3xx response leaves, invalidate."""
         self.counts["BYPASS"] += 1
         path: str = scope["path"]
@@ -554,7 +556,7 @@ class _Recorder:
     """The ``send`` a missed request's app talks to: forwards the response (held when small
     and storable, to add an ETag or answer 304) and keeps a copy to store."""
 
-    def __init__(self, middleware: CacheMiddleware, request: _Request, send: Send) -> None:
+    def __init__(self, middleware: CacheMiddleware, request: _Request, send: ASGISend) -> None:
         self.middleware = middleware
         self.request = request
         self.send = send
