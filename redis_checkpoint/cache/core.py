@@ -99,8 +99,8 @@ DEFAULT: Final[Any] = _Marker("DEFAULT")
 Ttl = float | None
 
 
-Step = Send | LoadScripts | Sleep | Compute
-Op = Generator[Step, Any, T]
+CacheStep = Send | LoadScripts | Sleep | Compute
+CachePlan = Generator[CacheStep, Any, T]
 
 
 # KEYS: generation, entries..., tag sets...
@@ -199,7 +199,7 @@ return tonumber(ARGV[1])
 """,
 )
 
-SCRIPTS: Final[tuple[Script, ...]] = (_SET, _INVALIDATE_TAG, _UNLOCK, _CLEAR)
+CACHE_SCRIPTS: Final[tuple[Script, ...]] = (_SET, _INVALIDATE_TAG, _UNLOCK, _CLEAR)
 _MAGIC = b"RC1:"
 
 Status = Literal["ok", "down", "error"]
@@ -294,7 +294,7 @@ class CacheCore:
 
     def _redis(
         self, namespace: str, commands: tuple[tuple[Any, ...], ...], *, quiet: bool = True
-    ) -> Generator[Step, Any, tuple[Status, list[Any]]]:
+    ) -> Generator[CacheStep, Any, tuple[Status, list[Any]]]:
         """Send ``commands`` unless Redis is known to be away. "down": use the memory tier;
         "error": a command failed (counted; raised instead when not ``quiet``)."""
         if not self.breaker.allow_request():
@@ -302,7 +302,7 @@ class CacheCore:
         if self._pending and not (yield from self._replay()):
             return "down", []
         try:
-            replies = yield from send_with_scripts(commands, SCRIPTS)
+            replies = yield from send_with_scripts(commands, CACHE_SCRIPTS)
         except Exception as exc:
             self._refused(exc)
             if is_unavailable_error(exc):
@@ -318,7 +318,7 @@ class CacheCore:
         self._succeeded()
         return "ok", replies
 
-    def probe(self) -> Op[bool]:
+    def probe(self) -> CachePlan[bool]:
         """A health check: PING Redis whatever the breaker says. An answer replays the queued
         invalidations, closes the breaker and empties the memory tier (as the next call would);
         a connection error counts as a failure. True when Redis answered."""
@@ -334,13 +334,13 @@ class CacheCore:
         self._succeeded()
         return True
 
-    def _replay(self) -> Generator[Step, Any, bool]:
+    def _replay(self) -> Generator[CacheStep, Any, bool]:
         with self._lock:
             pending, self._pending = self._pending, []
         if not pending:
             return True
         try:
-            yield from send_with_scripts(tuple(pending), SCRIPTS)
+            yield from send_with_scripts(tuple(pending), CACHE_SCRIPTS)
         except Exception as exc:
             kept = access_error(exc, self.where) is not None or isinstance(exc, ConfigurationError)
             if is_unavailable_error(exc) or kept:
@@ -426,7 +426,7 @@ class CacheCore:
 
     def _fetch(
         self, namespace: str, keys: Sequence[str | bytes], decode: Callable[[bytes], Any]
-    ) -> Generator[Step, Any, list[Any]]:
+    ) -> Generator[CacheStep, Any, list[Any]]:
         entry_keys = [self.layout.entry(namespace, key) for key in keys]
         generation_key = self.layout.generation(namespace)
         status, replies = yield from self._redis(
@@ -446,7 +446,7 @@ class CacheCore:
 
     def get_many(
         self, namespace: str, keys: Sequence[str | bytes], decode: Callable[[bytes], Any]
-    ) -> Op[list[Any]]:
+    ) -> CachePlan[list[Any]]:
         """The decoded value of each key, or MISSING. One round trip (MGET) for the batch."""
         if not self.enabled or not keys:
             self.stats.lookups(namespace, 0, len(keys))
@@ -467,7 +467,7 @@ class CacheCore:
         ttl: Any = DEFAULT,
         tags: Sequence[str] = (),
         tag_limits: Mapping[str, int] | None = None,
-    ) -> Op[int]:
+    ) -> CachePlan[int]:
         """Store the items in one round trip; returns how many were stored.
 
         ``tag_limits`` bounds tags of ``tags``: a tag holding that many entries already loses
@@ -528,7 +528,7 @@ class CacheCore:
 
     def _invalidate(
         self, namespace: str, scope: str, command: tuple[Any, ...], in_memory: Callable[[], int]
-    ) -> Op[int]:
+    ) -> CachePlan[int]:
         start = time.perf_counter()
         status, replies = yield from self._redis(namespace, (command,), quiet=False)
         if status == "down":
@@ -541,7 +541,7 @@ class CacheCore:
         self.stats.timed(namespace, f"invalidate_{scope}", time.perf_counter() - start)
         return removed
 
-    def delete(self, namespace: str, keys: Sequence[str | bytes]) -> Op[int]:
+    def delete(self, namespace: str, keys: Sequence[str | bytes]) -> CachePlan[int]:
         """Delete entries; returns how many existed."""
         if not keys:
             return 0
@@ -556,7 +556,7 @@ class CacheCore:
             )
         )
 
-    def invalidate_tags(self, namespace: str, tags: Sequence[str]) -> Op[int]:
+    def invalidate_tags(self, namespace: str, tags: Sequence[str]) -> CachePlan[int]:
         """Delete every entry of ``namespace`` written with one of ``tags``, in every process."""
         removed = 0
         memory = self.memory
@@ -571,7 +571,7 @@ class CacheCore:
             )
         return removed
 
-    def clear(self, namespace: str) -> Op[int]:
+    def clear(self, namespace: str) -> CachePlan[int]:
         """Invalidate every entry of ``namespace`` at once (one INCR; no scan)."""
         base = self.layout.base(namespace)
         memory = self.memory
@@ -593,7 +593,7 @@ class CacheCore:
 
     # -- single flight -------------------------------------------------------------------------
 
-    def _unlock(self, namespace: str, lock_key: str, token: str) -> Generator[Step, Any, None]:
+    def _unlock(self, namespace: str, lock_key: str, token: str) -> Generator[CacheStep, Any, None]:
         try:
             yield from self._redis(namespace, (("EVALSHA", _UNLOCK.sha, 1, lock_key, token),))
         except RedisAuthError:
@@ -615,7 +615,7 @@ class CacheCore:
         tags: Sequence[str] = (),
         lock_timeout: float | None = None,
         wait_timeout: float | None = None,
-    ) -> Op[Any]:
+    ) -> CachePlan[Any]:
         """The cached value, or the result of Compute stored for the next caller.
 
         Across processes the first caller takes a Redis lock (``SET NX PX``, expiring after

@@ -20,7 +20,14 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from redis_checkpoint.cache import codec
-from redis_checkpoint.cache.core import DEFAULT, MISSING, CacheCore, CoreOptions, Op, Step
+from redis_checkpoint.cache.core import (
+    DEFAULT,
+    MISSING,
+    CacheCore,
+    CachePlan,
+    CacheStep,
+    CoreOptions,
+)
 from redis_checkpoint.cache.stats import NamespaceStats
 from redis_checkpoint.client import create_async_client, create_client, describe_client
 from redis_checkpoint.errors import ConfigurationError
@@ -149,8 +156,8 @@ class CacheEngine(_Engine[SyncClient]):
         self.round_trips += 1
         return send(self.client, commands)
 
-    def _run(self, op: Op[T], compute: Callable[[], Any] | None = None) -> T:
-        def handle(step: Step) -> Any:
+    def _run(self, op: CachePlan[T], compute: Callable[[], Any] | None = None) -> T:
+        def handle(step: CacheStep) -> Any:
             if isinstance(step, Send):
                 return self._execute(step.commands)
             if isinstance(step, LoadScripts):
@@ -324,8 +331,10 @@ class AsyncCacheEngine(_Engine[AsyncClient]):
         self.round_trips += 1
         return await asend(self.client, commands)
 
-    async def _run(self, op: Op[T], compute: Callable[[], Awaitable[Any]] | None = None) -> T:
-        async def handle(step: Step) -> Any:
+    async def _run(
+        self, op: CachePlan[T], compute: Callable[[], Awaitable[Any]] | None = None
+    ) -> T:
+        async def handle(step: CacheStep) -> Any:
             if isinstance(step, Send):
                 return await self._execute(step.commands)
             if isinstance(step, LoadScripts):
