@@ -351,7 +351,7 @@ async def test_db_handles_are_recognised_and_statements_are_not() -> None:
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
     from sqlalchemy.orm import Session
 
-    from redis_checkpoint.cache.query_decorators import _is_db_handle
+    from redis_checkpoint.cache.query.keys import _is_db_handle
 
     sync_engine = sa.create_engine("sqlite://")
     async_engine = create_async_engine("sqlite+aiosqlite://")
@@ -400,7 +400,7 @@ async def test_async_stale_while_revalidate_and_no_negative_caching(redis_url: s
 
 def test_cached_query_uses_the_configured_default_cache(cache: QueryCache) -> None:
     from redis_checkpoint import set_query_cache
-    from redis_checkpoint.cache.query_decorators import get_query_cache
+    from redis_checkpoint.cache.query import get_query_cache
 
     calls: list[int] = []
 

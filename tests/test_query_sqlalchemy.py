@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engin
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from redis_checkpoint import QueryCache
-from redis_checkpoint.cache.query_sqlalchemy import statement_key, table_names
+from redis_checkpoint.cache.query.sqlalchemy import statement_key, table_names
 
 UTC_PLUS_2 = dt.timezone(dt.timedelta(hours=2))
 metadata = sa.MetaData()
@@ -288,7 +288,7 @@ def test_without_sqlalchemy_execute_names_the_extra(
     cache: QueryCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As on a machine without SQLAlchemy: the integration module cannot be imported.
-    monkeypatch.delitem(sys.modules, "redis_checkpoint.cache.query_sqlalchemy", raising=False)
+    monkeypatch.delitem(sys.modules, "redis_checkpoint.cache.query.sqlalchemy", raising=False)
     monkeypatch.setitem(sys.modules, "sqlalchemy", None)
     with pytest.raises(ModuleNotFoundError, match=r"redis-checkpoint\[sqlalchemy\]"):
         cache.execute(object(), report())

@@ -16,15 +16,21 @@ text, a URL) passes the :class:`Digest` that :func:`digest` returns, which stays
 escaped string never contains ``#``, so a digest and a short key cannot collide, and neither can
 reach the ``#gen``/``#tag``/``#lock`` keys: a plain string that looks like a digest is escaped
 like any other.
+
+:func:`derive_key` is the one key derivation of every face that keys on data (an LLM call's
+arguments, a query's parameters, a decorated function's arguments, a SQLAlchemy statement).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
-__all__ = ["MAX_PLAIN_KEY", "Digest", "KeyLayout", "digest", "escape", "key_part"]
+from redis_checkpoint.cache import codec
+
+__all__ = ["MAX_PLAIN_KEY", "Digest", "KeyLayout", "derive_key", "digest", "escape", "key_part"]
 
 #: Key parts up to this many characters stay readable; longer ones are hashed.
 MAX_PLAIN_KEY = 64
@@ -50,6 +56,20 @@ def digest(*parts: str | bytes) -> Digest:
         h.update(len(data).to_bytes(8, "big"))
         h.update(data)
     return Digest("#" + h.hexdigest())
+
+
+def derive_key(*scope: str, material: Any, what: str, hint: str = "") -> Digest:
+    """:func:`digest` of the ``scope`` parts and ``material`` in the codec's stable encoding.
+
+    Material the codec cannot encode is a TypeError that names ``what`` could not be keyed
+    ("for f", "from the query parameters") and, after it, ``hint`` (how to key it instead).
+    """
+    try:
+        encoded = codec.dumps(material)
+    except TypeError as exc:
+        advice = f"; {hint}" if hint else ""
+        raise TypeError(f"cannot build a cache key {what}: {exc}{advice}") from None
+    return digest(*scope, encoded)
 
 
 def key_part(key: str | bytes) -> str:

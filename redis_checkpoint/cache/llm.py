@@ -39,7 +39,7 @@ from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, Ttl
 from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
-from redis_checkpoint.cache.keys import digest
+from redis_checkpoint.cache.keys import derive_key, digest
 from redis_checkpoint.settings import Settings
 
 if TYPE_CHECKING:
@@ -247,13 +247,12 @@ def deterministic_only(args: Sequence[Any], kwargs: Mapping[str, Any]) -> bool:
 def call_key(function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
     """Digest of the function's name and its arguments minus :data:`SECRET_PARAMETERS`."""
     kept = {k: kwargs[k] for k in sorted(kwargs) if k.lower() not in SECRET_PARAMETERS}
-    try:
-        material = codec.dumps([list(args), kept])
-    except TypeError as exc:
-        raise TypeError(
-            f"cannot build a cache key for {function.__qualname__}: {exc}; pass key=..."
-        ) from None
-    return digest(f"{function.__module__}.{function.__qualname__}", material)
+    return derive_key(
+        f"{function.__module__}.{function.__qualname__}",
+        material=[list(args), kept],
+        what=f"for {function.__qualname__}",
+        hint="pass key=...",
+    )
 
 
 def cached_llm_call(

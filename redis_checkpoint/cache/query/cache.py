@@ -1,7 +1,4 @@
-"""The DB-query cache: ``QueryCache.get_or_load``, tags and stale-while-revalidate.
-
-The decorators (``@cached_query``, ``@cache.invalidates``) are in :mod:`.query_decorators`, the
-SQLAlchemy 2 integration (``cache.execute(session, select(...))``) in :mod:`.query_sqlalchemy`.
+"""``QueryCache``: ``get_or_load``, tags, stale-while-revalidate, and its decorators.
 
 Every entry is stored as ``[fresh_until, value]`` (``fresh_until`` in Unix seconds) with a Redis
 TTL of ``ttl + stale_ttl``. Without ``stale_ttl`` that is a plain TTL cache. With it, an entry
@@ -9,7 +6,9 @@ past ``fresh_until`` is stale-while-revalidate: the first caller of a process to
 it (inline, so a loader that uses the caller's session never runs on another thread or task
 while the caller uses that session) and every other caller meanwhile gets the stale value at
 once. A miss goes through the engine's single-flight: concurrent identical loads run once
-across threads, tasks and processes.
+across threads, tasks and processes. One plan (:meth:`QueryCache._plan`) holds these steps for
+both drivers: it yields :class:`~redis_checkpoint.steps.Invoke` (a method of the driver's
+engine, sync or asyncio) and :class:`~redis_checkpoint.steps.Compute` (run the loader).
 
 Tags name what a result depends on (usually table names). ``cache.invalidate("orders")`` deletes
 every entry tagged ``orders`` in every process; ``with cache.invalidates("orders"): ...`` (or
@@ -26,19 +25,23 @@ on a miss as on a hit, so a caller never sees a difference between a warm and a 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING
 from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
-from redis_checkpoint.cache.keys import digest
+from redis_checkpoint.cache.query.keys import CallKey, expand_tags, params_key
+from redis_checkpoint.cache.query.rows import is_empty, plain_rows
 from redis_checkpoint.settings import Settings
-from redis_checkpoint.steps import adrive, drive
+from redis_checkpoint.steps import Compute, Invoke, adrive, drive
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Result
@@ -47,38 +50,14 @@ if TYPE_CHECKING:
     from typing_extensions import TypeVarTuple, Unpack
 
     from redis_checkpoint.cache.core import CoreOptions
-    from redis_checkpoint.cache.query_decorators import Invalidates
 
     #: The column types of a typed ``select(...)``, as SQLAlchemy 2.1 spells them.
     Columns = TypeVarTuple("Columns")
 
-__all__ = ["QueryCache", "QueryStats", "plain_rows"]
+__all__ = ["Invalidates", "QueryCache", "QueryStats", "cache_calls"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-def plain_rows(value: Any) -> Any:
-    """Mappings as dicts and sequences of rows as lists of tuples: what the cache keeps exactly."""
-    if isinstance(value, str):
-        return str(value)  # a subclass (e.g. SQLAlchemy's quoted_name) becomes plain text
-    if isinstance(value, (bytes, bytearray, int, float, bool)) or value is None:
-        return bytes(value) if isinstance(value, bytearray) else value
-    if isinstance(value, Mapping):
-        return {key: plain_rows(item) for key, item in value.items()}
-    if isinstance(value, tuple):
-        # A SQLAlchemy Row is a tuple subclass: keep its values, lose the class.
-        return tuple(plain_rows(item) for item in value)
-    if isinstance(value, list):
-        return [plain_rows(item) for item in value]
-    mapping = getattr(value, "_mapping", None)  # SQLAlchemy Row
-    if isinstance(mapping, Mapping):
-        return tuple(plain_rows(item) for item in mapping.values())
-    return value
-
-
-def _is_empty(value: Any) -> bool:
-    return value is None or (isinstance(value, (list, tuple, dict)) and not value)
 
 
 @dataclass
@@ -163,13 +142,7 @@ class QueryCache(UsesEngines):
         not matter)."""
         if not isinstance(sql, str) or not sql.strip():
             raise ValueError("sql must be a non-empty string")
-        if isinstance(params, Mapping):
-            params = sorted(([str(k), v] for k, v in params.items()), key=lambda kv: kv[0])
-        try:
-            material = codec.dumps(plain_rows(params))
-        except TypeError as exc:
-            raise TypeError(f"cannot build a cache key from the query parameters: {exc}") from None
-        return digest("sql", sql, material)
+        return params_key("sql", sql, params=params, what="from the query parameters")
 
     def _ttl(self, ttl: float | None) -> float:
         chosen = self.ttl if ttl is None else ttl
@@ -178,7 +151,7 @@ class QueryCache(UsesEngines):
         return chosen
 
     def _entry(self, value: Any, ttl: float) -> list[Any]:
-        lifetime = self.empty_ttl if self.empty_ttl is not None and _is_empty(value) else ttl
+        lifetime = self.empty_ttl if self.empty_ttl is not None and is_empty(value) else ttl
         return [time.time() + lifetime, value]
 
     @staticmethod
@@ -211,8 +184,14 @@ class QueryCache(UsesEngines):
     def _served(self, state: str) -> None:
         self._count(hits=1, stale_hits=int(state == "stale"))
 
-    def _loaded(self, started: float) -> None:
-        self._count(loads=1, load_seconds=time.perf_counter() - started)
+    @contextlib.contextmanager
+    def _loading(self) -> Iterator[None]:
+        """Count one run of a loader and its time, whether it returns or raises."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._count(loads=1, load_seconds=time.perf_counter() - started)
 
     def _write(self, ttl: float, tags: Sequence[str]) -> dict[str, Any]:
         return {"ttl": ttl + self.stale_ttl, "tags": tags}
@@ -221,41 +200,54 @@ class QueryCache(UsesEngines):
         """Options to store ``entry`` for the rest of its own lifetime."""
         return self._write(max(0.001, entry[0] - time.time()), tags)
 
-    def _plan(self, key: str) -> Generator[tuple[Any, ...], Any, Any]:
-        """The steps of one cached call, shared by both drivers. Each step is a tuple the
-        driver carries out with its engine: ("get",) -> the entry or MISSING; ("load",) -> a
-        fresh entry; ("get_or_compute",) -> (the entry, whether this call loaded it);
-        ("set", entry); ("delete",)."""
+    def _keep(self, entry: list[Any]) -> bool:
+        """Whether a loaded result stays cached (an empty one only with negative caching)."""
+        return self.cache_empty or not is_empty(entry[1])
+
+    def _on(self, method: str, key: str, *args: Any, **kwargs: Any) -> Invoke:
+        """The engine's ``method`` on entry ``key`` of this cache's namespace."""
+        return Invoke(method, (self.namespace, key, *args), kwargs)
+
+    def _plan(
+        self, key: str, seconds: float, tags: Sequence[str], load: Callable[[], Any]
+    ) -> Generator[Invoke | Compute, Any, Any]:
+        """The steps of one cached call, shared by both drivers: :class:`Invoke` of the driver's
+        engine (get, get_or_compute, set, delete) and :class:`Compute` (the driver runs
+        ``load``; its result is a fresh entry). ``load`` is also what the single-flight runs."""
         state = "miss"
         if self.stale_ttl:
             # Only stale-while-revalidate needs to look before the single-flight does.
-            state, value = self._classify((yield ("get",)))
+            found = yield self._on("get", key, MISSING, decode=self._decode)
+            state, value = self._classify(found)
             if state == "fresh" or (state == "stale" and not self._claim_refresh(key)):
                 self._served(state)
                 return value
         if state == "stale":
             try:
-                entry = yield ("load",)
+                entry = yield Compute()
                 self._count(refreshes=1)
                 if self._keep(entry):
-                    yield ("set", entry)
+                    yield self._on("set", key, entry, **self._rewrite(entry, tags))
             finally:
                 self._release_refresh(key)
         else:
-            entry, loaded = yield ("get_or_compute",)
+            loaded: list[bool] = []
+
+            def compute() -> Any:
+                loaded.append(True)  # this call ran the loader: not a hit
+                return load()
+
+            options = self._write(seconds, tags)
+            entry = yield self._on("get_or_compute", key, compute, decode=self._decode, **options)
             if not loaded:
                 self._served("fresh")
                 return entry[1]
-            if self._keep(entry) and self.empty_ttl is not None and _is_empty(entry[1]):
+            if self._keep(entry) and self.empty_ttl is not None and is_empty(entry[1]):
                 # The single-flight stored it with the TTL of a full result: shorten it.
-                yield ("set", entry)
+                yield self._on("set", key, entry, **self._rewrite(entry, tags))
         if not self._keep(entry):
-            yield ("delete",)
+            yield self._on("delete", key)
         return entry[1]
-
-    def _keep(self, entry: list[Any]) -> bool:
-        """Whether a loaded result stays cached (an empty one only with negative caching)."""
-        return self.cache_empty or not _is_empty(entry[1])
 
     # -- sync -------------------------------------------------------------------------------
 
@@ -282,32 +274,14 @@ class QueryCache(UsesEngines):
     ) -> Any:
         """:meth:`get_or_load` with a key of your own."""
         seconds = self._ttl(ttl)
-        engine, namespace = self.engine, self.namespace
-        loaded: list[bool] = []
+        engine = self.engine
 
         def load() -> list[Any]:
-            started = time.perf_counter()
-            loaded.append(True)
-            try:
+            with self._loading():
                 return self._entry(plain_rows(loader()), seconds)
-            finally:
-                self._loaded(started)
 
-        def handle(step: tuple[Any, ...]) -> Any:
-            if step[0] == "get":
-                return engine.get(namespace, key, MISSING, decode=self._decode)
-            if step[0] == "load":
-                return load()
-            if step[0] == "get_or_compute":
-                entry = engine.get_or_compute(
-                    namespace, key, load, decode=self._decode, **self._write(seconds, tags)
-                )
-                return (entry, bool(loaded))
-            if step[0] == "set":
-                return engine.set(namespace, key, step[1], **self._rewrite(step[1], tags))
-            return engine.delete(namespace, key)
-
-        return drive(self._plan(key), handle)
+        plan = self._plan(key, seconds, tags, load)
+        return drive(plan, lambda step: load() if isinstance(step, Compute) else step.on(engine))
 
     def invalidate(self, *tags: str) -> int:
         """Delete every entry stored with one of ``tags``, in every process."""
@@ -342,32 +316,16 @@ class QueryCache(UsesEngines):
     ) -> Any:
         """:meth:`cached_call` for an async ``loader``, on redis.asyncio."""
         seconds = self._ttl(ttl)
-        engine, namespace = self.async_engine, self.namespace
-        loaded: list[bool] = []
+        engine = self.async_engine
 
         async def load() -> list[Any]:
-            started = time.perf_counter()
-            loaded.append(True)
-            try:
+            with self._loading():
                 return self._entry(plain_rows(await loader()), seconds)
-            finally:
-                self._loaded(started)
 
-        async def handle(step: tuple[Any, ...]) -> Any:
-            if step[0] == "get":
-                return await engine.get(namespace, key, MISSING, decode=self._decode)
-            if step[0] == "load":
-                return await load()
-            if step[0] == "get_or_compute":
-                entry = await engine.get_or_compute(
-                    namespace, key, load, decode=self._decode, **self._write(seconds, tags)
-                )
-                return (entry, bool(loaded))
-            if step[0] == "set":
-                return await engine.set(namespace, key, step[1], **self._rewrite(step[1], tags))
-            return await engine.delete(namespace, key)
+        async def handle(step: Invoke | Compute) -> Any:
+            return await (load() if isinstance(step, Compute) else step.on(engine))
 
-        return await adrive(self._plan(key), handle)
+        return await adrive(self._plan(key, seconds, tags, load), handle)
 
     async def ainvalidate(self, *tags: str) -> int:
         self._count(invalidations=1)
@@ -376,7 +334,7 @@ class QueryCache(UsesEngines):
     async def aclear(self) -> None:
         await self.async_engine.clear(self.namespace)
 
-    # -- decorators and helpers -------------------------------------------------------------
+    # -- decorators and SQLAlchemy ----------------------------------------------------------
 
     def cached(
         self,
@@ -386,16 +344,13 @@ class QueryCache(UsesEngines):
         key: Callable[..., str] | None = None,
         ignore: Sequence[str] = (),
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """Decorate a sync or async function that runs a query; see :func:`cached_query`."""
-        from redis_checkpoint.cache.query_decorators import cached_query
-
-        return cached_query(ttl=ttl, tags=tags, key=key, ignore=ignore, cache=self)
+        """Decorate a sync or async function that runs a query; see
+        :func:`~redis_checkpoint.cache.query.decorators.cached_query`."""
+        return cache_calls(lambda: self, ttl=ttl, tags=tags, key=key, ignore=ignore)
 
     def invalidates(self, *tags: str) -> Invalidates:
         """Invalidate ``tags`` after a write succeeds: ``with cache.invalidates("orders"):``,
         ``async with ...`` or ``@cache.invalidates("orders", "user:{user_id}")``."""
-        from redis_checkpoint.cache.query_decorators import Invalidates
-
         return Invalidates(self, tags)
 
     # Typed like Session.execute: a typed select's rows unpack to its column types.
@@ -425,11 +380,16 @@ class QueryCache(UsesEngines):
         ttl: float | None = None,
         tags: Sequence[str] | None = None,
     ) -> Result[Unpack[tuple[Any, ...]]]:
-        """Run a SQLAlchemy ``Select`` on a Session or Connection through the cache; see
-        :func:`redis_checkpoint.cache.query_sqlalchemy.execute_cached`."""
+        """Run a SQLAlchemy ``Select`` on a Session or Connection through the cache: a real
+        ``Result`` of the cached rows, keyed by the compiled statement and its database, tagged
+        (``tags=None``) with the tables it reads; see :mod:`.sqlalchemy`."""
         with _needs_sqlalchemy():
-            from redis_checkpoint.cache.query_sqlalchemy import execute_cached
-        return execute_cached(self, bind, statement, ttl=ttl, tags=tags)
+            from redis_checkpoint.cache.query.sqlalchemy import as_result, key_and_tags, stored_rows
+        key, chosen = key_and_tags(bind, statement, tags)
+        stored = self.cached_call(
+            key, lambda: stored_rows(bind.execute(statement)), ttl=ttl, tags=chosen
+        )
+        return as_result(stored)
 
     @overload
     async def aexecute(
@@ -459,13 +419,19 @@ class QueryCache(UsesEngines):
     ) -> Result[Unpack[tuple[Any, ...]]]:
         """:meth:`execute` on an AsyncSession or AsyncConnection."""
         with _needs_sqlalchemy():
-            from redis_checkpoint.cache.query_sqlalchemy import aexecute_cached
-        return await aexecute_cached(self, bind, statement, ttl=ttl, tags=tags)
+            from redis_checkpoint.cache.query.sqlalchemy import as_result, key_and_tags, stored_rows
+
+        async def load() -> list[Any]:
+            return stored_rows(await bind.execute(statement))
+
+        key, chosen = key_and_tags(bind, statement, tags)
+        return as_result(await self.acached_call(key, load, ttl=ttl, tags=chosen))
 
 
 @contextlib.contextmanager
 def _needs_sqlalchemy() -> Iterator[None]:
-    """Import the SQLAlchemy integration; without SQLAlchemy, say which extra installs it."""
+    """Import the SQLAlchemy integration (on first use only: SQLAlchemy is an optional
+    dependency); without SQLAlchemy, say which extra installs it."""
     try:
         yield
     except ModuleNotFoundError as exc:
@@ -476,3 +442,110 @@ def _needs_sqlalchemy() -> Iterator[None]:
             "pip install 'redis-checkpoint[sqlalchemy]'",
             name="sqlalchemy",
         ) from exc
+
+
+def cache_calls(
+    cache: Callable[[], QueryCache],
+    *,
+    ttl: float | None,
+    tags: Sequence[str],
+    key: Callable[..., str] | None,
+    ignore: Sequence[str],
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """The decorator of :meth:`QueryCache.cached` and ``@cached_query``: each call goes
+    through the QueryCache that ``cache()`` returns at that call."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        call_key = CallKey(function, key, tags, ignore)
+
+        if inspect.iscoroutinefunction(function):
+            async_function = cast(Callable[..., Awaitable[Any]], function)
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                bound = call_key.bind(args, kwargs)
+                return await cache().acached_call(
+                    call_key.key(bound),
+                    lambda: async_function(*args, **kwargs),
+                    ttl=ttl,
+                    tags=call_key.expand(bound),
+                )
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            bound = call_key.bind(args, kwargs)
+            result: R = cache().cached_call(
+                call_key.key(bound),
+                lambda: function(*args, **kwargs),
+                ttl=ttl,
+                tags=call_key.expand(bound),
+            )
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+class Invalidates:
+    """Invalidates tags when a block or a function finishes without an exception."""
+
+    def __init__(self, cache: QueryCache, tags: Sequence[str]) -> None:
+        if not tags:
+            raise ValueError("name at least one tag to invalidate")
+        self.cache = cache
+        self.tags = tuple(tags)
+
+    def _plain_tags(self) -> list[str]:
+        if any("{" in tag for tag in self.tags):
+            raise ValueError("tags with {fields} need the decorator form, which has arguments")
+        return list(self.tags)
+
+    def __enter__(self) -> Invalidates:
+        self._plain_tags()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.cache.invalidate(*self._plain_tags())
+
+    async def __aenter__(self) -> Invalidates:
+        self._plain_tags()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            await self.cache.ainvalidate(*self._plain_tags())
+
+    def __call__(self, function: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(function)
+
+        def tags_for(args: Sequence[Any], kwargs: Mapping[str, Any]) -> list[str]:
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return expand_tags(self.tags, bound.arguments)
+
+        if inspect.iscoroutinefunction(function):
+            async_function = cast(Callable[..., Awaitable[Any]], function)
+
+            @functools.wraps(function)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                result = await async_function(*args, **kwargs)
+                await self.cache.ainvalidate(*tags_for(args, kwargs))
+                return result
+
+            return cast(Callable[P, R], async_wrapper)
+
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            result = function(*args, **kwargs)
+            self.cache.invalidate(*tags_for(args, kwargs))
+            return result
+
+        return wrapper

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2: a ``Select``'s rows through the query cache, sync and async.
+"""SQLAlchemy 2: what ``QueryCache.execute``/``aexecute`` need to cache a ``Select``'s rows.
 
 ``cache.execute(session, select(...))`` returns a real :class:`sqlalchemy.engine.Result`
 (``.all()``, ``.scalars()``, ``.mappings()``, ``.one()``, attribute access on rows) built from
@@ -10,12 +10,14 @@ every cached query that touched ``orders``.
 
 Only column rows are cached (``select(User.id, User.name)``, a Core table, a text query with
 ``.columns``): ORM entities are live objects of a session and are refused with a TypeError.
+
+SQLAlchemy is an optional dependency: only ``QueryCache.execute``/``aexecute`` import this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import IteratorResult, Result
@@ -24,13 +26,10 @@ from sqlalchemy.sql.elements import ClauseElement
 from sqlalchemy.sql.visitors import iterate
 
 from redis_checkpoint.cache import codec
-from redis_checkpoint.cache.keys import digest
-from redis_checkpoint.cache.query import plain_rows
+from redis_checkpoint.cache.query.keys import params_key
+from redis_checkpoint.cache.query.rows import plain_rows
 
-if TYPE_CHECKING:
-    from redis_checkpoint.cache.query import QueryCache
-
-__all__ = ["aexecute_cached", "execute_cached", "statement_key", "table_names"]
+__all__ = ["as_result", "key_and_tags", "statement_key", "stored_rows", "table_names"]
 
 
 def _sync_bind(bind: Any) -> Any:
@@ -46,13 +45,13 @@ def statement_key(bind: Any, statement: ClauseElement) -> str:
     target = _sync_bind(bind)
     engine = getattr(target, "engine", target)
     compiled = statement.compile(dialect=engine.dialect)
-    params = sorted(([str(k), v] for k, v in compiled.params.items()), key=lambda kv: kv[0])
-    try:
-        material = codec.dumps(plain_rows(params))
-    except TypeError as exc:
-        raise TypeError(f"cannot build a cache key from the statement parameters: {exc}") from None
-    return digest(
-        "sqlalchemy", engine.url.render_as_string(hide_password=True), str(compiled), material
+    url = engine.url.render_as_string(hide_password=True)
+    return params_key(
+        "sqlalchemy",
+        url,
+        str(compiled),
+        params=compiled.params,
+        what="from the statement parameters",
     )
 
 
@@ -66,7 +65,16 @@ def table_names(statement: ClauseElement) -> list[str]:
     return sorted(names)
 
 
-def _rows(result: Result[Any]) -> list[Any]:
+def key_and_tags(
+    bind: Any, statement: ClauseElement, tags: Sequence[str] | None
+) -> tuple[str, list[str]]:
+    """The statement's key, and its tags: ``tags``, or with None the tables it reads."""
+    key = statement_key(bind, statement)
+    return key, table_names(statement) if tags is None else list(tags)
+
+
+def stored_rows(result: Result[Any]) -> list[Any]:
+    """What the cache stores of a result: its column names and its rows as tuples."""
     keys = list(result.keys())
     rows = [tuple(row) for row in result.all()]
     stored = plain_rows([keys, rows])
@@ -80,49 +88,7 @@ def _rows(result: Result[Any]) -> list[Any]:
     return stored  # type: ignore[no-any-return]
 
 
-def _result(stored: Sequence[Any]) -> Result[Any]:
+def as_result(stored: Sequence[Any]) -> Result[Any]:
+    """A Result over stored rows, as the database would have returned it."""
     keys, rows = stored
     return IteratorResult(SimpleResultMetaData(keys), iter(rows))
-
-
-def _options(
-    statement: ClauseElement, ttl: float | None, tags: Sequence[str] | None
-) -> dict[str, Any]:
-    return {"ttl": ttl, "tags": table_names(statement) if tags is None else list(tags)}
-
-
-def execute_cached(
-    cache: QueryCache,
-    bind: Any,
-    statement: ClauseElement,
-    *,
-    ttl: float | None = None,
-    tags: Sequence[str] | None = None,
-) -> Result[Any]:
-    """The statement's result from the cache, else from ``bind`` (a Session or Connection).
-    ``tags=None`` tags the entry with the tables read."""
-    stored = cache.cached_call(
-        statement_key(bind, statement),
-        lambda: _rows(bind.execute(statement)),
-        **_options(statement, ttl, tags),
-    )
-    return _result(stored)
-
-
-async def aexecute_cached(
-    cache: QueryCache,
-    bind: Any,
-    statement: ClauseElement,
-    *,
-    ttl: float | None = None,
-    tags: Sequence[str] | None = None,
-) -> Result[Any]:
-    """:func:`execute_cached` on an AsyncSession or AsyncConnection."""
-
-    async def load() -> list[Any]:
-        return _rows(await bind.execute(statement))
-
-    stored = await cache.acached_call(
-        statement_key(bind, statement), load, **_options(statement, ttl, tags)
-    )
-    return _result(stored)
