@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """The AI caches on the cache engine, measured in one run.
 
 Run from the project root::
 
-    python benchmarks/ai_caches.py [--requests N] [--latency-ms MS] [--no-write]
+    python -m benchmarks.ai_caches [--requests N] [--latency-ms MS] [--no-write]
 
 1. Prompt workload: ``--requests`` chat requests drawn from a catalog of ``--prompts`` distinct
    prompts with Zipf popularity (exponent ``--zipf``, seeded), sent by 16 concurrent callers to a
@@ -30,13 +29,10 @@ import hashlib
 import platform
 import random
 import statistics
-import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
-from bench_report import percentile, progress, table, write_results
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
@@ -44,6 +40,15 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from prometheus_client import CollectorRegistry
 
+from benchmarks.report import (
+    command_line,
+    ms,
+    percentile,
+    progress,
+    table,
+    utc_stamp,
+    write_results,
+)
 from redis_checkpoint import (
     AsyncCacheEngine,
     CachedEmbeddings,
@@ -55,10 +60,6 @@ from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.testing import RedisServer
 
 CONCURRENCY = 16
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3f}"
 
 
 class SlowChat(BaseChatModel):
@@ -252,7 +253,7 @@ def pick_model(stand_in: bool) -> tuple[Any, str]:
     why = "--stand-in was given"
     if not stand_in:
         try:
-            from minilm import MiniLMEmbeddings, fetch_model
+            from benchmarks.minilm import MiniLMEmbeddings, fetch_model
 
             progress("fetching all-MiniLM-L6-v2 (once, into benchmarks/.models)")
             folder, why = fetch_model()
@@ -323,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = utc_stamp()
     with RedisServer() as server:
         url = server.url
         version = server.client().info("server")["redis_version"]
@@ -337,8 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- date: {date}",
         f"- python {platform.python_version()}; redis-server {version} (private, started by the "
         "benchmark); loopback TCP",
-        f"- command: `python benchmarks/ai_caches.py"
-        f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`",
+        f"- command: `{command_line('benchmarks.ai_caches', argv)}`",
         f"- total run time: {time.perf_counter() - started:.0f} s",
         "",
         "## 1. Prompt workload",
@@ -375,7 +375,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         table(
             ["operation", "p50 ms", "p95 ms", "p50 above raw GET ms"],
             [
-                [name, ms(r["p50_ms"] / 1000), ms(r["p95_ms"] / 1000), ms(r["over_raw_ms"] / 1000)]
+                [
+                    name,
+                    ms(r["p50_ms"] / 1000, 3),
+                    ms(r["p95_ms"] / 1000, 3),
+                    ms(r["over_raw_ms"] / 1000, 3),
+                ]
                 for name, r in overhead.items()
             ],
         ),
@@ -414,4 +419,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """HTTP response caching on an ASGI app, measured in one run over real HTTP.
 
 Run from the project root::
 
-    python benchmarks/asgi.py [--seconds S] [--connections C] [--rounds R] [--no-write]
+    python -m benchmarks.asgi [--seconds S] [--connections C] [--rounds R] [--no-write]
 
 Every setup is the same FastAPI app served by its own uvicorn process (one worker, uvloop and
 httptools when installed) on a loopback port; a load generator in this process keeps
@@ -36,16 +35,15 @@ import argparse
 import asyncio
 import multiprocessing
 import platform
-import socket
 import statistics
-import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
-from bench_report import percentile, progress, table, write_results
 from fastapi import Request  # at module level: the endpoints' annotations are resolved here
+
+from benchmarks.report import command_line, percentile, progress, table, utc_stamp, write_results
+from redis_checkpoint.testing import RedisServer, free_port
 
 SLOW_SECONDS = 0.02
 SETUPS = {
@@ -224,12 +222,6 @@ async def load(port: int, path: str, seconds: float, connections: int) -> dict[s
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def wait_and_warm(port: int, path: str, process: multiprocessing.Process) -> None:
     deadline = time.monotonic() + 30
     while True:
@@ -291,10 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
 
-    from redis_checkpoint.testing import RedisServer
-
     started = time.perf_counter()
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = utc_stamp()
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in SETUPS}
     with RedisServer() as server:
         version = server.client().info("server")["redis_version"]
@@ -332,8 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- python {platform.python_version()}; redis-server {version} (private, started by the "
         f"benchmark); {multiprocessing.cpu_count()} CPU cores shared by server, load generator "
         "and Redis",
-        f"- command: `python benchmarks/asgi.py"
-        f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`",
+        f"- command: `{command_line('benchmarks.asgi', argv)}`",
         f"- total run time: {time.perf_counter() - started:.0f} s",
         f"- the slow endpoint sleeps {SLOW_SECONDS * 1000:g} ms; X-Cache counts what our "
         "middleware said (the other caches send no such header)",
@@ -376,4 +365,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Failover drills: LangGraph conversations on the saver while a primary or the app is killed.
 
-    python benchmarks/failover_drills.py [cluster] [sentinel] [app-kill] [--conversations N]
+    python -m benchmarks.failover_drills [cluster] [sentinel] [app-kill] [--conversations N]
                                          [--turns N] [--think S] [--kill-at F]
                                          [--after-failover N] [--wait N]
 
@@ -40,17 +39,22 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_report import percentile, progress, table, write_results
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
+from benchmarks.report import (
+    ROOT,
+    command_line,
+    percentile,
+    progress,
+    table,
+    utc_stamp,
+    write_results,
+)
 from redis_checkpoint import AsyncRedisSaver, RedisSaver, Settings
 from redis_checkpoint.testing import (
     RedisClusterServers,
@@ -58,7 +62,8 @@ from redis_checkpoint.testing import (
     RedisServer,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+# The app-kill drill runs its application and its recovery as this module in child processes.
+MODULE = "benchmarks.failover_drills"
 # Short timeouts, as a deployment that wants fast failover would set them.
 TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.25}
 
@@ -72,7 +77,7 @@ def answer(state: State) -> dict[str, Any]:
     return {"messages": [AIMessage(f"answer to {last}")]}
 
 
-def build_graph(saver: Any) -> Any:
+def build_drill_graph(saver: Any) -> Any:
     builder = StateGraph(State)
     builder.add_node("answer", answer)
     builder.add_edge(START, "answer")
@@ -133,7 +138,7 @@ def missing_turns(url: str, prefix: str, acked: dict[str, list[int]]) -> int:
     lost = 0
     settings = Settings(url=url, **TIMEOUTS)
     with RedisSaver.from_conn_string(settings=settings, key_prefix=prefix, fallback=False) as saver:
-        graph = build_graph(saver)
+        graph = build_drill_graph(saver)
         for thread_id, turns in acked.items():
             stored = {m.content for m in graph.get_state(cfg(thread_id)).values.get("messages", [])}
             lost += sum(text(thread_id, t) not in stored for t in turns)
@@ -249,7 +254,7 @@ async def run_conversations(
         settings=settings, key_prefix=prefix, wait_replicas=load.wait_replicas, wait_timeout=0.2
     ) as saver:
         watch_memory(saver, result)
-        graph = build_graph(saver)
+        graph = build_drill_graph(saver)
         injector = asyncio.ensure_future(inject())
         await asyncio.gather(
             *(converse(graph, t, load, result, on_turn, (gate, failed_over)) for t in threads)
@@ -389,8 +394,8 @@ def app_kill_drill(
     with RedisServer(appendonly=True, binary=binary) as server:
         progress(f"{result.name}: starting the application process")
         app = subprocess.Popen(
-            [sys.executable, __file__, "--role", "app", "--url", server.url, "--journal", journal,
-             "--conversations", str(conversations), "--think", str(think)],
+            [sys.executable, "-m", MODULE, "--role", "app", "--url", server.url,
+             "--journal", journal, "--conversations", str(conversations), "--think", str(think)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -439,7 +444,7 @@ def app_kill_drill(
         server.restart()
         owed = len(list(Path(journal).glob("*.journal")))
         recover = subprocess.run(
-            [sys.executable, __file__, "--role", "recover", "--url", server.url,
+            [sys.executable, "-m", MODULE, "--role", "recover", "--url", server.url,
              "--journal", journal],
             capture_output=True,
             text=True,
@@ -465,7 +470,7 @@ async def app_role(url: str, journal: str, conversations: int, think: float) -> 
     async with AsyncRedisSaver.from_conn_string(
         settings=settings, key_prefix="drill-app", fallback_journal=journal
     ) as saver:
-        graph = build_graph(saver)
+        graph = build_drill_graph(saver)
 
         async def talk(thread_id: str) -> None:
             turn = 0
@@ -535,10 +540,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(app_kill_drill(conversations=min(args.conversations, 20)))
         else:
             parser.error(f"unknown drill {name!r}")
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    command = "python benchmarks/failover_drills.py " + " ".join(argv or sys.argv[1:])
+    command = command_line(MODULE, argv)
     report = (
-        f"# Failover drills\n\nRun {stamp} by `{command.strip()}` on private redis-server "
+        f"# Failover drills\n\nRun {utc_stamp()} by `{command}` on private redis-server "
         f"processes (loopback, 2 shared cores): {args.conversations} concurrent conversations x "
         f"{args.turns} turns for the cluster and Sentinel drills (a turn: a LangGraph graph "
         f"call, {args.think} s of think time between turns), the primary killed once "
@@ -568,4 +572,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    raise SystemExit(main())

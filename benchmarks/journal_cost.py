@@ -1,8 +1,7 @@
-#!/usr/bin/env python
 """What ``fallback_journal`` costs: turns served from memory during an outage, with and without
 the journal, side by side in one run.
 
-    python benchmarks/journal_cost.py [--turns N] [--conversations N] [--rounds N] [--dir DIR]
+    python -m benchmarks.journal_cost [--turns N] [--conversations N] [--rounds N] [--dir DIR]
 
 A private redis-server is started and killed, so every turn is served by the in-memory tier;
 with the journal each turn's writes are appended and fdatasync'ed to a segment in ``--dir``
@@ -17,18 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_report import percentile, progress, table, write_results
-from checkpointer import arun_turns, build_graph, run_turns
-
+from benchmarks.report import command_line, percentile, progress, table, utc_stamp, write_results
+from benchmarks.workload import arun_turns, build_graph, run_turns
 from redis_checkpoint import AsyncRedisSaver, RedisSaver
 from redis_checkpoint.testing import RedisServer
 
@@ -117,14 +111,15 @@ def main(argv: list[str] | None = None) -> int:
                 "p99_ms": p99,
                 "journal_bytes": size,
             }
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = utc_stamp()
+    options = ["--turns", str(args.turns), "--conversations", str(args.conversations)]
+    command = command_line("benchmarks.journal_cost", [*options, "--rounds", str(args.rounds)])
     headers = ["saver (Redis down)", "turns/s", "vs no journal", "turn p50 ms", "turn p99 ms"]
     text = table([*headers, "journal KiB"], rows)
     report = (
-        f"# The cost of fallback_journal\n\nRun {stamp} by `python benchmarks/journal_cost.py "
-        f"--turns {args.turns} --conversations {args.conversations} --rounds {args.rounds}`: "
+        f"# The cost of fallback_journal\n\nRun {stamp} by `{command}`: "
         "Redis killed, every turn served by the in-memory tier, the graph of "
-        f"benchmarks/checkpointer.py, best of {args.rounds} alternating rounds; the journal on "
+        f"benchmarks/workload.py, best of {args.rounds} alternating rounds; the journal on "
         f"{base}. Async: {args.conversations} concurrent conversations.\n\n{text}\n"
     )
     print(report)
@@ -133,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,9 +1,8 @@
-#!/usr/bin/env python
 """The DB-query cache measured against real databases, in one run.
 
 Run from the project root::
 
-    python benchmarks/query_cache.py [--requests N] [--orders N] [--no-write]
+    python -m benchmarks.query_cache [--requests N] [--orders N] [--no-write]
 
 Dataset (built by this script, seeded): ``--orders`` orders (default 300,000) over 20,000
 customers in 50 regions and 2,000 products in 40 categories. The query is a regional sales
@@ -28,7 +27,6 @@ import platform
 import random
 import sqlite3
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -36,14 +34,14 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from bench_report import percentile, progress, table, write_results
 from prometheus_client import CollectorRegistry
 
+from benchmarks.report import command_line, percentile, progress, table, utc_stamp, write_results
+from benchmarks.workload import DEFAULT_POSTGRES_URL
 from redis_checkpoint import CacheEngine, QueryCache
 from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.testing import RedisServer
 
-DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 CUSTOMERS, PRODUCTS, REGIONS, CATEGORIES, MONTHS = 20_000, 2_000, 50, 40, 12
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -248,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = utc_stamp()
     progress(f"building the dataset ({args.orders} orders)")
     data = dataset(args.orders)
     requests = workload(args.requests, args.zipf)
@@ -293,8 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"- date: {date}",
         f"- python {platform.python_version()}; redis-server {version} (private, started by the "
         "benchmark); loopback TCP; one caller, sequential",
-        f"- command: `python benchmarks/query_cache.py"
-        f"{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`",
+        f"- command: `{command_line('benchmarks.query_cache', argv)}`",
         f"- total run time: {time.perf_counter() - started:.0f} s",
         f"- dataset: {args.orders} orders, {CUSTOMERS} customers in {REGIONS} regions, "
         f"{PRODUCTS} products in {CATEGORIES} categories",
@@ -342,4 +339,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,13 +1,12 @@
-#!/usr/bin/env python
 """Where a turn's CPU goes: the benchmark graph's saver calls, recorded once and replayed.
 
 Run from the project root::
 
-    python benchmarks/saver_cpu.py [--conversations 20] [--turns 20] [--rounds 8]
+    python -m benchmarks.saver_cpu [--conversations 20] [--turns 20] [--rounds 8]
 
 ``checkpointer.py`` times whole turns. There the graph's own work, its worker threads and this
 machine's noise (about ±10 % between runs) blur what the saver itself costs. Here one async run
-of the same graph (``checkpointer.build_graph``, same concurrency) is recorded: every
+of the same graph (``workload.build_graph``, same concurrency) is recorded: every
 ``aget_tuple``, ``aput`` and ``aput_writes`` call LangGraph made, with its real arguments. The
 calls are then replayed on each saver, each conversation in order and the conversations
 concurrently, and only the replay's CPU time (``time.process_time``) counts. Rows alternate
@@ -33,32 +32,23 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import gc
-import json
 import os
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import checkpointer as bench  # the workload lives there
-
+from benchmarks.checkpointer import TARGET_ASYNC_RATIO
+from benchmarks.report import command_line, progress, utc_stamp, write_results
+from benchmarks.workload import arun_turns, build_graph, settled_heap
 from redis_checkpoint import AsyncRedisSaver, RedisSaver
 from redis_checkpoint.checkpoint import codec
 from redis_checkpoint.testing import RedisServer
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TARGET_RATIO = bench.TARGET_ASYNC_RATIO
 OPS = ("aget_tuple", "aput", "aput_writes")
 
 Recorded = dict[str, list[tuple[str, tuple[Any, ...]]]]  # thread id -> its calls in order
@@ -89,15 +79,13 @@ class RecordingSaver(InMemorySaver):
 
 @contextlib.contextmanager
 def counted(seconds: list[float]) -> Iterator[None]:
-    """CPU time of the block, with the heap left by earlier work frozen (see checkpointer.py)."""
-    gc.collect()
-    gc.freeze()
-    start = time.process_time()
-    try:
-        yield
-    finally:
-        seconds.append(time.process_time() - start)
-        gc.unfreeze()
+    """CPU time of the block, with the heap left by earlier work frozen (see settled_heap)."""
+    with settled_heap():
+        start = time.process_time()
+        try:
+            yield
+        finally:
+            seconds.append(time.process_time() - start)
 
 
 def _rethread(config: RunnableConfig, prefix: str) -> RunnableConfig:
@@ -154,13 +142,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     async def graph_run(tag: str) -> RecordingSaver:
         saver = RecordingSaver()
-        graph = bench.build_graph(saver)
+        graph = build_graph(saver)
         await asyncio.gather(
-            *(bench.arun_turns(graph, f"{tag}-c{c}", c, range(turns)) for c in range(conversations))
+            *(arun_turns(graph, f"{tag}-c{c}", c, range(turns)) for c in range(conversations))
         )
         return saver
 
-    bench.progress(f"recording one run of {conversations} conversations x {turns} turns")
+    progress(f"recording one run of {conversations} conversations x {turns} turns")
     await graph_run("warm")
     recorded = (await graph_run("rec")).calls
     counts = collections.Counter(name for steps in recorded.values() for name, _ in steps)
@@ -176,7 +164,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     sync_row = Row("RedisSaver (sync)", "replay one call at a time: a round trip each")
     with RedisServer() as server, pinned_apart(server.pid, args.pin) as pinned:
-        bench.progress(
+        progress(
             f"private redis at {server.url}"
             + ("; redis pinned to CPU 0, this process to CPU 1" if pinned else "")
         )
@@ -204,7 +192,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         outcome = step(tag)
                         if outcome is not None:
                             await outcome
-                bench.progress(
+                progress(
                     f"round {rnd + 1}/{rounds}: "
                     + ", ".join(
                         f"{r.label} {r.seconds[-1] / total_turns * 1000:.2f}" for r, _ in steps
@@ -213,7 +201,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
     graph_ms = graph_row.per_turn_ms(total_turns) - memory_row.per_turn_ms(total_turns)
     memory_ms = memory_row.per_turn_ms(total_turns)
-    budget_ms = (graph_ms + memory_ms) / TARGET_RATIO - graph_ms
+    budget_ms = (graph_ms + memory_ms) / TARGET_ASYNC_RATIO - graph_ms
     return {
         "conversations": conversations,
         "turns": turns,
@@ -261,7 +249,7 @@ def report(result: dict[str, Any], command: str) -> str:
     lines = [
         "# Saver CPU per turn: the benchmark graph's calls, replayed",
         "",
-        f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- date: {utc_stamp()}",
         f"- command: `{command}`",
         f"- {result['conversations']} conversations x {result['turns']} turns ({turns} turns), "
         f"{result['rounds']} rounds, rows alternating; min over rounds (median beside it)",
@@ -299,15 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.conversations, args.turns, args.rounds) < 1:
         parser.error("counts must be >= 1")
     result = asyncio.run(run(args))
-    command = "python benchmarks/saver_cpu.py" + (" " + " ".join(argv) if argv else "")
-    text = report(result, command)
+    text = report(result, command_line("benchmarks.saver_cpu", argv))
     print("\n" + text)
     if not args.no_write:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        (RESULTS_DIR / "saver_cpu.md").write_text(text)
-        (RESULTS_DIR / "saver_cpu.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_results("saver_cpu", text, result)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    raise SystemExit(main())

@@ -1,10 +1,9 @@
-#!/usr/bin/env python
 """What ``wait_replicas`` costs: the saver with and without WAIT, side by side in one run.
 
-    python benchmarks/wait_cost.py [--turns N] [--conversations N] [--rounds N]
+    python -m benchmarks.wait_cost [--turns N] [--conversations N] [--rounds N]
 
 A private primary and one replica (redis-server processes started here, on loopback) serve the
-benchmark graph of ``benchmarks/checkpointer.py``: sync turns one conversation after another, and
+benchmark graph of ``benchmarks/workload.py``: sync turns one conversation after another, and
 async turns with ``--conversations`` concurrent conversations. Each row alternates with its twin
 for ``--rounds`` rounds and the best round is reported, with the ratio to the row without WAIT.
 Results go to ``benchmarks/results/wait_cost.md`` and ``.json``.
@@ -14,17 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from bench_report import percentile, progress, table, write_results
-from checkpointer import arun_turns, build_graph, run_turns
-
+from benchmarks.report import command_line, percentile, progress, table, utc_stamp, write_results
+from benchmarks.workload import arun_turns, build_graph, run_turns
 from redis_checkpoint import AsyncRedisSaver, RedisSaver
 from redis_checkpoint.testing import RedisServer
 
@@ -107,12 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             p99 = percentile(durations, 0.99) * 1000
             rows.append([label, f"{rate:.1f}", f"{rate / base:.2f}x", f"{p50:.2f}", f"{p99:.2f}"])
             payload[f"{mode}_wait{wait}"] = {"turns_per_s": rate, "p50_ms": p50, "p99_ms": p99}
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = utc_stamp()
+    options = ["--turns", str(args.turns), "--conversations", str(args.conversations)]
+    command = command_line("benchmarks.wait_cost", [*options, "--rounds", str(args.rounds)])
     text = table(["saver", "turns/s", "vs no WAIT", "turn p50 ms", "turn p99 ms"], rows)
     report = (
-        f"# The cost of wait_replicas\n\nRun {stamp} by `python benchmarks/wait_cost.py "
-        f"--turns {args.turns} --conversations {args.conversations} --rounds {args.rounds}`: "
-        "a private primary and one replica on loopback, the graph of benchmarks/checkpointer.py, "
+        f"# The cost of wait_replicas\n\nRun {stamp} by `{command}`: "
+        "a private primary and one replica on loopback, the graph of benchmarks/workload.py, "
         f"best of {args.rounds} alternating rounds. Async: {args.conversations} concurrent "
         f"conversations. The primary answered {waits} WAIT commands.\n\n{text}\n"
     )
@@ -122,4 +116,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

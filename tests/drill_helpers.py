@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import percentile
 from redis_checkpoint import AsyncCacheEngine, AsyncRedisSaver, CircuitBreaker
 
 REPORT_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "drills.md"
@@ -23,13 +24,6 @@ REPORT_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "results" 
 STARTED_OPEN: contextvars.ContextVar[bool] = contextvars.ContextVar("started_open", default=False)
 #: True in the task whose call the breaker let through as its half-open probe.
 IS_PROBE: contextvars.ContextVar[bool] = contextvars.ContextVar("is_probe", default=False)
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def _load() -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("saver_cpu", BENCHMARKS / "saver_cpu.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["saver_cpu"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import saver_cpu
 
 
 def test_the_replay_benchmark_records_every_call_and_replays_it_on_each_saver(
     redis_server_bin: str,
 ) -> None:
-    saver_cpu = _load()
     args = saver_cpu.argparse.Namespace(conversations=2, turns=3, rounds=1, pin=False)
     result = saver_cpu.asyncio.run(saver_cpu.run(args))
     # retrieve -> agent -> summarize: one read, five checkpoints, four task write sets a turn.

@@ -12,7 +12,7 @@ import pytest
 from redis_checkpoint.testing import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
 from run import DEMOS  # noqa: E402  (run.py lives at the root, beside tests/)
 
 

@@ -21,6 +21,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 from prometheus_client import CollectorRegistry
 
+from benchmarks.report import percentile
 from redis_checkpoint import CacheEngine, HealthMonitor, RedisSaver, Settings
 from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.testing import RedisServer
@@ -32,7 +33,6 @@ from tests.drill_helpers import (
     OpMeter,
     ProbeMarkingBreaker,
     TcpProxy,
-    percentile,
 )
 from tests.test_fallback import build, cfg
 
@@ -180,8 +180,12 @@ async def test_kill_nine_under_load(fresh_redis: RedisServer, capsys: Any) -> No
                 f"saver {saver_breaker.probes}, cache {engine_breaker.probes} "
                 f"({slowest_probe:.1f} ms)"
             ),
-            "saver p99 while down": f"{percentile(saver_meter.latencies_down_ms, 0.99):.3f} ms",
-            "cache p99 while down": f"{percentile(engine_meter.latencies_down_ms, 0.99):.3f} ms",
+            "saver p99 while down": (
+                f"{percentile(saver_meter.latencies_down_ms or [0.0], 0.99):.3f} ms"
+            ),
+            "cache p99 while down": (
+                f"{percentile(engine_meter.latencies_down_ms or [0.0], 0.99):.3f} ms"
+            ),
             "back to Redis after the kill": f"{recovered_after:.1f} s",
             "saver breaker": " ".join(
                 f"{state}@{at - killed_at:+.1f}s" for at, state in saver_breaker.timeline

@@ -8,27 +8,17 @@ and each of those is written back once. Counts only: no wall-clock assertion.
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections import Counter
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from benchmarks import failover_drills
 from redis_checkpoint.testing import find_redis_cli, find_redis_server
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 CONVERSATIONS, TURNS, AFTER_FAILOVER = 12, 20, 3
 
 pytestmark = pytest.mark.slow
-
-
-def drills() -> ModuleType:
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    return importlib.import_module("failover_drills")
 
 
 def server_binary() -> str:
@@ -39,7 +29,7 @@ def server_binary() -> str:
 
 
 def load() -> Any:
-    return drills().Load(CONVERSATIONS, TURNS, 0.05, 0.3, AFTER_FAILOVER, wait_replicas=1)
+    return failover_drills.Load(CONVERSATIONS, TURNS, 0.05, 0.3, AFTER_FAILOVER, wait_replicas=1)
 
 
 def check(result: Any) -> None:
@@ -55,7 +45,7 @@ def check(result: Any) -> None:
 @pytest.mark.cluster
 def test_a_cluster_loses_a_primary_and_no_acknowledged_turn() -> None:
     assert find_redis_cli() is not None, "redis-cli not found (install redis-server's tools)"
-    result = drills().cluster_drill(load(), binary=server_binary())
+    result = failover_drills.cluster_drill(load(), binary=server_binary())
     check(result)
     # The other primaries' threads never left Redis.
     assert 0 < len(result.on_victim) < CONVERSATIONS
@@ -63,5 +53,5 @@ def test_a_cluster_loses_a_primary_and_no_acknowledged_turn() -> None:
 
 
 def test_a_sentinel_group_loses_its_primary_and_no_acknowledged_turn() -> None:
-    result = drills().sentinel_drill(load(), binary=server_binary())
+    result = failover_drills.sentinel_drill(load(), binary=server_binary())
     check(result)

@@ -1,0 +1,259 @@
+"""Part 5 of ``checkpointer.py``: Redis bytes per turn of one long conversation on our saver,
+against the bytes of the messages each turn added, with InMemorySaver's stored bytes as the
+naive reference, and where the bytes are at the end (every key of the private server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from langgraph.checkpoint.memory import InMemorySaver
+
+from benchmarks.report import DASH, LE, TIMES, Report, progress, table
+from benchmarks.workload import build_graph, run_turns, thread_config, turn_input
+from redis_checkpoint import RedisSaver
+from redis_checkpoint.testing import RedisServer
+
+TARGET_BYTES_RATIO = 5.0  # printed next to the measured values; never asserted
+
+
+def inmemory_bytes(saver: InMemorySaver, thread_id: str) -> int:
+    total = 0
+    for per_ns in saver.storage.get(thread_id, {}).values():
+        for checkpoint, meta, _parent in per_ns.values():
+            total += len(checkpoint[1]) + len(meta[1])
+    for key, blob in saver.blobs.items():
+        if key[0] == thread_id:
+            total += len(blob[1])
+    for key, writes in saver.writes.items():
+        if key[0] == thread_id:
+            total += sum(len(w[2][1]) for w in writes.values())
+    return total
+
+
+def key_bytes(client: redis.Redis) -> tuple[int, int]:
+    """(number of keys, sum of MEMORY USAGE) over the whole private server."""
+    keys = list(client.scan_iter(count=1000))
+    if not keys:
+        return 0, 0
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    return len(keys), sum(int(v or 0) for v in pipe.execute())
+
+
+def key_breakdown(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every key on the private server: type, MEMORY USAGE, and for hashes the fields grouped
+    by their first NUL-separated part (field/value bytes), to show where the bytes go."""
+    out: list[dict[str, Any]] = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        info: dict[str, Any] = {
+            "key": key.decode("utf-8", "backslashreplace"),
+            "type": kind,
+            "memory_usage": int(client.memory_usage(key, samples=0) or 0),
+        }
+        if kind == "hash":
+            groups: dict[str, list[int]] = {}
+            for name, value in client.hscan_iter(key, count=1000):
+                prefix = name.split(b"\x00", 1)[0][:12].decode("utf-8", "backslashreplace")
+                group = groups.setdefault(prefix, [0, 0, 0])
+                group[0] += 1
+                group[1] += len(name)
+                group[2] += len(value)
+            info["elements"] = sum(g[0] for g in groups.values())
+            info["field_groups"] = {
+                k: {"fields": g[0], "field_bytes": g[1], "value_bytes": g[2]}
+                for k, g in sorted(groups.items())
+            }
+        elif kind == "zset":
+            members = [m for m, _ in client.zscan_iter(key, count=1000)]
+            info["elements"] = len(members)
+            info["member_bytes"] = sum(len(m) for m in members)
+        elif kind == "string":
+            info["elements"] = 1
+            info["value_bytes"] = int(client.strlen(key))
+        elif kind == "list":
+            info["elements"] = int(client.llen(key))
+        elif kind == "set":
+            info["elements"] = int(client.scard(key))
+        out.append(info)
+    out.sort(key=lambda item: -item["memory_usage"])
+    return out
+
+
+def breakdown_table(keys: list[dict[str, Any]], turns: int) -> str:
+    rows = []
+    for info in keys[:8]:
+        detail = ""
+        if "field_groups" in info:
+            detail = "; ".join(
+                f"`{name}`: {g['fields']:,} fields, {g['value_bytes']:,} B values "
+                f"({(g['field_bytes'] + g['value_bytes']) / turns:,.0f} B/turn)"
+                for name, g in info["field_groups"].items()
+            )
+        elif "member_bytes" in info:
+            detail = f"{info['member_bytes']:,} B of members"
+        elif "value_bytes" in info:
+            detail = f"{info['value_bytes']:,} B value"
+        key = info["key"].replace("|", "\\|")
+        if len(key) > 60:
+            key = key[:57] + "..."
+        rows.append(
+            [
+                f"`{key}`",
+                info["type"],
+                f"{info['memory_usage']:,}",
+                f"{info.get('elements', 0):,}",
+                detail,
+            ]
+        )
+    return table(["key", "type", "MEMORY USAGE B", "elements", "breakdown"], rows, [2, 3])
+
+
+def phase_growth(turns: int, run_id: str, report: Report) -> None:
+    marks = sorted({m for m in (10, 50, 100) if m < turns} | {turns})
+    thread = f"bench-{run_id}-growth"
+    msg_content: list[int] = []
+    msg_json: list[int] = []
+    redis_used: dict[int, int] = {}
+    client_buffers: dict[int, int] = {}  # mem_clients_normal: part of used_memory, not data
+    redis_keys: dict[int, tuple[int, int]] = {}
+    mem_bytes: dict[int, int] = {}
+    total_used: tuple[int, int] = (0, 0)
+
+    with RedisServer() as srv:
+        client = srv.client()
+        with RedisSaver.from_conn_string(srv.url) as saver:
+            graph = build_graph(saver)
+            # Warm-up on another thread (loads scripts, opens connections) before the baseline.
+            run_turns(graph, f"{thread}-warmup", 998, range(2))
+            memory0 = client.info("memory")
+            used0 = int(memory0["used_memory"])
+            redis_used[0] = used0
+            client_buffers[0] = int(memory0["mem_clients_normal"])
+            redis_keys[0] = key_bytes(client)
+            config = thread_config(thread)
+            for turn in range(1, turns + 1):
+                state = graph.invoke(turn_input(0, turn), config)
+                human, ai = state["messages"][-2:]
+                msg_content.append(len(str(human.content).encode()) + len(str(ai.content).encode()))
+                msg_json.append(len(human.model_dump_json()) + len(ai.model_dump_json()))
+                if turn in marks:
+                    memory = client.info("memory")
+                    redis_used[turn] = int(memory["used_memory"])
+                    client_buffers[turn] = int(memory["mem_clients_normal"])
+                    redis_keys[turn] = key_bytes(client)
+                    progress(
+                        f"bytes RedisSaver: turn {turn}/{turns}, used_memory "
+                        f"{redis_used[turn] - used0:+,} B since start"
+                    )
+            total_used = (used0, redis_used[turns])
+            keys = key_breakdown(client)
+        client.close()
+
+    reference = InMemorySaver()
+    ref_graph = build_graph(reference)
+    mem_bytes[0] = 0
+    for turn in range(1, turns + 1):
+        ref_graph.invoke(turn_input(0, turn), thread_config(thread))
+        if turn in marks:
+            mem_bytes[turn] = inmemory_bytes(reference, thread)
+    progress(f"bytes InMemorySaver reference: {turns} turns done")
+
+    rows = []
+    windows = []
+    prev = 0
+    for mark in marks:
+        n = mark - prev
+        content = sum(msg_content[prev:mark]) / n
+        as_json = sum(msg_json[prev:mark]) / n
+        used = (redis_used[mark] - redis_used[prev]) / n
+        keyb = (redis_keys[mark][1] - redis_keys[prev][1]) / n
+        mem = (mem_bytes[mark] - mem_bytes[prev]) / n
+        windows.append(
+            {
+                "turns": [prev + 1, mark],
+                "message_content_bytes_per_turn": content,
+                "message_json_bytes_per_turn": as_json,
+                "redis_used_memory_per_turn": used,
+                "redis_key_bytes_per_turn": keyb,
+                "redis_keys_at_end": redis_keys[mark][0],
+                "inmemory_bytes_per_turn": mem,
+                "redis_ratio_to_content": used / content,
+                "redis_ratio_to_json": used / as_json,
+                "inmemory_ratio_to_content": mem / content,
+            }
+        )
+        rows.append(
+            [
+                f"{prev + 1}{DASH}{mark}",
+                f"{content:,.0f}",
+                f"{as_json:,.0f}",
+                f"{used:,.0f}",
+                f"{used / content:.2f}{TIMES}",
+                f"{used / as_json:.2f}{TIMES}",
+                f"{keyb:,.0f}",
+                f"{redis_keys[mark][0]:,}",
+                f"{mem:,.0f}",
+                f"{mem / content:.1f}{TIMES}",
+            ]
+        )
+        prev = mark
+    first, last = windows[0], windows[-1]
+    flat = last["redis_used_memory_per_turn"] / max(first["redis_used_memory_per_turn"], 1)
+    mem_flat = last["inmemory_bytes_per_turn"] / max(first["inmemory_bytes_per_turn"], 1)
+    key_flat = last["redis_key_bytes_per_turn"] / max(first["redis_key_bytes_per_turn"], 1)
+    headers = [
+        "turns",
+        "msg content B/turn",
+        "msg JSON B/turn",
+        "Redis used_memory B/turn",
+        f"{TIMES} content",
+        f"{TIMES} JSON",
+        "Redis key bytes B/turn",
+        "keys",
+        "InMemorySaver B/turn",
+        f"{TIMES} content",
+    ]
+    label = "RedisSaver"
+    body = (
+        f"One {turns}-turn conversation of {label} on a fresh private redis-server "
+        f"(`INFO memory` used_memory sampled after turns {', '.join(map(str, marks))}; "
+        "baseline taken after 2 warm-up turns on another thread). Messages = the turn's new "
+        "HumanMessage + AIMessage: UTF-8 content bytes and `model_dump_json()` bytes. "
+        "Redis key bytes = sum of `MEMORY USAGE` over all keys. InMemorySaver = bytes of its "
+        "stored serialized checkpoints, metadata, blobs and writes for the same conversation.\n\n"
+        + table(headers, rows, right=list(range(1, 10)))
+        + f"\n\nRedis used_memory: {total_used[0]:,} B before, {total_used[1]:,} B after "
+        f"({total_used[1] - total_used[0]:+,} B for {turns} turns). "
+        f"Target: Redis used_memory per turn {LE} {TARGET_BYTES_RATIO:.0f}{TIMES} the content "
+        f"bytes, and flat. Measured: {last['redis_ratio_to_content']:.2f}{TIMES} in the last "
+        f"window (highest window {max(w['redis_ratio_to_content'] for w in windows):.2f}"
+        f"{TIMES}); last/first window bytes per turn: Redis used_memory {flat:.2f}{TIMES}, "
+        f"Redis key bytes {key_flat:.2f}{TIMES} (used_memory moves with allocator and encoding "
+        f"changes; key bytes are the steadier measure), InMemorySaver {mem_flat:.2f}{TIMES}. "
+        f"Client connection buffers (`mem_clients_normal`, counted in used_memory but not data) "
+        f"changed by {client_buffers[marks[0]] - client_buffers[0]:+,} B over turns 1{DASH}"
+        f"{marks[0]} and {client_buffers[turns] - client_buffers[0]:+,} B over all {turns}.\n\n"
+        f"Where the bytes are after turn {turns} (all keys of the server, largest first; the "
+        "2-turn warm-up thread is included; hash fields grouped by their first NUL-separated "
+        "part, B/turn = field + value bytes / turns):\n\n" + breakdown_table(keys, turns)
+    )
+    report.add(f"5. Redis bytes per turn ({label}, {turns} turns)", body)
+    report.data["growth"] = {
+        "turns": turns,
+        "marks": marks,
+        "windows": windows,
+        "used_memory_before": total_used[0],
+        "used_memory_after": total_used[1],
+        "client_buffers_bytes": {str(k): v for k, v in sorted(client_buffers.items())},
+        "last_over_first_window": {
+            "redis_used_memory": flat,
+            "redis_key_bytes": key_flat,
+            "inmemory": mem_flat,
+        },
+        "keys_at_end": keys,
+        "target_ratio_to_content": TARGET_BYTES_RATIO,
+    }
