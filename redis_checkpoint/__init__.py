@@ -19,12 +19,13 @@ from redis_checkpoint.cache import (
     cached_llm_call,
 )
 from redis_checkpoint.cache.query import QueryCache, cached_query, set_query_cache
-from redis_checkpoint.checkpoint import AsyncRedisSaver, MissingThreadIdError, RedisSaver
+from redis_checkpoint.checkpoint import AsyncRedisSaver, RedisSaver
 from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import (
     ConfigurationError,
     CorruptEntryError,
     FallbackJournalError,
+    MissingThreadIdError,
     RedisAuthError,
     RedisCheckpointError,
     RedisUnavailableError,

@@ -762,10 +762,6 @@ def describe_client(client: object) -> str:
     return type(client).__name__
 
 
-# Older private name, imported by the saver modules.
-_describe = describe_client
-
-
 def _connection_failure(exc: Exception, where: str) -> Exception | None:
     """What a failed PING raises instead: refused credentials or an outage (None: ``exc``)."""
     denied = access_error(exc, where)

@@ -14,6 +14,7 @@ __all__ = [
     "ConfigurationError",
     "CorruptEntryError",
     "FallbackJournalError",
+    "MissingThreadIdError",
     "RedisAuthError",
     "RedisCheckpointError",
     "RedisUnavailableError",
@@ -115,3 +116,17 @@ class CorruptEntryError(RedisCheckpointError):
     def __reduce__(self) -> tuple[type[CorruptEntryError], tuple[str, str]]:
         # Default pickling would call __init__ with the formatted message as key.
         return (type(self), (self.key, self.detail))
+
+
+class MissingThreadIdError(KeyError):
+    """The config has no ``configurable.thread_id`` (a KeyError, as InMemorySaver raises; not a
+    RedisCheckpointError, since LangGraph's own savers raise a plain KeyError for it)."""
+
+    def __init__(self) -> None:
+        super().__init__("thread_id")
+
+    def __str__(self) -> str:
+        return (
+            "'thread_id': the checkpointer needs config['configurable']['thread_id'], "
+            "e.g. graph.invoke(inputs, {'configurable': {'thread_id': '1'}})"
+        )

@@ -7,12 +7,12 @@ import pytest
 from redis.crc import key_slot
 
 from redis_checkpoint.checkpoint.keys import (
-    KeyLayout,
+    ThreadKeyLayout,
     blob_field,
     checkpoint_member,
-    escape,
+    escape_part,
     thread_tag,
-    unescape,
+    unescape_part,
     version_from_token,
     version_token,
     writes_field,
@@ -31,9 +31,9 @@ from redis_checkpoint.checkpoint.keys import (
     ],
 )
 def test_escaping_keeps_nul_out_and_round_trips(text: str, stored: bytes) -> None:
-    assert escape(text) == stored
+    assert escape_part(text) == stored
     assert b"\x00" not in stored
-    assert unescape(stored) == text
+    assert unescape_part(stored) == text
 
 
 @pytest.mark.parametrize(
@@ -80,7 +80,7 @@ def test_a_thread_tag_is_percent_encoded(thread_id: str, tag: str) -> None:
 
 
 def test_a_threads_keys_share_one_slot() -> None:
-    layout = KeyLayout("app")
+    layout = ThreadKeyLayout("app")
     assert layout.registry == "app:cp:threads"
     keys = layout.thread("{x}")
     assert (keys.thread_id, keys.idx, keys.data) == (
@@ -89,4 +89,4 @@ def test_a_threads_keys_share_one_slot() -> None:
         "app:cp:{%7Bx%7D}:data",
     )
     assert key_slot(keys.idx.encode()) == key_slot(keys.data.encode())
-    assert KeyLayout().thread("t").idx == "rc:cp:{t}:idx"
+    assert ThreadKeyLayout().thread("t").idx == "rc:cp:{t}:idx"

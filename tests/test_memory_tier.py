@@ -133,10 +133,10 @@ def test_the_tier_keeps_to_its_budget_but_never_drops_a_dirty_thread() -> None:
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
     from redis_checkpoint.checkpoint.core import SaverCore
-    from redis_checkpoint.checkpoint.memory import MemoryTier
+    from redis_checkpoint.checkpoint.memory import ThreadMemoryTier
 
     evicted: list[str] = []
-    tier = MemoryTier(max_bytes=20_000, on_evict=evicted.append)
+    tier = ThreadMemoryTier(max_bytes=20_000, on_evict=evicted.append)
     core = SaverCore(JsonPlusSerializer())
     # while Redis is healthy: mirrored threads are dropped least recently used first
     for i in range(40):

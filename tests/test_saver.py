@@ -29,8 +29,8 @@ from redis_checkpoint import (
     RedisUnavailableError,
 )
 from redis_checkpoint.checkpoint import codec
-from redis_checkpoint.checkpoint.memory import MemoryTier
-from redis_checkpoint.checkpoint.saver import reopen_after
+from redis_checkpoint.checkpoint.memory import ThreadMemoryTier
+from redis_checkpoint.checkpoint.wire import reopen_after
 from redis_checkpoint.testing import RedisServer
 
 ODD_THREAD_IDS = ["a:b", "{x}", "}{", "a{b}c:d", "ünïcödé ✓", "", "nul\x00byte", "\x01\x02"]
@@ -546,7 +546,7 @@ def test_data_in_earlier_formats_reads_and_takes_new_writes(saver: RedisSaver) -
     assert [t.checkpoint["id"] for t in saver.list(config("legacy"))] == [cid]
 
     # The memory tier's twin of the script turns the same old map into the same bytes.
-    tier = MemoryTier()
+    tier = ThreadMemoryTier()
     tier._thread("legacy", (keys.idx, keys.data), create=True).hset(  # type: ignore[union-attr]
         b"w\x00\x00" + cid.encode(), legacy_writes
     )
@@ -897,7 +897,7 @@ async def test_the_async_saver_reopens_a_dropped_connection_without_falling_back
 
 def test_deleting_a_thread_forgets_all_this_process_remembered_of_it(saver: RedisSaver) -> None:
     _converse(saver, "forget", 2)
-    caches = [v for v in vars(saver.core).values() if isinstance(v, OrderedDict)]
+    caches = [v for v in vars(saver.core.known).values() if isinstance(v, OrderedDict)]
 
     def entries() -> list[Any]:
         return [k for c in caches for k in c if (k[0] if isinstance(k, tuple) else k) == "forget"]

@@ -1,7 +1,7 @@
 """The LangGraph checkpoint saver on plain Redis."""
 
 from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
-from redis_checkpoint.checkpoint.core import MissingThreadIdError
 from redis_checkpoint.checkpoint.saver import RedisSaver
+from redis_checkpoint.errors import MissingThreadIdError
 
 __all__ = ["AsyncRedisSaver", "MissingThreadIdError", "RedisSaver"]

@@ -1,20 +1,16 @@
-"""AsyncRedisSaver: the asyncio driver of the saver core (redis.asyncio)."""
+"""AsyncRedisSaver: the asyncio driver of the saver core (redis.asyncio).
+
+The same path as :class:`RedisSaver`'s: each public method hands the core's plan to the router
+and carries out the steps it yields with :func:`~redis_checkpoint.steps.adrive` (``alist`` with
+:func:`~redis_checkpoint.steps.aiterate`); a shard's queue is sent by one task at a time on the
+shard's held connection (``wire.py``). The in-memory tier is the router's business only.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import math
-import sys
-from collections.abc import (
-    AsyncIterator,
-    Callable,
-    Coroutine,
-    Generator,
-    Iterator,
-    Mapping,
-    Sequence,
-)
+import functools
+from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
@@ -30,46 +26,27 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
 )
-from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check_client
-from redis_checkpoint.checkpoint.core import IterOp, Op
+from redis_checkpoint.checkpoint.core import Op
 from redis_checkpoint.checkpoint.routing import Shard, Step
-from redis_checkpoint.checkpoint.saver import LOAD_SCRIPTS, as_reply, reopen_after, words
-from redis_checkpoint.checkpoint.scripts import SCRIPTS
-from redis_checkpoint.client import _describe as describe_client
-from redis_checkpoint.client import (
-    acheck_connection,
-    create_async_client,
-    is_cluster,
-)
-from redis_checkpoint.errors import RedisUnavailableError
+from redis_checkpoint.checkpoint.wire import AsyncLink, Request
+from redis_checkpoint.client import acheck_connection, create_async_client, describe_client
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import (
     AwaitWriteBack,
     Call,
-    Command,
     Dispatch,
     Emit,
+    Invoke,
     Refresh,
+    Sleep,
     adrive,
-    resume,
+    aiterate,
 )
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-# redis.asyncio packs commands in Python even when hiredis is installed; hiredis packs in C.
-hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
-try:
-    from hiredis import pack_command as hiredis_pack
-except ImportError:  # hiredis is an optional extra
-    hiredis_pack = None
-
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as batch_timeout
-else:  # redis-py depends on async-timeout there
-    from async_timeout import timeout as batch_timeout
 
 T = TypeVar("T")
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
@@ -82,6 +59,8 @@ class AsyncRedisSaver(RedisSaverBase):
     from another thread than the event loop's (as LangGraph does for sync graph calls).
     """
 
+    client: AsyncClient
+
     def __init__(
         self,
         client: AsyncClient,
@@ -91,12 +70,10 @@ class AsyncRedisSaver(RedisSaverBase):
         **options: Unpack[SaverOptions],
     ) -> None:
         check_client(client, get_args(AsyncClient), "AsyncRedisSaver")
+        self.client = client  # before the base's wiring: a cluster's router locates keys on it
         super().__init__(url=url or describe_client(client), settings=settings, **options)
-        self.client = client
         # As in RedisSaver: one queue and one held connection per shard.
         self._queues: dict[str, _AsyncQueue] = {}
-        if is_cluster(client):
-            self._router.locate = self._locate
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -131,23 +108,13 @@ class AsyncRedisSaver(RedisSaverBase):
         """Load the scripts and warn about an evicting maxmemory-policy; write back what an
         adopted journal owes. Safe to call again."""
         self.loop = asyncio.get_running_loop()
-        try:
-            for script in SCRIPTS.values():
-                await self.client.script_load(script.source)
-            # CONFIG may be disabled (managed Redis): nothing to check then.
-            with contextlib.suppress(ResponseError):
-                self._check_policy(await self.client.config_get("maxmemory-policy"))
-        except Exception as exc:
-            self._unreachable_at_setup(exc)
-            return
-        if self.memory is not None and self.memory.owes:
-            await self._arun_plan(self._router.write_back(limit=None))
+        await adrive(self._setup_plan(), self._step)
 
     async def aclose(self) -> None:
         """Write back what the in-memory tier still owes Redis (trying for up to
         ``close_timeout`` seconds), log at ERROR what it could not, and drop the held
         connections. The client itself is the caller's (``from_conn_string`` closes its own)."""
-        report = await self._arun_plan(self._router.close(self.close_timeout))
+        report = await adrive(self._router.close(self.close_timeout), self._step)
         self._closed(report)
         queues, self._queues = list(self._queues.values()), {}
         for queue in queues:
@@ -169,25 +136,7 @@ class AsyncRedisSaver(RedisSaverBase):
 
     # -- the driver: send what the router asks for ---------------------------------------------
 
-    async def _next(self, gen: Generator[Step | Emit, Any, T]) -> tuple[bool, Any]:
-        """Serve the router until it emits results (False, Emit) or ends (True, its value).
-
-        StopIteration cannot cross an ``await`` (it would become a RuntimeError), hence the flag.
-        """
-        reply: Any = None
-        error: Exception | None = None
-        while True:
-            done, item = resume(gen, reply, error)
-            if done:
-                return True, item
-            if isinstance(item, Emit):
-                return False, item
-            try:
-                reply, error = await self._step(item), None
-            except Exception as exc:
-                reply, error = None, exc
-
-    async def _step(self, step: Step) -> Any:
+    async def _step(self, step: Step | Invoke | Emit) -> Any:
         if isinstance(step, Dispatch):
             return await self._send_all(step.items)
         if isinstance(step, Refresh):
@@ -197,33 +146,22 @@ class AsyncRedisSaver(RedisSaverBase):
             answered: asyncio.Future[None] = loop.create_future()
 
             def wake() -> None:  # from whichever thread answered the write-back
-                loop.call_soon_threadsafe(_resolve, answered)
+                loop.call_soon_threadsafe(_settle_if_pending, answered)
 
-            if self.memory is None or not self.memory.when_written_back(step.thread_id, wake):
+            if not self._router.when_written_back(step.thread_id, wake):
                 return False
             await answered
             return True
-        else:
+        elif isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
+        elif isinstance(step, Invoke):  # asetup's calls on the client
+            return await step.on(self.client)
+        else:  # an Emit: only alist() hands out results as they come (see aiterate)
+            raise RuntimeError(f"unexpected step {step!r}")
         return None
 
     async def _arun(self, name: str, op: Op[T]) -> T:
-        return await self._arun_plan(self._router.run(name, op))
-
-    async def _arun_plan(self, plan: Generator[Step | Emit, Any, T]) -> T:
-        done, value = await self._next(plan)
-        if not done:
-            raise RuntimeError("the plan emitted results")
-        return value  # type: ignore[no-any-return]
-
-    async def _aiterate(self, name: str, op: IterOp) -> AsyncIterator[CheckpointTuple]:
-        gen = self._router.run(name, op)
-        while True:
-            done, emitted = await self._next(gen)
-            if done:
-                return
-            for tup in emitted.items:
-                yield tup
+        return await adrive(self._router.run(name, op), self._step)
 
     async def _send_all(self, items: Sequence[tuple[Call, Shard]]) -> list[list[Any] | Exception]:
         """Send Calls, each on its shard's queue. Calls made while a shard's round trip is in
@@ -264,29 +202,18 @@ class AsyncRedisSaver(RedisSaverBase):
                 if not future.done():  # else its caller was cancelled
                     future.set_result(result)
 
-    async def _round_trip(self, queue: _AsyncQueue, request: list[Command] | None) -> list[Any]:
+    async def _round_trip(self, queue: _AsyncQueue, request: Request) -> list[Any]:
         """One step of Router.batch on the shard's held connection: send the commands, or
-        (None) load the scripts first."""
+        load the scripts (LoadScripts, after a NOSCRIPT)."""
         if queue.link is None:
-            queue.link = _AsyncLink(self._shard_client(queue))
-        # See RedisSaver._round_trip.
-        may_reopen = self.memory is None or not self.memory.holds_unconfirmed(queue.shard.name)
-        commands = request if request is not None else LOAD_SCRIPTS
-        return await queue.link.exchange(commands, may_reopen)
-
-    def _locate(self, key: str) -> str:
-        cluster: redis.asyncio.cluster.RedisCluster = self.client  # type: ignore[assignment]
-        node = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
-        return str(node.name)
+            may_reopen = functools.partial(self._router.may_reopen, queue.shard)
+            queue.link = AsyncLink(self._shard_client(queue), may_reopen)
+        return await queue.link.exchange(request)
 
     def _shard_client(self, queue: _AsyncQueue) -> redis.asyncio.Redis:
         if not isinstance(self.client, redis.asyncio.cluster.RedisCluster):
             return self.client
-        node = self.client.get_node(node_name=queue.shard.name)
-        if node is None:
-            raise RedisUnavailableError(
-                f"Redis Cluster at {self.url} has no node {queue.shard.name} now"
-            )
+        node = self._cluster_node(queue.shard.name)
         # A plain client of the node, for the held connection (the cluster client's own
         # connections are checked out per command).
         pool = redis.asyncio.ConnectionPool(
@@ -324,7 +251,7 @@ class AsyncRedisSaver(RedisSaverBase):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         op = self.core.list_checkpoints(config, filter=filter, before=before, limit=limit)
-        async for tup in self._aiterate("list", op):
+        async for tup in aiterate(self._router.run("list", op), self._step):
             yield tup
 
     async def aput(
@@ -365,7 +292,7 @@ class AsyncRedisSaver(RedisSaverBase):
     async def aping(self) -> bool:
         """Health check through this saver's connections: an answer closes a breaker and
         writes back what the memory tier took during an outage."""
-        return bool(await self._arun_plan(self._router.probe()))
+        return bool(await adrive(self._router.probe(), self._step))
 
     async def alist_threads(self) -> Sequence[str]:
         """Every thread id the saver holds in Redis (sorted; needs Redis)."""
@@ -446,7 +373,7 @@ class _AsyncQueue:
         self.shard = shard
         self.waiting: list[tuple[Call, asyncio.Future[list[Any] | Exception]]] = []
         self.sender: asyncio.Future[None] | None = None
-        self.link: _AsyncLink | None = None
+        self.link: AsyncLink | None = None
         self.own_pool: redis.asyncio.ConnectionPool | None = None
 
     async def close(self) -> None:
@@ -456,57 +383,6 @@ class _AsyncQueue:
             await self.own_pool.disconnect()
 
 
-class _AsyncLink:
-    """One connection of the client's pool, held by a shard's sender (see saver._Link).
-
-    Its replies are read under one timeout for the whole batch: redis-py's per-reply timeout
-    schedules and cancels a timer for every reply, which cost more than parsing it.
-    """
-
-    def __init__(self, client: redis.asyncio.Redis) -> None:
-        self.client = client
-        self.pool: Any = client.connection_pool
-        self.connection: Any = None
-
-    async def exchange(self, request: Sequence[Command], may_reopen: bool = True) -> list[Any]:
-        commands = [words(command) for command in request]
-        for attempt in (0, 1):
-            reused = self.connection is not None
-            if not reused:
-                self.connection = await self.pool.get_connection()
-            connection = self.connection
-            try:
-                packed = (
-                    [hiredis_pack(command) for command in commands]
-                    if hiredis_pack is not None
-                    else connection.pack_commands(commands)
-                )
-                await connection.send_packed_command(packed)
-                async with batch_timeout(connection.socket_timeout):
-                    return [await self._reply(connection, command) for command in request]
-            except BaseException as exc:
-                await self._drop()
-                if not (may_reopen and reopen_after(exc, attempt, reused)):
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _reply(self, connection: Any, command: Command) -> Any:
-        try:
-            response = await connection.read_response(timeout=math.inf)
-        except ResponseError as exc:
-            response = exc
-        return as_reply(self.client, command, response)
-
-    async def _drop(self) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            await connection.disconnect()
-            await self.pool.release(connection)
-
-    async def close(self) -> None:
-        await self._drop()
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
+def _settle_if_pending(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)

@@ -1,26 +1,32 @@
-"""What the sync and async savers share besides the core: options, versions, setup checks."""
+"""What the sync and async savers share besides the core: options, the wiring of core, memory
+tier, journal, breaker and router, versions, setup checks and the cluster lookups."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import warnings
+from collections.abc import Generator
 from typing import Any, TypedDict
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from redis.exceptions import ResponseError
 
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.checkpoint.core import SaverCore
 from redis_checkpoint.checkpoint.journal import Journal
-from redis_checkpoint.checkpoint.keys import KeyLayout
-from redis_checkpoint.checkpoint.memory import MemoryTier
-from redis_checkpoint.checkpoint.routing import Router, WriteBackReport
-from redis_checkpoint.client import is_unavailable_error
-from redis_checkpoint.errors import ConfigurationError
+from redis_checkpoint.checkpoint.keys import ThreadKeyLayout
+from redis_checkpoint.checkpoint.memory import ThreadMemoryTier
+from redis_checkpoint.checkpoint.routing import Router, Step, WriteBackReport
+from redis_checkpoint.checkpoint.scripts import SCRIPTS
+from redis_checkpoint.client import is_cluster, reply_text
+from redis_checkpoint.errors import ConfigurationError, RedisUnavailableError
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings, redact_url
+from redis_checkpoint.steps import Invoke
 
 log = logging.getLogger("redis_checkpoint.checkpoint")
 
@@ -119,7 +125,7 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         self.ttl = ttl or None
         self.core = SaverCore(
             self.serde,
-            KeyLayout(key_prefix or self.settings.key_prefix),
+            ThreadKeyLayout(key_prefix or self.settings.key_prefix),
             ttl_ms=int((ttl or 0) * 1000),
             refresh_on_read=refresh_on_read,
         )
@@ -129,7 +135,9 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
             else None
         )
         self.memory = (
-            MemoryTier(fallback_max_bytes, on_evict=self.core.forget_thread, journal=self.journal)
+            ThreadMemoryTier(
+                fallback_max_bytes, on_evict=self.core.known.forget_thread, journal=self.journal
+            )
             if fallback
             else None
         )
@@ -146,6 +154,7 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
             self.memory,
             self.metrics,
             self.url,
+            locate=self._node_of if is_cluster(self.client) else None,
             wait_replicas=wait_replicas,
             wait_timeout=wait_timeout,
         )
@@ -190,16 +199,37 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
 
     # -- helpers of the drivers ----------------------------------------------------------------
 
-    def _unreachable_at_setup(self, exc: Exception) -> None:
-        """Setup failed: start on the in-memory tier if Redis is away, else raise (a refused
-        password or ACL as RedisAuthError)."""
-        if is_unavailable_error(exc) and self.memory is not None:
-            self._router.failed(self._router.default, exc)
+    def _setup_plan(self) -> Generator[Invoke | Step, Any, None]:
+        """``setup()`` for either driver: load the scripts and warn about an evicting
+        maxmemory-policy (Invoke steps on its client), then write back what an adopted journal
+        owes. Redis away: the saver starts on its in-memory tier (the router decides)."""
+        try:
+            for script in SCRIPTS.values():
+                yield Invoke("script_load", (script.source,))
+            # CONFIG may be disabled (managed Redis): nothing to check then.
+            with contextlib.suppress(ResponseError):
+                self._check_policy((yield Invoke("config_get", ("maxmemory-policy",))))
+        except Exception as exc:
+            self._router.setup_failed(exc)
             return
-        denied = self._router.refusal(exc)
-        if denied is exc:
-            raise exc
-        raise denied from exc
+        if self._router.owes:
+            yield from self._router.write_back(limit=None)
+
+    #: The driver's client (redis-py's sync one, or redis.asyncio's), set before this class's
+    #: ``__init__`` runs: on a cluster the router is built with its slot map (``_node_of``).
+    client: Any
+
+    def _node_of(self, key: str) -> str:
+        """The name of the cluster node serving ``key``'s slot (the router's ``locate``)."""
+        cluster = self.client
+        return str(cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key)).name)
+
+    def _cluster_node(self, name: str) -> Any:
+        """The cluster client's node of that name (a shard's primary)."""
+        node = self.client.get_node(node_name=name)
+        if node is None:
+            raise RedisUnavailableError(f"Redis Cluster at {self.url} has no node {name} now")
+        return node
 
     def _closed(self, report: WriteBackReport) -> None:
         """Say what closing left behind; keep the journal only while it holds something owed."""
@@ -236,12 +266,16 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
     def _check_policy(self, reply: Any) -> None:
         """Warn when Redis may evict keys: an evicted key is a silently lost conversation."""
         if isinstance(reply, dict):
-            policies = {_text(v) for k, v in reply.items() if _text(k) == "maxmemory-policy"}
+            policies = {
+                reply_text(v) for k, v in reply.items() if reply_text(k) == "maxmemory-policy"
+            }
             # A cluster client answers per node: {node: {name: value}}.
             for value in reply.values():
                 if isinstance(value, dict):
                     policies |= {
-                        _text(v) for k, v in value.items() if _text(k) == "maxmemory-policy"
+                        reply_text(v)
+                        for k, v in value.items()
+                        if reply_text(k) == "maxmemory-policy"
                     }
         else:
             policies = set()
@@ -253,8 +287,6 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
                 "(or a 'volatile-*' policy with ttl=None) for a checkpoint store."
             )
             log.warning(message)
-            warnings.warn(message, RuntimeWarning, stacklevel=3)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+            # Points at the caller of setup(): above this are _setup_plan, the plan loop's
+            # resume and drive (or adrive), and setup (or asetup).
+            warnings.warn(message, RuntimeWarning, stacklevel=6)

@@ -70,7 +70,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from redis_checkpoint.checkpoint.keys import SEP, escape, unescape
+from redis_checkpoint.checkpoint.keys import SEP, escape_part, unescape_part
 from redis_checkpoint.errors import CorruptEntryError
 
 RECORD_FORMAT = 4
@@ -223,7 +223,7 @@ def encode_record(
         md_head = _typed_head(md_encoding, metadata[0])
     fields = [
         RECORD_FORMAT,
-        escape(parent_id) if parent_id is not None else None,
+        escape_part(parent_id) if parent_id is not None else None,
         encoding,
         payload,
         md_head,
@@ -293,7 +293,7 @@ class Record:
             fields = unpack(raw)
             if not isinstance(fields, list) or fields[0] not in RECORD_FORMATS:
                 raise ValueError("unknown record format")
-            self.parent_id: str | None = unescape(fields[1]) if fields[1] is not None else None
+            self.parent_id: str | None = unescape_part(fields[1]) if fields[1] is not None else None
             if fields[4] == FILTERS_ARE_METADATA:
                 self.metadata = None
                 self.metadata_value = {text(k): json.loads(v) for k, v in fields[7].items()}
@@ -733,7 +733,7 @@ def _read_legacy_writes(
         channel, kind, payload, task_path, encoding = unpack(value)
         # Earlier versions wrote a bool: False = RAW, True = ZLIB.
         payload = unsqueeze(int(encoding), payload)
-        found[(unescape(task_id), int(idx))] = (
+        found[(unescape_part(task_id), int(idx))] = (
             text(task_path),
             text(channel),
             (text(kind), bytes(payload)),

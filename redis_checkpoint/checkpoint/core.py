@@ -1,20 +1,20 @@
 """The saver's one core: every operation as a plan of round trips, with no I/O of its own.
 
 An operation is a generator. It yields a :class:`Call` - the commands of one round trip - and
-receives the list of their replies; its return value is the operation's result. The sync saver
-(``saver.py``) and the async saver (``aio.py``) only send each Call (to Redis, or to the in-memory
-tier while Redis is away) and feed the replies back, so both share every line of logic here.
+receives the list of their replies; its return value is the operation's result. The router
+(``routing.py``) sends each Call to Redis, or to the in-memory tier while its shard is away; the
+sync and async drivers (``saver.py``, ``aio.py``) only carry out the router's steps, so both faces
+share every line of logic here. What this process knows Redis already holds (so that a write
+sends less and a read fetches less) is :class:`~redis_checkpoint.checkpoint.known.KnownState`'s.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -33,17 +33,18 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from redis_checkpoint.checkpoint import codec
 from redis_checkpoint.checkpoint.keys import (
     SEP,
-    KeyLayout,
+    ThreadKeyLayout,
     ThreadKeys,
     blob_field,
     checkpoint_member,
-    escape,
-    unescape,
+    escape_part,
+    unescape_part,
     version_from_token,
     version_token,
     writes_field,
 )
-from redis_checkpoint.errors import CorruptEntryError
+from redis_checkpoint.checkpoint.known import KnownState, StoredList
+from redis_checkpoint.errors import CorruptEntryError, MissingThreadIdError
 from redis_checkpoint.steps import Call, Command, Emit, Kind
 
 # Stored in the member and in the record's channel/version pairs, not in the serialized checkpoint.
@@ -53,19 +54,6 @@ T = TypeVar("T")
 
 Op = Generator[Call, list[Any], T]
 IterOp = Generator["Call | Emit", Any, None]
-
-
-class MissingThreadIdError(KeyError):
-    """The config has no ``configurable.thread_id`` (a KeyError, as InMemorySaver raises)."""
-
-    def __init__(self) -> None:
-        super().__init__("thread_id")
-
-    def __str__(self) -> str:
-        return (
-            "'thread_id': the checkpointer needs config['configurable']['thread_id'], "
-            "e.g. graph.invoke(inputs, {'configurable': {'thread_id': '1'}})"
-        )
 
 
 def thread_id_of(config: RunnableConfig) -> str:
@@ -79,80 +67,19 @@ def thread_id_of(config: RunnableConfig) -> str:
 
 
 @dataclass
-class _StoredList:
-    field: bytes
-    items: list[bytes]
-
-
-class _SentList(NamedTuple):
-    """A list blob with items a put stored because the writes adding them were not known yet."""
-
-    channel: str
-    field: bytes
-    digest: bytes  # of the blob as stored: a later rewrite replaces exactly that
-    base: bytes
-    start: int
-    items: list[bytes]  # the new items
-
-
-class _SentWrite(NamedTuple):
-    """A write this process sent, as a list blob of the next checkpoint may refer to it."""
-
-    sort_key: tuple[str, str, int]
-    frame: bytes
-    position: int  # in the frame
-    channel: str
-    payload: bytes  # its msgpack value
-
-    def adds(self, new: list[bytes]) -> bool:
-        """Whether the items a reader takes from this write (codec.write_items) are ``new``,
-        compared as bytes: the write is the list of them, or the one item and not a list."""
-        if self.payload == codec.msgpack_list(new):
-            return True
-        return len(new) == 1 and self.payload == new[0] and not codec.is_array(self.payload)
-
-    def ref(self) -> tuple[bytes, int]:
-        return codec.short_digest(self.frame), self.position
-
-
-@dataclass
 class SaverCore:
     """Key layout, encodings and the plan of each operation."""
 
     serde: SerializerProtocol
-    layout: KeyLayout = field(default_factory=KeyLayout)
+    layout: ThreadKeyLayout = field(default_factory=ThreadKeyLayout)
     ttl_ms: int = 0
     refresh_on_read: bool = False
     list_cache_size: int = 4096
-    # The last list version this process wrote or read, per (thread, namespace) and channel: the
-    # next version stores only its new items, and reads fetch only what is newer.
-    _lists: OrderedDict[tuple[str, bytes], dict[str, _StoredList]] = field(
-        default_factory=OrderedDict
-    )
-    # The list-channel writes this process sent per checkpoint (thread, namespace, id): the next
-    # checkpoint's list blob refers to them instead of storing the same items again.
-    _sent_writes: OrderedDict[tuple[str, bytes, bytes], list[_SentWrite]] = field(
-        default_factory=OrderedDict
-    )
-    # The (version token, inline bytes) of each channel in the last checkpoint this process
-    # stored per (thread, namespace); inline b"" for a blob.
-    _inline: OrderedDict[tuple[str, bytes], dict[bytes, tuple[bytes, bytes]]] = field(
-        default_factory=OrderedDict
-    )
-    # The list blobs with items that puts stored per parent checkpoint (thread, namespace, id):
-    # when the parent's writes arrive later, they turn such a blob into a reference.
-    _sent_lists: OrderedDict[tuple[str, bytes, bytes], list[_SentList]] = field(
-        default_factory=OrderedDict
-    )
-    # The last record this process stored per (thread, namespace): (its member, Keyframe(its own
-    # depth, its keyframe's member and payload)), what its child may be compressed against.
-    _last_record: OrderedDict[tuple[str, bytes], tuple[bytes, codec.Keyframe]] = field(
-        default_factory=OrderedDict
-    )
-    # Registry expiry (ms) this process last wrote per thread; see _register().
-    _registered: OrderedDict[str, float] = field(default_factory=OrderedDict)
-    # Both caches are shared by every thread using one saver.
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: What this process knows Redis holds (``known.py``): lets writes send less, reads fetch less.
+    known: KnownState = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.known = KnownState(self.ttl_ms, self.list_cache_size)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -165,138 +92,19 @@ class SaverCore:
     def _register(self, thread_id: str, force: bool = False) -> list[Command]:
         """A registry update for list(None), when this process has not made one lately.
 
-        The registry scores each thread by when its keys expire; ``ZADD GT`` only raises a
-        score, so a thread pinned elsewhere (score +inf) stays visible. A write that finds its
-        thread gone (deleted or expired, perhaps by another process) registers it again: see
-        ``_reregister``.
+        The registry scores each thread by when its keys expire (see
+        :meth:`KnownState.registration`). A write that finds its thread gone registers it
+        again: see ``_reregister``.
         """
-        now = time.time() * 1000
-        with self._lock:
-            known = None if force else self._registered.get(thread_id)
-            if self.ttl_ms <= 0:
-                if known is not None:
-                    return []
-                score: float = float("inf")
-            else:
-                if known is not None and known >= now + self.ttl_ms:
-                    return []
-                score = now + self.ttl_ms * 1.25
-            self._registered[thread_id] = score
-            self._registered.move_to_end(thread_id)
-            while len(self._registered) > self.list_cache_size:
-                self._registered.popitem(last=False)
+        score = self.known.registration(thread_id, force)
+        if score is None:
+            return []
         return [Command("ZADD", (self.layout.registry,), ("GT", _score(score), thread_id), False)]
 
     def _reregister(self, thread_id: str, created: int, sent: list[Command]) -> Op[None]:
         """The thread was (re)created by this write but the registry update was skipped."""
         if created and len(sent) == 1:
             yield Call(self._register(thread_id, force=True), "write", thread_id)
-
-    def forget_registration(self, thread_id: str) -> None:
-        """The registry update was lost: the thread's next write sends it again."""
-        with self._lock:
-            self._registered.pop(thread_id, None)
-
-    def forget_thread(self, thread_id: str) -> None:
-        with self._lock:
-            self._registered.pop(thread_id, None)
-            caches: tuple[OrderedDict[Any, Any], ...] = (
-                self._lists,
-                self._sent_writes,
-                self._sent_lists,
-                self._inline,
-                self._last_record,
-            )
-            for cache in caches:
-                for key in [k for k in cache if k[0] == thread_id]:
-                    del cache[key]
-
-    def _remember_lists(self, thread_id: str, ns: bytes, lists: dict[str, _StoredList]) -> None:
-        if not lists:
-            return
-        with self._lock:
-            merged = {**self._lists.get((thread_id, ns), {}), **lists}
-            _bounded_put(self._lists, (thread_id, ns), merged, self.list_cache_size)
-
-    # A list's new items are usually what the parent checkpoint's tasks wrote. Whichever of the
-    # put and the put_writes comes second stores only a reference to them (LangGraph may call
-    # them in either order); each side decides and records under the lock, so one of them sees
-    # the other.
-
-    def _list_blob(
-        self,
-        parent: tuple[str, bytes, bytes] | None,
-        channel: str,
-        name: bytes,
-        base: bytes,
-        start: int,
-        new: list[bytes],
-    ) -> tuple[bytes, bytes]:
-        """(blob, alternative) for a list: a reference to the parent's writes of ``new`` when
-        this process sent them, with the items as the alternative the script stores if those
-        writes are not in Redis yet; else the items, remembered for the writes to refer to."""
-        if parent is None or not new:
-            return codec.encode_list(base or None, start, new), b""
-        # Deciding and remembering happen under one lock hold: a put_writes of the parent sees
-        # either this list (and turns it into a reference) or is seen here.
-        with self._lock:
-            sent = [w for w in self._sent_writes.get(parent, ()) if w.channel == channel]
-            refs = next(([w.ref()] for w in sent if w.adds(new)), None)
-            if refs is None and 1 < len(sent) < 256:
-                # Parallel tasks: each task's items, in the order LangGraph applies them.
-                sent.sort(key=lambda w: w.sort_key)
-                parts = [codec.write_items((codec.MSGPACK, w.payload)) or [] for w in sent]
-                if [item for part in parts for item in part] == new:
-                    refs = [w.ref() for w in sent]
-            if refs is None:
-                items_blob = codec.encode_list(base or None, start, new)
-                stored = _SentList(channel, name, codec.short_digest(items_blob), base, start, new)
-                merged = [*self._sent_lists.get(parent, ()), stored]
-                _bounded_put(self._sent_lists, parent, merged, _RECENT_CHECKPOINTS)
-                return items_blob, b""
-        # The items go along uncompressed: the script stores them only if the writes are not
-        # in Redis yet.
-        field_name = writes_field(parent[1], parent[2])
-        reference = codec.encode_list_ref(base or None, start, field_name, refs)
-        return reference, codec.encode_list(base or None, start, new, compress=False)
-
-    def _note_writes(
-        self,
-        key: tuple[str, bytes, bytes],
-        task_id: str,
-        task_path: str,
-        frame: bytes,
-        writes: list[tuple[int, str, tuple[str, bytes]]],
-    ) -> list[bytes]:
-        """Remember the list writes of a frame; returns (blob field, digest, R blob) for each
-        list a put already stored with these items: the script swaps in the reference if the
-        blob is still what was stored."""
-        sent = [
-            _SentWrite((task_path, task_id, idx), frame, i, channel, typed[1])
-            for i, (idx, channel, typed) in enumerate(writes)
-            if typed[0] == codec.MSGPACK
-        ]
-        if not sent:
-            return []
-        out: list[bytes] = []
-        with self._lock:
-            merged = [*self._sent_writes.get(key, ()), *sent]
-            _bounded_put(self._sent_writes, key, merged, _RECENT_CHECKPOINTS)
-            for entry in self._sent_lists.get(key, ()):
-                write = next(
-                    (w for w in sent if w.channel == entry.channel and w.adds(entry.items)), None
-                )
-                if write is not None:
-                    field_name = writes_field(key[1], key[2])
-                    ref = [write.ref()]
-                    blob = codec.encode_list_ref(entry.base or None, entry.start, field_name, ref)
-                    out += [entry.field, entry.digest, blob]
-        return out
-
-    def _known_lists(self, thread_id: str, ns: bytes) -> dict[bytes, list[bytes]]:
-        with self._lock:
-            known = self._lists.get((thread_id, ns))
-            return {stored.field: stored.items for stored in known.values()} if known else {}
 
     def _where(self, keys: ThreadKeys, member: bytes) -> str:
         return f"{keys.data} field {member!r}"
@@ -319,11 +127,11 @@ class SaverCore:
         loads = self.serde.loads_typed
         values: dict[str, Any] = {}
         for channel_e, _, inline in record.versions:
-            channel = unescape(channel_e)
+            channel = unescape_part(channel_e)
             if inline and inline != codec.EMPTY_BLOB and (only is None or channel in only):
                 values[channel] = codec.Blobs({b"": inline}, blobs.where).value(b"", loads)
         for channel_e, blob in record.blob_fields(ns):
-            channel = unescape(channel_e)
+            channel = unescape_part(channel_e)
             if only is None or channel in only:
                 value = blobs.value(blob, loads)
                 if value is not codec.MISSING:
@@ -343,7 +151,7 @@ class SaverCore:
         where = self._where(keys, member)
         record = codec.Record(raw, where, keyframe)
         _, ns_e, cid_e = member.split(SEP)
-        ns, checkpoint_id = unescape(ns_e), unescape(cid_e)
+        ns, checkpoint_id = unescape_part(ns_e), unescape_part(cid_e)
         loads = self.serde.loads_typed
         try:
             stored = loads(record.checkpoint)
@@ -351,17 +159,19 @@ class SaverCore:
                 CheckpointMetadata,
                 record.metadata_value if record.metadata is None else loads(record.metadata),
             )
-            versions = {unescape(ch): version_from_token(tok) for ch, tok, _ in record.versions}
+            versions = {
+                unescape_part(ch): version_from_token(tok) for ch, tok, _ in record.versions
+            }
         except Exception as exc:
             raise CorruptEntryError(where, f"cannot deserialize ({exc})") from exc
         values = self._values(record, ns_e, blobs)
         if remember:
             lists = {
-                unescape(channel): _StoredList(blob, blobs.list_of(blob))
+                unescape_part(channel): StoredList(blob, blobs.list_of(blob))
                 for channel, blob in record.blob_fields(ns_e)
                 if blob in blobs.lists
             }
-            self._remember_lists(keys.thread_id, ns_e, lists)
+            self.known.remember_lists(keys.thread_id, ns_e, lists)
         checkpoint = cast(
             Checkpoint,
             {**stored, "id": checkpoint_id, "channel_versions": versions, "channel_values": values},
@@ -398,14 +208,14 @@ class SaverCore:
         ns = config["configurable"].get("checkpoint_ns", "") or ""
         checkpoint_id = get_checkpoint_id(config)
         refresh = self.refresh_on_read and self.ttl_ms > 0
-        ns_e = escape(ns)
-        known = self._known_lists(thread_id, ns_e)
+        ns_e = escape_part(ns)
+        known = self.known.known_lists(thread_id, ns_e)
         commands = [
             self._script(
                 "get",
                 keys,
                 ns_e,
-                escape(checkpoint_id) if checkpoint_id else b"",
+                escape_part(checkpoint_id) if checkpoint_id else b"",
                 b"1" if refresh else b"0",
                 self.ttl_ms,
                 *known,
@@ -435,14 +245,14 @@ class SaverCore:
         """Up to ``limit`` matching checkpoints of one thread, newest first, and a cursor."""
         keys = self.keys(thread_id)
         refresh = self.refresh_on_read and self.ttl_ms > 0
-        known = self._known_lists(thread_id, escape(ns)) if ns is not None else {}
+        known = self.known.known_lists(thread_id, escape_part(ns)) if ns is not None else {}
         command = self._script(
             "list",
             keys,
             b"1" if ns is not None else b"0",
-            escape(ns or ""),
-            escape(before) if before else b"",
-            escape(checkpoint_id) if checkpoint_id else b"",
+            escape_part(ns or ""),
+            escape_part(before) if before else b"",
+            escape_part(checkpoint_id) if checkpoint_id else b"",
             limit or 0,
             cursor or b"",
             b"1" if refresh else b"0",
@@ -522,10 +332,10 @@ class SaverCore:
         thread_id = thread_id_of(config)
         keys = self.keys(thread_id)
         ns = config["configurable"].get("checkpoint_ns", "") or ""
-        ns_e = escape(ns)
+        ns_e = escape_part(ns)
         checkpoint_id = checkpoint["id"]
         parent_id = config["configurable"].get("checkpoint_id")
-        member = checkpoint_member(ns_e, escape(checkpoint_id))
+        member = checkpoint_member(ns_e, escape_part(checkpoint_id))
         full_metadata = get_checkpoint_metadata(config, metadata)
         parent_record = self._parent_record(thread_id, ns_e, parent_id)
         record_against = functools.partial(
@@ -541,7 +351,7 @@ class SaverCore:
         keyframe = _child_keyframe(parent_record)
         record, payload, inline_now = record_against(keyframe)
         # Blobs last: a list refers to the parent's writes if they are known by now.
-        parent = (thread_id, ns_e, escape(parent_id)) if parent_id else None
+        parent = (thread_id, ns_e, escape_part(parent_id)) if parent_id else None
         blob_args, lists = self._blobs(
             thread_id, parent, ns_e, checkpoint["channel_values"], new_versions
         )
@@ -570,11 +380,9 @@ class SaverCore:
             if reply[0] == 0:
                 raise CorruptEntryError(keys.data, "list base vanished while writing")
             yield from self._reregister(thread_id, reply[2], commands)
-        self._remember_lists(thread_id, ns_e, lists)
+        self.known.remember_lists(thread_id, ns_e, lists)
         last = keyframe or codec.Keyframe(0, member, payload)
-        with self._lock:
-            _bounded_put(self._inline, (thread_id, ns_e), inline_now, self.list_cache_size)
-            _bounded_put(self._last_record, (thread_id, ns_e), (member, last), self.list_cache_size)
+        self.known.stored(thread_id, ns_e, inline_now, member, last)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -599,10 +407,9 @@ class SaverCore:
         since were serialized then."""
         values = checkpoint["channel_values"]
         versions: list[bytes] = []
-        with self._lock:
-            earlier = self._inline.get((thread_id, ns_e), {})
+        earlier = self.known.inline(thread_id, ns_e)
         for channel, version in checkpoint["channel_versions"].items():
-            channel_e, token = escape(channel), version_token(version)
+            channel_e, token = escape_part(channel), version_token(version)
             seen = earlier.get(channel_e)
             if (
                 parent_known
@@ -649,9 +456,8 @@ class SaverCore:
         payload), when it is the parent of the one being written."""
         if parent_id is None:
             return None
-        with self._lock:
-            last = self._last_record.get((thread_id, ns_e))
-        if last is None or last[0] != checkpoint_member(ns_e, escape(parent_id)):
+        last = self.known.last_record(thread_id, ns_e)
+        if last is None or last[0] != checkpoint_member(ns_e, escape_part(parent_id)):
             return None
         return last[1]
 
@@ -662,13 +468,12 @@ class SaverCore:
         ns_e: bytes,
         values: Mapping[str, Any],
         new_versions: ChannelVersions,
-    ) -> tuple[list[bytes], dict[str, _StoredList]]:
+    ) -> tuple[list[bytes], dict[str, StoredList]]:
         """The put script's (field, blob, base, alternative) quads for the changed channels that
         are not inline, and the lists among them by channel."""
         args: list[bytes] = []
-        lists: dict[str, _StoredList] = {}
-        with self._lock:
-            remembered = dict(self._lists.get((thread_id, ns_e), {}))
+        lists: dict[str, StoredList] = {}
+        remembered = self.known.lists(thread_id, ns_e)
         for channel, version in new_versions.items():
             if channel not in values or codec.is_small(values[channel]):
                 continue  # inline in the record
@@ -684,9 +489,11 @@ class SaverCore:
             start, base = 0, b""
             if known and known.items == items[: len(known.items)]:
                 start, base = len(known.items), known.field
-            blob, alternative = self._list_blob(parent, channel, name, base, start, items[start:])
+            blob, alternative = self.known.list_blob(
+                parent, channel, name, base, start, items[start:]
+            )
             args += [name, blob, base, alternative]
-            lists[channel] = _StoredList(name, items)
+            lists[channel] = StoredList(name, items)
         return args, lists
 
     def put_writes(
@@ -705,10 +512,10 @@ class SaverCore:
             for i, (channel, value) in enumerate(writes)
         ]
         frame = codec.encode_writes(task_id, task_path, typed_writes)
-        ns_e, cid_e = escape(ns), escape(checkpoint_id)
+        ns_e, cid_e = escape_part(ns), escape_part(checkpoint_id)
         field_name = writes_field(ns_e, cid_e)
         key = (thread_id, ns_e, cid_e)
-        rewrites = self._note_writes(key, task_id, task_path, frame, typed_writes)
+        rewrites = self.known.note_writes(key, task_id, task_path, frame, typed_writes)
         args = [field_name, self.ttl_ms, thread_id, frame if writes else b"", *rewrites]
         commands = [self._script("put_writes", keys, *args), *self._register(thread_id)]
         reply = (yield Call(commands, "write", thread_id))[0]
@@ -717,7 +524,7 @@ class SaverCore:
     def delete_thread(self, thread_id: str) -> Op[None]:
         thread_id = str(thread_id)
         keys = self.keys(thread_id)
-        self.forget_thread(thread_id)
+        self.known.forget_thread(thread_id)
         yield Call(
             [
                 Command("DEL", (keys.idx, keys.data), (), False),
@@ -747,7 +554,7 @@ class SaverCore:
                     yield from self.delete_thread(thread_id)
                 continue
             for thread_id in batch:
-                self.forget_thread(thread_id)
+                self.known.forget_thread(thread_id)
             replies = yield Call(
                 [self._script("prune", self.keys(t), "keep_latest") for t in batch], "admin"
             )
@@ -756,7 +563,7 @@ class SaverCore:
     def _unregister_emptied(self, threads: Sequence[str], left: Sequence[int]) -> Op[None]:
         gone = [t for t, n in zip(threads, left, strict=True) if n == 0]
         for thread_id in gone:
-            self.forget_thread(thread_id)
+            self.known.forget_thread(thread_id)
         if gone:
             yield Call([Command("ZREM", (self.layout.registry,), tuple(gone), False)], "admin")
 
@@ -771,7 +578,7 @@ class SaverCore:
         for name, value in zip(fields, values, strict=True):
             if value is not None:
                 pairs += [name, value]
-        self.forget_thread(target)
+        self.known.forget_thread(target)
         yield from self.restore(target, members, pairs, replace=False, kind="admin")
 
     def restore(
@@ -824,8 +631,7 @@ class SaverCore:
         left = None if reply < 0 else reply / 1000
         if mode != "get":
             score = float("inf") if left is None else time.time() * 1000 + reply
-            with self._lock:
-                self._registered[thread_id] = score
+            self.known.registered(thread_id, score)
             yield Call(
                 [Command("ZADD", (self.layout.registry,), (_score(score), thread_id), False)],
                 "write",
@@ -845,9 +651,9 @@ class SaverCore:
         command = self._script(
             "history",
             keys,
-            escape(ns),
-            escape(checkpoint_id) if checkpoint_id else b"",
-            *[escape(ch) for ch in channels],
+            escape_part(ns),
+            escape_part(checkpoint_id) if checkpoint_id else b"",
+            *[escape_part(ch) for ch in channels],
         )
         steps, flat, keyframes = (yield Call([command], "read", thread_id))[0]
         blobs = codec.Blobs(_pairs(flat), keys.data)
@@ -855,7 +661,7 @@ class SaverCore:
         collected: dict[str, list[PendingWrite]] = {ch: [] for ch in channels}
         seeds: dict[str, Any] = {}
         remaining = set(channels)
-        ns_e = escape(ns)
+        ns_e = escape_part(ns)
         for member, raw, writes_raw, keyframe in steps:
             record = codec.Record(raw, self._where(keys, member), frames.get(keyframe or b""))
             here = self._values(record, ns_e, blobs, remaining)
@@ -876,27 +682,12 @@ class SaverCore:
         return result
 
 
-K = TypeVar("K")
-V = TypeVar("V")
-# Writes and lists are matched to the next checkpoint's put, which follows within moments: the
-# last ~1000 checkpoints' worth (a few MB at most) covers hundreds of concurrent conversations.
-_RECENT_CHECKPOINTS = 1024
-
-
 def _child_keyframe(parent: codec.Keyframe | None) -> codec.Keyframe | None:
     """What the child of a record this process wrote is compressed against: that record's
     keyframe (or the record itself), while it is at most KEYFRAME_EVERY - 1 parents up."""
     if parent is None or parent.depth + 1 >= codec.KEYFRAME_EVERY:
         return None
     return codec.Keyframe(parent.depth + 1, parent.member, parent.payload)
-
-
-def _bounded_put(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
-    """Set ``key`` as the most recent entry, dropping the least recent past ``limit``."""
-    cache[key] = value
-    cache.move_to_end(key)
-    while len(cache) > limit:
-        cache.popitem(last=False)
 
 
 def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes | None]:

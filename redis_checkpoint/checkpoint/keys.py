@@ -22,7 +22,7 @@ SEP = b"\x00"
 
 
 @functools.lru_cache(maxsize=4096)
-def escape(part: str) -> bytes:
+def escape_part(part: str) -> bytes:
     """Encode a user string so that it contains no NUL and no bare 0x01 byte."""
     raw = part.encode("utf-8", "surrogatepass")
     if b"\x00" in raw or b"\x01" in raw:
@@ -30,7 +30,7 @@ def escape(part: str) -> bytes:
     return raw
 
 
-def unescape(raw: bytes) -> str:
+def unescape_part(raw: bytes) -> str:
     if b"\x01" in raw:
         raw = raw.replace(b"\x01\x01", b"\x00").replace(b"\x01\x02", b"\x01")
     return raw.decode("utf-8", "surrogatepass")
@@ -45,7 +45,7 @@ def version_token(version: str | int | float) -> bytes:
         return b"i%d" % int(version)
     if isinstance(version, float):
         return b"f" + repr(version).encode()
-    return b"s" + escape(str(version))
+    return b"s" + escape_part(str(version))
 
 
 def version_from_token(token: bytes) -> str | int | float:
@@ -55,7 +55,7 @@ def version_from_token(token: bytes) -> str | int | float:
     if kind == b"f":
         return float(rest)
     if kind == b"s":
-        return unescape(rest)
+        return unescape_part(rest)
     raise ValueError(f"unknown channel version {token!r}")
 
 
@@ -64,7 +64,7 @@ def checkpoint_member(ns: bytes, checkpoint_id: bytes) -> bytes:
 
 
 def blob_field(ns: bytes, channel: str, version: str | int | float) -> bytes:
-    return b"b" + SEP + ns + SEP + escape(channel) + SEP + version_token(version)
+    return b"b" + SEP + ns + SEP + escape_part(channel) + SEP + version_token(version)
 
 
 def writes_field(ns: bytes, checkpoint_id: bytes) -> bytes:
@@ -85,7 +85,7 @@ class ThreadKeys:
 
 
 @dataclass(frozen=True)
-class KeyLayout:
+class ThreadKeyLayout:
     """Names of every key the saver uses under one prefix."""
 
     prefix: str = "rc"

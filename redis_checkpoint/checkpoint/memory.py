@@ -4,9 +4,9 @@ While Redis is healthy the tier mirrors what this process writes and reads, thre
 (least recently used threads are dropped past a byte budget). While Redis is away, the same Calls
 run here instead, so a conversation goes on from where it was; threads changed meanwhile are
 *owed* to Redis and are never dropped until they are written back, one thread at a time
-(:meth:`MemoryTier.take` hands one out, :meth:`MemoryTier.written_back` reports the outcome).
-With a journal, every change an outage write makes is appended to it (fsynced) before the write
-returns, so a process killed meanwhile loses nothing: the next one adopts what it owed.
+(:meth:`ThreadMemoryTier.take` hands one out, :meth:`ThreadMemoryTier.written_back` reports the
+outcome). With a journal, every change an outage write makes is appended to it (fsynced) before
+the write returns, so a process killed meanwhile loses nothing: the next one adopts what it owed.
 """
 
 from __future__ import annotations
@@ -160,11 +160,11 @@ class _Owed:
         self.own.merge(later.own)
 
 
-#: :meth:`MemoryTier.take` of a thread another caller is writing back right now.
+#: :meth:`ThreadMemoryTier.take` of a thread another caller is writing back right now.
 BUSY = object()
 
 
-class MemoryTier:
+class ThreadMemoryTier:
     """Recent threads in process memory, executing the saver's Calls like Redis would."""
 
     def __init__(

@@ -1,12 +1,17 @@
 """Where each Call goes: Redis, or the in-memory tier while its shard is away (no I/O here).
 
-:meth:`Router.run` drives one operation of the core: it routes each of its Calls to the shard
-that holds its thread (the one server, or the cluster node of its hash slot), serves it from
-memory while that shard's breaker is open, writes a thread back before the first call that
-takes it to Redis again, and counts it all. It yields only requests to the driver (steps of
-``steps.py``): :class:`Dispatch` ("send these Calls, give me each one's replies or error"),
-:class:`Refresh` ("reread the cluster's slot map"), :class:`AwaitWriteBack` and :class:`Sleep` -
-so the sync and async savers are a short loop each.
+A call's path goes one way: the face (``saver.py``, ``aio.py``) hands the core's plan to
+:meth:`Router.run`; the router sends each Call through the driver to Redis, or runs it on the
+in-memory tier while its shard is away; the replies go back to the plan. The router alone decides
+about the tier: it routes each Call to the shard that holds its thread (the one server, or the
+cluster node of its hash slot, found by the ``locate`` it is built with), serves it from memory
+while that shard's breaker is open, writes a thread back before the first call that takes it to
+Redis again, and counts it all. It yields only requests to the driver (steps of ``steps.py``):
+:class:`Dispatch` ("send these Calls, give me each one's replies or error"), :class:`Refresh`
+("reread the cluster's slot map"), :class:`AwaitWriteBack` and :class:`Sleep`; and per batch on a
+shard's held connection (:meth:`Router.batch`), its commands, or :class:`LoadScripts` after a
+NOSCRIPT. What a driver must know of the tier it asks the router (:meth:`Router.when_written_back`,
+:meth:`Router.may_reopen`, :attr:`Router.owes`), so the sync and async savers are a short loop each.
 
 Write-backs go thread by thread: a thread is taken from the tier (nobody else may write it back
 or send it to Redis meanwhile; a call for it goes to memory), written, and released. Other
@@ -27,11 +32,21 @@ from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.checkpoint.core import SaverCore
 from redis_checkpoint.checkpoint.journal import Delta
-from redis_checkpoint.checkpoint.memory import BUSY, MemoryTier
+from redis_checkpoint.checkpoint.memory import BUSY, ThreadMemoryTier
+from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import access_error, is_unavailable_error
 from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
 from redis_checkpoint.metrics import Metrics
-from redis_checkpoint.steps import AwaitWriteBack, Call, Command, Dispatch, Emit, Refresh, Sleep
+from redis_checkpoint.steps import (
+    AwaitWriteBack,
+    Call,
+    Command,
+    Dispatch,
+    Emit,
+    LoadScripts,
+    Refresh,
+    Sleep,
+)
 
 log = logging.getLogger("redis_checkpoint.checkpoint")
 T = TypeVar("T")
@@ -40,6 +55,7 @@ COMPONENT = "checkpoint"
 #: of an outage spreads over the calls after it instead of stalling one of them.
 WRITE_BACK_CHUNK = 32
 _PING = Command("PING", (), (), False)
+_LOAD_SCRIPTS = LoadScripts(tuple(SCRIPTS.values()))
 
 
 @dataclass(eq=False)
@@ -65,14 +81,17 @@ class WriteBackReport:
 
 
 class Router:
+    """Takes each Call of a plan to its shard, or to the in-memory tier (see above)."""
+
     def __init__(
         self,
         core: SaverCore,
         breaker: CircuitBreaker,
-        memory: MemoryTier | None,
+        memory: ThreadMemoryTier | None,
         metrics: Metrics,
         url: str,
         *,
+        locate: Callable[[str], str] | None = None,
         wait_replicas: int = 0,
         wait_timeout: float = 0.1,
     ) -> None:
@@ -84,8 +103,8 @@ class Router:
         self.url = url
         self.wait_replicas = wait_replicas
         self.wait_timeout_ms = max(1, int(wait_timeout * 1000))
-        #: A cluster driver's map from a key to the name of the node serving its slot.
-        self.locate: Callable[[str], str] | None = None
+        #: On a cluster: the map from a key to the name of the node serving its slot.
+        self.locate = locate
         self.round_trips = 0
         self.fallback_calls = 0
         self.write_backs = 0  # threads written back (one restore each)
@@ -233,6 +252,12 @@ class Router:
             yield from self.write_back(limit=WRITE_BACK_CHUNK)
         return result
 
+    def when_written_back(self, thread_id: str, callback: Callable[[], None]) -> bool:
+        """For a driver's :class:`AwaitWriteBack`: call ``callback`` (from whichever thread)
+        once the thread's write-back in flight is answered; False (and no call) when none is."""
+        memory = self.memory
+        return memory is not None and memory.when_written_back(thread_id, callback)
+
     def _await_write_back(self, call: Call) -> Generator[Step, Any, bool]:
         """A call the breaker turns away while its thread's write-back is in flight (the
         breaker's probe took it): wait for that to be answered; True when there was one.
@@ -244,6 +269,11 @@ class Router:
         return bool((yield AwaitWriteBack(call.thread_id)))
 
     # -- writing back --------------------------------------------------------------------------
+
+    @property
+    def owes(self) -> bool:
+        """Whether the in-memory tier holds threads still to be written back to Redis."""
+        return self.memory is not None and self.memory.owes
 
     def write_back(self, limit: int | None, force: bool = False) -> Generator[Step, Any, None]:
         """Write back owed threads whose shard answers (all shards with ``force``), in round
@@ -406,6 +436,17 @@ class Router:
         self._publish()
         return True
 
+    def setup_failed(self, exc: Exception) -> None:
+        """A driver's setup could not reach Redis: start on the in-memory tier if Redis is away,
+        else raise (a refused password or ACL as RedisAuthError)."""
+        if is_unavailable_error(exc) and self.memory is not None:
+            self.failed(self.default, exc)
+            return
+        denied = self.refusal(exc)
+        if denied is exc:
+            raise exc
+        raise denied from exc
+
     def refusal(self, exc: Exception) -> Exception:
         """What to raise for an error that is not an outage: Redis refusing the password or the
         ACL as a RedisAuthError naming the cause, anything else as it is."""
@@ -428,6 +469,13 @@ class Router:
 
     # -- one round trip ------------------------------------------------------------------------
 
+    def may_reopen(self, shard: Shard) -> bool:
+        """Whether a driver may send again on a new connection after the shard's held one
+        dropped. A reopened connection may reach another server (a restarted or promoted
+        primary): not silently while writes of this shard wait for replicas to confirm them."""
+        memory = self.memory
+        return memory is None or not memory.holds_unconfirmed(shard.name)
+
     def _send_calls(
         self, items: list[tuple[Call, Shard]]
     ) -> Generator[Step, Any, list[list[Any] | Exception]]:
@@ -448,7 +496,7 @@ class Router:
                 own = name == shard.name
                 if not own and call.thread_id is not None and target.breaker.state != "closed":
                     # Best effort to a node that is away: not worth waiting on.
-                    self.core.forget_registration(call.thread_id)
+                    self.core.known.forget_registration(call.thread_id)
                     continue
                 part = (
                     call
@@ -475,7 +523,7 @@ class Router:
                         break
                     # A registry update on another node: redone by the thread's next write.
                     self.failed(parts[index][1], result)
-                    self.core.forget_registration(call.thread_id)
+                    self.core.known.forget_registration(call.thread_id)
                     continue
                 for i, reply in zip(positions, result, strict=True):
                     replies[i] = reply
@@ -484,14 +532,15 @@ class Router:
 
     def batch(
         self, calls: Sequence[Call], shard: Shard
-    ) -> Generator[list[Command] | None, Any, list[list[Any] | Exception]]:
-        """One round trip to ``shard`` for several Calls: yields the commands to send (the
-        driver sends back their replies), or None to have the scripts loaded after a NOSCRIPT.
-        Returns, per Call, its replies or the error it raised. With ``wait_replicas``, a round
-        trip that writes ends with a WAIT; a shortfall keeps its threads in memory."""
+    ) -> Generator[list[Command] | LoadScripts, Any, list[list[Any] | Exception]]:
+        """One round trip to ``shard`` for several Calls: yields the commands to send on the
+        shard's held connection (the driver sends back their replies), or :class:`LoadScripts`
+        to have the scripts loaded on it after a NOSCRIPT. Returns, per Call, its replies or the
+        error it raised. With ``wait_replicas``, a round trip that writes ends with a WAIT; a
+        shortfall keeps its threads in memory."""
         results, retry = yield from self._exchange(calls, shard)
         if retry:
-            yield None
+            yield _LOAD_SCRIPTS
             again_calls = [calls[i] for i in retry]
             again, _ = yield from self._exchange(again_calls, shard)
             for i, result in zip(retry, again, strict=True):
@@ -585,7 +634,3 @@ class Router:
         active = self.breaker_state != "closed"
         pending = self.memory.pending if self.memory is not None else 0
         self.metrics.set_fallback(COMPONENT, active, pending)
-
-
-def _anything(thread_id: str) -> bool:
-    return True

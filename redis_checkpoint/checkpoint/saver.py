@@ -1,12 +1,19 @@
-"""RedisSaver: the synchronous driver of the saver core (redis-py's sync client)."""
+"""RedisSaver: the synchronous driver of the saver core (redis-py's sync client).
+
+Each public method hands the core's plan to the router (``routing.py``) and carries out the
+steps it yields with :func:`~redis_checkpoint.steps.drive` (``list`` with
+:func:`~redis_checkpoint.steps.iterate`): Dispatch puts each Call on its shard's queue, and one
+caller at a time sends a queue's batch on the shard's held connection (``wire.py``). Whether a
+Call goes to Redis or to the in-memory tier is the router's decision, never the driver's.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import threading
 import time
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
@@ -20,30 +27,23 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
 )
-from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check_client
-from redis_checkpoint.checkpoint.core import IterOp, Op
+from redis_checkpoint.checkpoint.core import Op
 from redis_checkpoint.checkpoint.routing import Shard, Step
-from redis_checkpoint.checkpoint.scripts import SCRIPTS
-from redis_checkpoint.client import _describe as describe_client
-from redis_checkpoint.client import (
-    check_connection,
-    create_client,
-    is_cluster,
-    is_unavailable_error,
-)
-from redis_checkpoint.errors import RedisUnavailableError
+from redis_checkpoint.checkpoint.wire import Link, Request
+from redis_checkpoint.client import check_connection, create_client, describe_client
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import (
     AwaitWriteBack,
     Call,
-    Command,
     Dispatch,
     Emit,
+    Invoke,
     Refresh,
+    Sleep,
     drive,
-    resume,
+    iterate,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +61,8 @@ class RedisSaver(RedisSaverBase):
     thread; use :class:`AsyncRedisSaver` in async applications.
     """
 
+    client: SyncClient
+
     def __init__(
         self,
         client: SyncClient,
@@ -70,13 +72,11 @@ class RedisSaver(RedisSaverBase):
         **options: Unpack[SaverOptions],
     ) -> None:
         check_client(client, get_args(SyncClient), "RedisSaver")
+        self.client = client  # before the base's wiring: a cluster's router locates keys on it
         super().__init__(url=url or describe_client(client), settings=settings, **options)
-        self.client = client
         # One queue and one held connection per shard: the server, or each cluster primary.
         self._queues: dict[str, _Queue] = {}
         self._queues_lock = threading.Lock()
-        if is_cluster(client):
-            self._router.locate = self._locate
 
     @classmethod
     @contextmanager
@@ -111,23 +111,13 @@ class RedisSaver(RedisSaverBase):
     def setup(self) -> None:
         """Load the scripts and warn about an evicting maxmemory-policy; write back what an
         adopted journal owes. Safe to call again."""
-        try:
-            for script in SCRIPTS.values():
-                self.client.script_load(script.source)
-            # CONFIG may be disabled (managed Redis): nothing to check then.
-            with contextlib.suppress(ResponseError):
-                self._check_policy(self.client.config_get("maxmemory-policy"))
-        except Exception as exc:
-            self._unreachable_at_setup(exc)
-            return
-        if self.memory is not None and self.memory.owes:
-            self._finish("write_back", self._router.write_back(limit=None))
+        drive(self._setup_plan(), self._step)
 
     def close(self) -> None:
         """Write back what the in-memory tier still owes Redis (trying for up to
         ``close_timeout`` seconds), log at ERROR what it could not, and drop the held
         connections. The client itself is the caller's (``from_conn_string`` closes its own)."""
-        report = self._finish("close", self._router.close(self.close_timeout))
+        report = drive(self._router.close(self.close_timeout), self._step)
         self._closed(report)
         with self._queues_lock:
             queues, self._queues = list(self._queues.values()), {}
@@ -148,50 +138,27 @@ class RedisSaver(RedisSaverBase):
 
     # -- the driver: send what the router asks for ---------------------------------------------
 
-    def _drive(self, gen: Generator[Step | Emit, Any, T]) -> Generator[CheckpointTuple, None, T]:
-        done, item = resume(gen, None, None)
-        while not done:
-            if isinstance(item, Emit):
-                yield from item.items
-                done, item = resume(gen, None, None)
-                continue
-            try:
-                reply, error = self._step(item), None
-            except Exception as exc:
-                reply, error = None, exc
-            done, item = resume(gen, reply, error)
-        return item  # type: ignore[no-any-return]
-
-    def _step(self, step: Step) -> Any:
+    def _step(self, step: Step | Invoke | Emit) -> Any:
         if isinstance(step, Dispatch):
             return self._send_all(step.items)
         if isinstance(step, Refresh):
             self.client.nodes_manager.initialize()  # type: ignore[union-attr]
         elif isinstance(step, AwaitWriteBack):
             answered = threading.Event()
-            if self.memory is None or not self.memory.when_written_back(
-                step.thread_id, answered.set
-            ):
+            if not self._router.when_written_back(step.thread_id, answered.set):
                 return False
             answered.wait()
             return True
-        else:
+        elif isinstance(step, Sleep):
             time.sleep(step.seconds)
+        elif isinstance(step, Invoke):  # setup's calls on the client
+            return step.on(self.client)
+        else:  # an Emit: only list() hands out results as they come (see iterate)
+            raise RuntimeError(f"unexpected step {step!r}")
         return None
 
     def _run(self, name: str, op: Op[T]) -> T:
-        return self._finish(name, self._router.run(name, op))
-
-    def _finish(self, name: str, gen: Generator[Step | Emit, Any, T]) -> T:
-        drive = self._drive(gen)
-        try:
-            next(drive)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        raise RuntimeError(f"{name} emitted results")
-
-    def _iterate(self, name: str, op: IterOp) -> Iterator[CheckpointTuple]:
-        yield from self._drive(self._router.run(name, op))
+        return drive(self._router.run(name, op), self._step)
 
     def _send_all(self, items: Sequence[tuple[Call, Shard]]) -> list[list[Any] | Exception]:
         """Send Calls, each on its shard's queue. Calls other threads make while a shard's round
@@ -247,29 +214,18 @@ class RedisSaver(RedisSaverBase):
                 waiting.result = result
                 waiting.done.set()
 
-    def _round_trip(self, queue: _Queue, request: list[Command] | None) -> list[Any]:
+    def _round_trip(self, queue: _Queue, request: Request) -> list[Any]:
         """One step of Router.batch on the shard's held connection: send the commands, or
-        (None) load the scripts first."""
+        load the scripts (LoadScripts, after a NOSCRIPT)."""
         if queue.link is None:
-            queue.link = _Link(self._shard_client(queue.shard.name))
-        # A reopened connection may reach another server (a restarted or promoted primary):
-        # not silently while writes of this shard wait for replicas to confirm them.
-        may_reopen = self.memory is None or not self.memory.holds_unconfirmed(queue.shard.name)
-        commands = request if request is not None else LOAD_SCRIPTS
-        return queue.link.exchange(commands, may_reopen)
-
-    def _locate(self, key: str) -> str:
-        cluster: Any = self.client
-        node = cluster.nodes_manager.get_node_from_slot(cluster.keyslot(key))
-        return str(node.name)
+            may_reopen = functools.partial(self._router.may_reopen, queue.shard)
+            queue.link = Link(self._shard_client(queue.shard.name), may_reopen)
+        return queue.link.exchange(request)
 
     def _shard_client(self, name: str) -> redis.Redis:
         if not isinstance(self.client, redis.cluster.RedisCluster):
             return self.client
-        node = self.client.get_node(node_name=name)  # type: ignore[no-untyped-call]
-        if node is None:
-            raise RedisUnavailableError(f"Redis Cluster at {self.url} has no node {name} now")
-        return self.client.get_redis_connection(node)
+        return self.client.get_redis_connection(self._cluster_node(name))
 
     # -- BaseCheckpointSaver -------------------------------------------------------------------
 
@@ -284,9 +240,8 @@ class RedisSaver(RedisSaverBase):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        return self._iterate(
-            "list", self.core.list_checkpoints(config, filter=filter, before=before, limit=limit)
-        )
+        op = self.core.list_checkpoints(config, filter=filter, before=before, limit=limit)
+        return iterate(self._router.run("list", op), self._step)
 
     def put(
         self,
@@ -328,7 +283,7 @@ class RedisSaver(RedisSaverBase):
     def ping(self) -> bool:
         """Health check through this saver's connections: an answer closes a breaker and
         writes back what the memory tier took during an outage (see :meth:`Router.probe`)."""
-        return self._finish("ping", self._router.probe())
+        return drive(self._router.probe(), self._step)
 
     def list_threads(self) -> Sequence[str]:
         """Every thread id the saver holds in Redis (sorted; needs Redis)."""
@@ -428,85 +383,4 @@ class _Queue:
         self.lock = threading.Lock()
         self.waiting: list[_Slot] = []
         self.sending = False
-        self.link: _Link | None = None
-
-
-class _Link:
-    """One connection of the client's pool, held by a shard's sender.
-
-    Only one batch per shard is in flight at a time (see ``RedisSaver._send_all``), so the sender
-    keeps one connection instead of checking one out of the pool, and wrapping it in redis-py's
-    retry, for every round trip: that bookkeeping cost more CPU than the rest of a small call. A
-    dropped connection is reopened once, as redis-py's own retry would (the scripts are
-    idempotent). WAIT counts this connection's writes, so it rides on the same one.
-    """
-
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
-        self.pool: Any = client.connection_pool
-        self.connection: Any = None
-
-    def exchange(self, request: Sequence[Command], may_reopen: bool = True) -> list[Any]:
-        commands = [words(command) for command in request]
-        for attempt in (0, 1):
-            reused = self.connection is not None
-            if not reused:
-                self.connection = self.pool.get_connection()
-            connection = self.connection
-            try:
-                connection.send_packed_command(connection.pack_commands(commands))
-                return [self._reply(connection, command) for command in request]
-            except BaseException as exc:
-                self._drop()
-                if not (may_reopen and reopen_after(exc, attempt, reused)):
-                    raise
-        raise AssertionError("unreachable")
-
-    def _reply(self, connection: Any, command: Command) -> Any:
-        try:
-            response = connection.read_response()
-        except ResponseError as exc:
-            response = exc
-        return as_reply(self.client, command, response)
-
-    def _drop(self) -> None:
-        connection, self.connection = self.connection, None
-        if connection is not None:
-            connection.disconnect()
-            self.pool.release(connection)
-
-    def close(self) -> None:
-        self._drop()
-
-
-def reopen_after(error: BaseException, attempt: int, reused: bool) -> bool:
-    """After an exchange failed (its connection is then dropped: its state is unknown), send
-    again on a new connection? Once, when a held connection was found closed (the server dropped
-    it while it was idle, or restarted); the scripts are idempotent. Not after a timeout: a slow
-    server would then cost every call two timeouts before the breaker opens."""
-    return isinstance(error, redis.ConnectionError) and reused and attempt == 0
-
-
-def as_reply(client: Any, command: Command, response: Any) -> Any:
-    """A reply as redis-py's client would hand it back (its response callback applied); a
-    script's error is the reply, an unavailable server raises."""
-    if isinstance(response, ResponseError):
-        if is_unavailable_error(response):
-            raise response
-        return response
-    if command.script:
-        return response
-    callbacks: Mapping[str, Any] = client.response_callbacks
-    callback = callbacks.get(command.name)
-    return callback(response) if callback else response
-
-
-#: What a NOSCRIPT reply asks for: the scripts loaded on the connection that got it.
-LOAD_SCRIPTS = [Command("SCRIPT", (), ("LOAD", s.source), False) for s in SCRIPTS.values()]
-
-
-def words(command: Command) -> tuple[Any, ...]:
-    if command.script:
-        sha = SCRIPTS[command.name].sha
-        return ("EVALSHA", sha, len(command.keys), *command.keys, *command.args)
-    return (command.name, *command.keys, *command.args)
+        self.link: Link | None = None
