@@ -29,7 +29,14 @@ from redis.backoff import ExponentialBackoff
 from redis.utils import HIREDIS_AVAILABLE as _HIREDIS_AVAILABLE
 
 from .errors import AuthReason, ConfigurationError, RedisAuthError, RedisUnavailableError
-from .settings import Settings, join_url, parse_redis_url, redact_url, secret_free
+from .settings import (
+    Settings,
+    boolean_word,
+    join_url,
+    parse_redis_url,
+    redact_url,
+    secret_free,
+)
 from .steps import Invoke, adrive, drive
 
 __all__ = [
@@ -45,6 +52,7 @@ __all__ = [
     "is_cluster",
     "is_unavailable_error",
     "redact_url",
+    "reply_text",
 ]
 
 #: True when redis-py found a usable hiredis and parses replies with it.
@@ -57,8 +65,6 @@ AsyncRedisClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 _BACKOFF_BASE = 0.005
 _BACKOFF_CAP = 0.1
 _SENTINEL_DEFAULT_PORT = 26379
-_TRUE = frozenset({"true", "1", "yes", "on"})
-_FALSE = frozenset({"false", "0", "no", "off"})
 
 
 # --- URL parsing ----------------------------------------------------------------------
@@ -82,11 +88,9 @@ class _Target:
 
 
 def _bool_param(url: str, name: str, raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
+    value = boolean_word(raw)
+    if value is not None:
+        return value
     raise ConfigurationError(
         f"{name}={raw!r} in {redact_url(url)} is not a boolean (expected true/false)"
     )
@@ -313,7 +317,7 @@ def _not_a_cluster_error(settings: Settings) -> ConfigurationError:
     if scheme.endswith("+cluster"):
         asked = f"the {scheme}:// scheme of {url_name}"
         fix = f"use {scheme.partition('+')[0]}:// for a single server"
-    elif any(v.lower() in _TRUE for v in cluster_param):
+    elif any(boolean_word(v) is True for v in cluster_param):
         asked = f"cluster=true in the query of {url_name}"
         fix = "drop cluster=true for a single server"
     elif settings.source("cluster") == "cluster":

@@ -18,6 +18,7 @@ __all__ = [
     "SUPPORTED_SCHEMES",
     "RedisUrl",
     "Settings",
+    "boolean_word",
     "join_url",
     "parse_redis_url",
     "redact_url",
@@ -455,12 +456,17 @@ def _parse_float(var: str, raw: str) -> float:
     return value
 
 
-def _parse_bool(var: str, raw: str) -> bool:
+def boolean_word(raw: str) -> bool | None:
+    """The boolean a URL option or an environment variable spells (true/false, 1/0, yes/no,
+    on/off, in any case); None for any other word."""
     lowered = raw.lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
+    return True if lowered in _TRUE else False if lowered in _FALSE else None
+
+
+def _parse_bool(var: str, raw: str) -> bool:
+    value = boolean_word(raw)
+    if value is not None:
+        return value
     raise _bad(var, raw, "is not a boolean (expected true/false, 1/0, yes/no or on/off)")
 
 

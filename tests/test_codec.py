@@ -287,8 +287,8 @@ def test_values_and_empties_from_blobs() -> None:
     value = codec.encode_value(serde.dumps_typed({"k": "v"}))
     blobs = codec.Blobs({b"v": value, b"e": codec.EMPTY_BLOB, b"odd": b"?x"}, "rc:cp:{t}:data")
     assert blobs.value(b"v", serde.loads_typed) == {"k": "v"}
-    assert blobs.value(b"e", serde.loads_typed) is codec.MISSING
-    assert blobs.value(b"absent", serde.loads_typed) is codec.MISSING
+    assert blobs.value(b"e", serde.loads_typed) is codec.ABSENT
+    assert blobs.value(b"absent", serde.loads_typed) is codec.ABSENT
     with pytest.raises(CorruptEntryError, match="unknown blob kind"):
         blobs.value(b"odd", serde.loads_typed)
 

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.embeddings import Embeddings
 
 from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING, Ttl
-from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
+from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest
+from redis_checkpoint.client import AsyncRedisClient, SyncRedisClient
 from redis_checkpoint.settings import Settings
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class CachedEmbeddings(UsesEngines, Embeddings):
     def __init__(
         self,
         underlying: Embeddings,
-        target: str | Settings | SyncClient | AsyncClient | None = None,
+        target: str | Settings | SyncRedisClient | AsyncRedisClient | None = None,
         *,
         engine: CacheEngine | None = None,
         async_engine: AsyncCacheEngine | None = None,

@@ -29,7 +29,13 @@ from redis_checkpoint.cache.core import (
     CoreOptions,
 )
 from redis_checkpoint.cache.stats import NamespaceStats
-from redis_checkpoint.client import create_async_client, create_client, describe_client
+from redis_checkpoint.client import (
+    AsyncRedisClient,
+    SyncRedisClient,
+    create_async_client,
+    create_client,
+    describe_client,
+)
 from redis_checkpoint.errors import ConfigurationError
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import Compute, LoadScripts, Send, Sleep, adrive, asend, drive, send
@@ -41,8 +47,6 @@ __all__ = ["AsyncCacheEngine", "CacheEngine"]
 
 T = TypeVar("T")
 C = TypeVar("C")
-SyncClient = redis.Redis | redis.cluster.RedisCluster
-AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 Encode = Callable[[Any], bytes]
 Decode = Callable[[bytes], Any]
 
@@ -96,7 +100,7 @@ class _Engine(Generic[C]):
         self.core.stats.set_cache_type(namespace, cache_type)
 
 
-class CacheEngine(_Engine[SyncClient]):
+class CacheEngine(_Engine[SyncRedisClient]):
     """The cache engine on redis-py's sync client.
 
     ``target`` is a URL, a :class:`Settings`, a redis-py client, or ``None`` for REDIS_URL and
@@ -106,7 +110,7 @@ class CacheEngine(_Engine[SyncClient]):
 
     def __init__(
         self,
-        target: str | Settings | SyncClient | None = None,
+        target: str | Settings | SyncRedisClient | None = None,
         *,
         core: CacheCore | None = None,
         settings: Settings | None = None,
@@ -127,7 +131,7 @@ class CacheEngine(_Engine[SyncClient]):
         self._flights: dict[tuple[str, str | bytes], _Flight] = {}
         self._flights_lock = threading.Lock()
 
-    def async_twin(self, client: AsyncClient | None = None) -> AsyncCacheEngine:
+    def async_twin(self, client: AsyncRedisClient | None = None) -> AsyncCacheEngine:
         """An AsyncCacheEngine on the same core (stats, breaker, memory tier)."""
         if client is None and self._client_given:
             raise ConfigurationError(
@@ -285,12 +289,12 @@ class _Flight:
         self.value: Any = None
 
 
-class AsyncCacheEngine(_Engine[AsyncClient]):
+class AsyncCacheEngine(_Engine[AsyncRedisClient]):
     """The cache engine on redis.asyncio; the same API as :class:`CacheEngine`, awaitable."""
 
     def __init__(
         self,
-        target: str | Settings | AsyncClient | None = None,
+        target: str | Settings | AsyncRedisClient | None = None,
         *,
         core: CacheCore | None = None,
         settings: Settings | None = None,

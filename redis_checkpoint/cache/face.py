@@ -31,8 +31,13 @@ import redis.connection
 import redis.retry
 
 from redis_checkpoint.cache.core import CacheCore
-from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
-from redis_checkpoint.client import describe_client, is_own_connect_hook
+from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
+from redis_checkpoint.client import (
+    AsyncRedisClient,
+    SyncRedisClient,
+    describe_client,
+    is_own_connect_hook,
+)
 from redis_checkpoint.errors import ConfigurationError
 from redis_checkpoint.settings import Settings
 
@@ -276,10 +281,12 @@ def _cluster_mirror(client: Any, refuse: Refuse) -> Callable[[], Any]:
 
 
 @overload
-def mirror_client(client: SyncClient, face: str = ...) -> Callable[[], AsyncClient]: ...
+def mirror_client(client: SyncRedisClient, face: str = ...) -> Callable[[], AsyncRedisClient]: ...
 @overload
-def mirror_client(client: AsyncClient, face: str = ...) -> Callable[[], SyncClient]: ...
-def mirror_client(client: SyncClient | AsyncClient, face: str = "this cache") -> Callable[[], Any]:
+def mirror_client(client: AsyncRedisClient, face: str = ...) -> Callable[[], SyncRedisClient]: ...
+def mirror_client(
+    client: SyncRedisClient | AsyncRedisClient, face: str = "this cache"
+) -> Callable[[], Any]:
     """A factory of the other side's client (asyncio for a sync one, and back) on the same
     server with the same connection settings: host, port or socket path, db, credentials, TLS,
     timeouts, retry policy, pool size; a cluster's known nodes.
@@ -346,7 +353,7 @@ class EngineOwner:
 
     def __init__(
         self,
-        target: str | Settings | SyncClient | AsyncClient | None,
+        target: str | Settings | SyncRedisClient | AsyncRedisClient | None,
         engine: CacheEngine | None,
         async_engine: AsyncCacheEngine | None,
         options: CoreOptions,

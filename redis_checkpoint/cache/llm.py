@@ -37,9 +37,10 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generati
 
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, Ttl
-from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
+from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import derive_key, digest
+from redis_checkpoint.client import AsyncRedisClient, SyncRedisClient
 from redis_checkpoint.settings import Settings
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class LLMCache(UsesEngines, BaseCache):
 
     def __init__(
         self,
-        target: str | Settings | SyncClient | AsyncClient | None = None,
+        target: str | Settings | SyncRedisClient | AsyncRedisClient | None = None,
         *,
         engine: CacheEngine | None = None,
         async_engine: AsyncCacheEngine | None = None,

@@ -22,9 +22,10 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import MISSING
-from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
+from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import digest, escape
+from redis_checkpoint.client import AsyncRedisClient, SyncRedisClient
 from redis_checkpoint.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class NodeCache(UsesEngines, BaseCache[ValueT]):
 
     def __init__(
         self,
-        target: str | Settings | SyncClient | AsyncClient | None = None,
+        target: str | Settings | SyncRedisClient | AsyncRedisClient | None = None,
         *,
         engine: CacheEngine | None = None,
         async_engine: AsyncCacheEngine | None = None,

@@ -31,7 +31,12 @@ from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check
 from redis_checkpoint.checkpoint.core import Op
 from redis_checkpoint.checkpoint.routing import Shard, Step
 from redis_checkpoint.checkpoint.wire import AsyncLink, Request
-from redis_checkpoint.client import acheck_connection, create_async_client, describe_client
+from redis_checkpoint.client import (
+    AsyncRedisClient,
+    acheck_connection,
+    create_async_client,
+    describe_client,
+)
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import (
     AwaitWriteBack,
@@ -49,7 +54,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 T = TypeVar("T")
-AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 
 class AsyncRedisSaver(RedisSaverBase):
@@ -59,17 +63,17 @@ class AsyncRedisSaver(RedisSaverBase):
     from another thread than the event loop's (as LangGraph does for sync graph calls).
     """
 
-    client: AsyncClient
+    client: AsyncRedisClient
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncRedisClient,
         *,
         url: str | None = None,
         settings: Settings | None = None,
         **options: Unpack[SaverOptions],
     ) -> None:
-        check_client(client, get_args(AsyncClient), "AsyncRedisSaver")
+        check_client(client, get_args(AsyncRedisClient), "AsyncRedisSaver")
         self.client = client  # before the base's wiring: a cluster's router locates keys on it
         super().__init__(url=url or describe_client(client), settings=settings, **options)
         # As in RedisSaver: one queue and one held connection per shard.

@@ -528,11 +528,12 @@ def msgpack_list(items: list[bytes]) -> bytes:
 _VALUE_ENCODINGS = {b"V": RAW, b"Z": ZLIB, b"D": DEFLATE}
 
 
-class _Missing:
+class _Absent:
     pass
 
 
-MISSING: Any = _Missing()
+#: What a blob field holds when it is absent or emptied (``None`` is a value).
+ABSENT: Any = _Absent()
 
 
 class Blobs:
@@ -564,16 +565,16 @@ class Blobs:
         return items if n == len(items) else items[:n]
 
     def value(self, field: bytes, loads: Any) -> Any:
-        """The value a blob field stands for; ``MISSING`` when absent or emptied."""
+        """The value a blob field stands for; ``ABSENT`` when absent or emptied."""
         if field in self.lists:
             return loads(("msgpack", msgpack_list(self.list_of(field))))
         blob = self.fetched.get(field)
         if not blob:
-            return MISSING
+            return ABSENT
         try:
             kind = blob[:1]
             if kind == b"E":
-                return MISSING
+                return ABSENT
             if kind in _VALUE_ENCODINGS:
                 size = blob[1]
                 payload = unsqueeze(_VALUE_ENCODINGS[kind], blob[2 + size :])

@@ -134,7 +134,7 @@ class SaverCore:
             channel = unescape_part(channel_e)
             if only is None or channel in only:
                 value = blobs.value(blob, loads)
-                if value is not codec.MISSING:
+                if value is not codec.ABSENT:
                     values[channel] = value
         return values
 
@@ -227,7 +227,7 @@ class SaverCore:
         if not reply:
             return None
         member, raw, flat, writes, keyframes = reply
-        blobs = codec.Blobs(_pairs(flat), keys.data, known)
+        blobs = codec.Blobs(_field_map(flat), keys.data, known)
         keyframe = keyframes[1] if keyframes else None
         return self._tuple(keys, member, raw, blobs, writes, keyframe, remember=True)
 
@@ -262,8 +262,8 @@ class SaverCore:
             *codec.filter_args(filter),
         )
         found, flat, more, keyframes = (yield Call([command], "read", thread_id))[0]
-        blobs = codec.Blobs(_pairs(flat), keys.data, known)
-        frames = _pairs(keyframes)
+        blobs = codec.Blobs(_field_map(flat), keys.data, known)
+        frames = _field_map(keyframes)
         out = []
         for member, raw, writes, keyframe in found:
             tup = self._tuple(keys, member, raw, blobs, writes, frames.get(keyframe or b""))
@@ -656,8 +656,8 @@ class SaverCore:
             *[escape_part(ch) for ch in channels],
         )
         steps, flat, keyframes = (yield Call([command], "read", thread_id))[0]
-        blobs = codec.Blobs(_pairs(flat), keys.data)
-        frames = _pairs(keyframes)
+        blobs = codec.Blobs(_field_map(flat), keys.data)
+        frames = _field_map(keyframes)
         collected: dict[str, list[PendingWrite]] = {ch: [] for ch in channels}
         seeds: dict[str, Any] = {}
         remaining = set(channels)
@@ -690,7 +690,7 @@ def _child_keyframe(parent: codec.Keyframe | None) -> codec.Keyframe | None:
     return codec.Keyframe(parent.depth + 1, parent.member, parent.payload)
 
 
-def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes | None]:
+def _field_map(flat: Sequence[bytes]) -> dict[bytes, bytes | None]:
     return {flat[i]: (flat[i + 1] or None) for i in range(0, len(flat), 2)}
 
 

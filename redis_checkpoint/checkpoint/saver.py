@@ -32,7 +32,12 @@ from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check
 from redis_checkpoint.checkpoint.core import Op
 from redis_checkpoint.checkpoint.routing import Shard, Step
 from redis_checkpoint.checkpoint.wire import Link, Request
-from redis_checkpoint.client import check_connection, create_client, describe_client
+from redis_checkpoint.client import (
+    SyncRedisClient,
+    check_connection,
+    create_client,
+    describe_client,
+)
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import (
     AwaitWriteBack,
@@ -50,7 +55,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 T = TypeVar("T")
-SyncClient = redis.Redis | redis.cluster.RedisCluster
 
 
 class RedisSaver(RedisSaverBase):
@@ -61,17 +65,17 @@ class RedisSaver(RedisSaverBase):
     thread; use :class:`AsyncRedisSaver` in async applications.
     """
 
-    client: SyncClient
+    client: SyncRedisClient
 
     def __init__(
         self,
-        client: SyncClient,
+        client: SyncRedisClient,
         *,
         url: str | None = None,
         settings: Settings | None = None,
         **options: Unpack[SaverOptions],
     ) -> None:
-        check_client(client, get_args(SyncClient), "RedisSaver")
+        check_client(client, get_args(SyncRedisClient), "RedisSaver")
         self.client = client  # before the base's wiring: a cluster's router locates keys on it
         super().__init__(url=url or describe_client(client), settings=settings, **options)
         # One queue and one held connection per shard: the server, or each cluster primary.

@@ -26,7 +26,7 @@ from redis_checkpoint.testing._process import (
 )
 from redis_checkpoint.testing.binaries import find_redis_cli
 from redis_checkpoint.testing.ports import free_cluster_port
-from redis_checkpoint.testing.server import RedisServer
+from redis_checkpoint.testing.server import RedisServer, server_on_port
 
 __all__ = ["RedisClusterServers"]
 
@@ -229,10 +229,7 @@ class RedisClusterServers(Started):
     # --- topology ---------------------------------------------------------------------
 
     def _node_at(self, port: int) -> RedisServer:
-        for node in self.nodes:
-            if node.port == port:
-                return node
-        raise RuntimeError(f"no node of this cluster listens on port {port}")
+        return server_on_port(self.nodes, port, "cluster")
 
     def _view(self, exclude: RedisServer | None = None) -> list[_ClusterEntry]:
         """CLUSTER NODES as the first live node answering sees it."""

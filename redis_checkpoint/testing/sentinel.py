@@ -19,7 +19,7 @@ from redis_checkpoint.testing._process import (
     cleanup_all,
     poll,
 )
-from redis_checkpoint.testing.server import RedisServer
+from redis_checkpoint.testing.server import RedisServer, server_on_port
 
 __all__ = ["RedisSentinelGroup"]
 
@@ -45,7 +45,7 @@ class _SentinelServer(RedisServer):
         return [path, "--sentinel"]
 
 
-def _pairs(reply: Any) -> dict[str, str]:
+def _sentinel_fields(reply: Any) -> dict[str, str]:
     """A SENTINEL MASTER/REPLICAS entry (a RESP3 map or a RESP2 flat list) as a dict."""
     if isinstance(reply, dict):
         return {reply_text(key): reply_text(value) for key, value in reply.items()}
@@ -166,10 +166,7 @@ class RedisSentinelGroup(Started):
     # --- topology and drills ----------------------------------------------------------
 
     def _server_at(self, port: int) -> RedisServer:
-        for server in self.servers:
-            if server.port == port:
-                return server
-        raise RuntimeError(f"no server of this group listens on port {port}")
+        return server_on_port(self.servers, port, "group")
 
     def _reported_primary(self, sentinel: RedisServer) -> int:
         with sentinel.client() as client:
@@ -249,12 +246,16 @@ class RedisSentinelGroup(Started):
         want_replicas = {server.port for server in self.servers[1:]}
         for sentinel in self.sentinels:
             with sentinel.client() as client:
-                master = _pairs(client.execute_command("SENTINEL", "MASTER", self.service))
+                master = _sentinel_fields(
+                    client.execute_command("SENTINEL", "MASTER", self.service)
+                )
                 replicas = [
-                    _pairs(r) for r in client.execute_command("SENTINEL", "REPLICAS", self.service)
+                    _sentinel_fields(r)
+                    for r in client.execute_command("SENTINEL", "REPLICAS", self.service)
                 ]
                 others = [
-                    _pairs(s) for s in client.execute_command("SENTINEL", "SENTINELS", self.service)
+                    _sentinel_fields(s)
+                    for s in client.execute_command("SENTINEL", "SENTINELS", self.service)
                 ]
             if master.get("flags") != "master":
                 raise NotReady(f"sentinel {sentinel.port}: primary flags {master.get('flags')}")
@@ -284,7 +285,9 @@ class RedisSentinelGroup(Started):
                 continue
             try:
                 with sentinel.client() as client:
-                    master = _pairs(client.execute_command("SENTINEL", "MASTER", self.service))
+                    master = _sentinel_fields(
+                        client.execute_command("SENTINEL", "MASTER", self.service)
+                    )
             except redis.exceptions.RedisError as exc:
                 chunks.append(f"--- sentinel {sentinel.port}: {type(exc).__name__}: {exc} ---")
                 continue

@@ -266,12 +266,7 @@ class RedisServer(Started):
 
     def kill(self) -> None:
         """SIGKILL the server (a crash) and wait for it; the data dir is kept."""
-        proc = self._state.proc
-        if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(STOP_TIMEOUT)
-            self._state.proc = None
+        self._reap()
 
     def restart(self: _S) -> _S:
         """Start again on the same port and directory (stopping first if running)."""
@@ -303,3 +298,11 @@ class RedisServer(Started):
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"{type(self).__name__}(port={self._port}, {state})"
+
+
+def server_on_port(servers: Sequence[RedisServer], port: int, group: str) -> RedisServer:
+    """The one of ``servers`` listening on ``port`` (a port a cluster or Sentinel reported)."""
+    for server in servers:
+        if server.port == port:
+            return server
+    raise RuntimeError(f"no server of this {group} listens on port {port}")

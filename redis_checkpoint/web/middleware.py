@@ -70,7 +70,8 @@ from urllib.parse import urlsplit
 
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache.core import MISSING
-from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient
+from redis_checkpoint.cache.engine import AsyncCacheEngine
+from redis_checkpoint.client import AsyncRedisClient
 from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.web import rfc9111
@@ -203,7 +204,7 @@ class CacheMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        target: str | Settings | AsyncClient | None = None,
+        target: str | Settings | AsyncRedisClient | None = None,
         *,
         engine: AsyncCacheEngine | None = None,
         namespace: str = "http",

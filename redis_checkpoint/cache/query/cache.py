@@ -36,10 +36,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
 from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING
-from redis_checkpoint.cache.engine import AsyncCacheEngine, AsyncClient, CacheEngine, SyncClient
+from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.query.keys import CallKey, expand_tags, params_key
 from redis_checkpoint.cache.query.rows import is_empty, plain_rows
+from redis_checkpoint.client import AsyncRedisClient, SyncRedisClient
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import Compute, Invoke, adrive, drive
 
@@ -95,7 +96,7 @@ class QueryCache(UsesEngines):
 
     def __init__(
         self,
-        target: str | Settings | SyncClient | AsyncClient | None = None,
+        target: str | Settings | SyncRedisClient | AsyncRedisClient | None = None,
         *,
         engine: CacheEngine | None = None,
         async_engine: AsyncCacheEngine | None = None,
