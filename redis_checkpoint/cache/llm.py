@@ -278,6 +278,8 @@ def cached_llm_call(
         def key_of(args: Sequence[Any], kwargs: Mapping[str, Any]) -> str:
             return key(*args, **kwargs) if key is not None else call_key(function, args, kwargs)
 
+        stored: dict[str, Any] = {"ttl": ttl, "encode": encode, "decode": decode}
+
         if inspect.iscoroutinefunction(function):
             if not isinstance(engine, AsyncCacheEngine):
                 raise TypeError(f"{function.__qualname__} is async: pass an AsyncCacheEngine")
@@ -289,13 +291,9 @@ def cached_llm_call(
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 if not should_cache(args, kwargs):
                     return await async_function(*args, **kwargs)
+                call = functools.partial(async_function, *args, **kwargs)
                 return await async_engine.get_or_compute(
-                    namespace,
-                    key_of(args, kwargs),
-                    lambda: async_function(*args, **kwargs),
-                    ttl=ttl,
-                    encode=encode,
-                    decode=decode,
+                    namespace, key_of(args, kwargs), call, **stored
                 )
 
             return cast(Callable[P, R], async_wrapper)
@@ -309,14 +307,8 @@ def cached_llm_call(
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if not should_cache(args, kwargs):
                 return function(*args, **kwargs)
-            return sync_engine.get_or_compute(
-                namespace,
-                key_of(args, kwargs),
-                lambda: function(*args, **kwargs),
-                ttl=ttl,
-                encode=encode,
-                decode=decode,
-            )
+            call = functools.partial(function, *args, **kwargs)
+            return sync_engine.get_or_compute(namespace, key_of(args, kwargs), call, **stored)
 
         return wrapper
 

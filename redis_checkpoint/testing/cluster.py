@@ -26,7 +26,7 @@ from redis_checkpoint.testing._process import (
 )
 from redis_checkpoint.testing.binaries import find_redis_cli
 from redis_checkpoint.testing.ports import free_cluster_port
-from redis_checkpoint.testing.server import RedisServer, server_on_port
+from redis_checkpoint.testing.server import RedisServer, describe_each, server_on_port
 
 __all__ = ["RedisClusterServers"]
 
@@ -399,23 +399,14 @@ class RedisClusterServers(Started):
 
     def _describe(self) -> str:
         """cluster_state and CLUSTER NODES of every live node, for error messages."""
-        chunks = []
-        for node in self.nodes:
-            if not node.running:
-                chunks.append(f"--- node {node.port}: not running ---")
-                continue
-            try:
-                with node.client() as client:
-                    info = _fields(reply_text(client.execute_command("CLUSTER", "INFO")))
-                    nodes = reply_text(client.execute_command("CLUSTER", "NODES")).strip()
-            except redis.exceptions.RedisError as exc:
-                chunks.append(f"--- node {node.port}: {type(exc).__name__}: {exc} ---")
-                continue
+
+        def account(node: RedisServer, client: Any) -> str:
+            info = _fields(reply_text(client.execute_command("CLUSTER", "INFO")))
             state = info.get("cluster_state")
-            chunks.append(
-                f"--- node {node.port} (cluster_state:{state}) CLUSTER NODES ---\n{nodes}"
-            )
-        return "\n".join(chunks)
+            nodes = reply_text(client.execute_command("CLUSTER", "NODES")).strip()
+            return f"--- node {node.port} (cluster_state:{state}) CLUSTER NODES ---\n{nodes}"
+
+        return describe_each(self.nodes, "node", account)
 
     def client(self, **kwargs: Any) -> redis.cluster.RedisCluster:
         """A synchronous cluster client (bytes replies, one quick retry)."""

@@ -19,7 +19,7 @@ from redis_checkpoint.testing._process import (
     cleanup_all,
     poll,
 )
-from redis_checkpoint.testing.server import RedisServer, server_on_port
+from redis_checkpoint.testing.server import RedisServer, describe_each, server_on_port
 
 __all__ = ["RedisSentinelGroup"]
 
@@ -278,19 +278,10 @@ class RedisSentinelGroup(Started):
 
     def _describe(self) -> str:
         """Each Sentinel's view of the primary and its recent log, for error messages."""
-        chunks = []
-        for sentinel in self.sentinels:
-            if not sentinel.running:
-                chunks.append(f"--- sentinel {sentinel.port}: not running ---")
-                continue
-            try:
-                with sentinel.client() as client:
-                    master = _sentinel_fields(
-                        client.execute_command("SENTINEL", "MASTER", self.service)
-                    )
-            except redis.exceptions.RedisError as exc:
-                chunks.append(f"--- sentinel {sentinel.port}: {type(exc).__name__}: {exc} ---")
-                continue
+
+        def account(sentinel: RedisServer, client: Any) -> str:
+            master = _sentinel_fields(client.execute_command("SENTINEL", "MASTER", self.service))
             view = {k: master.get(k) for k in ("port", "flags", "failover-state", "num-slaves")}
-            chunks.append(f"--- sentinel {sentinel.port}: {view} ---\n{sentinel.log_tail(12)}")
-        return "\n".join(chunks)
+            return f"--- sentinel {sentinel.port}: {view} ---\n{sentinel.log_tail(12)}"
+
+        return describe_each(self.sentinels, "sentinel", account)

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -306,3 +306,21 @@ def server_on_port(servers: Sequence[RedisServer], port: int, group: str) -> Red
         if server.port == port:
             return server
     raise RuntimeError(f"no server of this {group} listens on port {port}")
+
+
+def describe_each(
+    servers: Sequence[RedisServer], kind: str, account: Callable[[RedisServer, Any], str]
+) -> str:
+    """One section per server for an error message: ``account(server, client)`` of each one
+    that answers; one stopped or failing says so."""
+    chunks = []
+    for server in servers:
+        if not server.running:
+            chunks.append(f"--- {kind} {server.port}: not running ---")
+            continue
+        try:
+            with server.client() as client:
+                chunks.append(account(server, client))
+        except redis.exceptions.RedisError as exc:
+            chunks.append(f"--- {kind} {server.port}: {type(exc).__name__}: {exc} ---")
+    return "\n".join(chunks)
