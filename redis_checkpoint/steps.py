@@ -266,10 +266,10 @@ def iterate(plan: Generator[Any, Any, T], handle: Callable[[Any], Any]) -> Gener
 
 
 async def aiterate(
-    plan: Generator[Any, Any, None], handle: Callable[[Any], Awaitable[Any]]
+    plan: Generator[Any, Any, object], handle: Callable[[Any], Awaitable[Any]]
 ) -> AsyncIterator[Any]:
     """:func:`iterate` with an async ``handle``: the emitted items, as an async iterator (an
-    async generator returns no value, so the plan returns none)."""
+    async generator returns no value: the plan's own is dropped)."""
     done, step = resume(plan, None, None)
     while not done:
         if isinstance(step, Emit):

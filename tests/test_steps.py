@@ -12,14 +12,17 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from redis_checkpoint.steps import (
     Compute,
+    Emit,
     Invoke,
     LoadScripts,
     Script,
     Send,
     Sleep,
     adrive,
+    aiterate,
     asend,
     drive,
+    iterate,
     resume,
     send,
     send_with_scripts,
@@ -243,3 +246,76 @@ def test_asend_is_send_on_an_asyncio_client() -> None:
     assert asyncio.run(asend(client, (("GET", "a"), ("GET", "b")))) == ["r0", "r1"]
     assert client.pipelines == [[("GET", "a"), ("GET", "b")]]
     assert client.transactions == [False]
+
+
+def _pages(log: list[Any]) -> Generator[Any, Any, str]:
+    first = yield Send((("ZRANGE", "idx"),))
+    log.append(first)
+    yield Emit(["a", "b"])
+    log.append("after the first page")
+    try:
+        yield Sleep(0.1)
+    except ValueError as exc:
+        log.append(f"caught {exc}")
+    yield Emit([])
+    yield Emit(["c"])
+    return "listed"
+
+
+def _handle(step: Any) -> Any:
+    if isinstance(step, Sleep):
+        raise ValueError("no sleeping")
+    return ["page"]
+
+
+def test_iterate_hands_out_what_the_plan_emits_lazily_and_returns_its_value() -> None:
+    log: list[Any] = []
+    items = iterate(_pages(log), _handle)
+    assert next(items) == "a"
+    assert log == [["page"]]  # nothing past the first page runs before it is asked for
+    assert next(items) == "b"
+    assert log == [["page"]]
+    assert next(items) == "c"
+    assert log == [["page"], "after the first page", "caught no sleeping"]
+    with pytest.raises(StopIteration) as end:
+        next(items)
+    assert end.value.value == "listed"
+
+
+def test_aiterate_is_iterate_with_an_async_handler() -> None:
+    log: list[Any] = []
+
+    async def handle(step: Any) -> Any:
+        return _handle(step)
+
+    async def collect() -> list[Any]:
+        found = []
+        async for item in aiterate(_pages(log), handle):
+            found.append((item, len(log)))
+        return found
+
+    assert asyncio.run(collect()) == [("a", 1), ("b", 1), ("c", 3)]
+    assert log == [["page"], "after the first page", "caught no sleeping"]
+
+
+def test_an_error_the_plan_does_not_catch_leaves_iterate() -> None:
+    def plan() -> Generator[Any, Any, None]:
+        yield Emit([1])
+        yield Send((("GET", "a"),))
+
+    def handle(step: Any) -> Any:
+        raise ResponseError("WRONGTYPE")
+
+    items = iterate(plan(), handle)
+    assert next(items) == 1
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        next(items)
+
+    async def ahandle(step: Any) -> Any:
+        raise ResponseError("WRONGTYPE")
+
+    async def collect() -> list[Any]:
+        return [item async for item in aiterate(plan(), ahandle)]
+
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        asyncio.run(collect())
