@@ -31,13 +31,14 @@ from typing import Any, TextIO
 
 from redis_checkpoint.cache.engine import CacheEngine
 from redis_checkpoint.checkpoint.saver import RedisSaver
-from redis_checkpoint.client import access_error, check_connection, create_client
+from redis_checkpoint.client import check_connection, create_client
 from redis_checkpoint.errors import (
     ConfigurationError,
     CorruptEntryError,
     RedisAuthError,
     RedisUnavailableError,
 )
+from redis_checkpoint.failures import access_error
 from redis_checkpoint.ops.health import HealthMonitor
 from redis_checkpoint.ops.keyspace import (
     keyspace_plan,

@@ -42,13 +42,12 @@ from redis_checkpoint import (
 from redis_checkpoint.cache.engine import _Engine
 from redis_checkpoint.cli import EXIT_AUTH, main
 from redis_checkpoint.client import (
-    access_error,
     acheck_connection,
     check_connection,
     create_async_client,
     create_client,
-    is_unavailable_error,
 )
+from redis_checkpoint.failures import access_error, is_unavailable_error
 from redis_checkpoint.testing import RedisClusterServers, RedisSentinelGroup, RedisServer
 
 PASSWORD = "Sup3r-s3cret-default"

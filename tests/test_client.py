@@ -28,10 +28,10 @@ from redis_checkpoint.client import (
     create_client,
     describe_client,
     is_cluster,
-    is_unavailable_error,
     redact_url,
 )
 from redis_checkpoint.errors import ConfigurationError, RedisUnavailableError
+from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.settings import ENV_VARS, Settings
 from redis_checkpoint.testing import RedisServer, free_port
 

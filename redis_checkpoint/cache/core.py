@@ -50,8 +50,8 @@ from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache.keys import KeyLayout
 from redis_checkpoint.cache.memory import MemoryTier
 from redis_checkpoint.cache.stats import CacheStats
-from redis_checkpoint.client import access_error, is_unavailable_error
 from redis_checkpoint.errors import ConfigurationError, RedisAuthError
+from redis_checkpoint.failures import access_error, is_unavailable_error
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import Compute, LoadScripts, Script, Send, Sleep, send_with_scripts

@@ -34,8 +34,8 @@ from redis_checkpoint.checkpoint.core import SaverCore
 from redis_checkpoint.checkpoint.journal import Delta
 from redis_checkpoint.checkpoint.memory import BUSY, ThreadMemoryTier
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
-from redis_checkpoint.client import access_error, is_unavailable_error
 from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
+from redis_checkpoint.failures import access_error, is_unavailable_error
 from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.steps import (
     AwaitWriteBack,

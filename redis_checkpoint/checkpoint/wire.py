@@ -17,7 +17,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
-from redis_checkpoint.client import is_unavailable_error
+from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.steps import Command, LoadScripts
 
 # redis.asyncio packs commands in Python even when hiredis is installed; hiredis packs in C.

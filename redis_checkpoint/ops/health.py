@@ -37,8 +37,9 @@ from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.saver import RedisSaver
-from redis_checkpoint.client import access_error, create_async_client, create_client
+from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import ConfigurationError, RedisAuthError
+from redis_checkpoint.failures import access_error
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.keyspace import (
     KeyspaceSample,

@@ -49,13 +49,14 @@ from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.saver import RedisSaver
-from redis_checkpoint.client import create_async_client, is_unavailable_error
+from redis_checkpoint.client import create_async_client
 from redis_checkpoint.errors import (
     ConfigurationError,
     CorruptEntryError,
     RedisAuthError,
     RedisUnavailableError,
 )
+from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.health import HealthMonitor, HealthReport
 from redis_checkpoint.ops.keyspace import (

@@ -26,7 +26,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from redis_checkpoint.client import access_error, describe_client
+from redis_checkpoint.client import describe_client
+from redis_checkpoint.failures import access_error
 from redis_checkpoint.web.entry import StoredResponse, VaryMarker
 
 __all__ = ["Invalidations", "NearCache"]
