@@ -33,12 +33,14 @@ from redis_checkpoint.errors import (
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops import HealthMonitor, HealthReport
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.store import AsyncRedisStore, RedisStore
 from redis_checkpoint.web import CacheMiddleware, CacheRule, TrustedForwarding
 
 __all__ = [
     "DEFAULT_TTLS",
     "AsyncCacheEngine",
     "AsyncRedisSaver",
+    "AsyncRedisStore",
     "CacheEngine",
     "CacheMiddleware",
     "CacheRule",
@@ -57,6 +59,7 @@ __all__ = [
     "RedisAuthError",
     "RedisCheckpointError",
     "RedisSaver",
+    "RedisStore",
     "RedisUnavailableError",
     "Settings",
     "TrustedForwarding",

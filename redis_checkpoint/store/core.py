@@ -1,0 +1,510 @@
+"""The store's one core: every ``BaseStore`` operation as a plan of ``steps.py`` steps.
+
+A batch runs as one plan (:meth:`StoreCore.batch`): reads first (they see the state before the
+batch's puts, as ``InMemoryStore``), then the embeddings of the new texts, then the puts, one
+script per namespace, all in one round trip. It yields :class:`Send` and :class:`LoadScripts`
+for Redis and :class:`Invoke` for the embeddings (``embed_documents``/``embed_query``: the async
+driver calls the embeddings' async twins), so ``RedisStore`` and ``AsyncRedisStore`` share it.
+
+Search is exact: the process keeps a *snapshot* of each namespace it searched (decoded items and
+their vectors as one float32 matrix) with the namespace's version. A search asks Redis for the
+versions of the namespaces under its prefix (one round trip), reloads only those that changed,
+and then filters and scores in numpy: the same top-k as brute force, without a search module.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Final
+
+import numpy as np
+from langgraph.store.base import (
+    GetOp,
+    IndexConfig,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    TTLConfig,
+)
+from langgraph.store.base.embed import ensure_embeddings, get_text_at_path, tokenize_path
+
+from redis_checkpoint.cache import codec
+from redis_checkpoint.client import reply_text
+from redis_checkpoint.errors import CorruptEntryError
+from redis_checkpoint.steps import Invoke, LoadScripts, Send, send_with_scripts
+from redis_checkpoint.store.layout import StoreLayout
+from redis_checkpoint.store.scripts import GET_ITEMS, PUT_ITEMS, SNAPSHOT, STORE_SCRIPTS
+
+__all__ = ["StoreCore", "StorePlan"]
+
+StorePlan = Generator[Send | LoadScripts | Invoke, Any, Any]
+Namespace = tuple[str, ...]
+_HEADER: Final = np.dtype(">f8")
+#: Namespaces whose snapshot a process keeps (least recently searched go first).
+MAX_SNAPSHOTS: Final = 256
+
+
+@dataclass
+class _Record:
+    value: dict[str, Any]
+    created_ms: float
+    updated_ms: float
+    place: float
+    ttl_ms: float
+    expiry_ms: float = math.inf  # in a snapshot: when it expires (a refresh moves it later)
+
+    def item(self, namespace: Namespace, key: str) -> Item:
+        return Item(
+            value=self.value,
+            key=key,
+            namespace=namespace,
+            created_at=_when(self.created_ms),
+            updated_at=_when(self.updated_ms),
+        )
+
+
+@dataclass
+class _Snapshot:
+    """One namespace as Redis held it at ``version``: items in their order of first insertion,
+    and every indexed field's vector (rows of ``matrix``, owned by ``owners``)."""
+
+    version: bytes
+    keys: list[str]
+    records: dict[str, _Record]
+    matrix: np.ndarray[Any, np.dtype[np.float32]]
+    norms: np.ndarray[Any, np.dtype[np.float32]]
+    owners: list[str] = field(default_factory=list)
+
+
+class StoreCore:
+    """The plans of a store; holds no connection. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        index: IndexConfig | None = None,
+        ttl: TTLConfig | None = None,
+        prefix: str = "rc",
+        clock: Any = time.time,
+    ) -> None:
+        self.layout = StoreLayout(prefix)
+        self.index = index
+        self.ttl = ttl
+        self.embeddings = ensure_embeddings(index.get("embed")) if index else None
+        self.dims = int(index["dims"]) if index else 0
+        self.fields = (
+            [(p, tokenize_path(p)) for p in (index.get("fields") or ["$"])] if index else []
+        )
+        self._clock = clock
+        self._snapshots: OrderedDict[Namespace, _Snapshot] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- Redis ---------------------------------------------------------------------------------
+
+    def _send(self, *commands: tuple[Any, ...]) -> Generator[Any, Any, list[Any]]:
+        replies: list[Any] = yield from send_with_scripts(commands, STORE_SCRIPTS)
+        return replies
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _script(self, script: Any, namespace: Namespace, *args: Any) -> tuple[Any, ...]:
+        keys = self.layout.keys(namespace).all()
+        return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    # -- a batch -------------------------------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> StorePlan:
+        ops = list(ops)
+        results: list[Result] = [None] * len(ops)
+        puts: dict[tuple[Namespace, str], PutOp] = {}
+        for i, op in enumerate(ops):
+            if isinstance(op, GetOp):
+                results[i] = yield from self._get(op)
+            elif isinstance(op, SearchOp):
+                results[i] = yield from self._search(op)
+            elif isinstance(op, ListNamespacesOp):
+                results[i] = yield from self._list_namespaces(op)
+            elif isinstance(op, PutOp):
+                puts[(op.namespace, op.key)] = op
+            else:
+                raise ValueError(f"Unknown operation type: {type(op)}")
+        if puts:
+            yield from self._put(list(puts.values()))
+        return results
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _get(self, op: GetOp) -> Generator[Any, Any, Item | None]:
+        refresh = "1" if op.refresh_ttl else "0"
+        [records] = yield from self._send(
+            self._script(GET_ITEMS, op.namespace, self._now_ms(), refresh, op.key)
+        )
+        if refresh == "1":
+            yield from self._extend_registry(op.namespace, records)
+        raw = records[0]
+        if not raw:
+            return None
+        return self._decode(op.namespace, op.key, raw).item(op.namespace, op.key)
+
+    def _live_namespaces(self) -> Generator[Any, Any, list[Namespace]]:
+        """The namespaces that hold an item now (registry members whose version key exists)."""
+        now = self._now_ms()
+        [tags] = yield from self._send(("ZRANGEBYSCORE", self.layout.registry, now, "+inf"))
+        namespaces = [self.layout.namespace(reply_text(tag)) for tag in tags]
+        if not namespaces:
+            return []
+        found = yield from self._send(
+            *(("EXISTS", self.layout.keys(ns).version) for ns in namespaces)
+        )
+        gone = [
+            self.layout.tag(ns) for ns, there in zip(namespaces, found, strict=True) if not there
+        ]
+        if gone:
+            yield from self._send(("ZREM", self.layout.registry, *gone))
+        return [ns for ns, there in zip(namespaces, found, strict=True) if there]
+
+    def _list_namespaces(self, op: ListNamespacesOp) -> Generator[Any, Any, list[Namespace]]:
+        namespaces = yield from self._live_namespaces()
+        conditions = op.match_conditions or ()
+        kept = [ns for ns in namespaces if all(_matches(c, ns) for c in conditions)]
+        if op.max_depth is not None:
+            kept = sorted({ns[: op.max_depth] for ns in kept})
+        else:
+            kept = sorted(kept)
+        return kept[op.offset : op.offset + op.limit]
+
+    def _search(self, op: SearchOp) -> Generator[Any, Any, list[SearchItem]]:
+        prefix = tuple(op.namespace_prefix)
+        namespaces = sorted(
+            ns for ns in (yield from self._live_namespaces()) if ns[: len(prefix)] == prefix
+        )
+        snapshots = yield from self._snapshots_of(namespaces)
+        yield from self._recheck_expiries(namespaces, snapshots)
+        now = self._now_ms()
+        candidates: list[tuple[Namespace, str, _Record]] = []
+        for ns, snap in zip(namespaces, snapshots, strict=True):
+            for key in snap.keys:
+                record = snap.records[key]
+                if record.expiry_ms > now and _passes(record.value, op.filter):
+                    candidates.append((ns, key, record))
+        if op.query and self.embeddings is not None:
+            vector = yield Invoke("embed_query", (op.query,))
+            found = self._rank(op, candidates, snapshots, namespaces, vector)
+        else:
+            found = [(None, c) for c in candidates[op.offset : op.offset + op.limit]]
+        if op.refresh_ttl and found:
+            yield from self._refresh([(ns, key) for _, (ns, key, _) in found])
+        return [
+            SearchItem(
+                namespace=ns,
+                key=key,
+                value=record.value,
+                created_at=_when(record.created_ms),
+                updated_at=_when(record.updated_ms),
+                score=score,
+            )
+            for score, (ns, key, record) in found
+        ]
+
+    def _rank(
+        self,
+        op: SearchOp,
+        candidates: list[tuple[Namespace, str, _Record]],
+        snapshots: list[_Snapshot],
+        namespaces: list[Namespace],
+        query: Sequence[float],
+    ) -> list[tuple[float | None, tuple[Namespace, str, _Record]]]:
+        """Cosine similarity, the best of an item's fields, highest first; then offset and
+        limit; items with no vector fill up to ``limit`` after them (as ``InMemoryStore``)."""
+        by_namespace = dict(zip(namespaces, snapshots, strict=True))
+        q = np.asarray(query, dtype=np.float64)
+        q_norm = float(np.linalg.norm(q))
+        scored: list[tuple[float, int, tuple[Namespace, str, _Record]]] = []
+        scoreless = []
+        wanted: dict[Namespace, set[str]] = {}
+        for ns, key, _ in candidates:
+            wanted.setdefault(ns, set()).add(key)
+        best: dict[tuple[Namespace, str], float] = {}
+        for ns, keys in wanted.items():
+            snap = by_namespace[ns]
+            if not snap.owners:
+                continue
+            dots = snap.matrix.astype(np.float64) @ q
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scores = np.where(snap.norms > 0, dots / (snap.norms * q_norm), 0.0)
+            for owner, score in zip(snap.owners, scores.tolist(), strict=True):
+                if owner in keys:
+                    slot = (ns, owner)
+                    best[slot] = max(best.get(slot, -math.inf), score)
+        for position, (ns, key, record) in enumerate(candidates):
+            score = best.get((ns, key))
+            if score is None:
+                scoreless.append((ns, key, record))
+            else:
+                scored.append((score, position, (ns, key, record)))
+        scored.sort(key=lambda entry: (-entry[0], entry[1]))
+        kept: list[tuple[float | None, tuple[Namespace, str, _Record]]] = [
+            (score, entry) for score, _, entry in scored[op.offset : op.offset + op.limit]
+        ]
+        if scoreless and len(kept) < op.limit:
+            kept.extend((None, entry) for entry in scoreless[: op.limit - len(kept)])
+        return kept
+
+    def _snapshots_of(self, namespaces: list[Namespace]) -> Generator[Any, Any, list[_Snapshot]]:
+        """Each namespace's snapshot, reloading only those whose version moved."""
+        if not namespaces:
+            return []
+        versions = yield from self._send(
+            *(("GET", self.layout.keys(ns).version) for ns in namespaces)
+        )
+        with self._lock:
+            held = {ns: self._snapshots.get(ns) for ns in namespaces}
+        stale = [
+            ns
+            for ns, version in zip(namespaces, versions, strict=True)
+            if held[ns] is None or held[ns].version != version  # type: ignore[union-attr]
+        ]
+        if stale:
+            now = self._now_ms()
+            replies = yield from self._send(*(self._script(SNAPSHOT, ns, now) for ns in stale))
+            for ns, reply in zip(stale, replies, strict=True):
+                held[ns] = self._load_snapshot(ns, reply)
+        with self._lock:
+            for ns in namespaces:
+                snap = held[ns]
+                if snap is not None:
+                    self._snapshots[ns] = snap
+                    self._snapshots.move_to_end(ns)
+            while len(self._snapshots) > MAX_SNAPSHOTS:
+                self._snapshots.popitem(last=False)
+        return [held[ns] or _empty_snapshot() for ns in namespaces]
+
+    def _recheck_expiries(
+        self, namespaces: list[Namespace], snapshots: list[_Snapshot]
+    ) -> Generator[Any, Any, None]:
+        """Items a snapshot holds as expired may have been read with a refresh since (which
+        leaves the version alone): ask Redis for their expiry now."""
+        now = self._now_ms()
+        due = [
+            (ns, snap, [k for k in snap.keys if snap.records[k].expiry_ms <= now])
+            for ns, snap in zip(namespaces, snapshots, strict=True)
+        ]
+        due = [entry for entry in due if entry[2]]
+        if not due:
+            return
+        replies = yield from self._send(
+            *(("ZMSCORE", self.layout.keys(ns).expiries, *keys) for ns, _, keys in due)
+        )
+        for (_, snap, keys), scores in zip(due, replies, strict=True):
+            for key, score in zip(keys, scores, strict=True):
+                snap.records[key].expiry_ms = -math.inf if score is None else float(score)
+
+    def _load_snapshot(self, namespace: Namespace, reply: Any) -> _Snapshot:
+        version, flat_records, flat_vectors, flat_expiries = reply
+        records = {
+            reply_text(flat_records[i]): self._decode(
+                namespace, reply_text(flat_records[i]), flat_records[i + 1]
+            )
+            for i in range(0, len(flat_records), 2)
+        }
+        for i in range(0, len(flat_expiries), 2):
+            record = records.get(reply_text(flat_expiries[i]))
+            if record is not None:
+                record.expiry_ms = float(flat_expiries[i + 1])
+        keys = sorted(records, key=lambda key: records[key].place)
+        owners: list[str] = []
+        rows: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        for i in range(0, len(flat_vectors), 2):
+            key = reply_text(flat_vectors[i])
+            if key not in records or not self.dims:
+                continue
+            packed = np.frombuffer(flat_vectors[i + 1], dtype="<f4")
+            if packed.size % self.dims:
+                raise CorruptEntryError(self.layout.keys(namespace).vectors, f"field {key!r}")
+            for row in packed.reshape(-1, self.dims):
+                owners.append(key)
+                rows.append(row)
+        matrix = np.vstack(rows) if rows else np.zeros((0, max(self.dims, 1)), dtype=np.float32)
+        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+        return _Snapshot(version or b"", keys, records, matrix, norms, owners)  # type: ignore[arg-type]
+
+    def _decode(self, namespace: Namespace, key: str, raw: bytes) -> _Record:
+        where = f"{self.layout.keys(namespace).items} field {key!r}"
+        if not isinstance(raw, bytes) or len(raw) < 32:
+            raise CorruptEntryError(where, "a record shorter than its header")
+        created, updated, place, ttl = np.frombuffer(raw[:32], dtype=_HEADER).tolist()
+        try:
+            value = codec.loads(raw[32:])
+        except Exception as exc:
+            raise CorruptEntryError(where, f"the value does not decode ({exc})") from None
+        if not isinstance(value, dict):
+            raise CorruptEntryError(where, f"the value is a {type(value).__name__}, not a dict")
+        return _Record(value, created, updated, place, ttl)
+
+    # -- TTL -----------------------------------------------------------------------------------
+
+    def _refresh(self, found: list[tuple[Namespace, str]]) -> Generator[Any, Any, None]:
+        by_namespace: dict[Namespace, list[str]] = {}
+        for ns, key in found:
+            by_namespace.setdefault(ns, []).append(key)
+        now = self._now_ms()
+        namespaces = list(by_namespace)
+        replies = yield from self._send(
+            *(self._script(GET_ITEMS, ns, now, "1", *by_namespace[ns]) for ns in namespaces)
+        )
+        for ns, records in zip(namespaces, replies, strict=True):
+            yield from self._extend_registry(ns, records)
+
+    def _extend_registry(
+        self, namespace: Namespace, records: list[Any]
+    ) -> Generator[Any, Any, None]:
+        """A refreshed TTL keeps the namespace listed as long as its items live."""
+        ttls = [self._decode(namespace, "?", raw).ttl_ms for raw in records if raw]
+        if ttls:
+            latest = "+inf" if not all(ttls) else self._now_ms() + max(ttls)
+            yield from self._send(
+                ("ZADD", self.layout.registry, "GT", latest, self.layout.tag(namespace))
+            )
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _put(self, puts: list[PutOp]) -> Generator[Any, Any, None]:
+        vectors = yield from self._embed(puts)
+        now = self._now_ms()
+        by_namespace: dict[Namespace, list[Any]] = {}
+        latest: dict[Namespace, float] = {}
+        for op in puts:
+            args = by_namespace.setdefault(op.namespace, [])
+            if op.value is None:
+                args += [op.key, "d"]
+                continue
+            body = codec.dumps(dict(op.value))
+            ttl_ms = 0 if op.ttl is None else max(1, int(op.ttl * 60_000))
+            packed = vectors.get((op.namespace, op.key), b"")
+            args += [op.key, "p", body, packed, ttl_ms]
+            expiry = math.inf if not ttl_ms else now + ttl_ms
+            latest[op.namespace] = max(latest.get(op.namespace, -math.inf), expiry)
+        namespaces = list(by_namespace)
+        commands = [self._script(PUT_ITEMS, ns, now, *by_namespace[ns]) for ns in namespaces]
+        commands += [
+            (
+                "ZADD",
+                self.layout.registry,
+                "GT",
+                "+inf" if math.isinf(score) else score,
+                self.layout.tag(ns),
+            )
+            for ns, score in latest.items()
+        ]
+        replies = yield from self._send(*commands)
+        written = replies[: len(namespaces)]
+        emptied = [
+            self.layout.tag(ns)
+            for ns, (_, left) in zip(namespaces, written, strict=True)
+            if not left
+        ]
+        if emptied:
+            yield from self._send(("ZREM", self.layout.registry, *emptied))
+        with self._lock:
+            for ns in namespaces:
+                self._snapshots.pop(ns, None)  # the next search reloads what changed
+
+    def _embed(self, puts: list[PutOp]) -> Generator[Any, Any, dict[tuple[Namespace, str], bytes]]:
+        """Each indexed item's field vectors, packed: one embedding per distinct text."""
+        if self.embeddings is None:
+            return {}
+        wanted: dict[tuple[Namespace, str], list[str]] = {}
+        for op in puts:
+            if op.value is None or op.index is False:
+                continue
+            paths = self.fields if op.index is None else [(p, tokenize_path(p)) for p in op.index]
+            texts = [text for _, tokens in paths for text in get_text_at_path(op.value, tokens)]
+            if texts:
+                wanted[(op.namespace, op.key)] = texts
+        distinct = list(dict.fromkeys(text for texts in wanted.values() for text in texts))
+        if not distinct:
+            return {}
+        embedded = yield Invoke("embed_documents", (distinct,))
+        if len(embedded) != len(distinct):
+            raise ValueError(f"{len(embedded)} embeddings for {len(distinct)} texts")
+        by_text = dict(zip(distinct, embedded, strict=True))
+        return {
+            slot: np.asarray([by_text[t] for t in texts], dtype="<f4").tobytes()
+            for slot, texts in wanted.items()
+        }
+
+
+def _when(ms: float) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+
+
+def _empty_snapshot() -> _Snapshot:
+    empty = np.zeros((0, 1), dtype=np.float32)
+    return _Snapshot(b"", [], {}, empty, np.zeros(0, dtype=np.float32))
+
+
+def _matches(condition: MatchCondition, namespace: Namespace) -> bool:
+    path = tuple(condition.path)
+    if len(namespace) < len(path):
+        return False
+    if condition.match_type == "prefix":
+        pairs = zip(namespace, path, strict=False)
+    elif condition.match_type == "suffix":
+        pairs = zip(reversed(namespace), reversed(path), strict=False)
+    else:
+        raise ValueError(f"Unsupported match type: {condition.match_type}")
+    return all(wanted == "*" or label == wanted for label, wanted in pairs)
+
+
+_COMPARISONS: Final = {
+    "$gt": lambda a, b: a > b,
+    "$gte": lambda a, b: a >= b,
+    "$lt": lambda a, b: a < b,
+    "$lte": lambda a, b: a <= b,
+}
+
+
+def _passes(value: dict[str, Any], conditions: dict[str, Any] | None) -> bool:
+    return not conditions or all(_compare(value.get(k), v) for k, v in conditions.items())
+
+
+def _compare(found: Any, wanted: Any) -> bool:
+    """``InMemoryStore``'s matching (equality, nested dicts and lists, ``$`` operators), except
+    that an order comparison with a missing or non-numeric value is False, not an error."""
+    if isinstance(wanted, dict):
+        if any(k.startswith("$") for k in wanted):
+            return all(_operator(found, op, operand) for op, operand in wanted.items())
+        return isinstance(found, dict) and all(_compare(found.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, (list, tuple)):
+        return (
+            isinstance(found, (list, tuple))
+            and len(found) == len(wanted)
+            and all(_compare(f, w) for f, w in zip(found, wanted, strict=True))
+        )
+    return bool(found == wanted)
+
+
+def _operator(found: Any, operator: str, operand: Any) -> bool:
+    if operator == "$eq":
+        return bool(found == operand)
+    if operator == "$ne":
+        return bool(found != operand)
+    compare = _COMPARISONS.get(operator)
+    if compare is None:
+        raise ValueError(f"Unsupported operator: {operator}")
+    try:
+        return bool(compare(float(found), float(operand)))
+    except (TypeError, ValueError):
+        return False

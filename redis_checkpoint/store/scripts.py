@@ -1,0 +1,136 @@
+"""The store's Lua scripts: each runs on one namespace's four keys (see layout.py).
+
+A record is a 32-byte header (created and updated, Unix ms; the item's place in its namespace;
+its TTL in ms, 0 for none; big-endian doubles) followed by the msgpack of the value. An item
+with a TTL has its expiry in the ``:e`` sorted set; reads skip items past it and every write
+removes them, and the namespace's keys expire with their last item, so nothing expired stays.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from redis_checkpoint.steps import Script
+
+__all__ = ["GET_ITEMS", "PUT_ITEMS", "SNAPSHOT", "STORE_SCRIPTS"]
+
+_PRELUDE = r"""
+local items, vecs, exps, ver = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = tonumber(ARGV[1])
+
+local function purge()
+  local dead = redis.call('ZRANGEBYSCORE', exps, '-inf', now)
+  for i = 1, #dead, 500 do
+    local chunk = {unpack(dead, i, math.min(i + 499, #dead))}
+    redis.call('HDEL', items, unpack(chunk))
+    redis.call('HDEL', vecs, unpack(chunk))
+    redis.call('ZREM', exps, unpack(chunk))
+  end
+end
+
+-- The keys live as long as their last item: forever if one has no TTL.
+local function fit_expiry()
+  local count = redis.call('HLEN', items)
+  if count == 0 then
+    redis.call('DEL', items, vecs, exps, ver)
+    return 0
+  end
+  if count > redis.call('ZCARD', exps) then
+    redis.call('PERSIST', items); redis.call('PERSIST', vecs)
+    redis.call('PERSIST', exps); redis.call('PERSIST', ver)
+  else
+    local last = redis.call('ZRANGE', exps, -1, -1, 'WITHSCORES')
+    local ms = math.max(1, math.ceil(tonumber(last[2]) - now))
+    redis.call('PEXPIRE', items, ms); redis.call('PEXPIRE', vecs, ms)
+    redis.call('PEXPIRE', exps, ms); redis.call('PEXPIRE', ver, ms)
+  end
+  return count
+end
+"""
+
+# ARGV: now, then per item: key, 'd' (delete) | key, 'p', value, vectors ('' none), ttl ms.
+# Returns {version, items left}.
+PUT_ITEMS: Final = Script(
+    "store_put",
+    _PRELUDE
+    + r"""
+purge()
+-- A version that is new even after the namespace was emptied and deleted: a process that
+-- cached the old one must not take the new namespace for it.
+if redis.call('EXISTS', ver) == 0 then
+  redis.call('SET', ver, string.format('%.0f', now * 1000))
+end
+local version = redis.call('INCR', ver)
+local i = 2
+while i <= #ARGV do
+  local key, kind = ARGV[i], ARGV[i + 1]
+  if kind == 'd' then
+    redis.call('HDEL', items, key); redis.call('HDEL', vecs, key); redis.call('ZREM', exps, key)
+    i = i + 2
+  else
+    local body, vec, ttl = ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
+    local created, place = now, version
+    local old = redis.call('HGET', items, key)
+    if old and #old >= 32 then
+      local c, _, p = struct.unpack('>ddd', old)
+      created, place = c, p
+    end
+    redis.call('HSET', items, key, struct.pack('>dddd', created, now, place, ttl) .. body)
+    if vec ~= '' then redis.call('HSET', vecs, key, vec) else redis.call('HDEL', vecs, key) end
+    if ttl > 0 then redis.call('ZADD', exps, now + ttl, key) else redis.call('ZREM', exps, key) end
+    i = i + 5
+  end
+end
+return {version, fit_expiry()}
+""",
+)
+
+# ARGV: now, refresh (1/0), keys... Returns the records (false: absent or expired). With
+# refresh, each found item with a TTL gets it again from now.
+GET_ITEMS: Final = Script(
+    "store_get",
+    _PRELUDE
+    + r"""
+local refresh = ARGV[2] == '1'
+local out = {}
+for i = 3, #ARGV do
+  local key = ARGV[i]
+  local record = redis.call('HGET', items, key)
+  local expiry = redis.call('ZSCORE', exps, key)
+  if record and expiry and tonumber(expiry) <= now then record = false end
+  if record and refresh and expiry and #record >= 32 then
+    local _, _, _, ttl = struct.unpack('>dddd', record)
+    if ttl > 0 then redis.call('ZADD', exps, now + ttl, key) end
+  end
+  out[#out + 1] = record or false
+end
+if refresh and redis.call('EXISTS', items) == 1 then fit_expiry() end
+return out
+""",
+)
+
+# ARGV: now. Returns {version, {key, record, ...}, {key, vectors, ...}, {key, expiry, ...}},
+# live items only.
+SNAPSHOT: Final = Script(
+    "store_snapshot",
+    _PRELUDE
+    + r"""
+local version = redis.call('GET', ver)
+if not version then return {false, {}, {}, {}} end
+local dead = {}
+for _, key in ipairs(redis.call('ZRANGEBYSCORE', exps, '-inf', now)) do dead[key] = true end
+local records, vectors = {}, {}
+local flat = redis.call('HGETALL', items)
+for i = 1, #flat, 2 do
+  if not dead[flat[i]] then records[#records + 1] = flat[i]; records[#records + 1] = flat[i + 1] end
+end
+flat = redis.call('HGETALL', vecs)
+for i = 1, #flat, 2 do
+  if not dead[flat[i]] then vectors[#vectors + 1] = flat[i]; vectors[#vectors + 1] = flat[i + 1] end
+end
+local expiries = redis.call('ZRANGEBYSCORE', exps, '(' .. now, '+inf', 'WITHSCORES')
+return {version, records, vectors, expiries}
+""",
+)
+
+STORE_SCRIPTS: Final = (PUT_ITEMS, GET_ITEMS, SNAPSHOT)
