@@ -19,7 +19,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Generator, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Final
 
@@ -83,8 +83,12 @@ class _Snapshot:
     keys: list[str]
     records: dict[str, _Record]
     matrix: np.ndarray[Any, np.dtype[np.float32]]
-    norms: np.ndarray[Any, np.dtype[np.float32]]
-    owners: list[str] = field(default_factory=list)
+    norms: np.ndarray[Any, np.dtype[np.float64]]
+    owners: np.ndarray[Any, np.dtype[np.intp]]  # per row: the position of its item in keys
+
+    @property
+    def soonest_expiry(self) -> float:
+        return min((r.expiry_ms for r in self.records.values()), default=math.inf)
 
 
 class StoreCore:
@@ -193,74 +197,32 @@ class StoreCore:
         snapshots = yield from self._snapshots_of(namespaces)
         yield from self._recheck_expiries(namespaces, snapshots)
         now = self._now_ms()
-        candidates: list[tuple[Namespace, str, _Record]] = []
-        for ns, snap in zip(namespaces, snapshots, strict=True):
-            for key in snap.keys:
-                record = snap.records[key]
-                if record.expiry_ms > now and _passes(record.value, op.filter):
-                    candidates.append((ns, key, record))
+        # Per namespace, the positions of the items that pass, in their order.
+        chosen = [_passing(snap, op.filter, now) for snap in snapshots]
+        places = [(n, int(i)) for n, positions in enumerate(chosen) for i in positions]
         if op.query and self.embeddings is not None:
             vector = yield Invoke("embed_query", (op.query,))
-            found = self._rank(op, candidates, snapshots, namespaces, vector)
+            found = _rank(op, snapshots, chosen, places, vector)
         else:
-            found = [(None, c) for c in candidates[op.offset : op.offset + op.limit]]
-        if op.refresh_ttl and found:
-            yield from self._refresh([(ns, key) for _, (ns, key, _) in found])
-        return [
-            SearchItem(
-                namespace=ns,
-                key=key,
-                value=record.value,
-                created_at=_when(record.created_ms),
-                updated_at=_when(record.updated_ms),
-                score=score,
+            found = [(None, place) for place in places[op.offset : op.offset + op.limit]]
+        results = []
+        for score, (n, i) in found:
+            snap = snapshots[n]
+            key = snap.keys[i]
+            record = snap.records[key]
+            results.append(
+                SearchItem(
+                    namespace=namespaces[n],
+                    key=key,
+                    value=record.value,
+                    created_at=_when(record.created_ms),
+                    updated_at=_when(record.updated_ms),
+                    score=score,
+                )
             )
-            for score, (ns, key, record) in found
-        ]
-
-    def _rank(
-        self,
-        op: SearchOp,
-        candidates: list[tuple[Namespace, str, _Record]],
-        snapshots: list[_Snapshot],
-        namespaces: list[Namespace],
-        query: Sequence[float],
-    ) -> list[tuple[float | None, tuple[Namespace, str, _Record]]]:
-        """Cosine similarity, the best of an item's fields, highest first; then offset and
-        limit; items with no vector fill up to ``limit`` after them (as ``InMemoryStore``)."""
-        by_namespace = dict(zip(namespaces, snapshots, strict=True))
-        q = np.asarray(query, dtype=np.float64)
-        q_norm = float(np.linalg.norm(q))
-        scored: list[tuple[float, int, tuple[Namespace, str, _Record]]] = []
-        scoreless = []
-        wanted: dict[Namespace, set[str]] = {}
-        for ns, key, _ in candidates:
-            wanted.setdefault(ns, set()).add(key)
-        best: dict[tuple[Namespace, str], float] = {}
-        for ns, keys in wanted.items():
-            snap = by_namespace[ns]
-            if not snap.owners:
-                continue
-            dots = snap.matrix.astype(np.float64) @ q
-            with np.errstate(divide="ignore", invalid="ignore"):
-                scores = np.where(snap.norms > 0, dots / (snap.norms * q_norm), 0.0)
-            for owner, score in zip(snap.owners, scores.tolist(), strict=True):
-                if owner in keys:
-                    slot = (ns, owner)
-                    best[slot] = max(best.get(slot, -math.inf), score)
-        for position, (ns, key, record) in enumerate(candidates):
-            score = best.get((ns, key))
-            if score is None:
-                scoreless.append((ns, key, record))
-            else:
-                scored.append((score, position, (ns, key, record)))
-        scored.sort(key=lambda entry: (-entry[0], entry[1]))
-        kept: list[tuple[float | None, tuple[Namespace, str, _Record]]] = [
-            (score, entry) for score, _, entry in scored[op.offset : op.offset + op.limit]
-        ]
-        if scoreless and len(kept) < op.limit:
-            kept.extend((None, entry) for entry in scoreless[: op.limit - len(kept)])
-        return kept
+        if op.refresh_ttl and results:
+            yield from self._refresh([(item.namespace, item.key) for item in results])
+        return results
 
     def _snapshots_of(self, namespaces: list[Namespace]) -> Generator[Any, Any, list[_Snapshot]]:
         """Each namespace's snapshot, reloading only those whose version moved."""
@@ -324,21 +286,26 @@ class StoreCore:
             if record is not None:
                 record.expiry_ms = float(flat_expiries[i + 1])
         keys = sorted(records, key=lambda key: records[key].place)
-        owners: list[str] = []
-        rows: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        position = {key: i for i, key in enumerate(keys)}
+        owners: list[int] = []
+        blocks: list[np.ndarray[Any, np.dtype[np.float32]]] = []
         for i in range(0, len(flat_vectors), 2):
             key = reply_text(flat_vectors[i])
-            if key not in records or not self.dims:
+            if key not in position or not self.dims:
                 continue
             packed = np.frombuffer(flat_vectors[i + 1], dtype="<f4")
             if packed.size % self.dims:
-                raise CorruptEntryError(self.layout.keys(namespace).vectors, f"field {key!r}")
-            for row in packed.reshape(-1, self.dims):
-                owners.append(key)
-                rows.append(row)
-        matrix = np.vstack(rows) if rows else np.zeros((0, max(self.dims, 1)), dtype=np.float32)
+                where = f"{self.layout.keys(namespace).vectors} field {key!r}"
+                raise CorruptEntryError(where, f"{packed.size} floats for {self.dims} dims")
+            block = packed.reshape(-1, self.dims)
+            owners += [position[key]] * len(block)
+            blocks.append(block)
+        width = max(self.dims, 1)
+        matrix = np.vstack(blocks) if blocks else np.zeros((0, width), dtype=np.float32)
         norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
-        return _Snapshot(version or b"", keys, records, matrix, norms, owners)  # type: ignore[arg-type]
+        return _Snapshot(
+            version or b"", keys, records, matrix, norms, np.asarray(owners, dtype=np.intp)
+        )
 
     def _decode(self, namespace: Namespace, key: str, raw: bytes) -> _Record:
         where = f"{self.layout.keys(namespace).items} field {key!r}"
@@ -452,7 +419,55 @@ def _when(ms: float) -> datetime:
 
 def _empty_snapshot() -> _Snapshot:
     empty = np.zeros((0, 1), dtype=np.float32)
-    return _Snapshot(b"", [], {}, empty, np.zeros(0, dtype=np.float32))
+    return _Snapshot(b"", [], {}, empty, np.zeros(0), np.zeros(0, dtype=np.intp))
+
+
+def _passing(
+    snap: _Snapshot, conditions: dict[str, Any] | None, now: float
+) -> np.ndarray[Any, np.dtype[np.intp]]:
+    """The positions of the snapshot's live items that pass the filter, in order."""
+    if not conditions and snap.soonest_expiry > now:
+        return np.arange(len(snap.keys), dtype=np.intp)
+    kept = [
+        i
+        for i, key in enumerate(snap.keys)
+        if snap.records[key].expiry_ms > now and _passes(snap.records[key].value, conditions)
+    ]
+    return np.asarray(kept, dtype=np.intp)
+
+
+def _rank(
+    op: SearchOp,
+    snapshots: list[_Snapshot],
+    chosen: list[np.ndarray[Any, np.dtype[np.intp]]],
+    places: list[tuple[int, int]],
+    query: Sequence[float],
+) -> list[tuple[float | None, tuple[int, int]]]:
+    """Cosine similarity, the best of an item's fields, highest first (ties in place order);
+    then offset and limit; items with no vector fill up to ``limit`` after them, as
+    ``InMemoryStore`` does."""
+    q = np.asarray(query, dtype=np.float32)
+    q_norm = float(np.linalg.norm(q.astype(np.float64)))
+    per_namespace = []
+    for snap, positions in zip(snapshots, chosen, strict=True):
+        best = np.full(len(snap.keys), -np.inf)
+        if len(snap.owners):
+            dots = (snap.matrix @ q).astype(np.float64)
+            scale = snap.norms * q_norm
+            scores = np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
+            np.maximum.at(best, snap.owners, scores)
+        per_namespace.append(best[positions])
+    scores = np.concatenate(per_namespace) if per_namespace else np.zeros(0)
+    has_vector = scores > -np.inf
+    scored = np.flatnonzero(has_vector)
+    order = scored[np.argsort(-scores[scored], kind="stable")]
+    kept: list[tuple[float | None, tuple[int, int]]] = [
+        (float(scores[j]), places[j]) for j in order[op.offset : op.offset + op.limit]
+    ]
+    if len(kept) < op.limit:
+        scoreless = np.flatnonzero(~has_vector)[: op.limit - len(kept)]
+        kept += [(None, places[j]) for j in scoreless]
+    return kept
 
 
 def _matches(condition: MatchCondition, namespace: Namespace) -> bool:
