@@ -6,7 +6,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, get_args
+from typing import Any, NoReturn, get_args
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import BaseStore, IndexConfig, Op, Result, TTLConfig
@@ -19,7 +19,10 @@ from redis_checkpoint.client import (
     check_connection,
     create_async_client,
     create_client,
+    describe_client,
 )
+from redis_checkpoint.errors import RedisUnavailableError
+from redis_checkpoint.failures import access_error, is_unavailable_error
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import Invoke, LoadScripts, Send, adrive, asend, drive, send
 from redis_checkpoint.store.core import StoreCore
@@ -99,7 +102,10 @@ class RedisStore(BaseStore):
         raise RuntimeError(f"unexpected step {step!r}")
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        return drive(self.core.batch(ops), self._step)  # type: ignore[no-any-return]
+        try:
+            return drive(self.core.batch(ops), self._step)  # type: ignore[no-any-return]
+        except Exception as exc:
+            _reraise(exc, self.client)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """The sync client in a worker thread; use :class:`AsyncRedisStore` in async code."""
@@ -174,7 +180,10 @@ class AsyncRedisStore(BaseStore):
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
-        return await adrive(self.core.batch(ops), self._step)  # type: ignore[no-any-return]
+        try:
+            return await adrive(self.core.batch(ops), self._step)  # type: ignore[no-any-return]
+        except Exception as exc:
+            _reraise(exc, self.client)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         loop = self.loop
@@ -189,3 +198,15 @@ class AsyncRedisStore(BaseStore):
                 "where it would block the loop; await the async one (aget, aput, asearch...)"
             )
         return asyncio.run_coroutine_threadsafe(self.abatch(list(ops)), loop).result()
+
+
+def _reraise(exc: Exception, client: object) -> NoReturn:
+    """Raise what a failed batch means: a refused password or ACL as RedisAuthError, Redis away
+    as RedisUnavailableError naming it (the store keeps no memory tier), anything else as is."""
+    where = describe_client(client)
+    denied = access_error(exc, where)
+    if denied is not None:
+        raise denied from exc
+    if is_unavailable_error(exc):
+        raise RedisUnavailableError(f"Redis at {where} is unavailable: the store needs it") from exc
+    raise exc
