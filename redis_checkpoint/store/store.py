@@ -72,15 +72,16 @@ class RedisStore(BaseStore):
         *,
         index: IndexConfig | None = None,
         ttl: TTLConfig | None = None,
-        prefix: str = "rc",
+        prefix: str | None = None,
         settings: Settings | None = None,
     ) -> Iterator[RedisStore]:
-        """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end."""
+        """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end. The keys
+        start with ``prefix`` (default: the settings' ``key_prefix``, REDIS_KEY_PREFIX or "rc")."""
         settings = settings or Settings.from_env(url=url)
         client = create_client(settings)
         try:
             check_connection(client, settings.url)
-            store = cls(client, index=index, ttl=ttl, prefix=prefix)
+            store = cls(client, index=index, ttl=ttl, prefix=prefix or settings.key_prefix)
             store.setup()
             yield store
         finally:
@@ -147,15 +148,16 @@ class AsyncRedisStore(BaseStore):
         *,
         index: IndexConfig | None = None,
         ttl: TTLConfig | None = None,
-        prefix: str = "rc",
+        prefix: str | None = None,
         settings: Settings | None = None,
     ) -> AsyncIterator[AsyncRedisStore]:
-        """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end."""
+        """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end. The keys
+        start with ``prefix`` (default: the settings' ``key_prefix``, REDIS_KEY_PREFIX or "rc")."""
         settings = settings or Settings.from_env(url=url)
         client = create_async_client(settings)
         try:
             await acheck_connection(client, settings.url)
-            store = cls(client, index=index, ttl=ttl, prefix=prefix)
+            store = cls(client, index=index, ttl=ttl, prefix=prefix or settings.key_prefix)
             await store.asetup()
             yield store
         finally:
