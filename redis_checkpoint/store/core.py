@@ -197,10 +197,17 @@ class StoreCore:
         snapshots = yield from self._snapshots_of(namespaces)
         yield from self._recheck_expiries(namespaces, snapshots)
         now = self._now_ms()
-        # Per namespace, the positions of the items that pass, in their order.
-        chosen = [_passing(snap, op.filter, now) for snap in snapshots]
+        ranked = bool(op.query and self.embeddings is not None)
+        # Per namespace, the positions of the items that pass, in their order; unranked, only
+        # as many as the page needs.
+        wanted = None if ranked or min(op.offset, op.limit) < 0 else op.offset + op.limit
+        chosen = []
+        for snap in snapshots:
+            chosen.append(_passing(snap, op.filter, now, wanted))
+            if wanted is not None:
+                wanted -= len(chosen[-1])
         places = [(n, int(i)) for n, positions in enumerate(chosen) for i in positions]
-        if op.query and self.embeddings is not None:
+        if ranked:
             vector = yield Invoke("embed_query", (op.query,))
             found = _rank(op, snapshots, chosen, places, vector)
         else:
@@ -352,8 +359,10 @@ class StoreCore:
         now = self._now_ms()
         by_namespace: dict[Namespace, list[Any]] = {}
         latest: dict[Namespace, float] = {}
+        counts: dict[Namespace, int] = {}
         for op in puts:
             args = by_namespace.setdefault(op.namespace, [])
+            counts[op.namespace] = counts.get(op.namespace, 0) + 1
             if op.value is None:
                 args += [op.key, "d"]
                 continue
@@ -364,7 +373,9 @@ class StoreCore:
             expiry = math.inf if not ttl_ms else now + ttl_ms
             latest[op.namespace] = max(latest.get(op.namespace, -math.inf), expiry)
         namespaces = list(by_namespace)
-        commands = [self._script(PUT_ITEMS, ns, now, *by_namespace[ns]) for ns in namespaces]
+        commands = [
+            self._script(PUT_ITEMS, ns, now, counts[ns], *by_namespace[ns]) for ns in namespaces
+        ]
         commands += [
             (
                 "ZADD",
@@ -423,16 +434,19 @@ def _empty_snapshot() -> _Snapshot:
 
 
 def _passing(
-    snap: _Snapshot, conditions: dict[str, Any] | None, now: float
+    snap: _Snapshot, conditions: dict[str, Any] | None, now: float, wanted: int | None
 ) -> np.ndarray[Any, np.dtype[np.intp]]:
-    """The positions of the snapshot's live items that pass the filter, in order."""
+    """The positions of the snapshot's live items that pass the filter, in order: the first
+    ``wanted`` of them, or all (None)."""
     if not conditions and snap.soonest_expiry > now:
-        return np.arange(len(snap.keys), dtype=np.intp)
-    kept = [
-        i
-        for i, key in enumerate(snap.keys)
-        if snap.records[key].expiry_ms > now and _passes(snap.records[key].value, conditions)
-    ]
+        return np.arange(len(snap.keys) if wanted is None else min(wanted, len(snap.keys)))
+    kept: list[int] = []
+    for i, key in enumerate(snap.keys):
+        if wanted is not None and len(kept) >= wanted:
+            break
+        record = snap.records[key]
+        if record.expiry_ms > now and _passes(record.value, conditions):
+            kept.append(i)
     return np.asarray(kept, dtype=np.intp)
 
 

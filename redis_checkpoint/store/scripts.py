@@ -48,7 +48,8 @@ local function fit_expiry()
 end
 """
 
-# ARGV: now, then per item: key, 'd' (delete) | key, 'p', value, vectors ('' none), ttl ms.
+# ARGV: now, the number of items, then per item: key, 'd' (delete) | key, 'p', value,
+# vectors ('' none), ttl ms.
 # Returns {version, items left}.
 PUT_ITEMS: Final = Script(
     "store_put",
@@ -60,16 +61,20 @@ purge()
 if redis.call('EXISTS', ver) == 0 then
   redis.call('SET', ver, string.format('%.0f', now * 1000))
 end
-local version = redis.call('INCR', ver)
-local i = 2
+-- One step of the version per item, so items new in one call keep their order among themselves.
+local count = tonumber(ARGV[2])
+local version = redis.call('INCRBY', ver, count)
+local ordinal = version - count
+local i = 3
 while i <= #ARGV do
   local key, kind = ARGV[i], ARGV[i + 1]
+  ordinal = ordinal + 1
   if kind == 'd' then
     redis.call('HDEL', items, key); redis.call('HDEL', vecs, key); redis.call('ZREM', exps, key)
     i = i + 2
   else
     local body, vec, ttl = ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
-    local created, place = now, version
+    local created, place = now, ordinal
     local old = redis.call('HGET', items, key)
     if old and #old >= 32 then
       local c, _, p = struct.unpack('>ddd', old)
