@@ -38,13 +38,14 @@ from langgraph.store.base import (
     TTLConfig,
 )
 from langgraph.store.base.embed import ensure_embeddings, get_text_at_path, tokenize_path
+from redis.exceptions import ResponseError
 
 from redis_checkpoint.cache import codec
 from redis_checkpoint.client import reply_text
 from redis_checkpoint.errors import CorruptEntryError
 from redis_checkpoint.steps import Invoke, LoadScripts, Send, send_with_scripts
 from redis_checkpoint.store.layout import StoreLayout
-from redis_checkpoint.store.scripts import GET_ITEMS, PUT_ITEMS, SNAPSHOT, STORE_SCRIPTS
+from redis_checkpoint.store.scripts import GET_ITEMS, PUT_ITEMS, REGISTER, SNAPSHOT, STORE_SCRIPTS
 
 __all__ = ["StoreCore", "StorePlan"]
 
@@ -107,9 +108,9 @@ class StoreCore:
         self.ttl = ttl
         self.embeddings = ensure_embeddings(index.get("embed")) if index else None
         self.dims = int(index["dims"]) if index else 0
-        self.fields = (
-            [(p, tokenize_path(p)) for p in (index.get("fields") or ["$"])] if index else []
-        )
+        paths = (index.get("fields") or ["$"]) if index else []
+        # "$" is the whole value (get_text_at_path takes it as it is), as in InMemoryStore.
+        self.fields = [(path, tokenize_path(path) if path != "$" else path) for path in paths]
         self._clock = clock
         self._snapshots: OrderedDict[Namespace, _Snapshot] = OrderedDict()
         self._lock = threading.Lock()
@@ -117,8 +118,25 @@ class StoreCore:
     # -- Redis ---------------------------------------------------------------------------------
 
     def _send(self, *commands: tuple[Any, ...]) -> Generator[Any, Any, list[Any]]:
-        replies: list[Any] = yield from send_with_scripts(commands, STORE_SCRIPTS)
+        try:
+            replies: list[Any] = yield from send_with_scripts(commands, STORE_SCRIPTS)
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            # Something else wrote a key of another type where the store keeps a namespace.
+            keys = [k for command in commands for k in _keys_of(command)]
+            detail = f"a key of another type than the store writes (WRONGTYPE) among {keys}"
+            raise CorruptEntryError(keys[0] if keys else "?", detail) from None
         return replies
+
+    def _register(self, now: int, *entries: tuple[Namespace, float | None]) -> tuple[Any, ...]:
+        """The REGISTER call for namespaces and the latest expiry of their items (None: the
+        namespace is empty)."""
+        args: list[Any] = []
+        for namespace, expiry in entries:
+            score = "" if expiry is None else "+inf" if math.isinf(expiry) else int(expiry)
+            args += [self.layout.tag(namespace), score]
+        return ("EVALSHA", REGISTER.sha, 1, self.layout.registry, now, *args)
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -152,15 +170,14 @@ class StoreCore:
 
     def _get(self, op: GetOp) -> Generator[Any, Any, Item | None]:
         refresh = "1" if op.refresh_ttl else "0"
-        [records] = yield from self._send(
-            self._script(GET_ITEMS, op.namespace, self._now_ms(), refresh, op.key)
-        )
-        if refresh == "1":
-            yield from self._extend_registry(op.namespace, records)
-        raw = records[0]
+        now = self._now_ms()
+        [[raw]] = yield from self._send(self._script(GET_ITEMS, op.namespace, now, refresh, op.key))
         if not raw:
             return None
-        return self._decode(op.namespace, op.key, raw).item(op.namespace, op.key)
+        record = self._decode(op.namespace, op.key, raw)
+        if op.refresh_ttl and record.ttl_ms:
+            yield from self._send(self._register(now, (op.namespace, now + record.ttl_ms)))
+        return record.item(op.namespace, op.key)
 
     def _live_namespaces(self) -> Generator[Any, Any, list[Namespace]]:
         """The namespaces that hold an item now (registry members whose version key exists)."""
@@ -172,11 +189,9 @@ class StoreCore:
         found = yield from self._send(
             *(("EXISTS", self.layout.keys(ns).version) for ns in namespaces)
         )
-        gone = [
-            self.layout.tag(ns) for ns, there in zip(namespaces, found, strict=True) if not there
-        ]
+        gone = [(ns, None) for ns, there in zip(namespaces, found, strict=True) if not there]
         if gone:
-            yield from self._send(("ZREM", self.layout.registry, *gone))
+            yield from self._send(self._register(now, *gone))
         return [ns for ns, there in zip(namespaces, found, strict=True) if there]
 
     def _list_namespaces(self, op: ListNamespacesOp) -> Generator[Any, Any, list[Namespace]]:
@@ -213,10 +228,12 @@ class StoreCore:
         else:
             found = [(None, place) for place in places[op.offset : op.offset + op.limit]]
         results = []
+        touched = []
         for score, (n, i) in found:
             snap = snapshots[n]
             key = snap.keys[i]
             record = snap.records[key]
+            touched.append((namespaces[n], key, record.ttl_ms))
             results.append(
                 SearchItem(
                     namespace=namespaces[n],
@@ -227,8 +244,8 @@ class StoreCore:
                     score=score,
                 )
             )
-        if op.refresh_ttl and results:
-            yield from self._refresh([(item.namespace, item.key) for item in results])
+        if op.refresh_ttl:
+            yield from self._refresh(touched)
         return results
 
     def _snapshots_of(self, namespaces: list[Namespace]) -> Generator[Any, Any, list[_Snapshot]]:
@@ -329,28 +346,22 @@ class StoreCore:
 
     # -- TTL -----------------------------------------------------------------------------------
 
-    def _refresh(self, found: list[tuple[Namespace, str]]) -> Generator[Any, Any, None]:
-        by_namespace: dict[Namespace, list[str]] = {}
-        for ns, key in found:
-            by_namespace.setdefault(ns, []).append(key)
+    def _refresh(self, found: list[tuple[Namespace, str, float]]) -> Generator[Any, Any, None]:
+        """Give the found items with a TTL (namespace, key, TTL in ms) their TTL again from
+        now, and keep their namespaces listed as long as they live."""
         now = self._now_ms()
-        namespaces = list(by_namespace)
-        replies = yield from self._send(
-            *(self._script(GET_ITEMS, ns, now, "1", *by_namespace[ns]) for ns in namespaces)
-        )
-        for ns, records in zip(namespaces, replies, strict=True):
-            yield from self._extend_registry(ns, records)
-
-    def _extend_registry(
-        self, namespace: Namespace, records: list[Any]
-    ) -> Generator[Any, Any, None]:
-        """A refreshed TTL keeps the namespace listed as long as its items live."""
-        ttls = [self._decode(namespace, "?", raw).ttl_ms for raw in records if raw]
-        if ttls:
-            latest = "+inf" if not all(ttls) else self._now_ms() + max(ttls)
-            yield from self._send(
-                ("ZADD", self.layout.registry, "GT", latest, self.layout.tag(namespace))
-            )
+        by_namespace: dict[Namespace, list[str]] = {}
+        latest: dict[Namespace, float] = {}
+        for namespace, key, ttl in found:
+            if ttl:
+                by_namespace.setdefault(namespace, []).append(key)
+                latest[namespace] = max(latest.get(namespace, 0.0), now + ttl)
+        if not by_namespace:
+            return
+        commands = [
+            self._script(GET_ITEMS, ns, now, "1", *keys) for ns, keys in by_namespace.items()
+        ]
+        yield from self._send(*commands, self._register(now, *latest.items()))
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -376,25 +387,15 @@ class StoreCore:
         commands = [
             self._script(PUT_ITEMS, ns, now, counts[ns], *by_namespace[ns]) for ns in namespaces
         ]
-        commands += [
-            (
-                "ZADD",
-                self.layout.registry,
-                "GT",
-                "+inf" if math.isinf(score) else score,
-                self.layout.tag(ns),
-            )
-            for ns, score in latest.items()
-        ]
+        if latest:
+            commands.append(self._register(now, *latest.items()))
         replies = yield from self._send(*commands)
         written = replies[: len(namespaces)]
         emptied = [
-            self.layout.tag(ns)
-            for ns, (_, left) in zip(namespaces, written, strict=True)
-            if not left
+            (ns, None) for ns, (_, left) in zip(namespaces, written, strict=True) if not left
         ]
         if emptied:
-            yield from self._send(("ZREM", self.layout.registry, *emptied))
+            yield from self._send(self._register(now, *emptied))
         with self._lock:
             for ns in namespaces:
                 self._snapshots.pop(ns, None)  # the next search reloads what changed
@@ -537,3 +538,10 @@ def _operator(found: Any, operator: str, operand: Any) -> bool:
         return bool(compare(float(found), float(operand)))
     except (TypeError, ValueError):
         return False
+
+
+def _keys_of(command: tuple[Any, ...]) -> list[str]:
+    """The keys an EVALSHA command names (none for other commands)."""
+    if command[0] != "EVALSHA":
+        return []
+    return [str(key) for key in command[3 : 3 + int(command[2])]]

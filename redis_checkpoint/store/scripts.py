@@ -12,7 +12,7 @@ from typing import Final
 
 from redis_checkpoint.steps import Script
 
-__all__ = ["GET_ITEMS", "PUT_ITEMS", "SNAPSHOT", "STORE_SCRIPTS"]
+__all__ = ["GET_ITEMS", "PUT_ITEMS", "REGISTER", "SNAPSHOT", "STORE_SCRIPTS"]
 
 _PRELUDE = r"""
 local items, vecs, exps, ver = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -97,6 +97,7 @@ GET_ITEMS: Final = Script(
     _PRELUDE
     + r"""
 local refresh = ARGV[2] == '1'
+local refreshed = false
 local out = {}
 for i = 3, #ARGV do
   local key = ARGV[i]
@@ -105,11 +106,14 @@ for i = 3, #ARGV do
   if record and expiry and tonumber(expiry) <= now then record = false end
   if record and refresh and expiry and #record >= 32 then
     local _, _, _, ttl = struct.unpack('>dddd', record)
-    if ttl > 0 then redis.call('ZADD', exps, now + ttl, key) end
+    if ttl > 0 then
+      redis.call('ZADD', exps, now + ttl, key)
+      refreshed = true
+    end
   end
   out[#out + 1] = record or false
 end
-if refresh and redis.call('EXISTS', items) == 1 then fit_expiry() end
+if refreshed then fit_expiry() end
 return out
 """,
 )
@@ -138,4 +142,30 @@ return {version, records, vectors, expiries}
 """,
 )
 
-STORE_SCRIPTS: Final = (PUT_ITEMS, GET_ITEMS, SNAPSHOT)
+# KEYS: the registry. ARGV: now, then per namespace: tag, the latest expiry of its items
+# ('+inf': one never expires; '' : it is empty, remove it). Members whose items all expired
+# leave, and the registry itself expires with its last member.
+REGISTER: Final = Script(
+    "store_register",
+    r"""
+local registry, now = KEYS[1], tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('ZREM', registry, ARGV[i])
+  else
+    redis.call('ZADD', registry, 'GT', ARGV[i + 1], ARGV[i])
+  end
+end
+redis.call('ZREMRANGEBYSCORE', registry, '-inf', '(' .. now)
+local last = redis.call('ZRANGE', registry, -1, -1, 'WITHSCORES')
+if #last == 0 then return 0 end
+if last[2] == 'inf' then
+  redis.call('PERSIST', registry)
+else
+  redis.call('PEXPIRE', registry, math.max(1, math.ceil(tonumber(last[2]) - now)))
+end
+return 1
+""",
+)
+
+STORE_SCRIPTS: Final = (PUT_ITEMS, GET_ITEMS, SNAPSHOT, REGISTER)
