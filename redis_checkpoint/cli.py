@@ -9,13 +9,16 @@
     redis-checkpoint threads delete THREAD
     redis-checkpoint prune (--thread ID ... | --all) [--strategy keep_latest|delete] [--dry-run]
     redis-checkpoint invalidate --namespace NS [--key K ...] [--tag T ...]
+    redis-checkpoint store namespaces [--prefix a/b] [--limit N]   # with their item counts
 
 ``--url`` (else ``REDIS_URL``) picks the server, ``--prefix`` the key prefix (``rc``), ``--json``
 prints machine-readable output. Exit codes: 0 done, 1 Redis unreachable or the operation failed,
-2 bad usage, 3 the thread asked for does not exist, 4 Redis refused the password or the ACL
-forbids a command or key (the one-line message says which and how to fix it). Progress of long
-operations goes to stderr (when it is a terminal, or with ``--progress``), never into the output a
-script parses.
+2 bad usage, 3 the thread, cache namespace or store namespace prefix asked for does not exist,
+4 Redis refused the password or the ACL forbids a command or key (the one-line message says
+which and how to fix it). Progress of long operations goes to stderr (when it is a terminal, or
+with ``--progress``), never into the output a script parses. After ``store namespaces``,
+``--prefix`` is the namespace's labels joined by ``/`` (``\\/`` for a ``/`` inside a label), and
+namespaces are shown the same way.
 
 The CLI never falls back to memory: what it reports and changes is what Redis holds.
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
@@ -45,9 +49,16 @@ from redis_checkpoint.ops.keyspace import (
     missing_namespace_message,
     missing_namespace_plan,
 )
+from redis_checkpoint.ops.namespaces import (
+    format_namespace,
+    missing_store_prefix_message,
+    parse_namespace,
+    store_namespaces_plan,
+)
 from redis_checkpoint.ops.plan import run_sync
 from redis_checkpoint.ops.threads import summarize
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.store.layout import StoreLayout
 
 __all__ = ["EXIT_AUTH", "EXIT_FAILED", "EXIT_NOT_FOUND", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -160,19 +171,31 @@ def cmd_stats(settings: Settings, args: argparse.Namespace, output: Output) -> i
         finally:
             monitor.stop()
         plan = keyspace_plan(
-            [args.prefix], [args.cache_prefix or f"{args.prefix}:cache"], max_keys=args.sample
+            [args.prefix],
+            [args.cache_prefix or f"{args.prefix}:cache"],
+            max_keys=args.sample,
+            store_prefixes=[args.prefix],
         )
         output.progress(f"scanning up to {args.sample} keys under {args.prefix}:...")
         sample = run_sync(client, plan)
         threads = client.zcard(f"{args.prefix}:cp:threads")
-    data = {"redis": report.redis, "threads": threads, "keyspace": sample.as_dict()}
+        # As the registry has them: namespaces whose items have not all expired.
+        registry = StoreLayout(args.prefix).registry
+        store_namespaces = client.zcount(registry, int(time.time() * 1000), "+inf")
+    data = {
+        "redis": report.redis,
+        "threads": threads,
+        "store_namespaces": store_namespaces,
+        "keyspace": sample.as_dict(),
+    }
 
     def render(data: dict[str, Any]) -> str:
         rows = [(t, e["keys"], _bytes(e["bytes"])) for t, e in data["keyspace"]["by_type"].items()]
         note = "" if sample.complete else f"\n(sampled: the first {sample.scanned} keys)"
         server = table(list(data["redis"].items()), ("server", "value"))
         return (
-            f"{server}\n\nthreads: {data['threads']}\n\n"
+            f"{server}\n\nthreads: {data['threads']}\n"
+            f"store namespaces: {data['store_namespaces']}\n\n"
             f"{table(rows, ('cache type', 'keys', 'memory'))}{note}"
         )
 
@@ -316,6 +339,24 @@ def cmd_invalidate(settings: Settings, args: argparse.Namespace, output: Output)
     return EXIT_OK
 
 
+def cmd_store_namespaces(settings: Settings, args: argparse.Namespace, output: Output) -> int:
+    spelled = args.namespace_prefix or ""
+    prefix = parse_namespace(spelled, "/")
+    with _client(settings) as client:
+        plan = store_namespaces_plan(args.prefix, prefix, limit=args.limit or None)
+        listing = run_sync(client, plan)
+    if listing.missing:
+        raise _NotFound(missing_store_prefix_message(spelled, args.prefix, listing.held, "/"))
+
+    def render(d: dict[str, Any]) -> str:
+        rows = [(format_namespace(ns, "/"), items) for ns, items in listing.namespaces]
+        more = " (more follow: --limit)" if listing.more else ""
+        return table(rows, ("namespace", "items")) + f"\n{len(rows)} namespaces{more}"
+
+    output.emit(listing.as_dict(), render)
+    return EXIT_OK
+
+
 # -- plumbing ------------------------------------------------------------------------------------
 
 
@@ -411,6 +452,20 @@ def build_parser() -> argparse.ArgumentParser:
     invalidate.add_argument("--key", action="append", help="an entry key (repeatable)")
     invalidate.add_argument("--tag", action="append", help="a tag (repeatable)")
     invalidate.set_defaults(run=cmd_invalidate)
+
+    store = commands.add_parser("store", help="the store's namespaces (read-only)")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    namespaces = store_commands.add_parser(
+        "namespaces", help="namespaces with their item counts, sorted"
+    )
+    namespaces.add_argument(
+        "--prefix",
+        dest="namespace_prefix",
+        metavar="A/B",
+        help="only namespaces under these labels ('\\/' for a '/' inside a label)",
+    )
+    namespaces.add_argument("--limit", type=_positive, default=0, help="show at most N (0: all)")
+    namespaces.set_defaults(run=cmd_store_namespaces)
     return parser
 
 

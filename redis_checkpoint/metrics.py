@@ -15,6 +15,13 @@ on the same families, labelled ``cache_type`` and ``operation``:
 The saver keeps its own ``checkpoint_operations_total{operation, outcome}`` and
 ``checkpoint_operation_duration_seconds``; the breakers report ``redis_circuit_state`` and
 ``redis_circuit_transitions_total``; the health monitor the ``redis_*`` server gauges.
+
+The store (cache type ``store``) keeps ``store_operations_total{op, outcome}`` (``get``: hit or
+miss; ``put``, ``delete``, ``search``, ``list_namespaces``: ok; any: error),
+``store_operation_seconds{op}`` (a batch's puts and deletes share one round trip: observed once
+per batch), ``store_search_items`` (items a search looked at) and ``store_snapshot_loads_total``
+(namespace snapshots a search loaded from Redis, cold or changed); it feeds the shared
+``cache_*`` families too, so the stats show it beside the saver.
 """
 
 from __future__ import annotations
@@ -41,6 +48,9 @@ __all__ = [
     "CIRCUIT_STATE_VALUES",
     "OPERATION_BUCKETS",
     "OUTCOMES",
+    "SEARCH_ITEM_BUCKETS",
+    "STORE_OPS",
+    "STORE_OUTCOMES",
     "Metrics",
     "get_metrics",
 ]
@@ -50,6 +60,13 @@ CACHE_TYPES: tuple[str, ...] = ("checkpoint", "llm", "embedding", "node", "query
 
 #: Allowed values of the ``outcome`` label of checkpoint_operations_total.
 OUTCOMES: tuple[str, ...] = ("ok", "error", "fallback")
+
+#: Values of the ``op`` and ``outcome`` labels of store_operations_total.
+STORE_OPS: tuple[str, ...] = ("get", "put", "delete", "search", "list_namespaces")
+STORE_OUTCOMES: tuple[str, ...] = ("hit", "miss", "ok", "error")
+
+#: Buckets of store_search_items: items a search looked at, 1 to a million.
+SEARCH_ITEM_BUCKETS: tuple[float, ...] = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
 #: Histogram buckets from 50 µs (a pipelined local round trip) to 5 s.
 OPERATION_BUCKETS: tuple[float, ...] = (
@@ -95,6 +112,30 @@ class _Collectors:
             "Duration of checkpoint operations in seconds.",
             ["operation"],
             buckets=OPERATION_BUCKETS,
+            registry=registry,
+        )
+        self.store_operations_total = Counter(
+            name("store_operations_total"),
+            "Store operations by op and outcome (hit, miss, ok, error).",
+            ["op", "outcome"],
+            registry=registry,
+        )
+        self.store_operation_seconds = Histogram(
+            name("store_operation_seconds"),
+            "Duration of store operations in seconds (a batch's writes: one round trip).",
+            ["op"],
+            buckets=OPERATION_BUCKETS,
+            registry=registry,
+        )
+        self.store_search_items = Histogram(
+            name("store_search_items"),
+            "Items a store search looked at: those of the namespaces under its prefix.",
+            buckets=SEARCH_ITEM_BUCKETS,
+            registry=registry,
+        )
+        self.store_snapshot_loads_total = Counter(
+            name("store_snapshot_loads_total"),
+            "Namespace snapshots a store search loaded from Redis (cold, or changed since).",
             registry=registry,
         )
         self.redis_round_trips_total = Counter(
@@ -309,6 +350,10 @@ class Metrics:
         c = self._collectors = _collectors_for(self.registry, prefix)
         self.checkpoint_operations_total = c.checkpoint_operations_total
         self.checkpoint_operation_duration_seconds = c.checkpoint_operation_duration_seconds
+        self.store_operations_total = c.store_operations_total
+        self.store_operation_seconds = c.store_operation_seconds
+        self.store_search_items = c.store_search_items
+        self.store_snapshot_loads_total = c.store_snapshot_loads_total
         self.redis_round_trips_total = c.redis_round_trips_total
         self.redis_fallback_active = c.redis_fallback_active
         self.redis_fallback_pending_operations = c.redis_fallback_pending_operations
@@ -358,6 +403,30 @@ class Metrics:
             self._child(self.cache_fallback_operations_total, "checkpoint", operation).inc()
         elif outcome == "error":
             self._child(self.cache_errors_total, "checkpoint", "operation").inc()
+
+    # -- the store -----------------------------------------------------------------------------
+
+    def store_operation(self, op: str, outcome: str, seconds: float, n: int = 1) -> None:
+        """Count ``n`` store operations of one kind that took ``seconds`` together (one
+        observation), in the store's families and the shared ones (cache type ``store``)."""
+        self._child(self.store_operations_total, op, outcome).inc(n)
+        self._child(self.store_operation_seconds, op).observe(seconds)
+        self._child(self.cache_operation_duration_seconds, "store", op).observe(seconds)
+        if outcome == "hit":
+            self._child(self.cache_hits_total, "store", op).inc(n)
+        elif outcome == "miss":
+            self._child(self.cache_misses_total, "store", op).inc(n)
+        elif outcome == "error":
+            self._child(self.cache_errors_total, "store", "operation").inc(n)
+
+    def store_search(self, items: int) -> None:
+        """One search looked at ``items`` items (those of the namespaces under its prefix)."""
+        self.store_search_items.observe(items)
+
+    def store_snapshot_loads(self, n: int) -> None:
+        """A search loaded ``n`` namespace snapshots from Redis."""
+        if n:
+            self.store_snapshot_loads_total.inc(n)
 
     def breaker_transition(self, name: str, old: str, new: str) -> None:
         """Usable directly as ``CircuitBreaker(on_transition=...)``."""

@@ -4,14 +4,16 @@ Every ``interval`` seconds (30 by default) one check:
 
 1. PINGs Redis on the monitor's own client and reads ``INFO`` (round-trip time, ``used_memory``,
    ``maxmemory``, ``evicted_keys``, ``maxmemory_policy``) into the ``redis_*`` gauges;
-2. probes each registered component (savers, cache engines, or the faces built on an engine)
-   through the component's *own* client: an answer closes its breaker at once - without waiting
-   for the next caller or the breaker's recovery timeout - and flushes its fallback tier (the
-   saver writes back the threads it took in memory; the cache replays queued invalidations and
-   empties its memory tier); a connection error counts as a breaker failure, so an idle
-   application learns of an outage before its next request does; a refused password or ACL
-   (:class:`~redis_checkpoint.RedisAuthError`) is no outage: the report's status is then
-   ``auth_failed`` and its ``error`` names the cause;
+2. probes each registered component (savers, cache engines, the faces built on an engine,
+   stores) through the component's *own* client: an answer closes its breaker at once - without
+   waiting for the next caller or the breaker's recovery timeout - and flushes its fallback
+   tier (the saver writes back the threads it took in memory; the cache replays queued
+   invalidations and empties its memory tier); a connection error counts as a breaker failure,
+   so an idle application learns of an outage before its next request does; a refused password
+   or ACL (:class:`~redis_checkpoint.RedisAuthError`) is no outage: the report's status is then
+   ``auth_failed`` and its ``error`` names the cause. A store has no breaker and no fallback
+   tier: its probe is a PING through its client, and a store that does not answer makes the
+   report ``degraded`` (it raises until Redis is back);
 3. optionally samples the keyspace (``keyspace_sample`` keys at most) into
    ``cache_memory_usage_bytes{tier="redis"}`` and ``cache_keys``, and publishes what each
    fallback tier holds as ``cache_memory_usage_bytes{tier="memory"}``.
@@ -37,7 +39,7 @@ from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.saver import RedisSaver
-from redis_checkpoint.client import create_async_client, create_client
+from redis_checkpoint.client import create_async_client, create_client, describe_client
 from redis_checkpoint.errors import ConfigurationError, RedisAuthError
 from redis_checkpoint.failures import access_error
 from redis_checkpoint.metrics import Metrics, get_metrics
@@ -50,6 +52,7 @@ from redis_checkpoint.ops.keyspace import (
 from redis_checkpoint.ops.plan import run_async, run_sync
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import Plan
+from redis_checkpoint.store.store import AsyncRedisStore, RedisStore
 
 __all__ = ["ComponentHealth", "HealthMonitor", "HealthReport", "Monitored"]
 
@@ -57,13 +60,14 @@ log = logging.getLogger("redis_checkpoint.ops")
 
 Engine = CacheEngine | AsyncCacheEngine
 Saver = RedisSaver | AsyncRedisSaver
+_STORES = (RedisStore, AsyncRedisStore)
 
 
 @dataclass
 class ComponentHealth:
     name: str
-    kind: str  # "checkpoint" or "cache"
-    breaker: str
+    kind: str  # "checkpoint", "cache" or "store"
+    breaker: str  # "none" for a store, which has no breaker
     serving_from_memory: bool
     pending: int  # writes (saver threads) or invalidations (cache) waiting for Redis
     memory_bytes: int
@@ -79,9 +83,9 @@ class ComponentHealth:
 class HealthReport:
     """The outcome of one check. ``status``: ``ok``, ``degraded`` (Redis answers the monitor
     but a component still serves from memory, or holds writes Redis has not taken yet, e.g.
-    under ``maxmemory``), ``auth_failed`` (Redis refused the monitor's or a component's
-    password, or its ACL forbids what they run: ``reason`` is the RedisAuthError's and
-    ``error`` its message) or ``down``."""
+    under ``maxmemory``, or a store does not answer its probe), ``auth_failed`` (Redis refused
+    the monitor's or a component's password, or its ACL forbids what they run: ``reason`` is
+    the RedisAuthError's and ``error`` its message) or ``down``."""
 
     status: str
     checked_at: float
@@ -113,25 +117,30 @@ class Monitored:
 
     def __init__(self, component: Any, name: str | None = None) -> None:
         target = component
-        if not isinstance(target, (RedisSaverBase, CacheEngine, AsyncCacheEngine)):
+        if not isinstance(target, (RedisSaverBase, CacheEngine, AsyncCacheEngine, *_STORES)):
             target = getattr(component, "engine", None)  # a face: LLMCache, NodeCache, ...
         if isinstance(target, RedisSaverBase):
             self.kind = "checkpoint"
         elif isinstance(target, (CacheEngine, AsyncCacheEngine)):
             self.kind = "cache"
+        elif isinstance(target, _STORES):
+            self.kind = "store"
         else:
             raise ConfigurationError(
                 f"cannot monitor {type(component).__name__}: pass a RedisSaver, AsyncRedisSaver, "
-                "CacheEngine, AsyncCacheEngine or a face built on an engine"
+                "CacheEngine, AsyncCacheEngine, a face built on an engine, RedisStore or "
+                "AsyncRedisStore"
             )
         self.target = target
         self.name = name or f"{self.kind}:{type(component).__name__}"
-        self.is_async = isinstance(target, (AsyncRedisSaver, AsyncCacheEngine))
+        self.is_async = isinstance(target, (AsyncRedisSaver, AsyncCacheEngine, AsyncRedisStore))
 
     @property
     def where(self) -> str:
         """The component's Redis, password hidden, for messages."""
         target = self.target
+        if isinstance(target, _STORES):
+            return describe_client(target.client)
         return target.url if isinstance(target, RedisSaverBase) else target.core.where
 
     @property
@@ -141,8 +150,11 @@ class Monitored:
         return id(core if self.kind == "cache" else self.target)
 
     def sync_probe(self) -> Callable[[], bool] | None:
-        if isinstance(self.target, (RedisSaver, CacheEngine)):
-            return self.target.ping
+        target = self.target
+        if isinstance(target, RedisStore):
+            return lambda: bool(target.client.ping())
+        if isinstance(target, (RedisSaver, CacheEngine)):
+            return target.ping
         return None
 
     def async_probe(self) -> Callable[[], Awaitable[bool]]:
@@ -151,13 +163,26 @@ class Monitored:
             return target.aping
         if isinstance(target, AsyncCacheEngine):
             return target.ping
-        probe = target.ping
+        if isinstance(target, AsyncRedisStore):
+            client = target.client
+
+            async def ping() -> bool:
+                return bool(await client.ping())
+
+            return ping
+        probe = self.sync_probe()
+        assert probe is not None  # every sync component has one
         return lambda: asyncio.to_thread(probe)
 
     def health(
         self, probed: bool, reachable: bool | None, error: str | None = None
     ) -> ComponentHealth:
         target = self.target
+        if isinstance(target, _STORES):
+            # No breaker and no fallback tier: what the probe saw is all there is to say.
+            return ComponentHealth(
+                self.name, self.kind, "none", False, 0, 0, probed, reachable, error
+            )
         if isinstance(target, RedisSaverBase):
             # On a cluster: the worst of the per-primary breakers (saver.breaker is only the
             # template they are made from).
@@ -183,6 +208,8 @@ class Monitored:
     def memory_by_type(self) -> dict[str, int]:
         """Bytes the fallback tier holds, per cache type."""
         target = self.target
+        if isinstance(target, _STORES):
+            return {"store": 0}  # the store keeps no fallback tier
         if isinstance(target, RedisSaverBase):
             return {"checkpoint": target.memory.size if target.memory is not None else 0}
         core = target.core
@@ -192,6 +219,14 @@ class Monitored:
             for namespace, cache_type in core.stats.namespaces().items():
                 sizes[cache_type] += by_base.get(core.layout.base(namespace), 0)
         return sizes
+
+
+def _degraded(health: ComponentHealth) -> bool:
+    """Redis answers the monitor, but the component serves from memory, holds writes Redis has
+    not taken, or (a store, with no fallback) did not answer its probe."""
+    if health.kind == "store":
+        return health.reachable is False
+    return health.serving_from_memory or bool(health.pending)
 
 
 def _probe_failed(monitored: Monitored, exc: Exception) -> bool | RedisAuthError:
@@ -253,7 +288,7 @@ class HealthMonitor:
             self.add(component)
 
     def add(self, component: Any, name: str | None = None) -> Monitored:
-        """Watch a saver, an engine or a face; returns how the monitor sees it."""
+        """Watch a saver, an engine, a face or a store; returns how the monitor sees it."""
         monitored = Monitored(component, name)
         self.components.append(monitored)
         return monitored
@@ -303,7 +338,7 @@ class HealthMonitor:
         status = "down" if facts is None else "ok"
         if denied is not None:
             status = "auth_failed"  # not an outage: fixing the password or the ACL is the cure
-        elif status == "ok" and any(h.serving_from_memory or h.pending for h in healths):
+        elif status == "ok" and any(_degraded(h) for h in healths):
             status = "degraded"
         report = HealthReport(
             status,
@@ -322,22 +357,27 @@ class HealthMonitor:
     def _keyspace_plan(self) -> Any:
         checkpoint_prefixes: list[str] = []
         cache_prefixes: list[str] = []
+        store_prefixes: list[str] = []
         types: dict[str, str] = {}
         for monitored in self.components:
             target = monitored.target
             if isinstance(target, RedisSaverBase):
                 checkpoint_prefixes.append(target.core.layout.prefix)
+            elif isinstance(target, _STORES):
+                store_prefixes.append(target.core.layout.prefix)
             else:
                 cache_prefixes.append(target.core.layout.prefix)
                 types.update(target.core.stats.namespaces())
         if not self.components:
             checkpoint_prefixes = [self.settings.key_prefix]
             cache_prefixes = [f"{self.settings.key_prefix}:cache"]
+            store_prefixes = [self.settings.key_prefix]
         return keyspace_plan(
             checkpoint_prefixes,
             cache_prefixes,
             max_keys=self.keyspace_sample,
             namespace_types=types,
+            store_prefixes=store_prefixes,
         )
 
     def _publish_memory_tiers(self) -> None:

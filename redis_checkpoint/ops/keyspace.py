@@ -3,7 +3,9 @@
 Both are plans (:mod:`.plan`): the health monitor, the management API and the CLI run them on a
 sync or an asyncio client. The sample SCANs only the package's own key prefixes, stops after
 ``max_keys`` keys (so a large keyspace costs a bounded, known amount of work) and sizes each key
-with ``MEMORY USAGE``; ``complete`` says whether it saw every key.
+with ``MEMORY USAGE``; ``complete`` says whether it saw every key. The store's keys
+(``<prefix>:st:...``) are their own type, ``store``, which also counts the namespaces seen (their
+item hashes) and their live items (``HLEN`` less the expired, in the same round trip).
 """
 
 from __future__ import annotations
@@ -82,6 +84,12 @@ class KeyspaceSample:
         entry["keys"] += 1
         entry["bytes"] += size
 
+    def add_namespace(self, items: int) -> None:
+        """One namespace of the store seen (its item hash), holding ``items`` live items."""
+        entry = self.by_type.setdefault("store", {"keys": 0, "bytes": 0})
+        entry["namespaces"] = entry.get("namespaces", 0) + 1
+        entry["items"] = entry.get("items", 0) + max(items, 0)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "by_type": dict(sorted(self.by_type.items())),
@@ -99,11 +107,15 @@ def classify(
     checkpoint_prefixes: Sequence[str],
     cache_prefixes: Sequence[str],
     namespace_types: Mapping[str, str] | None = None,
+    store_prefixes: Sequence[str] = (),
 ) -> str | None:
     """The cache type a key belongs to, or None when it is none of the package's."""
     for prefix in checkpoint_prefixes:
         if key.startswith(f"{prefix}:cp:"):
             return "checkpoint"
+    for prefix in store_prefixes:
+        if key.startswith(f"{prefix}:st:"):
+            return "store"
     for prefix in cache_prefixes:
         if key.startswith(f"{prefix}:{{"):
             namespace = _namespace_of(key, prefix)
@@ -121,6 +133,11 @@ def _namespace_of(key: str, cache_prefix: str) -> str | None:
     head = f"{cache_prefix}:{{"
     end = key.find("}", len(head))
     return unquote(key[len(head) : end]) if key.startswith(head) and end > 0 else None
+
+
+def _is_item_hash(key: str, store_prefixes: Sequence[str]) -> bool:
+    """A namespace's item hash (``<prefix>:st:{<tag>}:i``): one per namespace."""
+    return key.endswith("}:i") and any(key.startswith(f"{p}:st:{{") for p in store_prefixes)
 
 
 # What a scan hands each batch of keys to: True (a plan, or at once) to go on.
@@ -158,6 +175,8 @@ def keyspace_plan(
     max_keys: int = 10_000,
     namespace_types: Mapping[str, str] | None = None,
     batch: int = 500,
+    store_prefixes: Sequence[str] = (),
+    clock: Any = time.time,
 ) -> Plan[KeyspaceSample]:
     """SCAN the package's prefixes (at most ``max_keys`` keys) and size what it finds."""
     if max_keys < 1:
@@ -165,15 +184,28 @@ def keyspace_plan(
     sample = KeyspaceSample()
     patterns = [f"{_glob_escape(p)}:cp:*" for p in checkpoint_prefixes]
     patterns += [f"{_glob_escape(p)}:{{*" for p in cache_prefixes]
+    patterns += [f"{_glob_escape(p)}:st:*" for p in store_prefixes]
 
     def size(keys: list[str], more: bool) -> Plan[bool]:
         keys = keys[: max_keys - sample.scanned]
         if keys:
-            sizes = yield Send(tuple(("MEMORY", "USAGE", key) for key in keys))
+            now = int(clock() * 1000)
+            item_hashes = [k for k in keys if _is_item_hash(k, store_prefixes)]
+            commands: list[tuple[Any, ...]] = [("MEMORY", "USAGE", key) for key in keys]
+            for key in item_hashes:  # the namespace's live items: all less the expired
+                expiries = key[: -len(":i")] + ":e"
+                commands += [("HLEN", key), ("ZCOUNT", expiries, "-inf", now)]
+            replies = yield Send(tuple(commands))
+            sizes, counts = replies[: len(keys)], replies[len(keys) :]
             for key, used in zip(keys, sizes, strict=True):
-                kind = classify(key, checkpoint_prefixes, cache_prefixes, namespace_types)
+                kind = classify(
+                    key, checkpoint_prefixes, cache_prefixes, namespace_types, store_prefixes
+                )
                 if kind is not None and used is not None:  # None: expired meanwhile
                     sample.add(kind, int(used))
+            for n in range(len(item_hashes)):
+                if counts[2 * n]:
+                    sample.add_namespace(int(counts[2 * n]) - int(counts[2 * n + 1]))
             sample.scanned += len(keys)
         if more and sample.scanned >= max_keys:
             sample.complete = False

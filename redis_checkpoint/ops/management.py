@@ -1,8 +1,8 @@
-"""The management API: an ASGI app (Starlette) to mount in any ASGI application.
+r"""The management API: an ASGI app (Starlette) to mount in any ASGI application.
 
 ::
 
-    app.mount("/cache", create_management_app(saver=saver, engine=engine,
+    app.mount("/cache", create_management_app(saver=saver, engine=engine, store=store,
                                               token=READ_TOKEN, admin_token=ADMIN_TOKEN))
     # FastAPI, with the routes in the app's OpenAPI schema:
     app.include_router(create_management_router(...), prefix="/cache")
@@ -17,6 +17,8 @@ GET /metrics               read    the Prometheus exposition of the metrics' reg
 GET /threads               read    thread ids (``?offset=&limit=``)
 GET /threads/{id}          read    a thread's checkpoints, newest first (``?limit=``)
 DELETE /threads/{id}       admin   delete a thread
+GET /store/namespaces      read    the store's namespaces with their item counts
+                                   (``?prefix=a.b&limit=``; a prefix matching none: 404)
 POST /invalidate           admin   ``{"namespace": ..., "key"|"keys"|"tag"|"tags": ...}``;
                                    a namespace alone clears it
 POST /warm/{name}          admin   run the warmer registered as ``name`` with the JSON body
@@ -26,7 +28,9 @@ POST /test                 admin   write, read and delete a probe entry/checkpoi
 Tokens travel as ``Authorization: Bearer <token>`` and are compared in constant time; a missing
 or wrong token is a bare 401. The admin token also opens the read routes. Without an admin token
 the admin routes answer 403. A body that is not what the route takes is a 400 that says why; a
-route that needs Redis while it is unreachable (listing threads) is a 503.
+route that needs Redis while it is unreachable (listing threads) is a 503. A namespace prefix
+is its labels joined by ``.`` (``\.`` for a dot inside a label); namespaces come back as lists
+of labels, as they were written.
 """
 
 from __future__ import annotations
@@ -49,14 +53,14 @@ from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.checkpoint.aio import AsyncRedisSaver
 from redis_checkpoint.checkpoint.base import RedisSaverBase
 from redis_checkpoint.checkpoint.saver import RedisSaver
-from redis_checkpoint.client import create_async_client
+from redis_checkpoint.client import create_async_client, describe_client
 from redis_checkpoint.errors import (
     ConfigurationError,
     CorruptEntryError,
     RedisAuthError,
     RedisUnavailableError,
 )
-from redis_checkpoint.failures import is_unavailable_error
+from redis_checkpoint.failures import access_error, is_unavailable_error
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops.health import HealthMonitor, HealthReport
 from redis_checkpoint.ops.keyspace import (
@@ -64,9 +68,15 @@ from redis_checkpoint.ops.keyspace import (
     missing_namespace_message,
     missing_namespace_plan,
 )
-from redis_checkpoint.ops.plan import run_async
+from redis_checkpoint.ops.namespaces import (
+    missing_store_prefix_message,
+    parse_namespace,
+    store_namespaces_plan,
+)
+from redis_checkpoint.ops.plan import run_async, run_sync
 from redis_checkpoint.ops.threads import summarize
 from redis_checkpoint.settings import Settings
+from redis_checkpoint.store.store import AsyncRedisStore, RedisStore
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -111,6 +121,7 @@ ROUTES: tuple[_RouteSpec, ...] = (
     # ":path": a thread id may hold "/" (sent as is or as %2F) or be empty ("/threads/").
     _RouteSpec("/threads/{thread_id:path}", "GET", "thread", "read", "A thread's checkpoints"),
     _RouteSpec("/threads/{thread_id:path}", "DELETE", "delete_thread", "admin", "Delete a thread"),
+    _RouteSpec("/store/namespaces", "GET", "store_namespaces", "read", "The store's namespaces"),
     _RouteSpec(
         "/invalidate",
         "POST",
@@ -171,6 +182,7 @@ class ManagementAPI:
         metrics: Metrics | None = None,
         settings: Settings | None = None,
         keyspace_sample: int = 10_000,
+        store: RedisStore | AsyncRedisStore | None = None,
     ) -> None:
         token = token if token is not None else os.environ.get("REDIS_CHECKPOINT_TOKEN")
         if admin_token is None:
@@ -184,8 +196,11 @@ class ManagementAPI:
         engine = getattr(engine, "engine", engine)  # a face: use its engine
         if engine is not None and not isinstance(engine, (CacheEngine, AsyncCacheEngine)):
             raise ConfigurationError(f"engine={engine!r} is not a CacheEngine or a face on one")
+        if store is not None and not isinstance(store, (RedisStore, AsyncRedisStore)):
+            raise ConfigurationError(f"store={store!r} is not a RedisStore or AsyncRedisStore")
         self.saver = saver
         self.engine = engine
+        self.store = store
         self.token = token
         self.admin_token = admin_token
         self.metrics = metrics or get_metrics()
@@ -196,7 +211,7 @@ class ManagementAPI:
             if saver is not None
             else Settings.from_env()
         )
-        components = [c for c in (saver, engine) if c is not None]
+        components = [c for c in (saver, engine, store) if c is not None]
         self._owns_monitor = monitor is None
         self.monitor = monitor or HealthMonitor(
             self.settings, components=components, metrics=self.metrics
@@ -301,6 +316,11 @@ class ManagementAPI:
             raise BadRequest("no checkpoint saver is configured on this management API")
         return self.saver
 
+    def _need_store(self) -> RedisStore | AsyncRedisStore:
+        if self.store is None:
+            raise BadRequest("no store is configured on this management API")
+        return self.store
+
     def _need_engine(self) -> CacheEngine | AsyncCacheEngine:
         if self.engine is None:
             raise BadRequest("no cache engine is configured on this management API")
@@ -348,8 +368,9 @@ class ManagementAPI:
             sample = await run_async(self._redis_client(), self._keyspace_plan())
             keyspace = sample.as_dict()
             for cache_type, entry in sample.by_type.items():
+                counted = {k: v for k, v in entry.items() if k in ("namespaces", "items")}
                 by_type.setdefault(cache_type, {}).update(
-                    {"keys": entry["keys"], "redis_bytes": entry["bytes"]}
+                    {"keys": entry["keys"], "redis_bytes": entry["bytes"], **counted}
                 )
             for entry in by_type.values():  # seen in this process, nothing in Redis
                 if "keys" not in entry:
@@ -374,11 +395,13 @@ class ManagementAPI:
         checkpoint_prefixes = [self.saver.core.layout.prefix] if self.saver is not None else []
         cache_prefixes = [self.engine.core.layout.prefix] if self.engine is not None else []
         types = self.engine.core.stats.namespaces() if self.engine is not None else {}
+        store_prefixes = [self.store.core.layout.prefix] if self.store is not None else []
         return keyspace_plan(
             checkpoint_prefixes,
             cache_prefixes,
             max_keys=self.keyspace_sample,
             namespace_types=types,
+            store_prefixes=store_prefixes,
         )
 
     async def metrics_route(self, request: Request) -> Response:
@@ -419,6 +442,34 @@ class ManagementAPI:
             existed = True  # damaged, but there: deleting it is how to be rid of it
         await saver.adelete_thread(thread_id)
         return JSONResponse({"thread_id": thread_id, "deleted": existed})
+
+    async def store_namespaces(self, request: Request) -> Response:
+        store = self._need_store()
+        spelled = request.query_params.get("prefix", "")
+        try:
+            prefix = parse_namespace(spelled, ".")
+        except ConfigurationError as exc:
+            raise BadRequest(str(exc)) from None
+        limit = self._int_param(request, "limit", 100, 1000)
+        key_prefix = store.core.layout.prefix
+        plan = store_namespaces_plan(key_prefix, prefix, limit=limit)
+        try:
+            if isinstance(store, AsyncRedisStore):
+                listing = await run_async(store.client, plan)
+            else:
+                listing = await asyncio.to_thread(run_sync, store.client, plan)
+        except Exception as exc:
+            # Named as the store names them (a 503 either way), never with a password.
+            where = describe_client(store.client)
+            denied = access_error(exc, where)
+            if denied is not None:
+                raise denied from exc
+            if is_unavailable_error(exc):
+                raise RedisUnavailableError(f"Redis at {where} is unavailable") from exc
+            raise
+        if listing.missing:
+            return _error(404, missing_store_prefix_message(spelled, key_prefix, listing.held, "."))
+        return JSONResponse(listing.as_dict())
 
     async def invalidate(self, request: Request) -> Response:
         engine = self._need_engine()
@@ -565,6 +616,7 @@ class ManagementOptions(TypedDict, total=False):
     metrics: Metrics | None
     settings: Settings | None
     keyspace_sample: int
+    store: RedisStore | AsyncRedisStore | None
 
 
 def create_management_app(**options: Unpack[ManagementOptions]) -> Starlette:

@@ -43,6 +43,7 @@ from redis.exceptions import ResponseError
 from redis_checkpoint.cache import codec
 from redis_checkpoint.client import reply_text
 from redis_checkpoint.errors import CorruptEntryError
+from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.steps import Invoke, LoadScripts, Send, send_with_scripts
 from redis_checkpoint.store.layout import StoreLayout
 from redis_checkpoint.store.scripts import GET_ITEMS, PUT_ITEMS, REGISTER, SNAPSHOT, STORE_SCRIPTS
@@ -102,8 +103,10 @@ class StoreCore:
         ttl: TTLConfig | None = None,
         prefix: str = "rc",
         clock: Any = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.layout = StoreLayout(prefix)
+        self.metrics = metrics or get_metrics()
         self.index = index
         self.ttl = ttl
         self.embeddings = ensure_embeddings(index.get("embed")) if index else None
@@ -153,18 +156,39 @@ class StoreCore:
         puts: dict[tuple[Namespace, str], PutOp] = {}
         for i, op in enumerate(ops):
             if isinstance(op, GetOp):
-                results[i] = yield from self._get(op)
+                results[i] = yield from self._measured(self._get(op), get=1)
             elif isinstance(op, SearchOp):
-                results[i] = yield from self._search(op)
+                results[i] = yield from self._measured(self._search(op), search=1)
             elif isinstance(op, ListNamespacesOp):
-                results[i] = yield from self._list_namespaces(op)
+                results[i] = yield from self._measured(self._list_namespaces(op), list_namespaces=1)
             elif isinstance(op, PutOp):
                 puts[(op.namespace, op.key)] = op
             else:
                 raise ValueError(f"Unknown operation type: {type(op)}")
         if puts:
-            yield from self._put(list(puts.values()))
+            writes = list(puts.values())
+            deletes = sum(op.value is None for op in writes)
+            yield from self._measured(self._put(writes), put=len(writes) - deletes, delete=deletes)
         return results
+
+    def _measured(self, plan: Generator[Any, Any, Any], **counts: int) -> Generator[Any, Any, Any]:
+        """``plan``, counted as ``counts[op]`` operations of each op with its duration: a get
+        as a hit or a miss, any op as an error when the plan raised."""
+        start = time.perf_counter()
+        try:
+            result = yield from plan
+        except Exception:
+            self._count(counts, "error", start)
+            raise
+        found = "hit" if result is not None else "miss"
+        self._count(counts, found if "get" in counts else "ok", start)
+        return result
+
+    def _count(self, counts: dict[str, int], outcome: str, start: float) -> None:
+        seconds = time.perf_counter() - start
+        for op, n in counts.items():
+            if n:
+                self.metrics.store_operation(op, outcome, seconds, n)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -210,6 +234,7 @@ class StoreCore:
             ns for ns in (yield from self._live_namespaces()) if ns[: len(prefix)] == prefix
         )
         snapshots = yield from self._snapshots_of(namespaces)
+        self.metrics.store_search(sum(len(snap.keys) for snap in snapshots))
         yield from self._recheck_expiries(namespaces, snapshots)
         now = self._now_ms()
         ranked = bool(op.query and self.embeddings is not None)
@@ -265,6 +290,7 @@ class StoreCore:
         if stale:
             now = self._now_ms()
             replies = yield from self._send(*(self._script(SNAPSHOT, ns, now) for ns in stale))
+            self.metrics.store_snapshot_loads(len(stale))
             for ns, reply in zip(stale, replies, strict=True):
                 held[ns] = self._load_snapshot(ns, reply)
         with self._lock:

@@ -23,6 +23,7 @@ from redis_checkpoint.client import (
 )
 from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.failures import access_error, is_unavailable_error
+from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import Invoke, LoadScripts, Send, adrive, asend, drive, send
 from redis_checkpoint.store.core import StoreCore
@@ -46,6 +47,8 @@ class RedisStore(BaseStore):
     ``graph.compile(store=store)``. Items live under their namespace's hash tag; ``ttl`` (a
     ``TTLConfig``) gives them a lifetime in minutes; ``index`` (an ``IndexConfig``) embeds the
     given fields at ``put`` and makes ``search(query=...)`` an exact cosine-similarity search.
+    ``metrics``: where it counts its operations (default: ``get_metrics()``, the ``store_*``
+    families).
     """
 
     supports_ttl = True
@@ -57,10 +60,11 @@ class RedisStore(BaseStore):
         index: IndexConfig | None = None,
         ttl: TTLConfig | None = None,
         prefix: str = "rc",
+        metrics: Metrics | None = None,
     ) -> None:
         check_client(client, get_args(SyncRedisClient), "RedisStore")
         self.client = client
-        self.core = StoreCore(index=index, ttl=ttl, prefix=prefix)
+        self.core = StoreCore(index=index, ttl=ttl, prefix=prefix, metrics=metrics)
         self.index_config = index
         self.ttl_config = ttl
 
@@ -74,6 +78,7 @@ class RedisStore(BaseStore):
         ttl: TTLConfig | None = None,
         prefix: str | None = None,
         settings: Settings | None = None,
+        metrics: Metrics | None = None,
     ) -> Iterator[RedisStore]:
         """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end. The keys
         start with ``prefix`` (default: the settings' ``key_prefix``, REDIS_KEY_PREFIX or "rc")."""
@@ -81,7 +86,8 @@ class RedisStore(BaseStore):
         client = create_client(settings)
         try:
             check_connection(client, settings.url)
-            store = cls(client, index=index, ttl=ttl, prefix=prefix or settings.key_prefix)
+            prefix = prefix or settings.key_prefix
+            store = cls(client, index=index, ttl=ttl, prefix=prefix, metrics=metrics)
             store.setup()
             yield store
         finally:
@@ -126,10 +132,11 @@ class AsyncRedisStore(BaseStore):
         index: IndexConfig | None = None,
         ttl: TTLConfig | None = None,
         prefix: str = "rc",
+        metrics: Metrics | None = None,
     ) -> None:
         check_client(client, get_args(AsyncRedisClient), "AsyncRedisStore")
         self.client = client
-        self.core = StoreCore(index=index, ttl=ttl, prefix=prefix)
+        self.core = StoreCore(index=index, ttl=ttl, prefix=prefix, metrics=metrics)
         self.index_config = index
         self.ttl_config = ttl
         self._embeddings = (
@@ -150,6 +157,7 @@ class AsyncRedisStore(BaseStore):
         ttl: TTLConfig | None = None,
         prefix: str | None = None,
         settings: Settings | None = None,
+        metrics: Metrics | None = None,
     ) -> AsyncIterator[AsyncRedisStore]:
         """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end. The keys
         start with ``prefix`` (default: the settings' ``key_prefix``, REDIS_KEY_PREFIX or "rc")."""
@@ -157,7 +165,8 @@ class AsyncRedisStore(BaseStore):
         client = create_async_client(settings)
         try:
             await acheck_connection(client, settings.url)
-            store = cls(client, index=index, ttl=ttl, prefix=prefix or settings.key_prefix)
+            prefix = prefix or settings.key_prefix
+            store = cls(client, index=index, ttl=ttl, prefix=prefix, metrics=metrics)
             await store.asetup()
             yield store
         finally:
