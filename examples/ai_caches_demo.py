@@ -1,11 +1,13 @@
 #!/usr/bin/env python
-"""The LLM cache and the embedding cache at work: hits, misses and time saved.
+"""The LLM cache and the embedding cache at work (hits, misses and time saved), and the
+long-term memory store (vector search on plain Redis).
 
     python examples/ai_caches_demo.py
 
 Uses Redis at REDIS_URL (default redis://127.0.0.1:6379/0) under its own key prefix; when Redis
 cannot be reached, the same code runs on the cache's in-memory tier. The LLM and the embedding
-model are simulated (fixed sleeps), so the demo needs no API key.
+model are simulated (fixed sleeps), so the demo needs no API key. The store needs Redis (it has
+no in-memory tier yet), so that part runs only when Redis answers.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langgraph.store.base import IndexConfig
 
-from redis_checkpoint import CachedEmbeddings, CacheEngine, LLMCache, Settings
+from redis_checkpoint import CachedEmbeddings, CacheEngine, LLMCache, RedisStore, Settings
 from redis_checkpoint.client import check_connection
 from redis_checkpoint.errors import RedisUnavailableError
 
 PREFIX = "rc-demo:cache"
+STORE_PREFIX = "rc-demo:memory"
 
 LLM_SECONDS = 0.3
 EMBED_SECONDS_PER_TEXT = 0.001
@@ -66,6 +70,44 @@ class SimulatedEmbeddings(Embeddings):
     def embed_one(text: str) -> list[float]:
         raw = hashlib.blake2b(text.encode(), digest_size=64).digest() * 6
         return [b / 255 for b in raw]
+
+
+class WordEmbeddings(Embeddings):
+    """A bag of words hashed into 64 dims: texts sharing words are near (a stand-in for a
+    real model, which would also find synonyms)."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.embed_query(text) for text in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        vector = [0.0] * 64
+        for word in text.lower().replace("?", " ").split():
+            vector[hashlib.blake2b(word.encode(), digest_size=2).digest()[0] % 64] += 1.0
+        return vector
+
+
+def store_demo(settings: Settings) -> None:
+    """Memories that outlive a thread: put, vector search, a filter, the namespaces."""
+    index: IndexConfig = {"dims": 64, "embed": WordEmbeddings(), "fields": ["text"]}
+    with RedisStore.from_conn_string(settings=settings, prefix=STORE_PREFIX, index=index) as store:
+        alice = ("users", "alice", "memories")
+        store.put(alice, "drink", {"text": "alice drinks green tea every morning", "kind": "taste"})
+        store.put(alice, "city", {"text": "alice lives in lyon near the river", "kind": "fact"})
+        store.put(alice, "pet", {"text": "alice has a cat named miso", "kind": "fact"})
+        store.put(
+            ("users", "bob", "memories"), "drink", {"text": "bob drinks coffee", "kind": "taste"}
+        )
+        print(f"\n{'store query (namespace users/alice)':<44} {'best match':<38} {'score':>6}")
+        for query in (
+            "what drinks does alice like?",
+            "where does alice live?",
+            "does alice have a cat?",
+        ):
+            [best] = store.search(("users", "alice"), query=query, limit=1)
+            print(f"{query:<44} {best.value['text'][:38]:<38} {best.score or 0:>6.2f}")
+        facts = [item.key for item in store.search(("users", "alice"), filter={"kind": "fact"})]
+        print(f"filter kind=fact: {facts}; namespaces: {store.list_namespaces(prefix=('users',))}")
+        remove_demo_keys(store.client, STORE_PREFIX)
 
 
 def timed(call: Any) -> tuple[Any, float]:
@@ -121,6 +163,9 @@ def main() -> None:
     if on_redis:
         print()
         remove_demo_keys(engine.client, PREFIX)
+        store_demo(settings)
+    else:
+        print("\nthe long-term memory store needs Redis (it has no in-memory tier yet): skipped")
     engine.close()
 
 
