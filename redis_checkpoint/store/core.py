@@ -219,14 +219,7 @@ class StoreCore:
         return [ns for ns, there in zip(namespaces, found, strict=True) if there]
 
     def _list_namespaces(self, op: ListNamespacesOp) -> Generator[Any, Any, list[Namespace]]:
-        namespaces = yield from self._live_namespaces()
-        conditions = op.match_conditions or ()
-        kept = [ns for ns in namespaces if all(_matches(c, ns) for c in conditions)]
-        if op.max_depth is not None:
-            kept = sorted({ns[: op.max_depth] for ns in kept})
-        else:
-            kept = sorted(kept)
-        return kept[op.offset : op.offset + op.limit]
+        return _page_of_namespaces(op, (yield from self._live_namespaces()))
 
     def _search(self, op: SearchOp) -> Generator[Any, Any, list[SearchItem]]:
         prefix = tuple(op.namespace_prefix)
@@ -236,6 +229,16 @@ class StoreCore:
         snapshots = yield from self._snapshots_of(namespaces)
         self.metrics.store_search(sum(len(snap.keys) for snap in snapshots))
         yield from self._recheck_expiries(namespaces, snapshots)
+        found, touched = yield from self._select(op, namespaces, snapshots)
+        if op.refresh_ttl:
+            yield from self._refresh(touched)
+        return found
+
+    def _select(
+        self, op: SearchOp, namespaces: list[Namespace], snapshots: list[_Snapshot]
+    ) -> Generator[Any, Any, tuple[list[SearchItem], list[tuple[Namespace, str, float]]]]:
+        """The page of items ``op`` asks for among these snapshots, and (namespace, key, TTL)
+        of each for a refresh."""
         now = self._now_ms()
         ranked = bool(op.query and self.embeddings is not None)
         # Per namespace, the positions of the items that pass, in their order; unranked, only
@@ -269,9 +272,7 @@ class StoreCore:
                     score=score,
                 )
             )
-        if op.refresh_ttl:
-            yield from self._refresh(touched)
-        return results
+        return results, touched
 
     def _snapshots_of(self, namespaces: list[Namespace]) -> Generator[Any, Any, list[_Snapshot]]:
         """Each namespace's snapshot, reloading only those whose version moved."""
@@ -509,6 +510,15 @@ def _rank(
         scoreless = np.flatnonzero(~has_vector)[: op.limit - len(kept)]
         kept += [(None, places[j]) for j in scoreless]
     return kept
+
+
+def _page_of_namespaces(op: ListNamespacesOp, namespaces: Iterable[Namespace]) -> list[Namespace]:
+    """``list_namespaces``: the namespaces that match every condition, cut at ``max_depth``,
+    sorted, then offset and limit (as ``InMemoryStore``)."""
+    conditions = op.match_conditions or ()
+    kept = [ns for ns in namespaces if all(_matches(c, ns) for c in conditions)]
+    ordered = sorted({ns[: op.max_depth] for ns in kept} if op.max_depth is not None else kept)
+    return ordered[op.offset : op.offset + op.limit]
 
 
 def _matches(condition: MatchCondition, namespace: Namespace) -> bool:
