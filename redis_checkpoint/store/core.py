@@ -336,27 +336,43 @@ class StoreCore:
             record = records.get(reply_text(flat_expiries[i]))
             if record is not None:
                 record.expiry_ms = float(flat_expiries[i + 1])
-        keys = sorted(records, key=lambda key: records[key].place)
-        position = {key: i for i, key in enumerate(keys)}
-        owners: list[int] = []
-        blocks: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        blocks = {}
         for i in range(0, len(flat_vectors), 2):
             key = reply_text(flat_vectors[i])
-            if key not in position or not self.dims:
-                continue
-            packed = np.frombuffer(flat_vectors[i + 1], dtype="<f4")
-            if packed.size % self.dims:
-                where = f"{self.layout.keys(namespace).vectors} field {key!r}"
-                raise CorruptEntryError(where, f"{packed.size} floats for {self.dims} dims")
-            block = packed.reshape(-1, self.dims)
-            owners += [position[key]] * len(block)
-            blocks.append(block)
+            if key in records and self.dims:
+                blocks[key] = self._vectors(namespace, key, flat_vectors[i + 1])
+        return self._assemble(version or b"", records, blocks)
+
+    def _vectors(
+        self, namespace: Namespace, key: str, packed: bytes
+    ) -> np.ndarray[Any, np.dtype[np.float32]]:
+        """An item's field vectors, one row each, from their packed float32s."""
+        flat = np.frombuffer(packed, dtype="<f4")
+        if flat.size % self.dims:
+            where = f"{self.layout.keys(namespace).vectors} field {key!r}"
+            raise CorruptEntryError(where, f"{flat.size} floats for {self.dims} dims")
+        return flat.reshape(-1, self.dims)
+
+    def _assemble(
+        self,
+        version: bytes,
+        records: dict[str, _Record],
+        blocks: dict[str, np.ndarray[Any, np.dtype[np.float32]]],
+    ) -> _Snapshot:
+        """A snapshot of these records (in their order of first insertion) and their items'
+        vectors (one block of rows per item)."""
+        keys = sorted(records, key=lambda key: records[key].place)
+        owners: list[int] = []
+        rows = []
+        for position, key in enumerate(keys):
+            block = blocks.get(key)
+            if block is not None and len(block):
+                owners += [position] * len(block)
+                rows.append(block)
         width = max(self.dims, 1)
-        matrix = np.vstack(blocks) if blocks else np.zeros((0, width), dtype=np.float32)
+        matrix = np.vstack(rows) if rows else np.zeros((0, width), dtype=np.float32)
         norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
-        return _Snapshot(
-            version or b"", keys, records, matrix, norms, np.asarray(owners, dtype=np.intp)
-        )
+        return _Snapshot(version, keys, records, matrix, norms, np.asarray(owners, dtype=np.intp))
 
     def _decode(self, namespace: Namespace, key: str, raw: bytes) -> _Record:
         where = f"{self.layout.keys(namespace).items} field {key!r}"
