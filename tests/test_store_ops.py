@@ -170,7 +170,7 @@ def test_the_monitor_probes_a_store(store: RedisStore, redis_url: str, dead_url:
         assert report.status == "ok"
         assert (health.kind, health.breaker, health.probed, health.reachable) == (
             "store",
-            "none",
+            "closed",
             True,
             True,
         )
@@ -178,7 +178,7 @@ def test_the_monitor_probes_a_store(store: RedisStore, redis_url: str, dead_url:
         assert report.keyspace is not None
         assert report.keyspace["by_type"]["store"]["namespaces"] >= 3
         assert sample(metrics, "cache_keys", cache_type="store") >= 8
-        # A store whose Redis does not answer: no fallback, so the report says degraded.
+        # A store whose Redis does not answer: the report says degraded.
         monitor.add(away, name="away")
         later = monitor.check()
         assert later.status == "degraded"
@@ -294,7 +294,7 @@ async def test_the_api_lists_the_store_namespaces(api: Api) -> None:
     health = (await client.get("/health")).json()
     assert health["status"] == "ok"
     assert [(c["name"], c["breaker"]) for c in health["components"]] == [
-        (f"store:{type(api.store).__name__}", "none")
+        (f"store:{type(api.store).__name__}", "closed")
     ]
     stats = (await client.get("/stats", headers=READ)).json()
     store_stats = stats["cache_types"]["store"]

@@ -11,9 +11,8 @@ Every ``interval`` seconds (30 by default) one check:
    invalidations and empties its memory tier); a connection error counts as a breaker failure,
    so an idle application learns of an outage before its next request does; a refused password
    or ACL (:class:`~redis_checkpoint.RedisAuthError`) is no outage: the report's status is then
-   ``auth_failed`` and its ``error`` names the cause. A store has no breaker and no fallback
-   tier: its probe is a PING through its client, and a store that does not answer makes the
-   report ``degraded`` (it raises until Redis is back);
+   ``auth_failed`` and its ``error`` names the cause (a store's probe writes back the writes
+   an outage left owed; a store that does not answer makes the report ``degraded``);
 3. optionally samples the keyspace (``keyspace_sample`` keys at most) into
    ``cache_memory_usage_bytes{tier="redis"}`` and ``cache_keys``, and publishes what each
    fallback tier holds as ``cache_memory_usage_bytes{tier="memory"}``.
@@ -67,7 +66,7 @@ _STORES = (RedisStore, AsyncRedisStore)
 class ComponentHealth:
     name: str
     kind: str  # "checkpoint", "cache" or "store"
-    breaker: str  # "none" for a store, which has no breaker
+    breaker: str  # "closed", "open" or "half_open"
     serving_from_memory: bool
     pending: int  # writes (saver threads) or invalidations (cache) waiting for Redis
     memory_bytes: int
@@ -151,9 +150,7 @@ class Monitored:
 
     def sync_probe(self) -> Callable[[], bool] | None:
         target = self.target
-        if isinstance(target, RedisStore):
-            return lambda: bool(target.client.ping())
-        if isinstance(target, (RedisSaver, CacheEngine)):
+        if isinstance(target, (RedisSaver, CacheEngine, RedisStore)):
             return target.ping
         return None
 
@@ -164,12 +161,7 @@ class Monitored:
         if isinstance(target, AsyncCacheEngine):
             return target.ping
         if isinstance(target, AsyncRedisStore):
-            client = target.client
-
-            async def ping() -> bool:
-                return bool(await client.ping())
-
-            return ping
+            return target.ping
         probe = self.sync_probe()
         assert probe is not None  # every sync component has one
         return lambda: asyncio.to_thread(probe)
@@ -178,12 +170,12 @@ class Monitored:
         self, probed: bool, reachable: bool | None, error: str | None = None
     ) -> ComponentHealth:
         target = self.target
+        state: str
         if isinstance(target, _STORES):
-            # No breaker and no fallback tier: what the probe saw is all there is to say.
-            return ComponentHealth(
-                self.name, self.kind, "none", False, 0, 0, probed, reachable, error
-            )
-        if isinstance(target, RedisSaverBase):
+            state = target.core.breaker.state
+            pending = target.core.owed
+            size = 0  # its snapshots are a cache of Redis, not a fallback store of their own
+        elif isinstance(target, RedisSaverBase):
             # On a cluster: the worst of the per-primary breakers (saver.breaker is only the
             # template they are made from).
             state = target.breaker_state
@@ -209,7 +201,7 @@ class Monitored:
         """Bytes the fallback tier holds, per cache type."""
         target = self.target
         if isinstance(target, _STORES):
-            return {"store": 0}  # the store keeps no fallback tier
+            return {"store": 0}  # the store's snapshots are a cache of what Redis holds
         if isinstance(target, RedisSaverBase):
             return {"checkpoint": target.memory.size if target.memory is not None else 0}
         core = target.core
@@ -223,9 +215,9 @@ class Monitored:
 
 def _degraded(health: ComponentHealth) -> bool:
     """Redis answers the monitor, but the component serves from memory, holds writes Redis has
-    not taken, or (a store, with no fallback) did not answer its probe."""
-    if health.kind == "store":
-        return health.reachable is False
+    not taken, or (a store) did not answer its probe."""
+    if health.kind == "store" and health.reachable is False:
+        return True
     return health.serving_from_memory or bool(health.pending)
 
 

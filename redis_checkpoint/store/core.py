@@ -14,6 +14,7 @@ and then filters and scores in numpy: the same top-k as brute force, without a s
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -40,9 +41,11 @@ from langgraph.store.base import (
 from langgraph.store.base.embed import ensure_embeddings, get_text_at_path, tokenize_path
 from redis.exceptions import ResponseError
 
+from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache import codec
 from redis_checkpoint.client import reply_text
 from redis_checkpoint.errors import CorruptEntryError
+from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.steps import Invoke, LoadScripts, Send, send_with_scripts
 from redis_checkpoint.store.layout import StoreLayout
@@ -55,6 +58,8 @@ Namespace = tuple[str, ...]
 _HEADER: Final = np.dtype(">f8")
 #: Namespaces whose snapshot a process keeps (least recently searched go first).
 MAX_SNAPSHOTS: Final = 256
+STORE_COMPONENT: Final = "store"  # its label in the fallback metrics
+log = logging.getLogger("redis_checkpoint.store")
 
 
 @dataclass
@@ -104,9 +109,16 @@ class StoreCore:
         prefix: str = "rc",
         clock: Any = time.time,
         metrics: Metrics | None = None,
+        fallback: bool = True,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.layout = StoreLayout(prefix)
         self.metrics = metrics or get_metrics()
+        #: While Redis is away: answer from the snapshots and keep the writes owed to it.
+        self.fallback = fallback
+        self.breaker = breaker or CircuitBreaker()
+        # (namespace, key) -> the put or delete, and its packed vectors: written back in order.
+        self._owed: OrderedDict[tuple[Namespace, str], tuple[PutOp, bytes]] = OrderedDict()
         self.index = index
         self.ttl = ttl
         self.embeddings = ensure_embeddings(index.get("embed")) if index else None
@@ -151,7 +163,24 @@ class StoreCore:
     # -- a batch -------------------------------------------------------------------------------
 
     def batch(self, ops: Iterable[Op]) -> StorePlan:
+        """The results of ``ops``: from Redis (writing back first what an outage left owed), or
+        while Redis is away (and ``fallback``) from what this process holds."""
         ops = list(ops)
+        if self.fallback and not self.breaker.allow_request():
+            return (yield from self._batch_in_memory(ops))
+        try:
+            if self._owed:
+                yield from self._write_back()
+            results = yield from self._batch_on_redis(ops)
+        except Exception as exc:
+            if not (self.fallback and is_unavailable_error(exc)):
+                raise
+            self._failed(exc)
+            return (yield from self._batch_in_memory(ops))
+        self._succeeded()
+        return results
+
+    def _batch_on_redis(self, ops: list[Op]) -> StorePlan:
         results: list[Result] = [None] * len(ops)
         puts: dict[tuple[Namespace, str], PutOp] = {}
         for i, op in enumerate(ops):
@@ -189,6 +218,167 @@ class StoreCore:
         for op, n in counts.items():
             if n:
                 self.metrics.store_operation(op, outcome, seconds, n)
+
+    # -- while Redis is away -------------------------------------------------------------------
+
+    @property
+    def owed(self) -> int:
+        """Writes made while Redis was away and not written back yet."""
+        return len(self._owed)
+
+    def _failed(self, exc: BaseException) -> None:
+        before = self.breaker.state
+        self.breaker.record_failure()
+        if before == "closed" and self.breaker.state == "open":
+            log.warning("Redis is unavailable (%s); the store answers from memory", exc)
+        self.metrics.set_fallback(STORE_COMPONENT, True, len(self._owed))
+
+    def _succeeded(self) -> None:
+        if self.breaker.state == "closed" and not self.breaker.failures:
+            return
+        if self.breaker.state != "closed":
+            log.warning("Redis is reachable again; the store left its memory tier")
+        self.breaker.record_success()
+        self.metrics.set_fallback(STORE_COMPONENT, False, len(self._owed))
+
+    def _write_back(self) -> Generator[Any, Any, None]:
+        """Send what an outage left owed (the last write of each item), in one round trip."""
+        with self._lock:
+            owed = list(self._owed.values())
+        if not owed:
+            return
+        writes = [op for op, _ in owed]
+        vectors = {(op.namespace, op.key): packed for op, packed in owed if packed}
+        yield from self._put(writes, vectors)
+        with self._lock:
+            for op, packed in owed:
+                slot = (op.namespace, op.key)
+                if self._owed.get(slot) == (op, packed):  # not written again meanwhile
+                    del self._owed[slot]
+        self.metrics.replayed(STORE_COMPONENT, len(owed))
+        log.warning("wrote back %d store writes made while Redis was away", len(owed))
+
+    def probe(self) -> Generator[Any, Any, bool]:
+        """A health check: PING whatever the breaker says. An answer closes the breaker and
+        writes back what an outage left owed; Redis away counts as a failure. True when Redis
+        answered."""
+        try:
+            yield from self._send(("PING",))
+        except Exception as exc:
+            if not is_unavailable_error(exc):
+                raise
+            self._failed(exc)
+            return False
+        self._succeeded()
+        yield from self.flush()
+        return True
+
+    def flush(self) -> Generator[Any, Any, int]:
+        """Write back what is owed if Redis answers; returns how many writes are still owed
+        (logged at ERROR: they are lost when the process ends)."""
+        if self._owed:
+            try:
+                yield from self._write_back()
+                self._succeeded()
+            except Exception as exc:
+                if not is_unavailable_error(exc):
+                    raise
+                self._failed(exc)
+        if self._owed:
+            log.error("%d store writes are still owed to Redis and were not written", self.owed)
+        return self.owed
+
+    def _batch_in_memory(self, ops: list[Op]) -> StorePlan:
+        """``ops`` on what this process holds: the namespaces it searched (their snapshots)
+        and the writes it made since; writes are owed to Redis."""
+        now = self._now_ms()
+        results: list[Result] = []
+        puts: dict[tuple[Namespace, str], PutOp] = {}
+        for op in ops:
+            if isinstance(op, GetOp):
+                with self._lock:
+                    snap = self._snapshots.get(op.namespace)
+                record = snap.records.get(op.key) if snap is not None else None
+                alive = record is not None and record.expiry_ms > now
+                results.append(record.item(op.namespace, op.key) if alive else None)  # type: ignore[union-attr]
+            elif isinstance(op, SearchOp):
+                prefix = tuple(op.namespace_prefix)
+                held = self._held(now)
+                namespaces = sorted(ns for ns in held if ns[: len(prefix)] == prefix)
+                found, _ = yield from self._select(op, namespaces, [held[ns] for ns in namespaces])
+                results.append(found)
+            elif isinstance(op, ListNamespacesOp):
+                results.append(_page_of_namespaces(op, self._held(now)))
+            elif isinstance(op, PutOp):
+                puts[(op.namespace, op.key)] = op
+                results.append(None)
+            else:
+                raise ValueError(f"Unknown operation type: {type(op)}")
+        if puts:
+            writes = list(puts.values())
+            self._hold(writes, (yield from self._embed(writes)), now)
+        self.metrics.set_fallback(STORE_COMPONENT, True, len(self._owed))
+        return results
+
+    def _held(self, now: float) -> dict[Namespace, _Snapshot]:
+        """The snapshots this process holds that have a live item."""
+        with self._lock:
+            held = dict(self._snapshots)
+        return {
+            ns: snap
+            for ns, snap in held.items()
+            if any(record.expiry_ms > now for record in snap.records.values())
+        }
+
+    def _hold(
+        self, writes: list[PutOp], vectors: dict[tuple[Namespace, str], bytes], now: float
+    ) -> None:
+        """Apply writes to the snapshots and owe them to Redis."""
+        by_namespace: dict[Namespace, list[PutOp]] = {}
+        for op in writes:
+            by_namespace.setdefault(op.namespace, []).append(op)
+        with self._lock:
+            for ns, ops in by_namespace.items():
+                snap = self._snapshots.get(ns) or _empty_snapshot()
+                records = dict(snap.records)
+                counts = np.bincount(snap.owners, minlength=len(snap.keys))
+                rows = np.split(snap.matrix, np.cumsum(counts)[:-1]) if len(snap.keys) else []
+                blocks = dict(zip(snap.keys, rows, strict=True))
+                place = max((r.place for r in records.values()), default=0.0)
+                for op in ops:
+                    packed = vectors.get((ns, op.key), b"")
+                    self._owed[(ns, op.key)] = (op, packed)
+                    self._owed.move_to_end((ns, op.key))
+                    blocks.pop(op.key, None)
+                    if op.value is None:
+                        records.pop(op.key, None)
+                        continue
+                    old = records.get(op.key)
+                    ttl_ms = 0 if op.ttl is None else max(1, int(op.ttl * 60_000))
+                    place += 1
+                    records[op.key] = _Record(
+                        dict(op.value),
+                        old.created_ms if old else now,
+                        now,
+                        old.place if old else place,
+                        ttl_ms,
+                        now + ttl_ms if ttl_ms else math.inf,
+                    )
+                    if packed:
+                        blocks[op.key] = self._vectors(ns, op.key, packed)
+                # Version b"": once Redis answers, the next search reloads it.
+                self._snapshots[ns] = self._assemble(b"", records, blocks)
+                self._snapshots.move_to_end(ns)
+            self._trim()
+
+    def _trim(self) -> None:
+        """Bound the snapshots, never dropping one that holds owed writes (under the lock)."""
+        owing = {ns for ns, _ in self._owed}
+        for ns in list(self._snapshots):
+            if len(self._snapshots) <= MAX_SNAPSHOTS:
+                return
+            if ns not in owing:
+                del self._snapshots[ns]
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -300,8 +490,7 @@ class StoreCore:
                 if snap is not None:
                     self._snapshots[ns] = snap
                     self._snapshots.move_to_end(ns)
-            while len(self._snapshots) > MAX_SNAPSHOTS:
-                self._snapshots.popitem(last=False)
+            self._trim()
         return [held[ns] or _empty_snapshot() for ns in namespaces]
 
     def _recheck_expiries(
@@ -408,8 +597,12 @@ class StoreCore:
 
     # -- writes --------------------------------------------------------------------------------
 
-    def _put(self, puts: list[PutOp]) -> Generator[Any, Any, None]:
-        vectors = yield from self._embed(puts)
+    def _put(
+        self, puts: list[PutOp], vectors: dict[tuple[Namespace, str], bytes] | None = None
+    ) -> Generator[Any, Any, None]:
+        """Write ``puts`` (embedding their texts unless ``vectors`` are given)."""
+        if vectors is None:
+            vectors = yield from self._embed(puts)
         now = self._now_ms()
         by_namespace: dict[Namespace, list[Any]] = {}
         latest: dict[Namespace, float] = {}

@@ -61,10 +61,13 @@ class RedisStore(BaseStore):
         ttl: TTLConfig | None = None,
         prefix: str = "rc",
         metrics: Metrics | None = None,
+        fallback: bool = True,
     ) -> None:
         check_client(client, get_args(SyncRedisClient), "RedisStore")
         self.client = client
-        self.core = StoreCore(index=index, ttl=ttl, prefix=prefix, metrics=metrics)
+        self.core = StoreCore(
+            index=index, ttl=ttl, prefix=prefix, metrics=metrics, fallback=fallback
+        )
         self.index_config = index
         self.ttl_config = ttl
 
@@ -89,13 +92,25 @@ class RedisStore(BaseStore):
             prefix = prefix or settings.key_prefix
             store = cls(client, index=index, ttl=ttl, prefix=prefix, metrics=metrics)
             store.setup()
-            yield store
+            try:
+                yield store
+            finally:
+                store.close()
         finally:
             client.close()
 
     def setup(self) -> None:
         """Load the scripts (they are loaded again after a restart anyway). Safe to repeat."""
         self._step(LoadScripts(STORE_SCRIPTS))
+
+    def ping(self) -> bool:
+        """Health check through the store's client: see :meth:`StoreCore.probe`."""
+        return drive(self.core.probe(), self._step)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Write back what an outage left owed, if Redis answers (what cannot be is logged at
+        ERROR). The client is the caller's (``from_conn_string`` closes its own)."""
+        drive(self.core.flush(), self._step)
 
     def _step(self, step: Any) -> Any:
         if isinstance(step, Send):
@@ -133,10 +148,13 @@ class AsyncRedisStore(BaseStore):
         ttl: TTLConfig | None = None,
         prefix: str = "rc",
         metrics: Metrics | None = None,
+        fallback: bool = True,
     ) -> None:
         check_client(client, get_args(AsyncRedisClient), "AsyncRedisStore")
         self.client = client
-        self.core = StoreCore(index=index, ttl=ttl, prefix=prefix, metrics=metrics)
+        self.core = StoreCore(
+            index=index, ttl=ttl, prefix=prefix, metrics=metrics, fallback=fallback
+        )
         self.index_config = index
         self.ttl_config = ttl
         self._embeddings = (
@@ -168,9 +186,20 @@ class AsyncRedisStore(BaseStore):
             prefix = prefix or settings.key_prefix
             store = cls(client, index=index, ttl=ttl, prefix=prefix, metrics=metrics)
             await store.asetup()
-            yield store
+            try:
+                yield store
+            finally:
+                await store.aclose()
         finally:
             await client.aclose()
+
+    async def ping(self) -> bool:
+        """Health check through the store's client: see :meth:`StoreCore.probe`."""
+        return await adrive(self.core.probe(), self._step)  # type: ignore[no-any-return]
+
+    async def aclose(self) -> None:
+        """:meth:`RedisStore.close` on the event loop."""
+        await adrive(self.core.flush(), self._step)
 
     async def asetup(self) -> None:
         """Load the scripts. Safe to repeat."""

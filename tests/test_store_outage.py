@@ -1,0 +1,153 @@
+"""The store while Redis is away: it answers from what this process holds, owes its writes, and
+writes them back once Redis answers (or at close); with ``fallback=False`` it says Redis is
+away. On a real redis-server this test stops and starts itself."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.asyncio
+from store_helpers import HashedWords
+
+from redis_checkpoint import AsyncRedisStore, RedisStore, Settings
+from redis_checkpoint.client import create_async_client, create_client
+from redis_checkpoint.errors import RedisUnavailableError
+from redis_checkpoint.testing import RedisServer
+
+INDEX = {"dims": 16, "embed": HashedWords(), "fields": ["text"]}
+MEMORIES = ("users", "alice")
+
+
+@pytest.fixture
+def server(redis_server_bin: str) -> Iterator[RedisServer]:
+    with RedisServer(binary=redis_server_bin, appendonly=True) as started:
+        yield started
+
+
+def _client(server: RedisServer) -> redis.Redis:
+    client = create_client(Settings(url=server.url, socket_timeout=0.5, retries=0))
+    assert isinstance(client, redis.Redis)
+    return client
+
+
+def _fresh_view(server: RedisServer) -> RedisStore:
+    """A store of another process: it knows only what Redis holds."""
+    store = RedisStore(_client(server), index=INDEX)  # type: ignore[arg-type]
+    store.setup()
+    return store
+
+
+def _until_redis_answers(store: RedisStore) -> None:
+    """The breaker opened during the outage: wait out its back-off before the next call."""
+    time.sleep(store.core.breaker.current_recovery_timeout + 0.1)
+
+
+def test_an_outage_is_answered_from_memory_and_written_back_when_redis_returns(
+    server: RedisServer,
+) -> None:
+    store = RedisStore(_client(server), index=INDEX)  # type: ignore[arg-type]
+    store.setup()
+    store.put(MEMORIES, "tea", {"text": "alice drinks tea", "kind": "taste"})
+    store.put(MEMORIES, "city", {"text": "alice lives in lyon", "kind": "fact"})
+    store.put(MEMORIES, "cat", {"text": "alice has a cat", "kind": "fact"})
+    before = store.search(("users",), query="alice drinks tea")
+    assert before[0].key == "tea"
+
+    server.stop(keep_dir=True)
+    # Reads answer from the snapshot the search loaded; writes are owed.
+    city = store.get(MEMORIES, "city")
+    assert city is not None and city.value == {"text": "alice lives in lyon", "kind": "fact"}
+    during = store.search(("users",), query="alice drinks tea")
+    assert [(i.key, i.score) for i in during] == [(i.key, i.score) for i in before]
+    store.put(MEMORIES, "dog", {"text": "alice walks a dog", "kind": "fact"})
+    store.delete(MEMORIES, "cat")
+    assert store.core.owed == 2
+    assert store.get(MEMORIES, "cat") is None
+    assert store.get(MEMORIES, "dog").value["text"] == "alice walks a dog"  # type: ignore[union-attr]
+    facts = store.search(MEMORIES, filter={"kind": "fact"})
+    assert sorted(item.key for item in facts) == ["city", "dog"]
+    [dog] = store.search(MEMORIES, query="alice walks a dog", limit=1)
+    assert dog.key == "dog" and dog.score is not None and dog.score > 0.99
+    assert store.list_namespaces() == [MEMORIES]
+    assert store.get(("users", "bob"), "tea") is None  # never seen: nothing to say
+    assert store.core.breaker.state == "open"  # no network call once it opened
+
+    server.restart()
+    _until_redis_answers(store)
+    assert store.get(MEMORIES, "tea") is not None  # the first call back writes back first
+    assert store.core.owed == 0
+    other = _fresh_view(server)
+    assert other.get(MEMORIES, "cat") is None
+    assert other.get(MEMORIES, "dog").value == {"text": "alice walks a dog", "kind": "fact"}  # type: ignore[union-attr]
+    [found] = other.search(MEMORIES, query="alice walks a dog", limit=1)
+    assert found.key == "dog"  # its vector was written back with it
+
+
+def test_close_writes_back_what_is_owed(server: RedisServer) -> None:
+    store = RedisStore(_client(server), index=INDEX)  # type: ignore[arg-type]
+    store.setup()
+    server.stop(keep_dir=True)
+    store.put(MEMORIES, "tea", {"text": "alice drinks tea"})
+    assert store.core.owed == 1
+    server.restart()
+    store.close()
+    assert store.core.owed == 0
+    assert _fresh_view(server).get(MEMORIES, "tea") is not None
+
+
+def test_what_cannot_be_written_back_at_close_is_logged(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RedisStore(_client(server), index=INDEX)  # type: ignore[arg-type]
+    store.setup()
+    server.stop(keep_dir=True)
+    store.put(MEMORIES, "tea", {"text": "alice drinks tea"})
+    with caplog.at_level("ERROR", logger="redis_checkpoint.store"):
+        store.close()
+    assert store.core.owed == 1
+    assert "1 store writes are still owed" in caplog.text
+
+
+def test_without_fallback_an_outage_is_an_error_naming_the_server(server: RedisServer) -> None:
+    store = RedisStore(_client(server), fallback=False)
+    store.setup()
+    server.stop(keep_dir=True)
+    with pytest.raises(RedisUnavailableError, match=str(server.port)):
+        store.get(MEMORIES, "tea")
+    assert store.core.owed == 0
+
+
+def test_the_async_store_rides_out_an_outage_too(server: RedisServer) -> None:
+    async def scenario() -> None:
+        client = create_async_client(Settings(url=server.url, socket_timeout=0.5, retries=0))
+        assert isinstance(client, redis.asyncio.Redis)
+        store = AsyncRedisStore(client, index=INDEX)  # type: ignore[arg-type]
+        await store.asetup()
+        await store.aput(MEMORIES, "tea", {"text": "alice drinks tea"})
+        await store.asearch(MEMORIES)
+        server.stop(keep_dir=True)
+        await store.aput(MEMORIES, "city", {"text": "alice lives in lyon"})
+        assert sorted(i.key for i in await store.asearch(MEMORIES)) == ["city", "tea"]
+        server.restart()
+        await store.aclose()
+        assert store.core.owed == 0
+        await client.aclose()
+
+    asyncio.run(scenario())
+    assert _fresh_view(server).get(MEMORIES, "city") is not None
+
+
+def test_a_health_probe_writes_back_what_is_owed(server: RedisServer) -> None:
+    store = RedisStore(_client(server), index=INDEX)  # type: ignore[arg-type]
+    store.setup()
+    server.stop(keep_dir=True)
+    assert store.ping() is False
+    store.put(MEMORIES, "tea", {"text": "alice drinks tea"})
+    server.restart()
+    assert store.ping() is True  # whatever the breaker says, as the saver's probe
+    assert store.core.owed == 0 and store.core.breaker.state == "closed"
+    assert _fresh_view(server).get(MEMORIES, "tea") is not None
