@@ -1,5 +1,5 @@
 """LangGraph long-term memory on plain Redis: ``RedisStore`` and ``AsyncRedisStore``."""
 
-from redis_checkpoint.store.store import AsyncRedisStore, RedisStore
+from redis_checkpoint.store.store import AsyncRedisStore, RedisStore, StoreOptions
 
-__all__ = ["AsyncRedisStore", "RedisStore"]
+__all__ = ["AsyncRedisStore", "RedisStore", "StoreOptions"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, TypedDict, get_args
 
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import BaseStore, IndexConfig, Op, Result, TTLConfig
@@ -29,7 +30,27 @@ from redis_checkpoint.steps import Invoke, LoadScripts, Send, adrive, asend, dri
 from redis_checkpoint.store.core import StoreCore
 from redis_checkpoint.store.scripts import STORE_SCRIPTS
 
-__all__ = ["AsyncRedisStore", "RedisStore"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["AsyncRedisStore", "RedisStore", "StoreOptions"]
+
+
+class StoreOptions(TypedDict, total=False):
+    """The keywords both stores take (a misspelt one is a type error under ``mypy --strict``).
+
+    ``index``: embed these fields at ``put`` and make ``search(query=...)`` a vector search;
+    ``ttl``: lifetimes in minutes (``default_ttl``, ``refresh_on_read``); ``prefix``: the first
+    part of every key ("rc"; ``from_conn_string``: the settings' ``key_prefix``); ``metrics``:
+    where the ``store_*`` families count (default ``get_metrics()``); ``fallback``: while Redis
+    is away answer from memory and owe the writes (default True), else raise.
+    """
+
+    index: IndexConfig | None
+    ttl: TTLConfig | None
+    prefix: str
+    metrics: Metrics | None
+    fallback: bool
 
 
 class _AsyncEmbeddings:
@@ -41,35 +62,31 @@ class _AsyncEmbeddings:
         self.embed_query = embeddings.aembed_query
 
 
-class RedisStore(BaseStore):
-    """LangGraph long-term memory on plain Redis (>= 6.2, Valkey, Cluster; no modules).
-
-    ``graph.compile(store=store)``. Items live under their namespace's hash tag; ``ttl`` (a
-    ``TTLConfig``) gives them a lifetime in minutes; ``index`` (an ``IndexConfig``) embeds the
-    given fields at ``put`` and makes ``search(query=...)`` an exact cosine-similarity search.
-    ``metrics``: where it counts its operations (default: ``get_metrics()``, the ``store_*``
-    families).
-    """
+class _RedisStoreBase(BaseStore):
+    """What both drivers hold: the client, the core, and the config ``BaseStore`` reads."""
 
     supports_ttl = True
 
-    def __init__(
-        self,
-        client: SyncRedisClient,
-        *,
-        index: IndexConfig | None = None,
-        ttl: TTLConfig | None = None,
-        prefix: str = "rc",
-        metrics: Metrics | None = None,
-        fallback: bool = True,
-    ) -> None:
-        check_client(client, get_args(SyncRedisClient), "RedisStore")
+    def _wire(self, client: Any, options: StoreOptions) -> None:
         self.client = client
-        self.core = StoreCore(
-            index=index, ttl=ttl, prefix=prefix, metrics=metrics, fallback=fallback
-        )
-        self.index_config = index
-        self.ttl_config = ttl
+        self.core = StoreCore(**options)
+        self.index_config = options.get("index")
+        self.ttl_config = options.get("ttl")
+
+
+class RedisStore(_RedisStoreBase):
+    """LangGraph long-term memory on plain Redis (>= 6.2, Valkey, Cluster; no modules).
+
+    ``graph.compile(store=store)``. Items live under their namespace's hash tag; see
+    :class:`StoreOptions` for the keywords (an index makes ``search(query=...)`` an exact
+    cosine-similarity search; a TTL config gives items lifetimes in minutes).
+    """
+
+    client: SyncRedisClient
+
+    def __init__(self, client: SyncRedisClient, **options: Unpack[StoreOptions]) -> None:
+        check_client(client, get_args(SyncRedisClient), "RedisStore")
+        self._wire(client, options)
 
     @classmethod
     @contextmanager
@@ -77,20 +94,17 @@ class RedisStore(BaseStore):
         cls,
         url: str | None = None,
         *,
-        index: IndexConfig | None = None,
-        ttl: TTLConfig | None = None,
-        prefix: str | None = None,
         settings: Settings | None = None,
-        metrics: Metrics | None = None,
+        **options: Unpack[StoreOptions],
     ) -> Iterator[RedisStore]:
-        """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end. The keys
-        start with ``prefix`` (default: the settings' ``key_prefix``, REDIS_KEY_PREFIX or "rc")."""
+        """Connect to ``url`` (or REDIS_URL), set up, and at the end write back what is owed
+        and close the client."""
         settings = settings or Settings.from_env(url=url)
         client = create_client(settings)
         try:
             check_connection(client, settings.url)
-            prefix = prefix or settings.key_prefix
-            store = cls(client, index=index, ttl=ttl, prefix=prefix, metrics=metrics)
+            options.setdefault("prefix", settings.key_prefix)
+            store = cls(client, **options)
             store.setup()
             try:
                 yield store
@@ -134,36 +148,21 @@ class RedisStore(BaseStore):
         return await asyncio.to_thread(self.batch, list(ops))
 
 
-class AsyncRedisStore(BaseStore):
+class AsyncRedisStore(_RedisStoreBase):
     """:class:`RedisStore` on redis.asyncio. Its sync methods may be called from another thread
     than the event loop's (they run on the loop); from the loop's own thread they raise."""
 
-    supports_ttl = True
+    client: AsyncRedisClient
 
-    def __init__(
-        self,
-        client: AsyncRedisClient,
-        *,
-        index: IndexConfig | None = None,
-        ttl: TTLConfig | None = None,
-        prefix: str = "rc",
-        metrics: Metrics | None = None,
-        fallback: bool = True,
-    ) -> None:
+    def __init__(self, client: AsyncRedisClient, **options: Unpack[StoreOptions]) -> None:
         check_client(client, get_args(AsyncRedisClient), "AsyncRedisStore")
-        self.client = client
-        self.core = StoreCore(
-            index=index, ttl=ttl, prefix=prefix, metrics=metrics, fallback=fallback
-        )
-        self.index_config = index
-        self.ttl_config = ttl
-        self._embeddings = (
-            _AsyncEmbeddings(self.core.embeddings) if self.core.embeddings is not None else None
-        )
-        try:
-            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            self.loop = None
+        self._wire(client, options)
+        embeddings = self.core.embeddings
+        self._embeddings = _AsyncEmbeddings(embeddings) if embeddings is not None else None
+        #: The loop the sync methods run on: the one this store was made or first used on.
+        self.loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):  # no loop runs: the first async call sets it
+            self.loop = asyncio.get_running_loop()
 
     @classmethod
     @asynccontextmanager
@@ -171,20 +170,17 @@ class AsyncRedisStore(BaseStore):
         cls,
         url: str | None = None,
         *,
-        index: IndexConfig | None = None,
-        ttl: TTLConfig | None = None,
-        prefix: str | None = None,
         settings: Settings | None = None,
-        metrics: Metrics | None = None,
+        **options: Unpack[StoreOptions],
     ) -> AsyncIterator[AsyncRedisStore]:
-        """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end. The keys
-        start with ``prefix`` (default: the settings' ``key_prefix``, REDIS_KEY_PREFIX or "rc")."""
+        """Connect to ``url`` (or REDIS_URL), set up, and at the end write back what is owed
+        and close the client."""
         settings = settings or Settings.from_env(url=url)
         client = create_async_client(settings)
         try:
             await acheck_connection(client, settings.url)
-            prefix = prefix or settings.key_prefix
-            store = cls(client, index=index, ttl=ttl, prefix=prefix, metrics=metrics)
+            options.setdefault("prefix", settings.key_prefix)
+            store = cls(client, **options)
             await store.asetup()
             try:
                 yield store
@@ -193,6 +189,11 @@ class AsyncRedisStore(BaseStore):
         finally:
             await client.aclose()
 
+    async def asetup(self) -> None:
+        """Load the scripts. Safe to repeat."""
+        self.loop = asyncio.get_running_loop()
+        await self._step(LoadScripts(STORE_SCRIPTS))
+
     async def ping(self) -> bool:
         """Health check through the store's client: see :meth:`StoreCore.probe`."""
         return await adrive(self.core.probe(), self._step)  # type: ignore[no-any-return]
@@ -200,11 +201,6 @@ class AsyncRedisStore(BaseStore):
     async def aclose(self) -> None:
         """:meth:`RedisStore.close` on the event loop."""
         await adrive(self.core.flush(), self._step)
-
-    async def asetup(self) -> None:
-        """Load the scripts. Safe to repeat."""
-        self.loop = asyncio.get_running_loop()
-        await self._step(LoadScripts(STORE_SCRIPTS))
 
     async def _step(self, step: Any) -> Any:
         if isinstance(step, Send):
@@ -242,7 +238,7 @@ class AsyncRedisStore(BaseStore):
 
 def _reraise(exc: Exception, client: object) -> NoReturn:
     """Raise what a failed batch means: a refused password or ACL as RedisAuthError, Redis away
-    as RedisUnavailableError naming it (the store keeps no memory tier), anything else as is."""
+    (with ``fallback=False``) as RedisUnavailableError naming it, anything else as it is."""
     where = describe_client(client)
     denied = access_error(exc, where)
     if denied is not None:
