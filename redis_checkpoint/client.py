@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -43,7 +43,9 @@ __all__ = [
     "AsyncRedisClient",
     "SyncRedisClient",
     "acheck_connection",
+    "aconnected",
     "check_connection",
+    "connected",
     "create_async_client",
     "create_client",
     "describe_client",
@@ -667,6 +669,38 @@ async def acheck_connection(
         if failure is None:
             raise
         raise failure from exc
+
+
+@contextlib.contextmanager
+def connected(
+    url: str | None, settings: Settings | None, *, check: bool = True
+) -> Iterator[tuple[SyncRedisClient, Settings]]:
+    """A client on ``url`` (or the settings, or REDIS_URL) and the settings it was made from,
+    checked with a PING unless ``check`` is False, and closed at the end: what every
+    ``from_conn_string`` starts from."""
+    settings = settings or Settings.from_env(url=url)
+    client = create_client(settings)
+    try:
+        if check:
+            check_connection(client, settings.url)
+        yield client, settings
+    finally:
+        client.close()
+
+
+@contextlib.asynccontextmanager
+async def aconnected(
+    url: str | None, settings: Settings | None, *, check: bool = True
+) -> AsyncIterator[tuple[AsyncRedisClient, Settings]]:
+    """:func:`connected` for an asyncio client."""
+    settings = settings or Settings.from_env(url=url)
+    client = create_async_client(settings)
+    try:
+        if check:
+            await acheck_connection(client, settings.url)
+        yield client, settings
+    finally:
+        await client.aclose()
 
 
 def reply_text(value: Any) -> str:

@@ -31,12 +31,7 @@ from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check
 from redis_checkpoint.checkpoint.core import Op
 from redis_checkpoint.checkpoint.routing import Shard, Step
 from redis_checkpoint.checkpoint.wire import AsyncLink, Request
-from redis_checkpoint.client import (
-    AsyncRedisClient,
-    acheck_connection,
-    create_async_client,
-    describe_client,
-)
+from redis_checkpoint.client import AsyncRedisClient, aconnected, describe_client
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import (
     AwaitWriteBack,
@@ -94,19 +89,13 @@ class AsyncRedisSaver(RedisSaverBase):
         **options: Unpack[SaverOptions],
     ) -> AsyncIterator[AsyncRedisSaver]:
         """Connect to ``url`` (or REDIS_URL), set up, and close the client at the end."""
-        settings = settings or Settings.from_env(url=url)
-        client = create_async_client(settings)
-        try:
-            if require_redis:
-                await acheck_connection(client, settings.url)
+        async with aconnected(url, settings, check=require_redis) as (client, settings):
             saver = cls(client, url=settings.url, settings=settings, **options)
             await saver.asetup()
             try:
                 yield saver
             finally:
                 await saver.aclose()
-        finally:
-            await client.aclose()
 
     async def asetup(self) -> None:
         """Load the scripts and warn about an evicting maxmemory-policy; write back what an

@@ -32,12 +32,7 @@ from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check
 from redis_checkpoint.checkpoint.core import Op
 from redis_checkpoint.checkpoint.routing import Shard, Step
 from redis_checkpoint.checkpoint.wire import Link, Request
-from redis_checkpoint.client import (
-    SyncRedisClient,
-    check_connection,
-    create_client,
-    describe_client,
-)
+from redis_checkpoint.client import SyncRedisClient, connected, describe_client
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import (
     AwaitWriteBack,
@@ -98,19 +93,13 @@ class RedisSaver(RedisSaverBase):
         unless ``require_redis=False``: the saver then starts on its in-memory tier and moves to
         Redis once Redis answers.
         """
-        settings = settings or Settings.from_env(url=url)
-        client = create_client(settings)
-        try:
-            if require_redis:
-                check_connection(client, settings.url)
+        with connected(url, settings, check=require_redis) as (client, settings):
             saver = cls(client, url=settings.url, settings=settings, **options)
             saver.setup()
             try:
                 yield saver
             finally:
                 saver.close()
-        finally:
-            client.close()
 
     def setup(self) -> None:
         """Load the scripts and warn about an evicting maxmemory-policy; write back what an

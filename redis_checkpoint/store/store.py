@@ -16,10 +16,8 @@ from redis_checkpoint.checkpoint.base import check_client
 from redis_checkpoint.client import (
     AsyncRedisClient,
     SyncRedisClient,
-    acheck_connection,
-    check_connection,
-    create_async_client,
-    create_client,
+    aconnected,
+    connected,
     describe_client,
 )
 from redis_checkpoint.errors import RedisUnavailableError
@@ -99,10 +97,7 @@ class RedisStore(_RedisStoreBase):
     ) -> Iterator[RedisStore]:
         """Connect to ``url`` (or REDIS_URL), set up, and at the end write back what is owed
         and close the client."""
-        settings = settings or Settings.from_env(url=url)
-        client = create_client(settings)
-        try:
-            check_connection(client, settings.url)
+        with connected(url, settings) as (client, settings):
             options.setdefault("prefix", settings.key_prefix)
             store = cls(client, **options)
             store.setup()
@@ -110,8 +105,6 @@ class RedisStore(_RedisStoreBase):
                 yield store
             finally:
                 store.close()
-        finally:
-            client.close()
 
     def setup(self) -> None:
         """Load the scripts (they are loaded again after a restart anyway). Safe to repeat."""
@@ -175,10 +168,7 @@ class AsyncRedisStore(_RedisStoreBase):
     ) -> AsyncIterator[AsyncRedisStore]:
         """Connect to ``url`` (or REDIS_URL), set up, and at the end write back what is owed
         and close the client."""
-        settings = settings or Settings.from_env(url=url)
-        client = create_async_client(settings)
-        try:
-            await acheck_connection(client, settings.url)
+        async with aconnected(url, settings) as (client, settings):
             options.setdefault("prefix", settings.key_prefix)
             store = cls(client, **options)
             await store.asetup()
@@ -186,8 +176,6 @@ class AsyncRedisStore(_RedisStoreBase):
                 yield store
             finally:
                 await store.aclose()
-        finally:
-            await client.aclose()
 
     async def asetup(self) -> None:
         """Load the scripts. Safe to repeat."""
