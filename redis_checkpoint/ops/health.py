@@ -30,7 +30,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -347,30 +347,8 @@ class HealthMonitor:
         return report
 
     def _keyspace_plan(self) -> Any:
-        checkpoint_prefixes: list[str] = []
-        cache_prefixes: list[str] = []
-        store_prefixes: list[str] = []
-        types: dict[str, str] = {}
-        for monitored in self.components:
-            target = monitored.target
-            if isinstance(target, RedisSaverBase):
-                checkpoint_prefixes.append(target.core.layout.prefix)
-            elif isinstance(target, _STORES):
-                store_prefixes.append(target.core.layout.prefix)
-            else:
-                cache_prefixes.append(target.core.layout.prefix)
-                types.update(target.core.stats.namespaces())
-        if not self.components:
-            checkpoint_prefixes = [self.settings.key_prefix]
-            cache_prefixes = [f"{self.settings.key_prefix}:cache"]
-            store_prefixes = [self.settings.key_prefix]
-        return keyspace_plan(
-            checkpoint_prefixes,
-            cache_prefixes,
-            max_keys=self.keyspace_sample,
-            namespace_types=types,
-            store_prefixes=store_prefixes,
-        )
+        targets = [monitored.target for monitored in self.components]
+        return keyspace_plan_of(targets, self.settings, self.keyspace_sample)
 
     def _publish_memory_tiers(self) -> None:
         totals: dict[str, int] = {}
@@ -491,3 +469,31 @@ class HealthMonitor:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def keyspace_plan_of(targets: Sequence[Any], settings: Settings, max_keys: int) -> Any:
+    """The keyspace sample of these savers, engines, faces and stores (their prefixes and the
+    cache types of their namespaces); with none, of the settings' default prefixes."""
+    checkpoint_prefixes: list[str] = []
+    cache_prefixes: list[str] = []
+    store_prefixes: list[str] = []
+    types: dict[str, str] = {}
+    for target in targets:
+        if isinstance(target, RedisSaverBase):
+            checkpoint_prefixes.append(target.core.layout.prefix)
+        elif isinstance(target, _STORES):
+            store_prefixes.append(target.core.layout.prefix)
+        else:
+            cache_prefixes.append(target.core.layout.prefix)
+            types.update(target.core.stats.namespaces())
+    if not targets:
+        checkpoint_prefixes = [settings.key_prefix]
+        cache_prefixes = [f"{settings.key_prefix}:cache"]
+        store_prefixes = [settings.key_prefix]
+    return keyspace_plan(
+        checkpoint_prefixes,
+        cache_prefixes,
+        max_keys=max_keys,
+        namespace_types=types,
+        store_prefixes=store_prefixes,
+    )

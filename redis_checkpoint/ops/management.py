@@ -62,9 +62,8 @@ from redis_checkpoint.errors import (
 )
 from redis_checkpoint.failures import access_error, is_unavailable_error
 from redis_checkpoint.metrics import Metrics, get_metrics
-from redis_checkpoint.ops.health import HealthMonitor, HealthReport
+from redis_checkpoint.ops.health import HealthMonitor, HealthReport, keyspace_plan_of
 from redis_checkpoint.ops.keyspace import (
-    keyspace_plan,
     missing_namespace_message,
     missing_namespace_plan,
 )
@@ -392,17 +391,8 @@ class ManagementAPI:
         )
 
     def _keyspace_plan(self) -> Any:
-        checkpoint_prefixes = [self.saver.core.layout.prefix] if self.saver is not None else []
-        cache_prefixes = [self.engine.core.layout.prefix] if self.engine is not None else []
-        types = self.engine.core.stats.namespaces() if self.engine is not None else {}
-        store_prefixes = [self.store.core.layout.prefix] if self.store is not None else []
-        return keyspace_plan(
-            checkpoint_prefixes,
-            cache_prefixes,
-            max_keys=self.keyspace_sample,
-            namespace_types=types,
-            store_prefixes=store_prefixes,
-        )
+        targets = [c for c in (self.saver, self.engine, self.store) if c is not None]
+        return keyspace_plan_of(targets, self.settings, self.keyspace_sample)
 
     async def metrics_route(self, request: Request) -> Response:
         data, content_type = self.metrics.exposition()
