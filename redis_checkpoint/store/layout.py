@@ -31,13 +31,12 @@ class NamespaceKeys:
         return (self.items, self.vectors, self.expiries, self.version)
 
 
-@dataclass(frozen=True)
 class StoreLayout:
-    prefix: str = "rc"
+    """The store's key names under one prefix."""
 
-    @property
-    def registry(self) -> str:
-        return f"{self.prefix}:st:namespaces"
+    def __init__(self, prefix: str = "rc") -> None:
+        self.prefix = prefix
+        self.registry = f"{prefix}:st:namespaces"
 
     @staticmethod
     def tag(namespace: tuple[str, ...]) -> str:

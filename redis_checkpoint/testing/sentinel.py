@@ -10,15 +10,7 @@ from typing import Any, TypeVar
 import redis.exceptions
 
 from redis_checkpoint.client import reply_text
-from redis_checkpoint.testing._process import (
-    HOST,
-    QUICK_SYNC,
-    NotReady,
-    ProcessState,
-    Started,
-    cleanup_all,
-    poll,
-)
+from redis_checkpoint.testing import _process as process
 from redis_checkpoint.testing.server import RedisServer, describe_each, server_on_port
 
 __all__ = ["RedisSentinelGroup"]
@@ -53,7 +45,7 @@ def _sentinel_fields(reply: Any) -> dict[str, str]:
     return dict(zip(items[::2], items[1::2], strict=False))
 
 
-class RedisSentinelGroup(Started):
+class RedisSentinelGroup(process.Started):
     """One primary, ``replicas`` replicas and ``sentinels`` Sentinels on 127.0.0.1.
 
     ``servers`` are the data nodes (``servers[0]`` is the first primary),
@@ -87,8 +79,8 @@ class RedisSentinelGroup(Started):
         self._binary = binary
         self.servers: list[RedisServer] = []
         self.sentinels: list[RedisServer] = []
-        self._states: list[ProcessState] = []
-        self._finalizer = weakref.finalize(self, cleanup_all, self._states)
+        self._states: list[process.ProcessState] = []
+        self._finalizer = weakref.finalize(self, process.cleanup_all, self._states)
 
     # --- properties -------------------------------------------------------------------
 
@@ -97,13 +89,13 @@ class RedisSentinelGroup(Started):
         """``redis+sentinel://127.0.0.1:p1,.../<service>``, as ``create_client`` takes it."""
         if not self.sentinels:
             raise RuntimeError("sentinel group not started")
-        hosts = ",".join(f"{HOST}:{s.port}" for s in self.sentinels)
+        hosts = ",".join(f"{process.HOST}:{s.port}" for s in self.sentinels)
         return f"redis+sentinel://{hosts}/{self.service}"
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         """``[(host, port), ...]`` for ``redis.sentinel.Sentinel``."""
-        return [(HOST, s.port) for s in self.sentinels]
+        return [(process.HOST, s.port) for s in self.sentinels]
 
     @property
     def running(self) -> bool:
@@ -120,19 +112,19 @@ class RedisSentinelGroup(Started):
             primary = self._add(self.servers, RedisServer(**self._server_options()))
             for _ in range(self.replica_count):
                 options = self._server_options()
-                options["args"] = ["--replicaof", HOST, str(primary.port), *options["args"]]
+                options["args"] = ["--replicaof", process.HOST, str(primary.port), *options["args"]]
                 self._add(self.servers, RedisServer(**options))
-            poll(self._check_replicas_synced, 30.0, "the replicas did not sync")
+            process.poll(self._check_replicas_synced, 30.0, "the replicas did not sync")
             config = [
                 "sentinel resolve-hostnames no",
-                f"sentinel monitor {self.service} {HOST} {primary.port} {self.quorum}",
+                f"sentinel monitor {self.service} {process.HOST} {primary.port} {self.quorum}",
                 f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
                 f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
                 f"sentinel parallel-syncs {self.service} 1",
             ]
             for _ in range(self.sentinel_count):
                 self._add(self.sentinels, _SentinelServer(config, binary=self._binary))
-            poll(
+            process.poll(
                 self._check_discovered,
                 30.0,
                 "the sentinels did not discover the group",
@@ -147,7 +139,7 @@ class RedisSentinelGroup(Started):
         return {
             "appendonly": self.appendonly,
             "binary": self._binary,
-            "args": [*QUICK_SYNC, *self.args],
+            "args": [*process.QUICK_SYNC, *self.args],
         }
 
     def _add(self, group: list[RedisServer], server: RedisServer) -> RedisServer:
@@ -157,8 +149,8 @@ class RedisSentinelGroup(Started):
 
     def stop(self) -> None:
         """Stop the Sentinels, then the servers, and remove every directory."""
-        for process in self.sentinels + self.servers:
-            process.close()
+        for server in self.sentinels + self.servers:
+            server.close()
         self.sentinels = []
         self.servers = []
         self._states.clear()
@@ -172,7 +164,7 @@ class RedisSentinelGroup(Started):
         with sentinel.client() as client:
             reply = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
         if not reply:
-            raise NotReady(f"sentinel {sentinel.port} does not know {self.service!r}")
+            raise process.NotReady(f"sentinel {sentinel.port} does not know {self.service!r}")
         return int(reply[1])
 
     def primary(self) -> RedisServer:
@@ -183,7 +175,7 @@ class RedisSentinelGroup(Started):
                 continue
             try:
                 return self._server_at(self._reported_primary(sentinel))
-            except (redis.exceptions.RedisError, NotReady) as exc:
+            except (redis.exceptions.RedisError, process.NotReady) as exc:
                 errors.append(f"{sentinel.port}: {exc}")
         raise RuntimeError(f"no sentinel named the primary of {self.service!r} ({errors})")
 
@@ -204,12 +196,14 @@ class RedisSentinelGroup(Started):
         def promoted() -> RedisServer:
             named = {self._reported_primary(s) for s in self.sentinels if s.running}
             if len(named) != 1 or old.port in named:
-                raise NotReady(f"the sentinels name {sorted(named)} (old primary {old.port})")
+                raise process.NotReady(
+                    f"the sentinels name {sorted(named)} (old primary {old.port})"
+                )
             new = self._server_at(named.pop())
             with new.client() as client:
                 role = client.execute_command("ROLE")
             if reply_text(role[0]) != "master":
-                raise NotReady(f"{new.port} answers ROLE {reply_text(role[0])}")
+                raise process.NotReady(f"{new.port} answers ROLE {reply_text(role[0])}")
             for server in self.servers:
                 if server is new or not server.running:
                     continue
@@ -217,10 +211,10 @@ class RedisSentinelGroup(Started):
                     role = client.execute_command("ROLE")
                 state = [reply_text(item) for item in role[:4]]
                 if state[0] != "slave" or int(state[2]) != new.port or state[3] != "connected":
-                    raise NotReady(f"{server.port} answers ROLE {state}")
+                    raise process.NotReady(f"{server.port} answers ROLE {state}")
             return new
 
-        return poll(
+        return process.poll(
             promoted,
             timeout,
             f"the sentinels did not replace primary {old.port}",
@@ -237,7 +231,7 @@ class RedisSentinelGroup(Started):
             link = repl.get("master_link_status")
             syncing = repl.get("master_sync_in_progress")
             if repl.get("master_port") != primary.port or link != "up" or syncing != 0:
-                raise NotReady(
+                raise process.NotReady(
                     f"replica {replica.port}: master_port:{repl.get('master_port')} "
                     f"master_link_status:{link} master_sync_in_progress:{syncing}"
                 )
@@ -258,20 +252,22 @@ class RedisSentinelGroup(Started):
                     for s in client.execute_command("SENTINEL", "SENTINELS", self.service)
                 ]
             if master.get("flags") != "master":
-                raise NotReady(f"sentinel {sentinel.port}: primary flags {master.get('flags')}")
+                raise process.NotReady(
+                    f"sentinel {sentinel.port}: primary flags {master.get('flags')}"
+                )
             ready = {
                 int(r["port"])
                 for r in replicas
                 if r.get("flags") == "slave" and r.get("master-link-status") == "ok"
             }
             if ready != want_replicas:
-                raise NotReady(
+                raise process.NotReady(
                     f"sentinel {sentinel.port} sees replicas {sorted(ready)} ready, "
                     f"not {sorted(want_replicas)}"
                 )
             peers = [s for s in others if s.get("flags") == "sentinel"]
             if len(peers) != self.sentinel_count - 1:
-                raise NotReady(
+                raise process.NotReady(
                     f"sentinel {sentinel.port} knows {len(peers)} other sentinels, "
                     f"not {self.sentinel_count - 1}"
                 )
