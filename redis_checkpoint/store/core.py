@@ -354,7 +354,7 @@ class StoreCore:
                         records.pop(op.key, None)
                         continue
                     old = records.get(op.key)
-                    ttl_ms = 0 if op.ttl is None else max(1, int(op.ttl * 60_000))
+                    ttl_ms = _ttl_ms(op)
                     place += 1
                     records[op.key] = _Record(
                         dict(op.value),
@@ -393,30 +393,30 @@ class StoreCore:
             yield from self._send(self._register(now, (op.namespace, now + record.ttl_ms)))
         return record.item(op.namespace, op.key)
 
-    def _live_namespaces(self) -> Generator[Any, Any, list[Namespace]]:
-        """The namespaces that hold an item now (registry members whose version key exists)."""
+    def _live_namespaces(self) -> Generator[Any, Any, dict[Namespace, bytes]]:
+        """The namespaces that hold an item now (registry members whose version key exists),
+        with their versions: a search reloads the snapshots whose version moved."""
         now = self._now_ms()
         [tags] = yield from self._send(("ZRANGEBYSCORE", self.layout.registry, now, "+inf"))
         namespaces = [self.layout.namespace(reply_text(tag)) for tag in tags]
         if not namespaces:
-            return []
-        found = yield from self._send(
-            *(("EXISTS", self.layout.keys(ns).version) for ns in namespaces)
-        )
-        gone = [(ns, None) for ns, there in zip(namespaces, found, strict=True) if not there]
+            return {}
+        asked = [("GET", self.layout.keys(ns).version) for ns in namespaces]
+        versions = dict(zip(namespaces, (yield from self._send(*asked)), strict=True))
+        gone = [(ns, None) for ns, version in versions.items() if version is None]
         if gone:
             yield from self._send(self._register(now, *gone))
-        return [ns for ns, there in zip(namespaces, found, strict=True) if there]
+        return {ns: version for ns, version in versions.items() if version is not None}
 
     def _list_namespaces(self, op: ListNamespacesOp) -> Generator[Any, Any, list[Namespace]]:
         return _page_of_namespaces(op, (yield from self._live_namespaces()))
 
     def _search(self, op: SearchOp) -> Generator[Any, Any, list[SearchItem]]:
         prefix = tuple(op.namespace_prefix)
-        namespaces = sorted(
-            ns for ns in (yield from self._live_namespaces()) if ns[: len(prefix)] == prefix
-        )
-        snapshots = yield from self._snapshots_of(namespaces)
+        live = yield from self._live_namespaces()
+        versions = {ns: version for ns, version in live.items() if ns[: len(prefix)] == prefix}
+        namespaces = sorted(versions)
+        snapshots = yield from self._snapshots_of(namespaces, versions)
         self.metrics.store_search(sum(len(snap.keys) for snap in snapshots))
         yield from self._recheck_expiries(namespaces, snapshots)
         found, touched = yield from self._select(op, namespaces, snapshots)
@@ -464,19 +464,18 @@ class StoreCore:
             )
         return results, touched
 
-    def _snapshots_of(self, namespaces: list[Namespace]) -> Generator[Any, Any, list[_Snapshot]]:
+    def _snapshots_of(
+        self, namespaces: list[Namespace], versions: dict[Namespace, bytes]
+    ) -> Generator[Any, Any, list[_Snapshot]]:
         """Each namespace's snapshot, reloading only those whose version moved."""
         if not namespaces:
             return []
-        versions = yield from self._send(
-            *(("GET", self.layout.keys(ns).version) for ns in namespaces)
-        )
         with self._lock:
             held = {ns: self._snapshots.get(ns) for ns in namespaces}
         stale = [
             ns
-            for ns, version in zip(namespaces, versions, strict=True)
-            if held[ns] is None or held[ns].version != version  # type: ignore[union-attr]
+            for ns in namespaces
+            if held[ns] is None or held[ns].version != versions[ns]  # type: ignore[union-attr]
         ]
         if stale:
             now = self._now_ms()
@@ -614,7 +613,7 @@ class StoreCore:
                 args += [op.key, "d"]
                 continue
             body = codec.dumps(dict(op.value))
-            ttl_ms = 0 if op.ttl is None else max(1, int(op.ttl * 60_000))
+            ttl_ms = _ttl_ms(op)
             packed = vectors.get((op.namespace, op.key), b"")
             args += [op.key, "p", body, packed, ttl_ms]
             expiry = math.inf if not ttl_ms else now + ttl_ms
@@ -659,6 +658,11 @@ class StoreCore:
             slot: np.asarray([by_text[t] for t in texts], dtype="<f4").tobytes()
             for slot, texts in wanted.items()
         }
+
+
+def _ttl_ms(op: PutOp) -> int:
+    """A put's TTL (minutes) in milliseconds; 0 for none."""
+    return 0 if op.ttl is None else max(1, int(op.ttl * 60_000))
 
 
 def _when(ms: float) -> datetime:
