@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import pytest
 
 from redis_checkpoint import AsyncRedisSaver, RedisSaver
 from redis_checkpoint.testing import RedisServer
+from redis_checkpoint.testing._process import NotReady, poll
 from tests.test_fallback import (
     Clock,
     breaker,
@@ -121,18 +121,24 @@ async def test_each_thread_is_written_back_once_while_traffic_goes_on(
     assert stored_history(fresh_redis.url, "once", threads) == expected
 
 
+REPLICA_SYNC_TIMEOUT = 30.0
+
+
 def replica_of(primary: RedisServer, redis_server_bin: str) -> RedisServer:
+    with primary.client() as client:
+        # Redis 7 delays a diskless full sync by 5 s; on a busy machine that outlasted the wait.
+        client.config_set("repl-diskless-sync-delay", 0)
     replica = RedisServer(
         binary=redis_server_bin, args=["--replicaof", "127.0.0.1", str(primary.port)]
     ).start()
-    with replica.client() as client:
-        for _ in range(500):
+
+    def synced() -> None:
+        with replica.client() as client:
             info = client.info("replication")
-            if info.get("master_link_status") == "up" and info.get("master_sync_in_progress") == 0:
-                break
-            time.sleep(0.01)
-        else:
-            raise AssertionError(f"replica never synced: {info}")
+        if info.get("master_link_status") != "up" or info.get("master_sync_in_progress") != 0:
+            raise NotReady(f"replica not synced: {info}")
+
+    poll(synced, REPLICA_SYNC_TIMEOUT, "the replica synced with its primary")
     return replica
 
 
