@@ -33,7 +33,7 @@ from redis_checkpoint.errors import (
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops import HealthMonitor, HealthReport
 from redis_checkpoint.settings import Settings
-from redis_checkpoint.store import AsyncRedisStore, RedisStore
+from redis_checkpoint.store import AsyncRedisStore, RedisStore, StoreIndexConfig
 from redis_checkpoint.web import CacheMiddleware, CacheRule, TrustedForwarding
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "RedisStore",
     "RedisUnavailableError",
     "Settings",
+    "StoreIndexConfig",
     "TrustedForwarding",
     "cached_llm_call",
     "cached_query",

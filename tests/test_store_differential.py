@@ -19,6 +19,8 @@ from store_helpers import (
     same_as_reference,
 )
 
+from redis_checkpoint import get_metrics
+from redis_checkpoint.store import VectorSearch
 from redis_checkpoint.testing import RedisServer
 
 STEPS = 150
@@ -152,19 +154,40 @@ class Generator:
 
 
 RUNS = [(seed, False) for seed in range(5)] + [(seed, True) for seed in (5, 6)]
+# On the search module: its KNN answers the vector searches.
+MODULE_RUNS = [(seed, False) for seed in (7, 8)] + [(9, True)]
 
 
-@pytest.mark.parametrize(
-    ("seed", "is_async"), RUNS, ids=[f"{'async' if a else 'sync'}-{s}" for s, a in RUNS]
-)
+def _ids(runs: list[tuple[int, bool]]) -> list[str]:
+    return [f"{'async' if a else 'sync'}-{s}" for s, a in runs]
+
+
+@pytest.mark.parametrize(("seed", "is_async"), RUNS, ids=_ids(RUNS))
 async def test_random_operations_answer_as_in_memory_store(
     redis_server: RedisServer, seed: int, is_async: bool
 ) -> None:
-    target = Target(redis_server.host, (redis_server.port,))
+    await run_sequence(redis_server, seed, is_async, "exact")
+
+
+@pytest.mark.parametrize(("seed", "is_async"), MODULE_RUNS, ids=_ids(MODULE_RUNS))
+async def test_random_operations_answer_as_in_memory_store_on_the_search_module(
+    search_server: RedisServer, seed: int, is_async: bool
+) -> None:
+    await run_sequence(search_server, seed, is_async, "module")
+
+
+async def run_sequence(
+    server: RedisServer, seed: int, is_async: bool, vector_search: VectorSearch
+) -> None:
+    target = Target(server.host, (server.port,))
+    before = {by: vector_searches(by) for by in ("module", "exact")}
     ref = InMemoryStore(index=index_config())
     generator = Generator(seed, ref)
     async with AsyncExitStack() as stack:
-        face = await FaceMaker(target, is_async, stack)(index=index_config())
+        face = await FaceMaker(target, is_async, stack)(
+            index=index_config(), vector_search=vector_search
+        )
+        assert face.store.search_module == (vector_search == "module")  # type: ignore[attr-defined]
         for step in range(STEPS):
             ops = generator.step()
             if step % 25 == 24:  # the whole state, now and then
@@ -174,3 +197,17 @@ async def test_random_operations_answer_as_in_memory_store(
             except AssertionError as exc:
                 raise AssertionError(f"seed {seed}, step {step}: {exc}") from exc
         assert ref._data, "the sequence left nothing stored: a weak test"
+    ranked = {by: vector_searches(by) - before[by] for by in before}
+    if vector_search == "module":
+        # These namespaces are small and many items have no vector: most pages need items
+        # without one to fill them, which only the exact path knows (tests/test_store_module.py
+        # has namespaces where the module answers nearly all).
+        assert ranked["module"] > 0, ranked
+    else:
+        assert ranked["module"] == 0 and ranked["exact"] > 0, ranked
+
+
+def vector_searches(ranked_by: str) -> float:
+    metrics = get_metrics()
+    name = metrics.name("store_vector_searches_total")
+    return metrics.registry.get_sample_value(name, {"ranked_by": ranked_by}) or 0.0

@@ -10,6 +10,8 @@ Search is exact: the process keeps a *snapshot* of each namespace it searched (d
 their vectors as one float32 matrix) with the namespace's version. A search asks Redis for the
 versions of the namespaces under its prefix (one round trip), reloads only those that changed,
 and then filters and scores in numpy: the same top-k as brute force, without a search module.
+Where the server has one (found at ``setup``; see knn.py), a vector search asks it for the
+nearest vectors instead and ranks just their items the same way.
 """
 
 from __future__ import annotations
@@ -19,10 +21,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Generator, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Final
+from collections.abc import Generator, Iterable
+from typing import Any, Final, Literal, cast, get_args
 
 import numpy as np
 from langgraph.store.base import (
@@ -30,7 +30,6 @@ from langgraph.store.base import (
     IndexConfig,
     Item,
     ListNamespacesOp,
-    MatchCondition,
     Op,
     PutOp,
     Result,
@@ -44,58 +43,47 @@ from redis.exceptions import ResponseError
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache import codec
 from redis_checkpoint.client import reply_text
-from redis_checkpoint.errors import CorruptEntryError
+from redis_checkpoint.errors import ConfigurationError, CorruptEntryError
 from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.steps import Invoke, LoadScripts, Send, send_with_scripts
+from redis_checkpoint.store.knn import KnnIndex, has_no_search_module
 from redis_checkpoint.store.layout import StoreLayout
-from redis_checkpoint.store.scripts import GET_ITEMS, PUT_ITEMS, REGISTER, SNAPSHOT, STORE_SCRIPTS
+from redis_checkpoint.store.scripts import (
+    GET_ITEMS,
+    INDEX_VECTORS,
+    PUT_ITEMS,
+    REGISTER,
+    SNAPSHOT,
+    STORE_SCRIPTS,
+)
+from redis_checkpoint.store.search import (
+    DISTANCE_TYPES,
+    ItemRecord,
+    Namespace,
+    Snapshot,
+    StoreIndexConfig,
+    clear_of_ties,
+    empty_snapshot,
+    page_of_namespaces,
+    passing,
+    rank,
+    when,
+)
 
-__all__ = ["StoreCore", "StorePlan"]
+__all__ = ["StoreCore", "StorePlan", "VectorSearch"]
 
 StorePlan = Generator[Send | LoadScripts | Invoke, Any, Any]
-Namespace = tuple[str, ...]
 _HEADER: Final = np.dtype(">f8")
 #: Namespaces whose snapshot a process keeps (least recently searched go first).
 MAX_SNAPSHOTS: Final = 256
+#: The module's KNN asks for twice the page and this many more; then four times as many, up
+#: to KNN_MAX vectors, while a filter leaves too few.
+KNN_SLACK: Final = 10
+KNN_MAX: Final = 4096
+VectorSearch = Literal["auto", "exact", "module"]
 STORE_COMPONENT: Final = "store"  # its label in the fallback metrics
 log = logging.getLogger("redis_checkpoint.store")
-
-
-@dataclass
-class _Record:
-    value: dict[str, Any]
-    created_ms: float
-    updated_ms: float
-    place: float
-    ttl_ms: float
-    expiry_ms: float = math.inf  # in a snapshot: when it expires (a refresh moves it later)
-
-    def item(self, namespace: Namespace, key: str) -> Item:
-        return Item(
-            value=self.value,
-            key=key,
-            namespace=namespace,
-            created_at=_when(self.created_ms),
-            updated_at=_when(self.updated_ms),
-        )
-
-
-@dataclass
-class _Snapshot:
-    """One namespace as Redis held it at ``version``: items in their order of first insertion,
-    and every indexed field's vector (rows of ``matrix``, owned by ``owners``)."""
-
-    version: bytes
-    keys: list[str]
-    records: dict[str, _Record]
-    matrix: np.ndarray[Any, np.dtype[np.float32]]
-    norms: np.ndarray[Any, np.dtype[np.float64]]
-    owners: np.ndarray[Any, np.dtype[np.intp]]  # per row: the position of its item in keys
-
-    @property
-    def soonest_expiry(self) -> float:
-        return min((r.expiry_ms for r in self.records.values()), default=math.inf)
 
 
 class StoreCore:
@@ -104,13 +92,14 @@ class StoreCore:
     def __init__(
         self,
         *,
-        index: IndexConfig | None = None,
+        index: IndexConfig | StoreIndexConfig | None = None,
         ttl: TTLConfig | None = None,
         prefix: str = "rc",
         clock: Any = time.time,
         metrics: Metrics | None = None,
         fallback: bool = True,
         breaker: CircuitBreaker | None = None,
+        vector_search: VectorSearch = "auto",
     ) -> None:
         self.layout = StoreLayout(prefix)
         self.metrics = metrics or get_metrics()
@@ -123,11 +112,19 @@ class StoreCore:
         self.ttl = ttl
         self.embeddings = ensure_embeddings(index.get("embed")) if index else None
         self.dims = int(index["dims"]) if index else 0
+        self.distance = cast(StoreIndexConfig, index or {}).get("distance_type", "cosine")
+        if self.distance not in DISTANCE_TYPES:
+            raise ValueError(f"distance_type is one of {DISTANCE_TYPES}, not {self.distance!r}")
+        if vector_search not in get_args(VectorSearch):
+            raise ValueError(f"vector_search is one of {get_args(VectorSearch)}")
+        self.vector_search = vector_search
+        #: The search module's index, when setup() found one: KNN on the server.
+        self.knn: KnnIndex | None = None
         paths = (index.get("fields") or ["$"]) if index else []
         # "$" is the whole value (get_text_at_path takes it as it is), as in InMemoryStore.
         self.fields = [(path, tokenize_path(path) if path != "$" else path) for path in paths]
         self._clock = clock
-        self._snapshots: OrderedDict[Namespace, _Snapshot] = OrderedDict()
+        self._snapshots: OrderedDict[Namespace, Snapshot] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- Redis ---------------------------------------------------------------------------------
@@ -159,6 +156,58 @@ class StoreCore:
     def _script(self, script: Any, namespace: Namespace, *args: Any) -> tuple[Any, ...]:
         keys = self.layout.keys(namespace).all()
         return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _docs(self, namespace: Namespace) -> tuple[str, int]:
+        """The scripts' docs base and vector width: ('', 1) without a search module."""
+        knn = self.knn
+        return (knn.docs_base(namespace), knn.width) if knn is not None else ("", 1)
+
+    def setup(self, clustered: bool) -> Generator[Any, Any, None]:
+        """Load the scripts; with an index, look for the server's search module (unless
+        ``vector_search="exact"``, or on a cluster, where a module sees one shard) and create
+        its vector index when it is missing, with the vectors already stored."""
+        yield LoadScripts(STORE_SCRIPTS)
+        if not self.dims or self.vector_search == "exact":
+            return
+        knn = KnnIndex(self.layout, self.dims, self.distance)
+        if clustered:
+            return self._no_module("the store does not use a search module on a cluster")
+        try:
+            yield from self._send(knn.info_command())
+        except ResponseError as exc:
+            if has_no_search_module(exc):
+                return self._no_module(f"the server has no search module ({exc})")
+            try:  # no such index yet
+                yield from self._send(knn.create_command())
+            except ResponseError as created:
+                if "already exists" not in str(created).lower():  # another process made it
+                    raise
+            self.knn = knn
+            yield from self._index_stored_vectors()
+        else:
+            self.knn = knn
+
+    def _no_module(self, why: str) -> None:
+        if self.vector_search == "module":
+            raise ConfigurationError(f'vector_search="module", but {why}')
+
+    def _index_stored_vectors(self) -> Generator[Any, Any, None]:
+        """Give the vectors put before the index existed their hashes (one script per
+        namespace), so the module finds them too."""
+        now = self._now_ms()
+        namespaces = yield from self._live_namespaces()
+        if namespaces:
+            yield from self._send(
+                *(
+                    self._script(INDEX_VECTORS, ns, now, *self._docs(ns), *self._tags(ns))
+                    for ns in namespaces
+                )
+            )
+
+    def _tags(self, namespace: Namespace) -> tuple[str, str]:
+        """The namespace's tag and its prefixes' digests, as the docs hold them."""
+        digests = self.knn.digests(namespace) if self.knn is not None else ""
+        return self.layout.tag(namespace), digests
 
     # -- a batch -------------------------------------------------------------------------------
 
@@ -305,10 +354,11 @@ class StoreCore:
                 prefix = tuple(op.namespace_prefix)
                 held = self._held(now)
                 namespaces = sorted(ns for ns in held if ns[: len(prefix)] == prefix)
-                found, _ = yield from self._select(op, namespaces, [held[ns] for ns in namespaces])
+                vector = yield from self._query_vector(op)
+                found, _ = self._select(op, namespaces, [held[ns] for ns in namespaces], vector)
                 results.append(found)
             elif isinstance(op, ListNamespacesOp):
-                results.append(_page_of_namespaces(op, self._held(now)))
+                results.append(page_of_namespaces(op, self._held(now)))
             elif isinstance(op, PutOp):
                 puts[(op.namespace, op.key)] = op
                 results.append(None)
@@ -320,7 +370,7 @@ class StoreCore:
         self.metrics.set_fallback(STORE_COMPONENT, True, len(self._owed))
         return results
 
-    def _held(self, now: float) -> dict[Namespace, _Snapshot]:
+    def _held(self, now: float) -> dict[Namespace, Snapshot]:
         """The snapshots this process holds that have a live item."""
         with self._lock:
             held = dict(self._snapshots)
@@ -339,7 +389,7 @@ class StoreCore:
             by_namespace.setdefault(op.namespace, []).append(op)
         with self._lock:
             for ns, ops in by_namespace.items():
-                snap = self._snapshots.get(ns) or _empty_snapshot()
+                snap = self._snapshots.get(ns) or empty_snapshot()
                 records = dict(snap.records)
                 counts = np.bincount(snap.owners, minlength=len(snap.keys))
                 rows = np.split(snap.matrix, np.cumsum(counts)[:-1]) if len(snap.keys) else []
@@ -356,7 +406,7 @@ class StoreCore:
                     old = records.get(op.key)
                     ttl_ms = _ttl_ms(op)
                     place += 1
-                    records[op.key] = _Record(
+                    records[op.key] = ItemRecord(
                         dict(op.value),
                         old.created_ms if old else now,
                         now,
@@ -385,7 +435,10 @@ class StoreCore:
     def _get(self, op: GetOp) -> Generator[Any, Any, Item | None]:
         refresh = "1" if op.refresh_ttl else "0"
         now = self._now_ms()
-        [[raw]] = yield from self._send(self._script(GET_ITEMS, op.namespace, now, refresh, op.key))
+        docs = self._docs(op.namespace)
+        [[raw]] = yield from self._send(
+            self._script(GET_ITEMS, op.namespace, now, refresh, *docs, op.key)
+        )
         if not raw:
             return None
         record = self._decode(op.namespace, op.key, raw)
@@ -409,40 +462,101 @@ class StoreCore:
         return {ns: version for ns, version in versions.items() if version is not None}
 
     def _list_namespaces(self, op: ListNamespacesOp) -> Generator[Any, Any, list[Namespace]]:
-        return _page_of_namespaces(op, (yield from self._live_namespaces()))
+        return page_of_namespaces(op, (yield from self._live_namespaces()))
+
+    def _query_vector(self, op: SearchOp) -> Generator[Any, Any, list[float] | None]:
+        """The embedding of a vector search's query; None for a search without one."""
+        if not (op.query and self.embeddings is not None):
+            return None
+        vector: list[float] = yield Invoke("embed_query", (op.query,))
+        return vector
 
     def _search(self, op: SearchOp) -> Generator[Any, Any, list[SearchItem]]:
-        prefix = tuple(op.namespace_prefix)
-        live = yield from self._live_namespaces()
-        versions = {ns: version for ns, version in live.items() if ns[: len(prefix)] == prefix}
-        namespaces = sorted(versions)
-        snapshots = yield from self._snapshots_of(namespaces, versions)
-        self.metrics.store_search(sum(len(snap.keys) for snap in snapshots))
-        yield from self._recheck_expiries(namespaces, snapshots)
-        found, touched = yield from self._select(op, namespaces, snapshots)
+        vector = yield from self._query_vector(op)
+        nearest = None
+        if vector is not None and self.knn is not None:
+            nearest = yield from self._nearest(op, self.knn, vector)
+        if nearest is not None:
+            namespaces, snapshots = nearest
+        else:
+            prefix = tuple(op.namespace_prefix)
+            live = yield from self._live_namespaces()
+            versions = {ns: v for ns, v in live.items() if ns[: len(prefix)] == prefix}
+            namespaces = sorted(versions)
+            snapshots = yield from self._snapshots_of(namespaces, versions)
+            yield from self._recheck_expiries(namespaces, snapshots)
+        ranked_by = None if vector is None else "exact" if nearest is None else "module"
+        self.metrics.store_search(sum(len(snap.keys) for snap in snapshots), ranked_by)
+        found, touched = self._select(op, namespaces, snapshots, vector)
         if op.refresh_ttl:
             yield from self._refresh(touched)
         return found
 
+    def _nearest(
+        self, op: SearchOp, knn: KnnIndex, vector: list[float]
+    ) -> Generator[Any, Any, tuple[list[Namespace], list[Snapshot]] | None]:
+        """Snapshots of just the items whose vectors the module finds nearest, enough of them
+        (after the filter, and past any tie at the edge of what it returned) for the page,
+        ranked then as the exact path ranks; None when the module ran out of vectors first
+        (items without one may fill the page) or the page is too deep: the exact path
+        answers."""
+        needed = op.offset + op.limit
+        if min(op.offset, op.limit) < 0:
+            return None
+        packed = np.asarray(vector, dtype="<f4").tobytes()
+        k = 2 * needed + KNN_SLACK
+        while k <= KNN_MAX:
+            [reply] = yield from self._send(
+                knn.search_command(tuple(op.namespace_prefix), packed, k)
+            )
+            nearest: dict[Namespace, dict[str, list[bytes]]] = {}
+            hits, returned = knn.parse(reply)
+            for ns, key, row in hits:
+                nearest.setdefault(ns, {}).setdefault(key, []).append(row)
+            namespaces = sorted(nearest)
+            now = self._now_ms()
+            replies = yield from self._send(
+                *(self._script(GET_ITEMS, ns, now, "0", "", 1, *nearest[ns]) for ns in namespaces)
+            )
+            snapshots = []
+            for ns, raws in zip(namespaces, replies, strict=True):
+                records = {
+                    key: self._decode(ns, key, raw)
+                    for key, raw in zip(nearest[ns], raws, strict=True)
+                    if raw
+                }
+                rows = {key: self._vectors(ns, key, b"".join(nearest[ns][key])) for key in records}
+                snapshots.append(self._assemble(b"", records, rows))
+            chosen = [passing(snap, op.filter, now, None) for snap in snapshots]
+            if returned < k:  # every vector under the prefix is here
+                return (namespaces, snapshots) if sum(map(len, chosen)) >= needed else None
+            if clear_of_ties(snapshots, chosen, vector, self.distance, needed):
+                return namespaces, snapshots
+            k *= 4
+        return None
+
     def _select(
-        self, op: SearchOp, namespaces: list[Namespace], snapshots: list[_Snapshot]
-    ) -> Generator[Any, Any, tuple[list[SearchItem], list[tuple[Namespace, str, float]]]]:
-        """The page of items ``op`` asks for among these snapshots, and (namespace, key, TTL)
-        of each for a refresh."""
+        self,
+        op: SearchOp,
+        namespaces: list[Namespace],
+        snapshots: list[Snapshot],
+        vector: list[float] | None,
+    ) -> tuple[list[SearchItem], list[tuple[Namespace, str, float]]]:
+        """The page of items ``op`` asks for among these snapshots (ranked by closeness to
+        ``vector`` if there is one), and (namespace, key, TTL) of each for a refresh."""
         now = self._now_ms()
-        ranked = bool(op.query and self.embeddings is not None)
+        ranked = vector is not None
         # Per namespace, the positions of the items that pass, in their order; unranked, only
         # as many as the page needs.
         wanted = None if ranked or min(op.offset, op.limit) < 0 else op.offset + op.limit
         chosen = []
         for snap in snapshots:
-            chosen.append(_passing(snap, op.filter, now, wanted))
+            chosen.append(passing(snap, op.filter, now, wanted))
             if wanted is not None:
                 wanted -= len(chosen[-1])
         places = [(n, int(i)) for n, positions in enumerate(chosen) for i in positions]
-        if ranked:
-            vector = yield Invoke("embed_query", (op.query,))
-            found = _rank(op, snapshots, chosen, places, vector)
+        if vector is not None:
+            found = rank(op, snapshots, chosen, places, vector, self.distance)
         else:
             found = [(None, place) for place in places[op.offset : op.offset + op.limit]]
         results = []
@@ -457,8 +571,8 @@ class StoreCore:
                     namespace=namespaces[n],
                     key=key,
                     value=record.value,
-                    created_at=_when(record.created_ms),
-                    updated_at=_when(record.updated_ms),
+                    created_at=when(record.created_ms),
+                    updated_at=when(record.updated_ms),
                     score=score,
                 )
             )
@@ -466,7 +580,7 @@ class StoreCore:
 
     def _snapshots_of(
         self, namespaces: list[Namespace], versions: dict[Namespace, bytes]
-    ) -> Generator[Any, Any, list[_Snapshot]]:
+    ) -> Generator[Any, Any, list[Snapshot]]:
         """Each namespace's snapshot, reloading only those whose version moved."""
         if not namespaces:
             return []
@@ -490,10 +604,10 @@ class StoreCore:
                     self._snapshots[ns] = snap
                     self._snapshots.move_to_end(ns)
             self._trim()
-        return [held[ns] or _empty_snapshot() for ns in namespaces]
+        return [held[ns] or empty_snapshot() for ns in namespaces]
 
     def _recheck_expiries(
-        self, namespaces: list[Namespace], snapshots: list[_Snapshot]
+        self, namespaces: list[Namespace], snapshots: list[Snapshot]
     ) -> Generator[Any, Any, None]:
         """Items a snapshot holds as expired may have been read with a refresh since (which
         leaves the version alone): ask Redis for their expiry now."""
@@ -512,7 +626,7 @@ class StoreCore:
             for key, score in zip(keys, scores, strict=True):
                 snap.records[key].expiry_ms = -math.inf if score is None else float(score)
 
-    def _load_snapshot(self, namespace: Namespace, reply: Any) -> _Snapshot:
+    def _load_snapshot(self, namespace: Namespace, reply: Any) -> Snapshot:
         version, flat_records, flat_vectors, flat_expiries = reply
         records = {
             reply_text(flat_records[i]): self._decode(
@@ -544,9 +658,9 @@ class StoreCore:
     def _assemble(
         self,
         version: bytes,
-        records: dict[str, _Record],
+        records: dict[str, ItemRecord],
         blocks: dict[str, np.ndarray[Any, np.dtype[np.float32]]],
-    ) -> _Snapshot:
+    ) -> Snapshot:
         """A snapshot of these records (in their order of first insertion) and their items'
         vectors (one block of rows per item)."""
         keys = sorted(records, key=lambda key: records[key].place)
@@ -560,9 +674,9 @@ class StoreCore:
         width = max(self.dims, 1)
         matrix = np.vstack(rows) if rows else np.zeros((0, width), dtype=np.float32)
         norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
-        return _Snapshot(version, keys, records, matrix, norms, np.asarray(owners, dtype=np.intp))
+        return Snapshot(version, keys, records, matrix, norms, np.asarray(owners, dtype=np.intp))
 
-    def _decode(self, namespace: Namespace, key: str, raw: bytes) -> _Record:
+    def _decode(self, namespace: Namespace, key: str, raw: bytes) -> ItemRecord:
         where = f"{self.layout.keys(namespace).items} field {key!r}"
         if not isinstance(raw, bytes) or len(raw) < 32:
             raise CorruptEntryError(where, "a record shorter than its header")
@@ -573,7 +687,7 @@ class StoreCore:
             raise CorruptEntryError(where, f"the value does not decode ({exc})") from None
         if not isinstance(value, dict):
             raise CorruptEntryError(where, f"the value is a {type(value).__name__}, not a dict")
-        return _Record(value, created, updated, place, ttl)
+        return ItemRecord(value, created, updated, place, ttl)
 
     # -- TTL -----------------------------------------------------------------------------------
 
@@ -590,7 +704,8 @@ class StoreCore:
         if not by_namespace:
             return
         commands = [
-            self._script(GET_ITEMS, ns, now, "1", *keys) for ns, keys in by_namespace.items()
+            self._script(GET_ITEMS, ns, now, "1", *self._docs(ns), *keys)
+            for ns, keys in by_namespace.items()
         ]
         yield from self._send(*commands, self._register(now, *latest.items()))
 
@@ -620,7 +735,10 @@ class StoreCore:
             latest[op.namespace] = max(latest.get(op.namespace, -math.inf), expiry)
         namespaces = list(by_namespace)
         commands = [
-            self._script(PUT_ITEMS, ns, now, counts[ns], *by_namespace[ns]) for ns in namespaces
+            self._script(
+                PUT_ITEMS, ns, now, counts[ns], *self._docs(ns), *self._tags(ns), *by_namespace[ns]
+            )
+            for ns in namespaces
         ]
         if latest:
             commands.append(self._register(now, *latest.items()))
@@ -663,130 +781,6 @@ class StoreCore:
 def _ttl_ms(op: PutOp) -> int:
     """A put's TTL (minutes) in milliseconds; 0 for none."""
     return 0 if op.ttl is None else max(1, int(op.ttl * 60_000))
-
-
-def _when(ms: float) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
-
-
-def _empty_snapshot() -> _Snapshot:
-    empty = np.zeros((0, 1), dtype=np.float32)
-    return _Snapshot(b"", [], {}, empty, np.zeros(0), np.zeros(0, dtype=np.intp))
-
-
-def _passing(
-    snap: _Snapshot, conditions: dict[str, Any] | None, now: float, wanted: int | None
-) -> np.ndarray[Any, np.dtype[np.intp]]:
-    """The positions of the snapshot's live items that pass the filter, in order: the first
-    ``wanted`` of them, or all (None)."""
-    if not conditions and snap.soonest_expiry > now:
-        return np.arange(len(snap.keys) if wanted is None else min(wanted, len(snap.keys)))
-    kept: list[int] = []
-    for i, key in enumerate(snap.keys):
-        if wanted is not None and len(kept) >= wanted:
-            break
-        record = snap.records[key]
-        if record.expiry_ms > now and _passes(record.value, conditions):
-            kept.append(i)
-    return np.asarray(kept, dtype=np.intp)
-
-
-def _rank(
-    op: SearchOp,
-    snapshots: list[_Snapshot],
-    chosen: list[np.ndarray[Any, np.dtype[np.intp]]],
-    places: list[tuple[int, int]],
-    query: Sequence[float],
-) -> list[tuple[float | None, tuple[int, int]]]:
-    """Cosine similarity, the best of an item's fields, highest first (ties in place order);
-    then offset and limit; items with no vector fill up to ``limit`` after them, as
-    ``InMemoryStore`` does."""
-    q = np.asarray(query, dtype=np.float32)
-    q_norm = float(np.linalg.norm(q.astype(np.float64)))
-    per_namespace = []
-    for snap, positions in zip(snapshots, chosen, strict=True):
-        best = np.full(len(snap.keys), -np.inf)
-        if len(snap.owners):
-            dots = (snap.matrix @ q).astype(np.float64)
-            scale = snap.norms * q_norm
-            scores = np.divide(dots, scale, out=np.zeros_like(dots), where=scale > 0)
-            np.maximum.at(best, snap.owners, scores)
-        per_namespace.append(best[positions])
-    scores = np.concatenate(per_namespace) if per_namespace else np.zeros(0)
-    has_vector = scores > -np.inf
-    scored = np.flatnonzero(has_vector)
-    order = scored[np.argsort(-scores[scored], kind="stable")]
-    kept: list[tuple[float | None, tuple[int, int]]] = [
-        (float(scores[j]), places[j]) for j in order[op.offset : op.offset + op.limit]
-    ]
-    if len(kept) < op.limit:
-        scoreless = np.flatnonzero(~has_vector)[: op.limit - len(kept)]
-        kept += [(None, places[j]) for j in scoreless]
-    return kept
-
-
-def _page_of_namespaces(op: ListNamespacesOp, namespaces: Iterable[Namespace]) -> list[Namespace]:
-    """``list_namespaces``: the namespaces that match every condition, cut at ``max_depth``,
-    sorted, then offset and limit (as ``InMemoryStore``)."""
-    conditions = op.match_conditions or ()
-    kept = [ns for ns in namespaces if all(_matches(c, ns) for c in conditions)]
-    ordered = sorted({ns[: op.max_depth] for ns in kept} if op.max_depth is not None else kept)
-    return ordered[op.offset : op.offset + op.limit]
-
-
-def _matches(condition: MatchCondition, namespace: Namespace) -> bool:
-    path = tuple(condition.path)
-    if len(namespace) < len(path):
-        return False
-    if condition.match_type == "prefix":
-        pairs = zip(namespace, path, strict=False)
-    elif condition.match_type == "suffix":
-        pairs = zip(reversed(namespace), reversed(path), strict=False)
-    else:
-        raise ValueError(f"Unsupported match type: {condition.match_type}")
-    return all(wanted == "*" or label == wanted for label, wanted in pairs)
-
-
-_COMPARISONS: Final = {
-    "$gt": lambda a, b: a > b,
-    "$gte": lambda a, b: a >= b,
-    "$lt": lambda a, b: a < b,
-    "$lte": lambda a, b: a <= b,
-}
-
-
-def _passes(value: dict[str, Any], conditions: dict[str, Any] | None) -> bool:
-    return not conditions or all(_compare(value.get(k), v) for k, v in conditions.items())
-
-
-def _compare(found: Any, wanted: Any) -> bool:
-    """``InMemoryStore``'s matching (equality, nested dicts and lists, ``$`` operators), except
-    that an order comparison with a missing or non-numeric value is False, not an error."""
-    if isinstance(wanted, dict):
-        if any(k.startswith("$") for k in wanted):
-            return all(_operator(found, op, operand) for op, operand in wanted.items())
-        return isinstance(found, dict) and all(_compare(found.get(k), v) for k, v in wanted.items())
-    if isinstance(wanted, (list, tuple)):
-        return (
-            isinstance(found, (list, tuple))
-            and len(found) == len(wanted)
-            and all(_compare(f, w) for f, w in zip(found, wanted, strict=True))
-        )
-    return bool(found == wanted)
-
-
-def _operator(found: Any, operator: str, operand: Any) -> bool:
-    if operator == "$eq":
-        return bool(found == operand)
-    if operator == "$ne":
-        return bool(found != operand)
-    compare = _COMPARISONS.get(operator)
-    if compare is None:
-        raise ValueError(f"Unsupported operator: {operator}")
-    try:
-        return bool(compare(float(found), float(operand)))
-    except (TypeError, ValueError):
-        return False
 
 
 def _keys_of(command: tuple[Any, ...]) -> list[str]:

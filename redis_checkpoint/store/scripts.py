@@ -4,6 +4,11 @@ A record is a 32-byte header (created and updated, Unix ms; the item's place in 
 its TTL in ms, 0 for none; big-endian doubles) followed by the msgpack of the value. An item
 with a TTL has its expiry in the ``:e`` sorted set; reads skip items past it and every write
 removes them, and the namespace's keys expire with their last item, so nothing expired stays.
+
+Where the server has a search module (see knn.py), PUT_ITEMS and GET_ITEMS also keep one hash
+per item vector, ``<docs base><n>:<item key>`` (fields ``v`` the vector, ``k`` the item key,
+``n`` the namespace tag, ``p`` its prefixes' digests), with the item's TTL: the module's index
+reads them. The docs base is '' when there is none, and then nothing of this runs.
 """
 
 from __future__ import annotations
@@ -12,16 +17,40 @@ from typing import Final
 
 from redis_checkpoint.steps import Script
 
-__all__ = ["GET_ITEMS", "PUT_ITEMS", "REGISTER", "SNAPSHOT", "STORE_SCRIPTS"]
+__all__ = ["GET_ITEMS", "INDEX_VECTORS", "PUT_ITEMS", "REGISTER", "SNAPSHOT", "STORE_SCRIPTS"]
 
 _PRELUDE = r"""
 local items, vecs, exps, ver = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now = tonumber(ARGV[1])
+-- PUT_ITEMS and GET_ITEMS set these from ARGV[3] and ARGV[4]: see the module docstring.
+local docs, width = '', 1
+
+local function each_doc(key, action)
+  if docs == '' then return end
+  local vec = redis.call('HGET', vecs, key)
+  if vec then
+    for n = 0, #vec / width - 1 do action(docs .. n .. ':' .. key, vec, n) end
+  end
+end
+
+local function drop_docs(key)
+  each_doc(key, function(doc) redis.call('DEL', doc) end)
+end
+
+-- After the item's vectors are in place: one hash per vector, expiring with the item.
+local function write_docs(key, tag, digests, ttl)
+  each_doc(key, function(doc, vec, n)
+    redis.call('HSET', doc, 'v', string.sub(vec, n * width + 1, (n + 1) * width),
+      'k', key, 'n', tag, 'p', digests)
+    if ttl > 0 then redis.call('PEXPIRE', doc, ttl) end
+  end)
+end
 
 local function purge()
   local dead = redis.call('ZRANGEBYSCORE', exps, '-inf', now)
   for i = 1, #dead, 500 do
     local chunk = {unpack(dead, i, math.min(i + 499, #dead))}
+    for _, key in ipairs(chunk) do drop_docs(key) end
     redis.call('HDEL', items, unpack(chunk))
     redis.call('HDEL', vecs, unpack(chunk))
     redis.call('ZREM', exps, unpack(chunk))
@@ -48,13 +77,16 @@ local function fit_expiry()
 end
 """
 
-# ARGV: now, the number of items, then per item: key, 'd' (delete) | key, 'p', value,
-# vectors ('' none), ttl ms.
+# ARGV: now, the number of items, docs base, vector width in bytes, namespace tag, its
+# prefixes' digests, then per item: key, 'd' (delete) | key, 'p', value, vectors ('' none),
+# ttl ms.
 # Returns {version, items left}.
 PUT_ITEMS: Final = Script(
     "store_put",
     _PRELUDE
     + r"""
+docs, width = ARGV[3], tonumber(ARGV[4])
+local tag, digests = ARGV[5], ARGV[6]
 purge()
 -- A version that is new even after the namespace was emptied and deleted: a process that
 -- cached the old one must not take the new namespace for it.
@@ -65,10 +97,11 @@ end
 local count = tonumber(ARGV[2])
 local version = redis.call('INCRBY', ver, count)
 local ordinal = version - count
-local i = 3
+local i = 7
 while i <= #ARGV do
   local key, kind = ARGV[i], ARGV[i + 1]
   ordinal = ordinal + 1
+  drop_docs(key)
   if kind == 'd' then
     redis.call('HDEL', items, key); redis.call('HDEL', vecs, key); redis.call('ZREM', exps, key)
     i = i + 2
@@ -82,6 +115,7 @@ while i <= #ARGV do
     end
     redis.call('HSET', items, key, struct.pack('>dddd', created, now, place, ttl) .. body)
     if vec ~= '' then redis.call('HSET', vecs, key, vec) else redis.call('HDEL', vecs, key) end
+    write_docs(key, tag, digests, ttl)
     if ttl > 0 then redis.call('ZADD', exps, now + ttl, key) else redis.call('ZREM', exps, key) end
     i = i + 5
   end
@@ -90,16 +124,18 @@ return {version, fit_expiry()}
 """,
 )
 
-# ARGV: now, refresh (1/0), keys... Returns the records (false: absent or expired). With
-# refresh, each found item with a TTL gets it again from now.
+# ARGV: now, refresh (1/0), docs base, vector width in bytes, keys... Returns the records
+# (false: absent or expired). With refresh, each found item with a TTL (and its docs) gets it
+# again from now.
 GET_ITEMS: Final = Script(
     "store_get",
     _PRELUDE
     + r"""
 local refresh = ARGV[2] == '1'
+docs, width = ARGV[3], tonumber(ARGV[4])
 local refreshed = false
 local out = {}
-for i = 3, #ARGV do
+for i = 5, #ARGV do
   local key = ARGV[i]
   local record = redis.call('HGET', items, key)
   local expiry = redis.call('ZSCORE', exps, key)
@@ -108,6 +144,7 @@ for i = 3, #ARGV do
     local _, _, _, ttl = struct.unpack('>dddd', record)
     if ttl > 0 then
       redis.call('ZADD', exps, now + ttl, key)
+      each_doc(key, function(doc) redis.call('PEXPIRE', doc, ttl) end)
       refreshed = true
     end
   end
@@ -142,6 +179,25 @@ return {version, records, vectors, expiries}
 """,
 )
 
+# ARGV: now, docs base, vector width in bytes, namespace tag, its prefixes' digests. Writes
+# the docs of every live item with vectors (when the module's index is new). Returns how many.
+INDEX_VECTORS: Final = Script(
+    "store_index_vectors",
+    _PRELUDE
+    + r"""
+docs, width = ARGV[2], tonumber(ARGV[3])
+local count = 0
+for _, key in ipairs(redis.call('HKEYS', vecs)) do
+  local expiry = tonumber(redis.call('ZSCORE', exps, key))
+  if not expiry or expiry > now then
+    write_docs(key, ARGV[4], ARGV[5], expiry and math.ceil(expiry - now) or 0)
+    count = count + 1
+  end
+end
+return count
+""",
+)
+
 # KEYS: the registry. ARGV: now, then per namespace: tag, the latest expiry of its items
 # ('+inf': one never expires; '' : it is empty, remove it). Members whose items all expired
 # leave, and the registry itself expires with its last member.
@@ -168,4 +224,4 @@ return 1
 """,
 )
 
-STORE_SCRIPTS: Final = (PUT_ITEMS, GET_ITEMS, SNAPSHOT, REGISTER)
+STORE_SCRIPTS: Final = (PUT_ITEMS, GET_ITEMS, SNAPSHOT, REGISTER, INDEX_VECTORS)

@@ -19,19 +19,20 @@ from redis_checkpoint.client import (
     aconnected,
     connected,
     describe_client,
+    is_cluster,
 )
 from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.failures import access_error, is_unavailable_error
 from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import Invoke, LoadScripts, Send, adrive, asend, drive, send
-from redis_checkpoint.store.core import StoreCore
-from redis_checkpoint.store.scripts import STORE_SCRIPTS
+from redis_checkpoint.store.core import StoreCore, VectorSearch
+from redis_checkpoint.store.search import StoreIndexConfig
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-__all__ = ["AsyncRedisStore", "RedisStore", "StoreOptions"]
+__all__ = ["AsyncRedisStore", "RedisStore", "StoreIndexConfig", "StoreOptions", "VectorSearch"]
 
 
 class StoreOptions(TypedDict, total=False):
@@ -41,14 +42,20 @@ class StoreOptions(TypedDict, total=False):
     ``ttl``: lifetimes in minutes (``default_ttl``, ``refresh_on_read``); ``prefix``: the first
     part of every key ("rc"; ``from_conn_string``: the settings' ``key_prefix``); ``metrics``:
     where the ``store_*`` families count (default ``get_metrics()``); ``fallback``: while Redis
-    is away answer from memory and owe the writes (default True), else raise.
+    is away answer from memory and owe the writes (default True), else raise;
+    ``vector_search``: ``"auto"`` (default) ranks on the server when ``setup`` finds a search
+    module (RediSearch, valkey-search; not on a cluster) and exactly in the process otherwise,
+    ``"exact"`` always in the process, ``"module"`` requires the module (``setup`` raises
+    ``ConfigurationError`` without one). Give every process of one store the same setting:
+    only a store that found the module keeps the vector hashes its index reads.
     """
 
-    index: IndexConfig | None
+    index: IndexConfig | StoreIndexConfig | None
     ttl: TTLConfig | None
     prefix: str
     metrics: Metrics | None
     fallback: bool
+    vector_search: VectorSearch
 
 
 class _AsyncEmbeddings:
@@ -70,6 +77,11 @@ class _RedisStoreBase(BaseStore):
         self.core = StoreCore(**options)
         self.index_config = options.get("index")
         self.ttl_config = options.get("ttl")
+
+    @property
+    def search_module(self) -> bool:
+        """Whether vector search runs on the server's search module (known after setup)."""
+        return self.core.knn is not None
 
 
 class RedisStore(_RedisStoreBase):
@@ -107,8 +119,9 @@ class RedisStore(_RedisStoreBase):
                 store.close()
 
     def setup(self) -> None:
-        """Load the scripts (they are loaded again after a restart anyway). Safe to repeat."""
-        self._step(LoadScripts(STORE_SCRIPTS))
+        """Load the scripts (they are loaded again after a restart anyway) and look for a
+        search module (see :class:`StoreOptions`). Safe to repeat."""
+        drive(self.core.setup(is_cluster(self.client)), self._step)
 
     def ping(self) -> bool:
         """Health check through the store's client: see :meth:`StoreCore.probe`."""
@@ -178,9 +191,9 @@ class AsyncRedisStore(_RedisStoreBase):
                 await store.aclose()
 
     async def asetup(self) -> None:
-        """Load the scripts. Safe to repeat."""
+        """:meth:`RedisStore.setup` on the event loop."""
         self.loop = asyncio.get_running_loop()
-        await self._step(LoadScripts(STORE_SCRIPTS))
+        await adrive(self.core.setup(is_cluster(self.client)), self._step)
 
     async def ping(self) -> bool:
         """Health check through the store's client: see :meth:`StoreCore.probe`."""
