@@ -5,17 +5,22 @@ away. On a real redis-server this test stops and starts itself."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 import redis.asyncio
+from prometheus_client import CollectorRegistry
 from store_helpers import HashedWords
 
-from redis_checkpoint import AsyncRedisStore, RedisStore, Settings
+from redis_checkpoint import AsyncRedisStore, Metrics, RedisStore, Settings
+from redis_checkpoint.checkpoint.journal import Delta, Journal
 from redis_checkpoint.client import create_async_client, create_client
-from redis_checkpoint.errors import RedisUnavailableError
+from redis_checkpoint.errors import ConfigurationError, RedisUnavailableError
 from redis_checkpoint.testing import RedisServer
 
 INDEX = {"dims": 16, "embed": HashedWords(), "fields": ["text"]}
@@ -151,3 +156,100 @@ def test_a_health_probe_writes_back_what_is_owed(server: RedisServer) -> None:
     assert store.ping() is True  # whatever the breaker says, as the saver's probe
     assert store.core.owed == 0 and store.core.breaker.state == "closed"
     assert _fresh_view(server).get(MEMORIES, "tea") is not None
+
+
+# A process that dies during an outage: its store put two items and deleted one, all owed (and
+# journaled), then the process ends without closing anything.
+_DIES_DURING_AN_OUTAGE = """
+import os, sys
+sys.path.insert(0, "tests")
+import redis
+from store_helpers import HashedWords
+from redis_checkpoint import RedisStore
+
+url, journal = sys.argv[1], sys.argv[2]
+client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+index = {"dims": 16, "embed": HashedWords(), "fields": ["text"]}
+store = RedisStore(client, index=index, fallback_journal=journal)
+store.put(("users", "alice"), "tea", {"text": "alice drinks tea"})
+store.put(("users", "alice"), "city", {"text": "alice lives in lyon"}, ttl=60)
+store.delete(("users", "alice"), "cat")
+assert store.core.owed == 3, store.core.owed
+os._exit(0)
+"""
+
+
+def test_a_process_that_dies_during_an_outage_loses_no_write(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal"
+    with _client(server) as client:
+        RedisStore(client).put(MEMORIES, "cat", {"text": "alice has a cat"})
+    port = server.port
+    server.stop(keep_dir=True)
+    dead = f"redis://127.0.0.1:{port}"
+    subprocess.run([sys.executable, "-c", _DIES_DURING_AN_OUTAGE, dead, str(journal)], check=True)
+    assert len(list(journal.glob("*.journal"))) == 1  # left behind by the dead process
+    server.restart()
+    store = RedisStore(_client(server), index=INDEX, fallback_journal=journal)  # type: ignore[arg-type]
+    assert store.core.owed == 3  # adopted
+    store.setup()  # writes them back
+    assert store.core.owed == 0
+    other = _fresh_view(server)
+    assert other.get(MEMORIES, "cat") is None
+    assert other.get(MEMORIES, "tea").value == {"text": "alice drinks tea"}  # type: ignore[union-attr]
+    [found] = other.search(MEMORIES, query="alice lives in lyon", limit=1)
+    assert found.key == "city"  # the vector came through the journal
+    with _client(server) as client:
+        expiry = client.zscore(store.core.layout.keys(MEMORIES).expiries, "city")
+        assert expiry is not None  # the put's TTL came through too: an hour from now
+        assert 0 < expiry - time.time() * 1000 <= 60 * 60_000
+    store.close()
+    assert list(journal.glob("*.journal")) == []  # nothing owed: no file left
+
+
+def test_the_journal_keeps_what_close_could_not_write_back(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    store = RedisStore(_client(server), index=INDEX, fallback_journal=tmp_path)  # type: ignore[arg-type]
+    store.setup()
+    server.stop(keep_dir=True)
+    store.put(MEMORIES, "tea", {"text": "alice drinks tea"})
+    store.close()
+    assert len(list(tmp_path.glob("*.journal"))) == 1
+    server.restart()
+
+    # The next store on the directory, async this time, adopts and writes back at setup.
+    async def adopt() -> None:
+        client = create_async_client(Settings(url=server.url))
+        again = AsyncRedisStore(client, index=INDEX, fallback_journal=tmp_path)  # type: ignore[arg-type]
+        assert again.core.owed == 1
+        await again.asetup()
+        assert again.core.owed == 0
+        await again.aclose()
+        await client.aclose()
+
+    asyncio.run(adopt())
+    assert _fresh_view(server).get(MEMORIES, "tea") is not None
+    assert list(tmp_path.glob("*.journal")) == []
+
+
+def test_a_journal_needs_the_fallback(server: RedisServer, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="fallback_journal needs fallback=True"):
+        RedisStore(_client(server), fallback=False, fallback_journal=tmp_path)
+
+
+def test_an_adopted_write_that_does_not_decode_is_counted_not_a_crash(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    foreign = Journal(tmp_path, "rc:st")  # the journal of a store with the default prefix
+    damaged = Delta()
+    damaged.set(b"tea", b"\xc1 not msgpack")
+    foreign.append("users:alice", damaged)
+    foreign.close()  # kept: it owes something
+    metrics = Metrics(registry=CollectorRegistry())
+    store = RedisStore(_client(server), fallback_journal=tmp_path, metrics=metrics)  # type: ignore[arg-type]
+    assert store.core.owed == 0
+    assert store.core.unreadable_owed_writes == 1
+    errors = {"cache_type": "store", "kind": "corrupt"}
+    assert metrics.registry.get_sample_value(metrics.name("cache_errors_total"), errors) == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +43,7 @@ from redis.exceptions import ResponseError
 
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache import codec
+from redis_checkpoint.checkpoint.journal import Journal
 from redis_checkpoint.client import reply_text
 from redis_checkpoint.errors import ConfigurationError, CorruptEntryError
 from redis_checkpoint.failures import is_unavailable_error
@@ -49,6 +51,7 @@ from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.steps import Invoke, LoadScripts, Send, send_with_scripts
 from redis_checkpoint.store.knn import KnnIndex, has_no_search_module
 from redis_checkpoint.store.layout import StoreLayout
+from redis_checkpoint.store.owed import OwedWrites
 from redis_checkpoint.store.scripts import (
     GET_ITEMS,
     INDEX_VECTORS,
@@ -63,7 +66,9 @@ from redis_checkpoint.store.search import (
     Namespace,
     Snapshot,
     StoreIndexConfig,
+    assemble,
     clear_of_ties,
+    decode_record,
     empty_snapshot,
     page_of_namespaces,
     passing,
@@ -74,7 +79,6 @@ from redis_checkpoint.store.search import (
 __all__ = ["StoreCore", "StorePlan", "VectorSearch"]
 
 StorePlan = Generator[Send | LoadScripts | Invoke, Any, Any]
-_HEADER: Final = np.dtype(">f8")
 #: Namespaces whose snapshot a process keeps (least recently searched go first).
 MAX_SNAPSHOTS: Final = 256
 #: The module's KNN asks for twice the page and this many more; then four times as many, up
@@ -100,14 +104,23 @@ class StoreCore:
         fallback: bool = True,
         breaker: CircuitBreaker | None = None,
         vector_search: VectorSearch = "auto",
+        fallback_journal: str | os.PathLike[str] | None = None,
     ) -> None:
         self.layout = StoreLayout(prefix)
         self.metrics = metrics or get_metrics()
         #: While Redis is away: answer from the snapshots and keep the writes owed to it.
         self.fallback = fallback
         self.breaker = breaker or CircuitBreaker()
-        # (namespace, key) -> the put or delete, and its packed vectors: written back in order.
-        self._owed: OrderedDict[tuple[Namespace, str], tuple[PutOp, bytes]] = OrderedDict()
+        # The puts and deletes, and their packed vectors, to write back in order.
+        journal = None
+        if fallback_journal is not None:
+            if not fallback:
+                raise ConfigurationError("fallback_journal needs fallback=True (it journals it)")
+            journal = Journal(fallback_journal, f"{prefix}:st")
+        self._owed = OwedWrites(self.layout, journal)
+        self._owed.adopt()
+        for _ in range(self._owed.unreadable):
+            self.metrics.error(STORE_COMPONENT, "corrupt")
         self.index = index
         self.ttl = ttl
         self.embeddings = ensure_embeddings(index.get("embed")) if index else None
@@ -163,10 +176,17 @@ class StoreCore:
         return (knn.docs_base(namespace), knn.width) if knn is not None else ("", 1)
 
     def setup(self, clustered: bool) -> Generator[Any, Any, None]:
-        """Load the scripts; with an index, look for the server's search module (unless
-        ``vector_search="exact"``, or on a cluster, where a module sees one shard) and create
-        its vector index when it is missing, with the vectors already stored."""
+        """Load the scripts; find the search module (see :meth:`_find_module`); then write back
+        what an adopted journal owes."""
         yield LoadScripts(STORE_SCRIPTS)
+        yield from self._find_module(clustered)
+        if self._owed:
+            yield from self.flush()
+
+    def _find_module(self, clustered: bool) -> Generator[Any, Any, None]:
+        """With an index, look for the server's search module (unless ``"exact"``, or on a
+        cluster, where a module sees one shard) and create its vector index when it is
+        missing, with the vectors already stored."""
         if not self.dims or self.vector_search == "exact":
             return
         knn = KnnIndex(self.layout, self.dims, self.distance)
@@ -275,6 +295,11 @@ class StoreCore:
         """Writes made while Redis was away and not written back yet."""
         return len(self._owed)
 
+    @property
+    def unreadable_owed_writes(self) -> int:
+        """Writes in an adopted journal that did not decode (logged, left out)."""
+        return self._owed.unreadable
+
     def _failed(self, exc: BaseException) -> None:
         before = self.breaker.state
         self.breaker.record_failure()
@@ -292,18 +317,13 @@ class StoreCore:
 
     def _write_back(self) -> Generator[Any, Any, None]:
         """Send what an outage left owed (the last write of each item), in one round trip."""
-        with self._lock:
-            owed = list(self._owed.values())
+        owed = self._owed.pending()
         if not owed:
             return
         writes = [op for op, _ in owed]
         vectors = {(op.namespace, op.key): packed for op, packed in owed if packed}
         yield from self._put(writes, vectors)
-        with self._lock:
-            for op, packed in owed:
-                slot = (op.namespace, op.key)
-                if self._owed.get(slot) == (op, packed):  # not written again meanwhile
-                    del self._owed[slot]
+        self._owed.settle(owed)
         self.metrics.replayed(STORE_COMPONENT, len(owed))
         log.warning("wrote back %d store writes made while Redis was away", len(owed))
 
@@ -334,8 +354,14 @@ class StoreCore:
                     raise
                 self._failed(exc)
         if self._owed:
-            log.error("%d store writes are still owed to Redis and were not written", self.owed)
+            journal = self._owed.journal
+            kept = f"kept in the journal at {journal.directory}" if journal else "LOST at exit"
+            log.error("%d store writes are still owed to Redis (%s)", self.owed, kept)
         return self.owed
+
+    def close(self) -> None:
+        """After the last flush: release the journal (kept only while it owes something)."""
+        self._owed.close()
 
     def _batch_in_memory(self, ops: list[Op]) -> StorePlan:
         """``ops`` on what this process holds: the namespaces it searched (their snapshots)
@@ -397,8 +423,6 @@ class StoreCore:
                 place = max((r.place for r in records.values()), default=0.0)
                 for op in ops:
                     packed = vectors.get((ns, op.key), b"")
-                    self._owed[(ns, op.key)] = (op, packed)
-                    self._owed.move_to_end((ns, op.key))
                     blocks.pop(op.key, None)
                     if op.value is None:
                         records.pop(op.key, None)
@@ -417,13 +441,15 @@ class StoreCore:
                     if packed:
                         blocks[op.key] = self._vectors(ns, op.key, packed)
                 # Version b"": once Redis answers, the next search reloads it.
-                self._snapshots[ns] = self._assemble(b"", records, blocks)
+                self._snapshots[ns] = assemble(b"", records, blocks, self.dims)
                 self._snapshots.move_to_end(ns)
+        self._owed.owe([(op, vectors.get((op.namespace, op.key), b"")) for op in writes])
+        with self._lock:
             self._trim()
 
     def _trim(self) -> None:
         """Bound the snapshots, never dropping one that holds owed writes (under the lock)."""
-        owing = {ns for ns, _ in self._owed}
+        owing = self._owed.namespaces()
         for ns in list(self._snapshots):
             if len(self._snapshots) <= MAX_SNAPSHOTS:
                 return
@@ -526,7 +552,7 @@ class StoreCore:
                     if raw
                 }
                 rows = {key: self._vectors(ns, key, b"".join(nearest[ns][key])) for key in records}
-                snapshots.append(self._assemble(b"", records, rows))
+                snapshots.append(assemble(b"", records, rows, self.dims))
             chosen = [passing(snap, op.filter, now, None) for snap in snapshots]
             if returned < k:  # every vector under the prefix is here
                 return (namespaces, snapshots) if sum(map(len, chosen)) >= needed else None
@@ -643,7 +669,7 @@ class StoreCore:
             key = reply_text(flat_vectors[i])
             if key in records and self.dims:
                 blocks[key] = self._vectors(namespace, key, flat_vectors[i + 1])
-        return self._assemble(version or b"", records, blocks)
+        return assemble(version or b"", records, blocks, self.dims)
 
     def _vectors(
         self, namespace: Namespace, key: str, packed: bytes
@@ -655,39 +681,8 @@ class StoreCore:
             raise CorruptEntryError(where, f"{flat.size} floats for {self.dims} dims")
         return flat.reshape(-1, self.dims)
 
-    def _assemble(
-        self,
-        version: bytes,
-        records: dict[str, ItemRecord],
-        blocks: dict[str, np.ndarray[Any, np.dtype[np.float32]]],
-    ) -> Snapshot:
-        """A snapshot of these records (in their order of first insertion) and their items'
-        vectors (one block of rows per item)."""
-        keys = sorted(records, key=lambda key: records[key].place)
-        owners: list[int] = []
-        rows = []
-        for position, key in enumerate(keys):
-            block = blocks.get(key)
-            if block is not None and len(block):
-                owners += [position] * len(block)
-                rows.append(block)
-        width = max(self.dims, 1)
-        matrix = np.vstack(rows) if rows else np.zeros((0, width), dtype=np.float32)
-        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
-        return Snapshot(version, keys, records, matrix, norms, np.asarray(owners, dtype=np.intp))
-
     def _decode(self, namespace: Namespace, key: str, raw: bytes) -> ItemRecord:
-        where = f"{self.layout.keys(namespace).items} field {key!r}"
-        if not isinstance(raw, bytes) or len(raw) < 32:
-            raise CorruptEntryError(where, "a record shorter than its header")
-        created, updated, place, ttl = np.frombuffer(raw[:32], dtype=_HEADER).tolist()
-        try:
-            value = codec.loads(raw[32:])
-        except Exception as exc:
-            raise CorruptEntryError(where, f"the value does not decode ({exc})") from None
-        if not isinstance(value, dict):
-            raise CorruptEntryError(where, f"the value is a {type(value).__name__}, not a dict")
-        return ItemRecord(value, created, updated, place, ttl)
+        return decode_record(raw, f"{self.layout.keys(namespace).items} field {key!r}")
 
     # -- TTL -----------------------------------------------------------------------------------
 

@@ -13,6 +13,9 @@ from typing import Any, Final, Literal
 import numpy as np
 from langgraph.store.base import IndexConfig, Item, ListNamespacesOp, MatchCondition, SearchOp
 
+from redis_checkpoint.cache import codec
+from redis_checkpoint.errors import CorruptEntryError
+
 __all__ = [
     "DISTANCE_TYPES",
     "DistanceType",
@@ -20,7 +23,9 @@ __all__ = [
     "Namespace",
     "Snapshot",
     "StoreIndexConfig",
+    "assemble",
     "clear_of_ties",
+    "decode_record",
     "empty_snapshot",
     "page_of_namespaces",
     "passing",
@@ -35,6 +40,7 @@ Namespace = tuple[str, ...]
 DistanceType = Literal["cosine", "l2", "inner_product"]
 DISTANCE_TYPES: Final[tuple[DistanceType, ...]] = ("cosine", "l2", "inner_product")
 TIE_MARGIN: Final = 1e-5
+_HEADER: Final = np.dtype(">f8")  # a record's header: four big-endian doubles
 
 
 class StoreIndexConfig(IndexConfig, total=False):
@@ -88,6 +94,42 @@ def when(ms: float) -> datetime:
 def empty_snapshot() -> Snapshot:
     empty = np.zeros((0, 1), dtype=np.float32)
     return Snapshot(b"", [], {}, empty, np.zeros(0), np.zeros(0, dtype=np.intp))
+
+
+def assemble(
+    version: bytes,
+    records: dict[str, ItemRecord],
+    blocks: dict[str, np.ndarray[Any, np.dtype[np.float32]]],
+    dims: int,
+) -> Snapshot:
+    """A snapshot of these records (in their order of first insertion) and their items'
+    vectors (one block of rows per item)."""
+    keys = sorted(records, key=lambda key: records[key].place)
+    owners: list[int] = []
+    rows = []
+    for position, key in enumerate(keys):
+        block = blocks.get(key)
+        if block is not None and len(block):
+            owners += [position] * len(block)
+            rows.append(block)
+    matrix = np.vstack(rows) if rows else np.zeros((0, max(dims, 1)), dtype=np.float32)
+    norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+    return Snapshot(version, keys, records, matrix, norms, np.asarray(owners, dtype=np.intp))
+
+
+def decode_record(raw: bytes, where: str) -> ItemRecord:
+    """A stored record: its header (see scripts.py), then the msgpack of the value; a
+    CorruptEntryError naming ``where`` for anything else."""
+    if not isinstance(raw, bytes) or len(raw) < 32:
+        raise CorruptEntryError(where, "a record shorter than its header")
+    created, updated, place, ttl = np.frombuffer(raw[:32], dtype=_HEADER).tolist()
+    try:
+        value = codec.loads(raw[32:])
+    except Exception as exc:
+        raise CorruptEntryError(where, f"the value does not decode ({exc})") from None
+    if not isinstance(value, dict):
+        raise CorruptEntryError(where, f"the value is a {type(value).__name__}, not a dict")
+    return ItemRecord(value, created, updated, place, ttl)
 
 
 def passing(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -47,7 +48,10 @@ class StoreOptions(TypedDict, total=False):
     module (RediSearch, valkey-search; not on a cluster) and exactly in the process otherwise,
     ``"exact"`` always in the process, ``"module"`` requires the module (``setup`` raises
     ``ConfigurationError`` without one). Give every process of one store the same setting:
-    only a store that found the module keeps the vector hashes its index reads.
+    only a store that found the module keeps the vector hashes its index reads;
+    ``fallback_journal``: a directory where the writes owed during an outage are also
+    journaled (on disk before the call returns), so a process that dies during an outage
+    loses none: the next store opened on the directory with the same prefix writes them back.
     """
 
     index: IndexConfig | StoreIndexConfig | None
@@ -56,6 +60,7 @@ class StoreOptions(TypedDict, total=False):
     metrics: Metrics | None
     fallback: bool
     vector_search: VectorSearch
+    fallback_journal: str | os.PathLike[str] | None
 
 
 class _AsyncEmbeddings:
@@ -129,8 +134,10 @@ class RedisStore(_RedisStoreBase):
 
     def close(self) -> None:
         """Write back what an outage left owed, if Redis answers (what cannot be is logged at
-        ERROR). The client is the caller's (``from_conn_string`` closes its own)."""
+        ERROR, and kept in the journal if there is one). The client is the caller's
+        (``from_conn_string`` closes its own)."""
         drive(self.core.flush(), self._step)
+        self.core.close()
 
     def _step(self, step: Any) -> Any:
         if isinstance(step, Send):
@@ -202,6 +209,7 @@ class AsyncRedisStore(_RedisStoreBase):
     async def aclose(self) -> None:
         """:meth:`RedisStore.close` on the event loop."""
         await adrive(self.core.flush(), self._step)
+        self.core.close()
 
     async def _step(self, step: Any) -> Any:
         if isinstance(step, Send):
