@@ -81,8 +81,8 @@ __all__ = ["StoreCore", "StorePlan", "VectorSearch"]
 StorePlan = Generator[Send | LoadScripts | Invoke, Any, Any]
 #: Namespaces whose snapshot a process keeps (least recently searched go first).
 MAX_SNAPSHOTS: Final = 256
-#: The module's KNN asks for twice the page and this many more; then four times as many, up
-#: to KNN_MAX vectors, while a filter leaves too few.
+#: The module's KNN asks for the page and this many more vectors; then four times as many,
+#: up to KNN_MAX, while a filter or a tie at the edge leaves too few.
 KNN_SLACK: Final = 10
 KNN_MAX: Final = 4096
 VectorSearch = Literal["auto", "exact", "module"]
@@ -530,7 +530,7 @@ class StoreCore:
         if min(op.offset, op.limit) < 0:
             return None
         packed = np.asarray(vector, dtype="<f4").tobytes()
-        k = 2 * needed + KNN_SLACK
+        k = needed + KNN_SLACK
         while k <= KNN_MAX:
             [reply] = yield from self._send(
                 knn.search_command(tuple(op.namespace_prefix), packed, k)
@@ -682,7 +682,11 @@ class StoreCore:
         return flat.reshape(-1, self.dims)
 
     def _decode(self, namespace: Namespace, key: str, raw: bytes) -> ItemRecord:
-        return decode_record(raw, f"{self.layout.keys(namespace).items} field {key!r}")
+        try:
+            return decode_record(raw)
+        except ValueError as exc:
+            where = f"{self.layout.keys(namespace).items} field {key!r}"
+            raise CorruptEntryError(where, str(exc)) from None
 
     # -- TTL -----------------------------------------------------------------------------------
 

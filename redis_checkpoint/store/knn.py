@@ -102,9 +102,13 @@ class KnnIndex:
                 {reply_text(f[j]): f[j + 1] for j in range(0, len(f) - 1, 2)} for f in reply[2::2]
             ]
         found = []
+        namespaces: dict[bytes, Namespace] = {}
         for values in docs:
             if {"n", "k", "v"} <= values.keys() and len(values["v"]) == self.width:
-                namespace = self.layout.namespace(reply_text(values["n"]))
+                tag = values["n"]
+                namespace = namespaces.get(tag)
+                if namespace is None:
+                    namespace = namespaces[tag] = self.layout.namespace(reply_text(tag))
                 found.append((namespace, reply_text(values["k"]), bytes(values["v"])))
         return found, len(docs)
 

@@ -14,7 +14,6 @@ import numpy as np
 from langgraph.store.base import IndexConfig, Item, ListNamespacesOp, MatchCondition, SearchOp
 
 from redis_checkpoint.cache import codec
-from redis_checkpoint.errors import CorruptEntryError
 
 __all__ = [
     "DISTANCE_TYPES",
@@ -117,18 +116,18 @@ def assemble(
     return Snapshot(version, keys, records, matrix, norms, np.asarray(owners, dtype=np.intp))
 
 
-def decode_record(raw: bytes, where: str) -> ItemRecord:
+def decode_record(raw: bytes) -> ItemRecord:
     """A stored record: its header (see scripts.py), then the msgpack of the value; a
-    CorruptEntryError naming ``where`` for anything else."""
+    ValueError saying what is wrong with anything else."""
     if not isinstance(raw, bytes) or len(raw) < 32:
-        raise CorruptEntryError(where, "a record shorter than its header")
+        raise ValueError("a record shorter than its header")
     created, updated, place, ttl = np.frombuffer(raw[:32], dtype=_HEADER).tolist()
     try:
         value = codec.loads(raw[32:])
     except Exception as exc:
-        raise CorruptEntryError(where, f"the value does not decode ({exc})") from None
+        raise ValueError(f"the value does not decode ({exc})") from None
     if not isinstance(value, dict):
-        raise CorruptEntryError(where, f"the value is a {type(value).__name__}, not a dict")
+        raise ValueError(f"the value is a {type(value).__name__}, not a dict")
     return ItemRecord(value, created, updated, place, ttl)
 
 
