@@ -23,6 +23,7 @@ import httpx
 import pytest
 import test_conformance as conformance_tests
 import test_saver as saver_tests
+import test_store_differential as store_sequences
 from cache_helpers import CountingEmbeddings, engine, private_metrics, unique
 from http_helpers import make_app
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -35,8 +36,9 @@ from matrix_helpers import (
     missing_server,
 )
 from node_helpers import build
+from store_helpers import index_config, new_prefix
 
-from redis_checkpoint import CachedEmbeddings, LLMCache, NodeCache, QueryCache
+from redis_checkpoint import CachedEmbeddings, LLMCache, NodeCache, QueryCache, RedisStore
 from redis_checkpoint.cache import MISSING
 from redis_checkpoint.testing import PackagedServer, find_packaged_server, server_version
 from redis_checkpoint.testing import binaries as rc_binaries
@@ -215,6 +217,24 @@ async def test_async_engine_twin_round_trip(matrix_server: MatrixServer) -> None
 
 
 # -- the faces -----------------------------------------------------------------------------------
+
+
+async def test_the_store_answers_as_in_memory_store(matrix_server: MatrixServer) -> None:
+    await store_sequences.run_sequence(matrix_server.server, seed=11, is_async=False)
+
+
+def test_store_items_expire_and_take_their_keys_with_them(matrix_server: MatrixServer) -> None:
+    with RedisStore.from_conn_string(
+        matrix_server.url, index=index_config(), prefix=new_prefix()
+    ) as store:
+        store.put(("m",), "brief", {"text": "gone soon"}, ttl=0.005)  # 300 ms
+        assert store.get(("m",), "brief") is not None
+        assert [item.key for item in store.search(("m",), query="gone soon")] == ["brief"]
+        time.sleep(0.45)
+        assert store.get(("m",), "brief") is None
+        assert store.search(("m",), query="gone soon") == []
+        with matrix_server.server.client() as client:
+            assert client.exists(*store.core.layout.keys(("m",)).all()) == 0
 
 
 def test_llm_cache_answers_the_second_identical_call(matrix_server: MatrixServer) -> None:

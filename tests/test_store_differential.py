@@ -177,7 +177,7 @@ async def test_random_operations_answer_as_in_memory_store_on_the_search_module(
 
 
 async def run_sequence(
-    server: RedisServer, seed: int, is_async: bool, vector_search: VectorSearch
+    server: RedisServer, seed: int, is_async: bool, vector_search: VectorSearch = "exact"
 ) -> None:
     target = Target(server.host, (server.port,))
     before = {by: vector_searches(by) for by in ("module", "exact")}
