@@ -253,3 +253,26 @@ def test_an_adopted_write_that_does_not_decode_is_counted_not_a_crash(
     assert store.core.unreadable_owed_writes == 1
     errors = {"cache_type": "store", "kind": "corrupt"}
     assert metrics.registry.get_sample_value(metrics.name("cache_errors_total"), errors) == 1
+
+
+def test_an_item_this_process_read_is_answered_during_an_outage(server: RedisServer) -> None:
+    store = RedisStore(_client(server), index=INDEX)  # type: ignore[arg-type]
+    store.setup()
+    store.put(MEMORIES, "tea", {"text": "alice drinks tea"})
+    store.put(MEMORIES, "city", {"text": "alice lives in lyon"})
+    store.put(MEMORIES, "brief", {"text": "gone soon"}, ttl=0.005)  # 300 ms
+    for key in ("tea", "city", "brief"):
+        assert store.get(MEMORIES, key) is not None  # read, never searched
+    server.stop(keep_dir=True)
+    tea = store.get(MEMORIES, "tea")
+    assert tea is not None and tea.value == {"text": "alice drinks tea"}
+    store.delete(MEMORIES, "city")  # owed, and what was read of it is gone
+    assert store.get(MEMORIES, "city") is None
+    store.put(MEMORIES, "dog", {"text": "alice walks a dog"})
+    assert store.get(MEMORIES, "tea") is not None  # still there beside the outage writes
+    time.sleep(0.35)
+    assert store.get(MEMORIES, "brief") is None  # its TTL ran out meanwhile
+    assert store.get(MEMORIES, "cat") is None  # never read: nothing to say
+    server.restart()
+    store.close()
+    assert _fresh_view(server).get(MEMORIES, "city") is None

@@ -19,9 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Generator, Iterable
 from typing import Any, Final, Literal, cast, get_args
 
@@ -49,6 +47,7 @@ from redis_checkpoint.errors import ConfigurationError, CorruptEntryError
 from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.steps import Invoke, LoadScripts, Send, send_with_scripts
+from redis_checkpoint.store.held import HeldItems
 from redis_checkpoint.store.knn import KnnIndex, has_no_search_module
 from redis_checkpoint.store.layout import StoreLayout
 from redis_checkpoint.store.owed import OwedWrites
@@ -73,14 +72,13 @@ from redis_checkpoint.store.search import (
     page_of_namespaces,
     passing,
     rank,
+    ttl_ms,
     when,
 )
 
 __all__ = ["StoreCore", "StorePlan", "VectorSearch"]
 
 StorePlan = Generator[Send | LoadScripts | Invoke, Any, Any]
-#: Namespaces whose snapshot a process keeps (least recently searched go first).
-MAX_SNAPSHOTS: Final = 256
 #: The module's KNN asks for the page and this many more vectors; then four times as many,
 #: up to KNN_MAX, while a filter or a tie at the edge leaves too few.
 KNN_SLACK: Final = 10
@@ -137,8 +135,7 @@ class StoreCore:
         # "$" is the whole value (get_text_at_path takes it as it is), as in InMemoryStore.
         self.fields = [(path, tokenize_path(path) if path != "$" else path) for path in paths]
         self._clock = clock
-        self._snapshots: OrderedDict[Namespace, Snapshot] = OrderedDict()
-        self._lock = threading.Lock()
+        self.held = HeldItems(self.dims, self._owed, self._vectors)
 
     # -- Redis ---------------------------------------------------------------------------------
 
@@ -371,20 +368,17 @@ class StoreCore:
         puts: dict[tuple[Namespace, str], PutOp] = {}
         for op in ops:
             if isinstance(op, GetOp):
-                with self._lock:
-                    snap = self._snapshots.get(op.namespace)
-                record = snap.records.get(op.key) if snap is not None else None
-                alive = record is not None and record.expiry_ms > now
-                results.append(record.item(op.namespace, op.key) if alive else None)  # type: ignore[union-attr]
+                record = self.held.get((op.namespace, op.key), now)
+                results.append(record.item(op.namespace, op.key) if record else None)
             elif isinstance(op, SearchOp):
                 prefix = tuple(op.namespace_prefix)
-                held = self._held(now)
+                held = self.held.live(now)
                 namespaces = sorted(ns for ns in held if ns[: len(prefix)] == prefix)
                 vector = yield from self._query_vector(op)
                 found, _ = self._select(op, namespaces, [held[ns] for ns in namespaces], vector)
                 results.append(found)
             elif isinstance(op, ListNamespacesOp):
-                results.append(page_of_namespaces(op, self._held(now)))
+                results.append(page_of_namespaces(op, self.held.live(now)))
             elif isinstance(op, PutOp):
                 puts[(op.namespace, op.key)] = op
                 results.append(None)
@@ -392,69 +386,9 @@ class StoreCore:
                 raise ValueError(f"Unknown operation type: {type(op)}")
         if puts:
             writes = list(puts.values())
-            self._hold(writes, (yield from self._embed(writes)), now)
+            self.held.hold(writes, (yield from self._embed(writes)), now)
         self.metrics.set_fallback(STORE_COMPONENT, True, len(self._owed))
         return results
-
-    def _held(self, now: float) -> dict[Namespace, Snapshot]:
-        """The snapshots this process holds that have a live item."""
-        with self._lock:
-            held = dict(self._snapshots)
-        return {
-            ns: snap
-            for ns, snap in held.items()
-            if any(record.expiry_ms > now for record in snap.records.values())
-        }
-
-    def _hold(
-        self, writes: list[PutOp], vectors: dict[tuple[Namespace, str], bytes], now: float
-    ) -> None:
-        """Apply writes to the snapshots and owe them to Redis."""
-        by_namespace: dict[Namespace, list[PutOp]] = {}
-        for op in writes:
-            by_namespace.setdefault(op.namespace, []).append(op)
-        with self._lock:
-            for ns, ops in by_namespace.items():
-                snap = self._snapshots.get(ns) or empty_snapshot()
-                records = dict(snap.records)
-                counts = np.bincount(snap.owners, minlength=len(snap.keys))
-                rows = np.split(snap.matrix, np.cumsum(counts)[:-1]) if len(snap.keys) else []
-                blocks = dict(zip(snap.keys, rows, strict=True))
-                place = max((r.place for r in records.values()), default=0.0)
-                for op in ops:
-                    packed = vectors.get((ns, op.key), b"")
-                    blocks.pop(op.key, None)
-                    if op.value is None:
-                        records.pop(op.key, None)
-                        continue
-                    old = records.get(op.key)
-                    ttl_ms = _ttl_ms(op)
-                    place += 1
-                    records[op.key] = ItemRecord(
-                        dict(op.value),
-                        old.created_ms if old else now,
-                        now,
-                        old.place if old else place,
-                        ttl_ms,
-                        now + ttl_ms if ttl_ms else math.inf,
-                    )
-                    if packed:
-                        blocks[op.key] = self._vectors(ns, op.key, packed)
-                # Version b"": once Redis answers, the next search reloads it.
-                self._snapshots[ns] = assemble(b"", records, blocks, self.dims)
-                self._snapshots.move_to_end(ns)
-        self._owed.owe([(op, vectors.get((op.namespace, op.key), b"")) for op in writes])
-        with self._lock:
-            self._trim()
-
-    def _trim(self) -> None:
-        """Bound the snapshots, never dropping one that holds owed writes (under the lock)."""
-        owing = self._owed.namespaces()
-        for ns in list(self._snapshots):
-            if len(self._snapshots) <= MAX_SNAPSHOTS:
-                return
-            if ns not in owing:
-                del self._snapshots[ns]
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -465,11 +399,19 @@ class StoreCore:
         [[raw]] = yield from self._send(
             self._script(GET_ITEMS, op.namespace, now, refresh, *docs, op.key)
         )
+        slot = (op.namespace, op.key)
         if not raw:
+            self.held.remember(slot, None)
             return None
         record = self._decode(op.namespace, op.key, raw)
-        if op.refresh_ttl and record.ttl_ms:
+        refreshed = op.refresh_ttl and record.ttl_ms
+        if refreshed:
             yield from self._send(self._register(now, (op.namespace, now + record.ttl_ms)))
+        if self.fallback:
+            # It lives at least this long (a refresh by another reader may have moved it later).
+            start = now if refreshed else record.updated_ms
+            record.expiry_ms = start + record.ttl_ms if record.ttl_ms else math.inf
+            self.held.remember(slot, record)
         return record.item(op.namespace, op.key)
 
     def _live_namespaces(self) -> Generator[Any, Any, dict[Namespace, bytes]]:
@@ -610,8 +552,7 @@ class StoreCore:
         """Each namespace's snapshot, reloading only those whose version moved."""
         if not namespaces:
             return []
-        with self._lock:
-            held = {ns: self._snapshots.get(ns) for ns in namespaces}
+        held = self.held.snapshots(namespaces)
         stale = [
             ns
             for ns in namespaces
@@ -623,13 +564,7 @@ class StoreCore:
             self.metrics.store_snapshot_loads(len(stale))
             for ns, reply in zip(stale, replies, strict=True):
                 held[ns] = self._load_snapshot(ns, reply)
-        with self._lock:
-            for ns in namespaces:
-                snap = held[ns]
-                if snap is not None:
-                    self._snapshots[ns] = snap
-                    self._snapshots.move_to_end(ns)
-            self._trim()
+        self.held.keep({ns: snap for ns, snap in held.items() if snap is not None})
         return [held[ns] or empty_snapshot() for ns in namespaces]
 
     def _recheck_expiries(
@@ -727,10 +662,10 @@ class StoreCore:
                 args += [op.key, "d"]
                 continue
             body = codec.dumps(dict(op.value))
-            ttl_ms = _ttl_ms(op)
+            ttl = ttl_ms(op)
             packed = vectors.get((op.namespace, op.key), b"")
-            args += [op.key, "p", body, packed, ttl_ms]
-            expiry = math.inf if not ttl_ms else now + ttl_ms
+            args += [op.key, "p", body, packed, ttl]
+            expiry = math.inf if not ttl else now + ttl
             latest[op.namespace] = max(latest.get(op.namespace, -math.inf), expiry)
         namespaces = list(by_namespace)
         commands = [
@@ -748,9 +683,7 @@ class StoreCore:
         ]
         if emptied:
             yield from self._send(self._register(now, *emptied))
-        with self._lock:
-            for ns in namespaces:
-                self._snapshots.pop(ns, None)  # the next search reloads what changed
+        self.held.drop(namespaces)
 
     def _embed(self, puts: list[PutOp]) -> Generator[Any, Any, dict[tuple[Namespace, str], bytes]]:
         """Each indexed item's field vectors, packed: one embedding per distinct text."""
@@ -775,11 +708,6 @@ class StoreCore:
             slot: np.asarray([by_text[t] for t in texts], dtype="<f4").tobytes()
             for slot, texts in wanted.items()
         }
-
-
-def _ttl_ms(op: PutOp) -> int:
-    """A put's TTL (minutes) in milliseconds; 0 for none."""
-    return 0 if op.ttl is None else max(1, int(op.ttl * 60_000))
 
 
 def _keys_of(command: tuple[Any, ...]) -> list[str]:

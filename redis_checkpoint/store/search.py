@@ -11,7 +11,14 @@ from datetime import datetime, timezone
 from typing import Any, Final, Literal
 
 import numpy as np
-from langgraph.store.base import IndexConfig, Item, ListNamespacesOp, MatchCondition, SearchOp
+from langgraph.store.base import (
+    IndexConfig,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    PutOp,
+    SearchOp,
+)
 
 from redis_checkpoint.cache import codec
 
@@ -30,6 +37,7 @@ __all__ = [
     "passing",
     "rank",
     "similarities",
+    "ttl_ms",
     "when",
 ]
 
@@ -80,10 +88,17 @@ class Snapshot:
     matrix: np.ndarray[Any, np.dtype[np.float32]]
     norms: np.ndarray[Any, np.dtype[np.float64]]
     owners: np.ndarray[Any, np.dtype[np.intp]]  # per row: the position of its item in keys
+    #: False for one made during an outage from nothing: it holds only what was written then.
+    complete: bool = True
 
     @property
     def soonest_expiry(self) -> float:
         return min((r.expiry_ms for r in self.records.values()), default=math.inf)
+
+
+def ttl_ms(op: PutOp) -> int:
+    """A put's TTL (minutes) in milliseconds; 0 for none."""
+    return 0 if op.ttl is None else max(1, int(op.ttl * 60_000))
 
 
 def when(ms: float) -> datetime:
