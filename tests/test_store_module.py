@@ -281,3 +281,20 @@ def test_an_unknown_distance_or_search_choice_is_refused(redis_url: str) -> None
         RedisStore(redis.Redis.from_url(redis_url), index=bad_index)
     with pytest.raises(ValueError, match="vector_search"):
         RedisStore(redis.Redis.from_url(redis_url), vector_search="fast")  # type: ignore[arg-type]
+
+
+def test_a_search_whose_index_went_away_is_answered_exactly(
+    search_server: RedisServer, module_store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = module_store
+    store.put(("e",), "a", {"text": "red owl"})
+    store.put(("e",), "b", {"text": "blue sea"})
+    assert store.core.knn is not None
+    with search_server.client() as client:
+        client.execute_command("FT.DROPINDEX", store.core.knn.name)
+    before = vector_searches("exact")
+    with caplog.at_level("WARNING", logger="redis_checkpoint.store"):
+        found = store.search(("e",), query="red owl", limit=1)
+    assert [r.key for r in found] == ["a"]
+    assert vector_searches("exact") == before + 1
+    assert "the search module failed" in caplog.text

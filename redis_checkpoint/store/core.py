@@ -109,6 +109,11 @@ class StoreCore:
         #: While Redis is away: answer from the snapshots and keep the writes owed to it.
         self.fallback = fallback
         self.breaker = breaker or CircuitBreaker()
+        self.distance = cast(StoreIndexConfig, index or {}).get("distance_type", "cosine")
+        if self.distance not in DISTANCE_TYPES:
+            raise ValueError(f"distance_type is one of {DISTANCE_TYPES}, not {self.distance!r}")
+        if vector_search not in get_args(VectorSearch):
+            raise ValueError(f"vector_search is one of {get_args(VectorSearch)}")
         # The puts and deletes, and their packed vectors, to write back in order.
         journal = None
         if fallback_journal is not None:
@@ -123,11 +128,6 @@ class StoreCore:
         self.ttl = ttl
         self.embeddings = ensure_embeddings(index.get("embed")) if index else None
         self.dims = int(index["dims"]) if index else 0
-        self.distance = cast(StoreIndexConfig, index or {}).get("distance_type", "cosine")
-        if self.distance not in DISTANCE_TYPES:
-            raise ValueError(f"distance_type is one of {DISTANCE_TYPES}, not {self.distance!r}")
-        if vector_search not in get_args(VectorSearch):
-            raise ValueError(f"vector_search is one of {get_args(VectorSearch)}")
         self.vector_search = vector_search
         #: The search module's index, when setup() found one: KNN on the server.
         self.knn: KnnIndex | None = None
@@ -443,7 +443,10 @@ class StoreCore:
         vector = yield from self._query_vector(op)
         nearest = None
         if vector is not None and self.knn is not None:
-            nearest = yield from self._nearest(op, self.knn, vector)
+            try:
+                nearest = yield from self._nearest(op, self.knn, vector)
+            except ResponseError as exc:  # the index or the module went away (a failover?)
+                log.warning("the search module failed (%s); the store searches exactly", exc)
         if nearest is not None:
             namespaces, snapshots = nearest
         else:
