@@ -341,19 +341,27 @@ class StoreCore:
 
     def flush(self) -> Generator[Any, Any, int]:
         """Write back what is owed if Redis answers; returns how many writes are still owed
-        (logged at ERROR: they are lost when the process ends)."""
-        if self._owed:
+        (logged at ERROR: without a journal they are lost when the process ends). A pooled
+        connection from before an outage fails its first command: a second try takes a new
+        one."""
+        failure: Exception | None = None
+        for _ in range(2 if self._owed else 0):
             try:
                 yield from self._write_back()
-                self._succeeded()
             except Exception as exc:
                 if not is_unavailable_error(exc):
                     raise
-                self._failed(exc)
+                failure = exc
+                continue
+            self._succeeded()
+            failure = None
+            break
+        if failure is not None:
+            self._failed(failure)
         if self._owed:
             journal = self._owed.journal
             kept = f"kept in the journal at {journal.directory}" if journal else "LOST at exit"
-            log.error("%d store writes are still owed to Redis (%s)", self.owed, kept)
+            log.error("%d store writes are still owed to Redis (%s): %s", self.owed, kept, failure)
         return self.owed
 
     def close(self) -> None:
