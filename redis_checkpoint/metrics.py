@@ -10,7 +10,10 @@ on the same families, labelled ``cache_type`` and ``operation``:
 * ``cache_memory_usage_bytes{cache_type, tier}``: ``tier="redis"`` sampled by the health monitor
   or the management API, ``tier="memory"`` what the in-process fallback tier holds;
 * ``cache_errors_total{cache_type, kind}``, ``cache_fallback_operations_total`` (served by the
-  fallback tier), ``cache_singleflight_waits_total{cache_type, scope}``.
+  fallback tier), ``cache_singleflight_waits_total{cache_type, scope}``;
+* ``cache_semantic_hits_total{cache_type}``: hits on a similar, not the same, input (counted in
+  ``cache_hits_total`` too); ``cache_time_saved_seconds_total{cache_type}``: what the work a hit
+  spared took when it was done (a model call, a tool run).
 
 The saver keeps its own ``checkpoint_operations_total{operation, outcome}`` and
 ``checkpoint_operation_duration_seconds``; the breakers report ``redis_circuit_state`` and
@@ -243,6 +246,18 @@ class _Collectors:
             ["cache_type", "operation"],
             registry=registry,
         )
+        self.cache_semantic_hits_total = Counter(
+            name("cache_semantic_hits_total"),
+            "Hits on a similar (not the same) input, by cache type; also in cache_hits_total.",
+            ["cache_type"],
+            registry=registry,
+        )
+        self.cache_time_saved_seconds_total = Counter(
+            name("cache_time_saved_seconds_total"),
+            "Seconds of work (model calls, tool runs) that hits spared, as measured when done.",
+            ["cache_type"],
+            registry=registry,
+        )
         self.cache_singleflight_waits_total = Counter(
             name("cache_singleflight_waits_total"),
             "Callers that waited for another's computation (scope: process, redis).",
@@ -379,6 +394,8 @@ class Metrics:
         self.cache_memory_usage_bytes = c.cache_memory_usage_bytes
         self.cache_keys = c.cache_keys
         self.cache_fallback_operations_total = c.cache_fallback_operations_total
+        self.cache_semantic_hits_total = c.cache_semantic_hits_total
+        self.cache_time_saved_seconds_total = c.cache_time_saved_seconds_total
         self.cache_singleflight_waits_total = c.cache_singleflight_waits_total
         self.redis_up = c.redis_up
         self.redis_health_checks_total = c.redis_health_checks_total
@@ -468,6 +485,15 @@ class Metrics:
             self._child(self.cache_hits_total, cache_type, operation).inc(hits)
         if misses:
             self._child(self.cache_misses_total, cache_type, operation).inc(misses)
+
+    def semantic_hit(self, cache_type: str) -> None:
+        """A hit on a similar input (count it in :meth:`lookups` as a hit too)."""
+        self.cache_semantic_hits_total.labels(cache_type).inc()
+
+    def time_saved(self, cache_type: str, seconds: float) -> None:
+        """A hit spared work that took ``seconds`` when it was done."""
+        if seconds > 0:
+            self.cache_time_saved_seconds_total.labels(cache_type).inc(seconds)
 
     def fallback(self, cache_type: str, operation: str) -> None:
         """One operation served by the in-memory tier instead of Redis."""
