@@ -19,6 +19,7 @@ from redis_checkpoint.cache import (
     cached_llm_call,
 )
 from redis_checkpoint.cache.query import QueryCache, cached_query, set_query_cache
+from redis_checkpoint.cache.semantic import SemanticLLMCache
 from redis_checkpoint.checkpoint import AsyncRedisSaver, RedisSaver
 from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import (
@@ -61,6 +62,7 @@ __all__ = [
     "RedisSaver",
     "RedisStore",
     "RedisUnavailableError",
+    "SemanticLLMCache",
     "Settings",
     "StoreIndexConfig",
     "TrustedForwarding",

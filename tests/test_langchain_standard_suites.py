@@ -3,6 +3,8 @@
 ``SyncCacheTestSuite`` and ``AsyncCacheTestSuite`` run on an ``LLMCache`` built with its default
 options on a test-started redis-server, once with the suites' plain ``Generation`` sample and once
 with a tool-calling ``ChatGeneration`` (what chat models actually store).
+The same two suites run on a ``SemanticLLMCache`` with its defaults around langchain-core's
+``DeterministicFakeEmbedding`` (a hit is counted, never marked on what it returns).
 ``EmbeddingsIntegrationTests`` runs on ``CachedEmbeddings`` around langchain-core's local
 ``DeterministicFakeEmbedding`` (nothing is downloaded), cold and warm.
 
@@ -25,7 +27,7 @@ from langchain_tests.integration_tests import (
     SyncCacheTestSuite,
 )
 
-from redis_checkpoint import CachedEmbeddings, LLMCache
+from redis_checkpoint import CachedEmbeddings, LLMCache, SemanticLLMCache
 
 
 def default_llm_cache(redis_url: str, name: str) -> LLMCache:
@@ -70,6 +72,38 @@ class TestLLMCacheAsyncSuite(AsyncCacheTestSuite):
 
 
 class TestLLMCacheAsyncSuiteWithChatGenerations(TestLLMCacheAsyncSuite):
+    def get_sample_generation(self) -> Generation:
+        return tool_calling_generation()
+
+
+def default_semantic_cache(redis_url: str, name: str) -> SemanticLLMCache:
+    embeddings = DeterministicFakeEmbedding(size=32)
+    return SemanticLLMCache(embeddings, redis_url, prefix=unique(name), metrics=private_metrics())
+
+
+class TestSemanticLLMCacheSyncSuite(SyncCacheTestSuite):
+    @pytest.fixture
+    def cache(self, redis_url: str) -> Iterator[SemanticLLMCache]:
+        semantic = default_semantic_cache(redis_url, "std-sem-sync")
+        yield semantic
+        semantic.close()
+
+
+class TestSemanticLLMCacheSyncSuiteWithChatGenerations(TestSemanticLLMCacheSyncSuite):
+    def get_sample_generation(self) -> Generation:
+        return tool_calling_generation()
+
+
+class TestSemanticLLMCacheAsyncSuite(AsyncCacheTestSuite):
+    @pytest.fixture
+    async def cache(self, redis_url: str) -> AsyncIterator[SemanticLLMCache]:
+        semantic = default_semantic_cache(redis_url, "std-sem-async")
+        yield semantic
+        await semantic.aclose()
+        semantic.close()
+
+
+class TestSemanticLLMCacheAsyncSuiteWithChatGenerations(TestSemanticLLMCacheAsyncSuite):
     def get_sample_generation(self) -> Generation:
         return tool_calling_generation()
 

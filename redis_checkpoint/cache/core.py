@@ -445,16 +445,24 @@ class CacheCore:
         return self._decode(namespace, payloads, decode)
 
     def get_many(
-        self, namespace: str, keys: Sequence[str | bytes], decode: Callable[[bytes], Any]
+        self,
+        namespace: str,
+        keys: Sequence[str | bytes],
+        decode: Callable[[bytes], Any],
+        *,
+        count: bool = True,
     ) -> CachePlan[list[Any]]:
-        """The decoded value of each key, or MISSING. One round trip (MGET) for the batch."""
+        """The decoded value of each key, or MISSING. One round trip (MGET) for the batch.
+        ``count=False``: no hits or misses counted (the caller counts what the lookup was)."""
         if not self.enabled or not keys:
-            self.stats.lookups(namespace, 0, len(keys))
+            if count:
+                self.stats.lookups(namespace, 0, len(keys))
             return [MISSING] * len(keys)
         start = time.perf_counter()
         values = yield from self._fetch(namespace, keys, decode)
         hits = sum(value is not MISSING for value in values)
-        self.stats.lookups(namespace, hits, len(values) - hits)
+        if count:
+            self.stats.lookups(namespace, hits, len(values) - hits)
         self.stats.timed(namespace, "get", time.perf_counter() - start)
         return values
 

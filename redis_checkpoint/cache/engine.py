@@ -187,10 +187,16 @@ class CacheEngine(_Engine[SyncRedisClient]):
         return default if value is MISSING else value
 
     def get_many(
-        self, namespace: str, keys: Sequence[str | bytes], *, decode: Decode = codec.loads
+        self,
+        namespace: str,
+        keys: Sequence[str | bytes],
+        *,
+        decode: Decode = codec.loads,
+        count: bool = True,
     ) -> list[Any]:
-        """One MGET for all ``keys``: each value, or :data:`MISSING`."""
-        return self._run(self.core.get_many(namespace, keys, decode))
+        """One MGET for all ``keys``: each value, or :data:`MISSING`. ``count=False`` leaves
+        the hit and miss counters to the caller (a face that decides what a lookup was)."""
+        return self._run(self.core.get_many(namespace, keys, decode, count=count))
 
     def set(
         self,
@@ -363,9 +369,14 @@ class AsyncCacheEngine(_Engine[AsyncRedisClient]):
         return default if value is MISSING else value
 
     async def get_many(
-        self, namespace: str, keys: Sequence[str | bytes], *, decode: Decode = codec.loads
+        self,
+        namespace: str,
+        keys: Sequence[str | bytes],
+        *,
+        decode: Decode = codec.loads,
+        count: bool = True,
     ) -> list[Any]:
-        return await self._run(self.core.get_many(namespace, keys, decode))
+        return await self._run(self.core.get_many(namespace, keys, decode, count=count))
 
     async def set(
         self,

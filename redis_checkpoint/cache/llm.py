@@ -48,7 +48,15 @@ if TYPE_CHECKING:
 
     from redis_checkpoint.cache.core import CoreOptions
 
-__all__ = ["SECRET_PARAMETERS", "LLMCache", "cached_llm_call", "deterministic_only"]
+__all__ = [
+    "SECRET_PARAMETERS",
+    "LLMCache",
+    "cached_llm_call",
+    "decode_generations",
+    "deterministic_only",
+    "encode_generations",
+    "mark_hit",
+]
 
 log = logging.getLogger("redis_checkpoint.cache")
 P = ParamSpec("P")
@@ -115,23 +123,28 @@ def _load_generation(item: Any) -> Generation:
     return cls(text=item["text"], generation_info=info)
 
 
-def _encode_generations(generations: RETURN_VAL_TYPE) -> bytes:
+def encode_generations(generations: RETURN_VAL_TYPE) -> bytes:
     return codec.dumps([_dump_generation(generation) for generation in generations])
 
 
-def _decode_generations(payload: bytes) -> list[Generation]:
+def decode_generations(payload: bytes) -> list[Generation]:
     data = codec.loads(payload)
     if not isinstance(data, list):
         raise ValueError("an LLM cache entry must be a list of generations")
     return [_load_generation(item) for item in data]
 
 
-def _mark_hit(generations: list[Generation]) -> list[Generation]:
+def mark_hit(generations: list[Generation], similarity: float | None = None) -> list[Generation]:
+    """``cache_hit`` on a hit's generations (and chat messages); a semantic cache adds the
+    ``cache_similarity`` of the prompt it matched."""
+    marks: dict[str, Any] = {"cache_hit": True}
+    if similarity is not None:
+        marks["cache_similarity"] = similarity
     for generation in generations:
-        generation.generation_info = {**(generation.generation_info or {}), "cache_hit": True}
+        generation.generation_info = {**(generation.generation_info or {}), **marks}
         if isinstance(generation, ChatGeneration):
             message = generation.message
-            message.response_metadata = {**message.response_metadata, "cache_hit": True}
+            message.response_metadata = {**message.response_metadata, **marks}
     return generations
 
 
@@ -171,11 +184,11 @@ class LLMCache(UsesEngines, BaseCache):
         if value is None:
             return None
         generations = cast(list[Generation], value)
-        return _mark_hit(generations) if self.mark_hits else generations
+        return mark_hit(generations) if self.mark_hits else generations
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         value = self.engine.get(
-            self.namespace, self.key(prompt, llm_string), decode=_decode_generations
+            self.namespace, self.key(prompt, llm_string), decode=decode_generations
         )
         return self._hit(value)
 
@@ -197,7 +210,7 @@ class LLMCache(UsesEngines, BaseCache):
             "key": self.key(prompt, llm_string),
             "value": return_val,
             "ttl": self.ttl,
-            "encode": _encode_generations,
+            "encode": encode_generations,
         }
 
     @contextlib.contextmanager
@@ -214,7 +227,7 @@ class LLMCache(UsesEngines, BaseCache):
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         value = await self.async_engine.get(
-            self.namespace, self.key(prompt, llm_string), decode=_decode_generations
+            self.namespace, self.key(prompt, llm_string), decode=decode_generations
         )
         return self._hit(value)
 

@@ -41,6 +41,7 @@ class NamespaceStats:
 
     hits: int = 0
     misses: int = 0
+    semantic_hits: int = 0  # of the hits: on a similar, not the same, input
     sets: int = 0
     deletes: int = 0
     errors: int = 0
@@ -105,6 +106,13 @@ class CacheStats:
             stats.misses += misses
         self.metrics.cache_lookups(namespace, hits, misses)
         self.metrics.lookups(self.cache_type(namespace), "get", hits, misses)
+
+    def semantic_hit(self, namespace: str) -> None:
+        """One lookup answered by a similar input's entry: a hit, and a semantic one."""
+        with self._lock:
+            self._get(namespace).semantic_hits += 1
+        self.lookups(namespace, 1, 0)
+        self.metrics.semantic_hit(self.cache_type(namespace))
 
     def stored(self, namespace: str, n: int) -> None:
         with self._lock:
