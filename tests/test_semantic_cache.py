@@ -8,8 +8,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ from redis_checkpoint.cache.semantic import guard_signature, question_of
 from redis_checkpoint.testing import RedisServer
 
 LLM = "model=fake-1,temperature=0"
+Chat = list[dict[str, str]]
 CAPITAL = "What is the capital of France?"
 
 
@@ -266,3 +269,64 @@ def test_a_chat_prompt_matches_on_its_question_in_the_same_context(
     blocks = [HumanMessage(content=[{"type": "text", "text": "hi there"}])]
     assert question_of(dumps(blocks)) == ("[]", "hi there")
     assert question_of('[{"not": "a message"}]') == ("", '[{"not": "a message"}]')
+
+
+def test_any_sdk_call_reuses_a_similar_calls_result(cache: SemanticLLMCache) -> None:
+    calls: list[str] = []
+
+    @cache.cached_llm_call()
+    def complete(
+        *, model: str, messages: list[dict[str, str]], api_key: str = ""
+    ) -> dict[str, Any]:
+        calls.append(messages[-1]["content"])
+        return {"choices": [{"message": {"role": "assistant", "content": f"#{len(calls)}"}}]}
+
+    system = {"role": "system", "content": "Answer briefly."}
+    first = complete(model="m", messages=[system, {"role": "user", "content": CAPITAL}])
+    again = complete(
+        model="m",
+        messages=[system, {"role": "user", "content": "what is the capital of france"}],
+        api_key="another caller's key",  # credentials are not part of the key
+    )
+    assert again == first and calls == [CAPITAL]
+    complete(model="m", messages=[system, {"role": "user", "content": "Capital of Spain?"}])
+    complete(model="other", messages=[system, {"role": "user", "content": CAPITAL}])
+    assert len(calls) == 3  # another question; another model
+    with pytest.raises(TypeError, match="messages, input, prompt"):
+        cached = cache.cached_llm_call()(lambda question: question)
+        cached("no keyword")
+    stats = cache.engine.stats()[cache.namespace]
+    assert (stats.hits, stats.semantic_hits, stats.misses) == (1, 1, 3)
+
+
+def test_concurrent_identical_sdk_calls_run_once(cache: SemanticLLMCache) -> None:
+    calls: list[int] = []
+    started = threading.Event()
+
+    @cache.cached_llm_call()
+    def slow(*, prompt: str) -> str:
+        calls.append(1)
+        started.set()
+        time.sleep(0.3)
+        return prompt.upper()
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: slow(prompt="same question"), range(4)))
+    assert results == ["SAME QUESTION"] * 4 and calls == [1]
+
+
+async def test_an_async_sdk_call(cache: SemanticLLMCache) -> None:
+    calls: list[str] = []
+
+    @cache.cached_llm_call()
+    async def respond(*, model: str, input: str, temperature: float = 0.0) -> str:
+        calls.append(input)
+        return f"answer to {input}"
+
+    assert await respond(model="m", input=CAPITAL) == f"answer to {CAPITAL}"
+    assert await respond(model="m", input="what is the capital of france") == f"answer to {CAPITAL}"
+    assert await respond(model="m", input="What is 2 plus 2?") == "answer to What is 2 plus 2?"
+    assert calls == [CAPITAL, "What is 2 plus 2?"]
+    sampled = await respond(model="m", input=CAPITAL, temperature=0.9)
+    assert sampled == f"answer to {CAPITAL}" and len(calls) == 3  # sampling: never cached
+    await cache.aclose()

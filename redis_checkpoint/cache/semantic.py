@@ -22,24 +22,34 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import inspect
 import json
 import logging
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, ParamSpec, TypeVar, cast
 
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.embeddings import Embeddings
 from langgraph.store.base import IndexConfig, PutOp, SearchOp
 
+from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING, Ttl
 from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import Digest, digest, key_part
-from redis_checkpoint.cache.llm import LLMCache, decode_generations, encode_generations, mark_hit
+from redis_checkpoint.cache.llm import (
+    LLMCache,
+    call_key,
+    decode_generations,
+    deterministic_only,
+    encode_generations,
+    mark_hit,
+)
 from redis_checkpoint.client import AsyncRedisClient, SyncRedisClient, is_cluster
 from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.settings import Settings
@@ -47,6 +57,8 @@ from redis_checkpoint.steps import Invoke, LoadScripts, Send, adrive, asend, dri
 from redis_checkpoint.store.core import StoreCore, VectorSearch
 
 log = logging.getLogger("redis_checkpoint.cache")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -88,37 +100,70 @@ def guard_signature(prompt: str) -> str:
 
 
 def question_of(prompt: str) -> tuple[str, str] | None:
-    """What a prompt asks, apart from its context: (context, question). A chat model's prompt
-    (langchain-core's serialised message list) asks its last message when that is a human one,
-    in the context of the messages before it; a text prompt asks all of itself. None when the
-    last message is another's (a tool result, an AI turn): only an exact repeat matches then.
-    Matching on the question alone keeps a long shared system prompt from making every
-    prompt look alike."""
+    """What a prompt asks, apart from its context: (context, question). A list of messages (a
+    chat model's prompt: langchain-core's serialised messages; an SDK call's OpenAI-style
+    ``{"role", "content"}`` maps) asks its last message when that is the user's, in the context
+    of the messages before it; a text prompt asks all of itself. None when the last message is
+    another's (a tool result, an AI turn): only an exact repeat matches then. Matching on the
+    question alone keeps a long shared system prompt from making every prompt look alike."""
     try:
         messages = json.loads(prompt) if prompt.startswith("[{") else None
     except ValueError:
         messages = None
-    if not (isinstance(messages, list) and messages and all(map(_is_message, messages))):
+    if not isinstance(messages, list) or not messages:
         return "", prompt
-    last = messages[-1]["kwargs"]
-    if last.get("type") != "human":
+    if all(map(_is_serialised_message, messages)):
+        last = messages[-1]["kwargs"]
+        asker = last.get("type") == "human"
+    elif all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
+        last = messages[-1]
+        asker = last["role"] == "user"
+    else:
+        return "", prompt
+    if not asker:
         return None
-    content = last.get("content")
-    if isinstance(content, list):  # content blocks: their text
-        content = " ".join(
-            str(block.get("text", "")) if isinstance(block, dict) else str(block)
-            for block in content
-        )
-    return json.dumps(messages[:-1], sort_keys=True), str(content)
+    return json.dumps(messages[:-1], sort_keys=True), _text_of(last.get("content"))
 
 
-def _is_message(item: Any) -> bool:
+def _is_serialised_message(item: Any) -> bool:
     return (
         isinstance(item, dict)
         and item.get("lc") == 1
         and item.get("type") == "constructor"
         and isinstance(item.get("kwargs"), dict)
     )
+
+
+def _text_of(content: Any) -> str:
+    """A message's text: a string, or the text of its content blocks."""
+    if isinstance(content, list):
+        return " ".join(
+            str(block.get("text", "")) if isinstance(block, dict) else str(block)
+            for block in content
+        )
+    return str(content)
+
+
+#: Where an SDK call carries what it asks: chat ``messages``, a Responses ``input``, a ``prompt``.
+PROMPT_ARGUMENTS: Final = ("messages", "input", "prompt")
+
+
+def sdk_prompt(
+    function: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[str, str]:
+    """An SDK call as (prompt, llm_string): what it asks (see :data:`PROMPT_ARGUMENTS`), and
+    the digest of everything else it passes (the function, model, parameters, tools; no
+    credentials), so only calls alike in all but the question share answers."""
+    name = next((n for n in PROMPT_ARGUMENTS if n in kwargs), None)
+    if name is None:
+        raise TypeError(
+            f"{function.__qualname__}: the semantic cache reads what a call asks from its "
+            f"{', '.join(PROMPT_ARGUMENTS)} keyword argument; pass one of them by keyword"
+        )
+    asked = kwargs[name]
+    prompt = asked if isinstance(asked, str) else json.dumps(asked, sort_keys=True, default=str)
+    rest = {k: v for k, v in kwargs.items() if k != name}
+    return prompt, str(call_key(function, args, rest))
 
 
 @dataclass(frozen=True)
@@ -169,6 +214,11 @@ class _HeldVectors:
         return vector
 
 
+def _call_it(function: Callable[[], Any]) -> Any:
+    """``function()``: a coroutine in the async driver, which awaits it."""
+    return function()
+
+
 class _SyncSide:
     """What the plan's Invoke steps call in sync code."""
 
@@ -179,6 +229,7 @@ class _SyncSide:
         self.get_or_compute = engine.get_or_compute
         self.embed_prompt = embeddings.embed_query
         self.embed_documents = held.embed_documents
+        self.compute = _call_it
         self.embed_query = held.embed_query
 
     def clustered(self) -> bool:
@@ -205,6 +256,7 @@ class _AsyncSide:
 
         self.embed_documents = embed_documents
         self.embed_query = embed_query
+        self.compute = _call_it
 
     async def clustered(self) -> bool:
         return is_cluster(self.client)
@@ -283,9 +335,14 @@ class SemanticLLMCache(UsesEngines, BaseCache):
     # -- the plans -----------------------------------------------------------------------------
 
     def _lookup(
-        self, prompt: str, llm_string: str, decode: Callable[[bytes], Any]
+        self,
+        prompt: str,
+        llm_string: str,
+        decode: Callable[[bytes], Any],
+        count_miss: bool = True,
     ) -> Generator[Any, Any, tuple[Any, SemanticMatch | None]]:
-        """The entry for ``prompt``, or MISSING; and the match when it was a similar prompt's."""
+        """The entry for ``prompt``, or MISSING; and the match when it was a similar prompt's.
+        ``count_miss=False``: the caller counts a miss (its own lookup follows)."""
         key = self.key(prompt, llm_string)
         uncounted = {"decode": decode, "count": False}  # this plan counts what the lookup was
         [value] = yield Invoke("get_many", (self.namespace, [key]), uncounted)
@@ -303,8 +360,30 @@ class SemanticLLMCache(UsesEngines, BaseCache):
                 if value is not MISSING:  # else invalidated or expired: its vector outlives it
                     stats.semantic_hit(self.namespace)
                     return value, match
-        stats.lookups(self.namespace, 0, 1)
+        if count_miss:
+            stats.lookups(self.namespace, 0, 1)
         return MISSING, None
+
+    def _call(
+        self,
+        prompt: str,
+        llm_string: str,
+        compute: Callable[[], Any],
+        encode: Callable[[Any], bytes],
+        decode: Callable[[bytes], Any],
+    ) -> Generator[Any, Any, Any]:
+        """An SDK call's result: a stored or a similar call's, else ``compute``'s, run once
+        for concurrent identical calls (the engine's single-flight, which counts the miss)."""
+        value, _ = yield from self._lookup(prompt, llm_string, decode, count_miss=False)
+        if value is not MISSING:
+            return value
+        if _bypass.get() == "all":
+            return (yield Invoke("compute", (compute,)))
+        key = self.key(prompt, llm_string)
+        entry = {"ttl": self.ttl, "tags": self.tags, "encode": encode, "decode": decode}
+        value = yield Invoke("get_or_compute", (self.namespace, key, compute), entry)
+        yield from self._unless_failing(self._index(prompt, llm_string), None)
+        return value
 
     def _candidates(self, prompt: str, llm_string: str) -> Generator[Any, Any, list[SemanticMatch]]:
         """The stored prompts nearest ``prompt`` (its question, in the same context) for this
@@ -481,6 +560,46 @@ class SemanticLLMCache(UsesEngines, BaseCache):
 
     async def ainvalidate_tags(self, *tags: str) -> int:
         return await self.async_engine.invalidate_tags(self.namespace, *tags)
+
+    def cached_llm_call(
+        self,
+        *,
+        should_cache: Callable[[Sequence[Any], Mapping[str, Any]], bool] = deterministic_only,
+        encode: Callable[[Any], bytes] = codec.dumps,
+        decode: Callable[[bytes], Any] = codec.loads,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """:func:`~redis_checkpoint.cached_llm_call` with reuse across rephrasings: decorate
+        any LLM SDK call (sync, or a coroutine function) that passes its question as
+        ``messages=`` (OpenAI-style), ``input=`` or ``prompt=``. An exact repeat is answered
+        without an embedding; a similar question (same function, model and parameters, same
+        messages before it) by its answer; else the call runs, once for concurrent identical
+        calls. ``should_cache``, ``encode`` and ``decode`` as there."""
+
+        def decorate(function: Callable[P, R]) -> Callable[P, R]:
+            if inspect.iscoroutinefunction(function):
+                async_function = cast(Callable[..., Awaitable[Any]], function)
+
+                @functools.wraps(function)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    if not should_cache(args, kwargs):
+                        return await async_function(*args, **kwargs)
+                    prompt, llm_string = sdk_prompt(function, args, kwargs)
+                    call = functools.partial(async_function, *args, **kwargs)
+                    return await self._arun(self._call(prompt, llm_string, call, encode, decode))
+
+                return cast(Callable[P, R], async_wrapper)
+
+            @functools.wraps(function)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                if not should_cache(args, kwargs):
+                    return function(*args, **kwargs)
+                prompt, llm_string = sdk_prompt(function, args, kwargs)
+                call = functools.partial(function, *args, **kwargs)
+                return cast(R, self._run(self._call(prompt, llm_string, call, encode, decode)))
+
+            return wrapper
+
+        return decorate
 
     def nearest(self, prompt: str, llm_string: str) -> SemanticMatch | None:
         """The best stored prompt for ``prompt`` whatever the threshold (the first the guard
