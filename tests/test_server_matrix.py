@@ -27,6 +27,7 @@ import test_store_differential as store_sequences
 from cache_helpers import CountingEmbeddings, engine, private_metrics, unique
 from http_helpers import make_app
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.outputs import Generation
 from matrix_helpers import (
     WHEEL_SERIES,
     MatrixServer,
@@ -37,8 +38,16 @@ from matrix_helpers import (
 )
 from node_helpers import build
 from store_helpers import index_config, new_prefix
+from test_semantic_cache import CAPITAL, Words
 
-from redis_checkpoint import CachedEmbeddings, LLMCache, NodeCache, QueryCache, RedisStore
+from redis_checkpoint import (
+    CachedEmbeddings,
+    LLMCache,
+    NodeCache,
+    QueryCache,
+    RedisStore,
+    SemanticLLMCache,
+)
 from redis_checkpoint.cache import MISSING
 from redis_checkpoint.testing import PackagedServer, find_packaged_server, server_version
 from redis_checkpoint.testing import binaries as rc_binaries
@@ -235,6 +244,17 @@ def test_store_items_expire_and_take_their_keys_with_them(matrix_server: MatrixS
         assert store.search(("m",), query="gone soon") == []
         with matrix_server.server.client() as client:
             assert client.exists(*store.core.layout.keys(("m",)).all()) == 0
+
+
+def test_semantic_cache_answers_a_rephrasing_and_not_another_question(
+    matrix_server: MatrixServer,
+) -> None:
+    cache = SemanticLLMCache(Words(), matrix_server.url, prefix=unique("m-sem"))
+    cache.update(CAPITAL, "fake", [Generation(text="Paris")])
+    [hit] = cache.lookup("what is the capital of france", "fake") or []
+    assert hit.text == "Paris"
+    assert cache.lookup("What is the capital of Spain?", "fake") is None
+    cache.close()
 
 
 def test_llm_cache_answers_the_second_identical_call(matrix_server: MatrixServer) -> None:
