@@ -1,13 +1,13 @@
 #!/usr/bin/env python
-"""The LLM cache and the embedding cache at work (hits, misses and time saved), and the
-long-term memory store (vector search on plain Redis).
+"""The LLM cache, the semantic LLM cache and the embedding cache at work (hits, misses and time
+saved), and the long-term memory store (vector search on plain Redis).
 
     python examples/ai_caches_demo.py
 
 Uses Redis at REDIS_URL (default redis://127.0.0.1:6379/0) under its own key prefix; when Redis
 cannot be reached, the same code runs on the cache's in-memory tier. The LLM and the embedding
-model are simulated (fixed sleeps), so the demo needs no API key. The store needs Redis (it has
-no in-memory tier yet), so that part runs only when Redis answers.
+model are simulated (fixed sleeps), so the demo needs no API key. The store connects when it
+opens, so that part runs only when Redis answers.
 """
 
 from __future__ import annotations
@@ -20,11 +20,19 @@ from demo_keys import remove_demo_keys
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.load import dumps
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langgraph.store.base import IndexConfig
 
-from redis_checkpoint import CachedEmbeddings, CacheEngine, LLMCache, RedisStore, Settings
+from redis_checkpoint import (
+    CachedEmbeddings,
+    CacheEngine,
+    LLMCache,
+    RedisStore,
+    SemanticLLMCache,
+    Settings,
+)
 from redis_checkpoint.client import check_connection
 from redis_checkpoint.errors import RedisUnavailableError
 
@@ -110,6 +118,40 @@ def store_demo(settings: Settings) -> None:
         remove_demo_keys(store.client, STORE_PREFIX)
 
 
+def semantic_demo(engine: CacheEngine) -> None:
+    """Rephrased questions answered from the cache, another question asked of the model."""
+    cache = SemanticLLMCache(WordEmbeddings(), engine=engine, namespace="semantic-demo")
+    cache.clear()
+    model = SimulatedChat(cache=cache)
+    llm_string = model._get_llm_string()
+    head = f"{'semantic LLM cache: question':<34} {'nearest':>7} {'guard':<6} {'cache':<9}"
+    print(f"\n{head} {'ms':>6}  answer")
+    for question in (
+        "What is the capital of France?",
+        "what is the capital of France",  # the same words: a semantic hit
+        "What is the capital of Spain?",  # near, but another question: asked
+        "What is 2 plus 2?",
+        "What is 2 plus 3?",  # the guard: other numbers are another question
+    ):
+        # The nearest stored question (before the call), as the lookup will weigh it.
+        near = cache.nearest(dumps([HumanMessage(question)]), llm_string)
+        similarity = f"{near.similarity:.2f}" if near else "-"
+        guard = "stops" if near and near.guarded else ""
+        before = engine.stats()[cache.namespace]
+        hits, semantic = before.hits, before.semantic_hits
+        answer, seconds = timed(lambda q=question: model.invoke(q))
+        after = engine.stats()[cache.namespace]
+        outcome = "miss"
+        if after.semantic_hits > semantic:
+            outcome = "semantic"
+        elif after.hits > hits:
+            outcome = "hit"
+        print(
+            f"{question:<34} {similarity:>7} {guard:<6} {outcome:<9} {seconds * 1000:>6.1f}  "
+            f"{str(answer.content)[:40]}"
+        )
+
+
 def timed(call: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     result = call()
@@ -154,6 +196,7 @@ def main() -> None:
     llm_saved = sum(LLM_SECONDS for _, outcome, _ in rows[:4] if outcome == "hit")
     embed_saved = rows[4][2] - rows[5][2]
     print(f"\ntime saved: LLM {llm_saved:.1f} s, embeddings {embed_saved:.2f} s")
+    semantic_demo(engine)
     print(f"\n{'namespace':<52} {'hits':>5} {'misses':>6} {'sets':>5} {'hit ratio':>9}")
     for namespace, stats in engine.stats().items():
         print(
@@ -165,7 +208,7 @@ def main() -> None:
         remove_demo_keys(engine.client, PREFIX)
         store_demo(settings)
     else:
-        print("\nthe long-term memory store needs Redis (it has no in-memory tier yet): skipped")
+        print("\nthe long-term memory store connects to Redis when it opens: skipped")
     engine.close()
 
 
