@@ -39,6 +39,7 @@ from redis_checkpoint.web import CacheMiddleware, CacheRule, TrustedForwarding
 
 __all__ = [
     "DEFAULT_TTLS",
+    "AgentCacheStats",
     "AsyncCacheEngine",
     "AsyncRedisSaver",
     "AsyncRedisStore",
@@ -55,6 +56,7 @@ __all__ = [
     "LLMCache",
     "Metrics",
     "MissingThreadIdError",
+    "ModelCacheMiddleware",
     "NodeCache",
     "QueryCache",
     "RedisAuthError",
@@ -65,6 +67,7 @@ __all__ = [
     "SemanticLLMCache",
     "Settings",
     "StoreIndexConfig",
+    "ToolCacheMiddleware",
     "TrustedForwarding",
     "cached_llm_call",
     "cached_query",
@@ -78,7 +81,14 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # typed for users' mypy; imported on first use at run time (below)
+    from redis_checkpoint.cache.agent import (
+        AgentCacheStats,
+        ModelCacheMiddleware,
+        ToolCacheMiddleware,
+    )
     from redis_checkpoint.ops.management import create_management_app, create_management_router
+
+_AGENT_MIDDLEWARE = ("AgentCacheStats", "ModelCacheMiddleware", "ToolCacheMiddleware")
 
 
 def __getattr__(name: str) -> Any:
@@ -87,4 +97,9 @@ def __getattr__(name: str) -> Any:
         from redis_checkpoint.ops import management
 
         return getattr(management, name)
+    # The agent middleware needs langchain (the langchain extra).
+    if name in _AGENT_MIDDLEWARE:
+        from redis_checkpoint.cache import agent
+
+        return getattr(agent, name)
     raise AttributeError(f"module 'redis_checkpoint' has no attribute {name!r}")
