@@ -124,17 +124,19 @@ def semantic_demo(engine: CacheEngine) -> None:
     cache.clear()
     model = SimulatedChat(cache=cache)
     llm_string = model._get_llm_string()
-    head = f"{'semantic LLM cache: question':<34} {'nearest':>7} {'guard':<6} {'cache':<9}"
+    head = f"{'semantic LLM cache: question':<44} {'nearest':>7} {'guard':<6} {'cache':<9}"
     print(f"\n{head} {'ms':>6}  answer")
     for question in (
         "What is the capital of France?",
         "what is the capital of France",  # the same words: a semantic hit
-        "What is the capital of Spain?",  # near, but another question: asked
+        "How long is the flight from Paris to Rome?",
+        "How long is the flight from Rome to Paris?",  # the guard: the other direction
         "What is 2 plus 2?",
         "What is 2 plus 3?",  # the guard: other numbers are another question
     ):
         # The nearest stored question (before the call), as the lookup will weigh it.
-        near = cache.nearest(dumps([HumanMessage(question)]), llm_string)
+        neighbours = cache.neighbours(dumps([HumanMessage(question)]), llm_string)
+        near = neighbours[0] if neighbours else None
         similarity = f"{near.similarity:.2f}" if near else "-"
         guard = "stops" if near and near.guarded else ""
         before = engine.stats()[cache.namespace]
@@ -147,8 +149,8 @@ def semantic_demo(engine: CacheEngine) -> None:
         elif after.hits > hits:
             outcome = "hit"
         print(
-            f"{question:<34} {similarity:>7} {guard:<6} {outcome:<9} {seconds * 1000:>6.1f}  "
-            f"{str(answer.content)[:40]}"
+            f"{question:<44} {similarity:>7} {guard:<6} {outcome:<9} {seconds * 1000:>6.1f}  "
+            f"{str(answer.content).removeprefix('(simulated) ')[:34]}"
         )
 
 

@@ -13,9 +13,8 @@ match it).
 
 A lookup is one plan (``steps.py``) for the sync and the async driver: the exact entry first (an
 exact repeat costs no embedding), then the nearest stored prompts, then their answers; the first
-answer still there whose prompt clears the threshold and the guard is the hit. The guard refuses
-a match whose prompt names other numbers, or negates where the other does not: "2 + 2" and
-"2 + 3", or "Is it safe?" and "Is it not safe?", embed close but want other answers.
+answer still there whose prompt clears the threshold and the guard (guard.py: the numbers,
+negations, time words, polar words and directions of both questions agree) is the hit.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from redis_checkpoint.cache import codec
 from redis_checkpoint.cache.core import DEFAULT_TTLS, MISSING, Ttl
 from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
+from redis_checkpoint.cache.guard import guard_conflict, guard_features
 from redis_checkpoint.cache.keys import Digest, digest, key_part
 from redis_checkpoint.cache.llm import (
     LLMCache,
@@ -65,38 +65,16 @@ if TYPE_CHECKING:
 
     from redis_checkpoint.cache.core import CoreOptions
 
-__all__ = ["DEFAULT_THRESHOLD", "SemanticLLMCache", "SemanticMatch", "guard_signature"]
+__all__ = ["DEFAULT_THRESHOLD", "SemanticLLMCache", "SemanticMatch", "question_of", "sdk_prompt"]
 
 #: The cosine similarity a stored prompt must reach (see the README for the measurement).
-DEFAULT_THRESHOLD: Final = 0.9
+DEFAULT_THRESHOLD: Final = 0.86
 #: Nearest stored prompts a lookup considers: the best may be guarded or its answer gone.
 CANDIDATES: Final = 3
 #: Prompt vectors a cache keeps between a lookup and the update that follows a miss.
 HELD_VECTORS: Final = 1024
 
 _DIGEST = re.compile(r"#[0-9a-f]{32}")  # what digest() makes: an entry's key
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_WORD = re.compile(r"[a-z']+")
-_NUMBER_WORDS: Final = {
-    word: str(n)
-    for n, word in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve".split()  # noqa: SIM905
-    )
-}
-_NEGATIONS: Final = frozenset(
-    "not no never none nothing nobody nowhere neither nor without cannot".split()  # noqa: SIM905
-)
-
-
-def guard_signature(prompt: str) -> str:
-    """What two prompts must share to match: their numbers (digits, and number words up to
-    twelve) and whether they negate; as a digest, since a prompt's numbers may be private."""
-    text = prompt.lower()
-    numbers = {n.replace(",", "") for n in _NUMBER.findall(text)}
-    words = _WORD.findall(text)
-    numbers |= {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}
-    negated = any(w in _NEGATIONS or w.endswith("n't") for w in words)
-    return str(digest(",".join(sorted(numbers)), "not" if negated else ""))
 
 
 def question_of(prompt: str) -> tuple[str, str] | None:
@@ -396,7 +374,7 @@ class SemanticLLMCache(UsesEngines, BaseCache):
         store = yield from self._ready_store(question, key)
         where = self._store_namespace(llm_string, context)
         [found] = yield from store.batch([SearchOp(where, query=key, limit=CANDIDATES)])
-        signature = guard_signature(question)
+        features = guard_features(question)
         matches = []
         for item in found:
             entry = item.value.get("k")
@@ -407,7 +385,7 @@ class SemanticLLMCache(UsesEngines, BaseCache):
                 SemanticMatch(
                     key=Digest(entry),
                     similarity=float(item.score or 0.0),
-                    guarded=self.guard and item.value.get("g") != signature,
+                    guarded=self.guard and guard_conflict(item.value.get("g"), features),
                     prompt=item.value.get("prompt"),
                 )
             )
@@ -445,7 +423,7 @@ class SemanticLLMCache(UsesEngines, BaseCache):
         context, question = asked
         key = self.key(prompt, llm_string)
         store = yield from self._ready_store(question, key)
-        item: dict[str, Any] = {"k": str(key), "g": guard_signature(question)}
+        item: dict[str, Any] = {"k": str(key), "g": guard_features(question)}
         if self.store_prompts:
             item["prompt"] = prompt
         seconds = self._engines.core.ttl_for(self.namespace, self.ttl)
@@ -601,8 +579,13 @@ class SemanticLLMCache(UsesEngines, BaseCache):
 
         return decorate
 
+    def neighbours(self, prompt: str, llm_string: str) -> list[SemanticMatch]:
+        """The stored prompts a lookup of ``prompt`` weighs, nearest first, whatever the
+        threshold, each with whether the guard refuses it: to see why a lookup hit or missed."""
+        return list(self._run(self._candidates(prompt, llm_string)))
+
     def nearest(self, prompt: str, llm_string: str) -> SemanticMatch | None:
-        """The best stored prompt for ``prompt`` whatever the threshold (the first the guard
-        lets through, else the nearest), to see why a lookup hit or missed."""
-        found = self._run(self._candidates(prompt, llm_string))
+        """The stored prompt a lookup of ``prompt`` would answer from at a low enough threshold:
+        the nearest the guard lets through, else the nearest (marked ``guarded``)."""
+        found = self.neighbours(prompt, llm_string)
         return next((m for m in found if not m.guarded), found[0] if found else None)
