@@ -77,19 +77,25 @@ HELD_VECTORS: Final = 1024
 _DIGEST = re.compile(r"#[0-9a-f]{32}")  # what digest() makes: an entry's key
 
 
+#: The context of a question asked first, and of a text prompt: so a chat model's first question
+#: and the same text (``nearest("...")``) meet in one place.
+NO_CONTEXT: Final = json.dumps([])
+
+
 def question_of(prompt: str) -> tuple[str, str] | None:
     """What a prompt asks, apart from its context: (context, question). A list of messages (a
     chat model's prompt: langchain-core's serialised messages; an SDK call's OpenAI-style
     ``{"role", "content"}`` maps) asks its last message when that is the user's, in the context
-    of the messages before it; a text prompt asks all of itself. None when the last message is
-    another's (a tool result, an AI turn): only an exact repeat matches then. Matching on the
-    question alone keeps a long shared system prompt from making every prompt look alike."""
+    of the messages before it; a text prompt asks all of itself, as a first question. None when
+    the last message is another's (a tool result, an AI turn): only an exact repeat matches
+    then. Matching on the question alone keeps a long shared system prompt from making every
+    prompt look alike."""
     try:
         messages = json.loads(prompt) if prompt.startswith("[{") else None
     except ValueError:
         messages = None
     if not isinstance(messages, list) or not messages:
-        return "", prompt
+        return NO_CONTEXT, prompt
     if all(map(_is_serialised_message, messages)):
         last = messages[-1]["kwargs"]
         asker = last.get("type") == "human"
@@ -97,7 +103,7 @@ def question_of(prompt: str) -> tuple[str, str] | None:
         last = messages[-1]
         asker = last["role"] == "user"
     else:
-        return "", prompt
+        return NO_CONTEXT, prompt
     if not asker:
         return None
     return json.dumps(messages[:-1], sort_keys=True), _text_of(last.get("content"))
