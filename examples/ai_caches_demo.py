@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""The LLM cache, the semantic LLM cache and the embedding cache at work (hits, misses and time
-saved), and the long-term memory store (vector search on plain Redis).
+"""The LLM cache, the semantic LLM cache, the embedding cache and an agent's caching middleware
+at work (hits, misses and time saved), and the long-term memory store (vector search on plain
+Redis).
 
     python examples/ai_caches_demo.py
 
@@ -17,21 +18,25 @@ import time
 from typing import Any
 
 from demo_keys import remove_demo_keys
+from langchain.agents import create_agent
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseChatModel
 from langchain_core.load import dumps
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.tools import tool
 from langgraph.store.base import IndexConfig
 
 from redis_checkpoint import (
     CachedEmbeddings,
     CacheEngine,
     LLMCache,
+    ModelCacheMiddleware,
     RedisStore,
     SemanticLLMCache,
     Settings,
+    ToolCacheMiddleware,
 )
 from redis_checkpoint.client import check_connection
 from redis_checkpoint.errors import RedisUnavailableError
@@ -154,6 +159,72 @@ def semantic_demo(engine: CacheEngine) -> None:
         )
 
 
+class WeatherModel(BaseChatModel):
+    """An agent's model: asks the weather tool, then answers (LLM_SECONDS per call)."""
+
+    calls: int = 0
+
+    @property
+    def _llm_type(self) -> str:
+        return "simulated-weather"
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        self.calls += 1
+        time.sleep(LLM_SECONDS)
+        last = messages[-1]
+        if isinstance(last, ToolMessage):
+            reply = AIMessage(f"It is {last.content}.")
+        else:
+            call = {"name": "weather", "args": {"city": last.text}, "id": f"call_{self.calls}"}
+            reply = AIMessage("", tool_calls=[call])
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+    def bind_tools(self, tools: Any, **kwargs: Any) -> WeatherModel:
+        return self
+
+
+def agent_demo(engine: CacheEngine) -> None:
+    """An agent run twice for one user and once for another: the repeat calls neither the
+    model nor the tool; the other user's run calls both."""
+    tool_runs: list[str] = []
+
+    @tool
+    def weather(city: str) -> str:
+        """Today's weather in a city."""
+        time.sleep(LLM_SECONDS)
+        tool_runs.append(city)
+        return f"sunny in {city}"
+
+    def user_of(request: Any) -> str:
+        return str(request.runtime.context["user"])
+
+    model = WeatherModel()
+    tools = ToolCacheMiddleware(engine, tools={"weather": 600}, scope=user_of)
+    model_answers = LLMCache(engine=engine, namespace="agent-demo")
+    model_answers.clear()  # a fresh start, as for the other caches
+    tools.invalidate("weather")
+    answers = ModelCacheMiddleware(model_answers, scope=user_of)
+    agent = create_agent(model, tools=[weather], middleware=[tools, answers])
+    title = "agent run (create_agent + caching middleware)"
+    print(f"\n{title:<46} {'model':>5} {'tool':>5} {'ms':>7}")
+    for user in ("alice", "alice", "bob"):
+        calls, runs = model.calls, len(tool_runs)
+        _, seconds = timed(
+            lambda u=user: agent.invoke({"messages": [HumanMessage("Lyon")]}, context={"user": u})
+        )
+        label = f"user {user}: weather in Lyon?"
+        print(
+            f"{label:<46} {model.calls - calls:>5} {len(tool_runs) - runs:>5} "
+            f"{seconds * 1000:>7.1f}"
+        )
+
+
 def timed(call: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     result = call()
@@ -199,6 +270,7 @@ def main() -> None:
     embed_saved = rows[4][2] - rows[5][2]
     print(f"\ntime saved: LLM {llm_saved:.1f} s, embeddings {embed_saved:.2f} s")
     semantic_demo(engine)
+    agent_demo(engine)
     print(f"\n{'namespace':<52} {'hits':>5} {'misses':>6} {'sets':>5} {'hit ratio':>9}")
     for namespace, stats in engine.stats().items():
         print(
