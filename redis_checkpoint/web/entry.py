@@ -48,6 +48,8 @@ class StoredResponse:
     initial_age: float
     #: Whether a request with Authorization may be served this (public/s-maxage/must-revalidate).
     shareable_with_auth: bool
+    #: Seconds past its freshness it may still answer while the app fails (stale-if-error).
+    stale_if_error: float = 0.0
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.stored_at) + self.initial_age
@@ -115,6 +117,7 @@ def encode_entry(entry: StoredResponse | VaryMarker) -> bytes:
             entry.lifetime,
             entry.initial_age,
             entry.shareable_with_auth,
+            entry.stale_if_error,
         ]
     )
 
@@ -136,14 +139,16 @@ def decode_entry(payload: bytes) -> StoredResponse | VaryMarker:
         names = data[1]
         if isinstance(names, list) and all(isinstance(name, str) for name in names):
             return VaryMarker(tuple(names))
-    if isinstance(data, list) and len(data) == 9 and data[0] == "R":
-        _, status, headers, body, etag, stored_at, lifetime, initial_age, shareable = data
+    if isinstance(data, list) and len(data) in (9, 10) and data[0] == "R":
+        # Nine fields: written before stale-if-error was kept.
+        _, status, headers, body, etag, stored_at, lifetime, initial_age, shareable = data[:9]
+        stale = data[9] if len(data) == 10 else 0.0
         if (
             isinstance(status, int)
             and _is_header_list(headers)
             and isinstance(body, bytes)
             and isinstance(etag, bytes)
-            and all(isinstance(x, float) for x in (stored_at, lifetime, initial_age))
+            and all(isinstance(x, float) for x in (stored_at, lifetime, initial_age, stale))
             and isinstance(shareable, bool)
         ):
             return StoredResponse(
@@ -155,5 +160,6 @@ def decode_entry(payload: bytes) -> StoredResponse | VaryMarker:
                 lifetime,
                 initial_age,
                 shareable,
+                stale,
             )
     raise ValueError("not an HTTP cache entry")

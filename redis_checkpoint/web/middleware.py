@@ -218,6 +218,7 @@ class CacheMiddleware:
         local_max_entries: int = 1024,
         local_max_bytes: int = 32 * 1024 * 1024,
         fallback_to_memory: bool = False,
+        stale_if_error: float = 0.0,
         prefix: str | None = None,
         metrics: Metrics | None = None,
         breaker: CircuitBreaker | None = None,
@@ -233,6 +234,8 @@ class CacheMiddleware:
         if trusted_forwarding is not None and not isinstance(trusted_forwarding, TrustedForwarding):
             raise TypeError("trusted_forwarding must be a TrustedForwarding(...)")
         _check_bound("max_entries_per_path", max_entries_per_path)
+        if not stale_if_error >= 0:
+            raise ValueError(f"stale_if_error={stale_if_error!r} must be >= 0 seconds")
         if engine is None:
             # No memory tier unless asked: a per-process copy cannot see other processes'
             # invalidations.
@@ -256,7 +259,10 @@ class CacheMiddleware:
         # Client-address headers already warned about (once each per middleware).
         self._hinted: set[str] = set()
         self.fallback_to_memory = fallback_to_memory and self.engine.core.memory is not None
-        self.counts: dict[str, int] = {"HIT": 0, "MISS": 0, "BYPASS": 0}
+        #: Grace: seconds past freshness an entry may still answer while the app fails, for
+        #: responses that do not say ``stale-if-error`` themselves (and do not forbid it).
+        self.stale_if_error = float(stale_if_error)
+        self.counts: dict[str, int] = {"HIT": 0, "MISS": 0, "BYPASS": 0, "STALE": 0}
         self.near = NearCache(local_ttl, local_max_entries, local_max_bytes) if local_ttl else None
         # Every instance announces its writes: other processes may keep near caches.
         self.invalidations = Invalidations(
@@ -288,14 +294,20 @@ class CacheMiddleware:
             await self._bypass(scope, receive, send)
             return
         stored = await self._lookup(request) if request.lookup else None
+        now = time.time()
+        fresh = stored is not None and stored.age(now) < stored.lifetime
         if self._redis_away():
             if self.near is not None:
                 self.near.clear()
             await self._bypass(scope, receive, send)
-        elif stored is not None:
+        elif stored is not None and fresh:
             await self._replay(request, stored, send)
         else:
-            await self._miss(request, scope, receive, send)
+            # A stale entry still in its stale-if-error window answers if the app fails.
+            usable = (
+                stored is not None and stored.age(now) < stored.lifetime + stored.stale_if_error
+            )
+            await self._miss(request, scope, receive, send, stored if usable else None)
 
     def _redis_away(self) -> bool:
         """Redis is down, or the last call to it failed (the breaker counts failures before it
@@ -394,6 +406,7 @@ class CacheMiddleware:
         return found
 
     async def _lookup(self, request: _Request) -> StoredResponse | None:
+        """The entry this request may be served, fresh or stale."""
         found = await self._get(request.key)
         if isinstance(found, VaryMarker):
             values = rfc9111.vary_values(request.headers, found.names)
@@ -402,16 +415,19 @@ class CacheMiddleware:
             return None
         if request.authorization and not request.per_user and not found.shareable_with_auth:
             return None
-        if found.age(time.time()) >= found.lifetime:
-            return None  # stale: we do not revalidate, the app answers again
-        return found
+        return found  # fresh or stale: the caller tells (a stale one only answers errors)
 
-    async def _replay(self, request: _Request, stored: StoredResponse, send: ASGISend) -> None:
-        self.counts["HIT"] += 1
+    async def _replay(
+        self, request: _Request, stored: StoredResponse, send: ASGISend, outcome: str = "HIT"
+    ) -> None:
+        """Send a stored response: a hit, or (``outcome="STALE"``) a stale one standing in
+        for an app that failed."""
+        self.counts[outcome] += 1
+        x_cache = (_X_CACHE, outcome.encode())
         age = str(int(stored.age(time.time()))).encode()
         if _not_modified(request, stored.status, stored.etag):
             headers = [(k, v) for k, v in stored.headers if k.lower() in _NOT_MODIFIED_HEADERS]
-            headers += [(b"age", age), (_X_CACHE, b"HIT")]
+            headers += [(b"age", age), x_cache]
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -419,7 +435,7 @@ class CacheMiddleware:
             *stored.headers,
             (b"content-length", str(len(stored.body)).encode()),
             (b"age", age),
-            (_X_CACHE, b"HIT"),
+            x_cache,
         ]
         await send({"type": "http.response.start", "status": stored.status, "headers": headers})
         body = b"" if request.method == "HEAD" else stored.body
@@ -428,10 +444,17 @@ class CacheMiddleware:
     # -- misses -----------------------------------------------------------------------------
 
     async def _miss(
-        self, request: _Request, scope: Scope, receive: Receive, send: ASGISend
+        self,
+        request: _Request,
+        scope: Scope,
+        receive: Receive,
+        send: ASGISend,
+        stale: StoredResponse | None = None,
     ) -> None:
+        """Ask the app; when it raises or answers 5xx before anything was sent and ``stale``
+        is given, send that instead (RFC 5861 stale-if-error)."""
         self.counts["MISS"] += 1
-        recorder = _Recorder(self, request, send)
+        recorder = _Recorder(self, request, send, stale)
 
         async def watched() -> Message:
             message = await receive()
@@ -440,7 +463,26 @@ class CacheMiddleware:
                 recorder.read_body = True
             return message
 
-        await self.app(scope, watched, recorder)
+        path = request.path
+        try:
+            await self.app(scope, watched, recorder)
+        except Exception:
+            if recorder.replaced:
+                # Its error response (Starlette sends one, then raises) was replaced already:
+                # the client has its answer; the failure is logged with its traceback.
+                log.exception(
+                    "%s %s failed; the stale entry answered", request.method, request.path
+                )
+                return
+            if stale is None or recorder.sent:
+                raise
+            log.exception("%s %s failed: serving the stale entry", request.method, path)
+            await self._serve_stale(request, stale, send)
+
+    async def _serve_stale(self, request: _Request, stale: StoredResponse, send: ASGISend) -> None:
+        self.counts["MISS"] -= 1  # it was not a miss after all
+        self.engine.core.stats.fallback(self.namespace, "stale-if-error")
+        await self._replay(request, stale, send, "STALE")
 
     def _storable(
         self, request: _Request, status: int, headers: rfc9111.Headers
@@ -465,7 +507,8 @@ class CacheMiddleware:
         vary = rfc9111.vary_names(response.headers)
         if vary is None:  # refusal() already turned Vary: * away; keep mypy and readers sure
             return
-        ttl = max(0.001, response.lifetime - response.initial_age)
+        # Kept past its freshness for as long as it may stand in for a failing app.
+        ttl = max(0.001, response.lifetime - response.initial_age + response.stale_if_error)
         rule = request.rule
         tags = path_tags(request.site, request.path)
         limits: dict[str, int] = {}
@@ -557,10 +600,22 @@ class _Recorder:
     """The ``send`` a missed request's app talks to: forwards the response (held when small
     and storable, to add an ETag or answer 304) and keeps a copy to store."""
 
-    def __init__(self, middleware: CacheMiddleware, request: _Request, send: ASGISend) -> None:
+    def __init__(
+        self,
+        middleware: CacheMiddleware,
+        request: _Request,
+        send: ASGISend,
+        stale: StoredResponse | None = None,
+    ) -> None:
         self.middleware = middleware
         self.request = request
-        self.send = send
+        self.client_send = send
+        #: What answers instead of a 5xx from the app (see CacheMiddleware._miss).
+        self.stale = stale
+        #: The app failed and the stale entry was sent: the app's messages go nowhere.
+        self.replaced = False
+        #: Whether any message reached the client.
+        self.sent = False
         self.start: Message | None = None
         self.plan: _StorePlan | None = None
         self.held = False
@@ -570,8 +625,29 @@ class _Recorder:
         #: The app read a request body: what it answered is not stored.
         self.read_body = False
 
+    async def send(self, message: Message) -> None:
+        self.sent = True
+        await self.client_send(message)
+
     async def __call__(self, message: Message) -> None:
         kind = message["type"]
+        if self.replaced:
+            return
+        if (
+            kind == "http.response.start"
+            and self.stale is not None
+            and message["status"] in _ERRORS
+        ):
+            # RFC 5861's errors: the stale entry answers, and nothing of this response leaves.
+            self.replaced = True
+            log.warning(
+                "%s %s answered %d: serving the stale entry",
+                self.request.method,
+                self.request.path,
+                message["status"],
+            )
+            await self.middleware._serve_stale(self.request, self.stale, self.client_send)
+            return
         if kind == "http.response.start":
             await self._started(message)
         elif kind == "http.response.body" and self.start is not None:
@@ -662,6 +738,7 @@ class _Recorder:
         etag = rfc9111.header(headers, b"etag") or rfc9111.content_etag(body)
         kept = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP | {b"etag"}]
         shareable = bool({"public", "s-maxage", "must-revalidate"} & set(response_directives))
+        grace = self.middleware.stale_if_error
         return StoredResponse(
             status=self.start["status"],
             headers=[*kept, (b"etag", etag)],
@@ -671,7 +748,10 @@ class _Recorder:
             lifetime=lifetime,
             initial_age=initial_age,
             shareable_with_auth=shareable,
+            stale_if_error=rfc9111.stale_if_error(response_directives, grace),
         )
 
 
 _MISS: Final = (_X_CACHE, b"MISS")
+#: What RFC 5861 counts as an error a stale response may stand in for.
+_ERRORS: Final = frozenset({500, 502, 503, 504})

@@ -158,6 +158,21 @@ def freshness_lifetime(
     return float(default)  # a rule's ttl may be an int; stored lifetimes are floats
 
 
+#: Response directives under which a stale response must not be served: ``s-maxage`` carries
+#: ``proxy-revalidate`` for a shared cache (RFC 9111 4.2.4, 5.2.2.10).
+NO_STALE: Final = frozenset({"no-cache", "must-revalidate", "proxy-revalidate", "s-maxage"})
+
+
+def stale_if_error(response_directives: Mapping[str, str | None], grace: float) -> float:
+    """How long past its freshness a response may still answer while the app fails: its own
+    ``stale-if-error`` (RFC 5861) or the cache's ``grace``, the longer; 0 where a directive
+    forbids serving it stale."""
+    if NO_STALE & response_directives.keys():
+        return 0.0
+    own = _seconds(response_directives.get("stale-if-error")) or 0
+    return float(max(own, grace))
+
+
 def vary_names(headers: Headers) -> tuple[str, ...] | None:
     """The request headers a response varies on, lower-case and sorted; None for ``Vary: *``."""
     raw = header(headers, b"vary")
