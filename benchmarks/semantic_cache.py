@@ -3,6 +3,8 @@
 Run from the project root::
 
     python -m benchmarks.semantic_cache [--quick] [--no-write]
+    python -m benchmarks.semantic_cache --data benchmarks/data/semantic_pairs_heldout.jsonl \
+        --results semantic_cache_heldout
 
 The data is ``benchmarks/data/semantic_pairs.jsonl`` (written by hand, see its README): pairs of a
 ``stored`` question and an ``asked`` one, labelled ``same`` (a paraphrase that deserves the same
@@ -788,6 +790,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"every {QUICK_EVERY}th pair only")
     parser.add_argument("--data", type=Path, default=DATA, help="the labelled pairs (JSONL)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--results",
+        default="semantic_cache",
+        help="the name of its files in benchmarks/results/ (e.g. semantic_cache_heldout)",
+    )
     args = parser.parse_args(argv)
     model, why = load_model()
     if model is None:
@@ -800,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report)
     if not args.no_write:
         result["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-        write_results("semantic_cache", report, result)
+        write_results(args.results, report, result)
     return 0
 
 
