@@ -43,7 +43,12 @@ What it does, in order of importance:
   OPTIONS and TRACE: POST, PUT, PATCH, DELETE, M-SEARCH...) invalidates its path (all query
   strings and variants), the paths of its ``Location``/``Content-Location``, and the rule's
   ``invalidates`` prefixes, in every process, before its response's first byte leaves.
-* Marks every response ``X-Cache: HIT``, ``MISS`` or ``BYPASS``.
+* Marks every response ``X-Cache: HIT``, ``MISS``, ``BYPASS`` or ``STALE``.
+* **Stale on error** (RFC 5861): when the app raises or answers 500/502/503/504 and the entry is
+  past its freshness but within its ``stale-if-error`` window (or ``stale_if_error=`` seconds of
+  grace for responses that do not say), the entry answers instead (``X-Cache: STALE``); entries
+  are kept that much longer; ``no-cache``, ``must-revalidate``, ``proxy-revalidate`` and
+  ``s-maxage`` forbid it. Revalidation (conditional requests to the app) is not done yet.
 * A response with a ``Content-Length`` within ``max_body_bytes`` is held until complete (to add the
   ETag or answer 304); any other response streams through at once, untouched but for ``X-Cache``,
   and is stored afterwards only if it completed within ``max_body_bytes``.
