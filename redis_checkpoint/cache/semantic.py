@@ -252,7 +252,8 @@ class SemanticLLMCache(UsesEngines, BaseCache):
     ``embeddings``: any LangChain ``Embeddings`` (the prompt's vector; cosine similarity).
     ``target``/``engine``/``async_engine`` and the engine options as :class:`LLMCache`.
     ``threshold``: the similarity a stored prompt must reach (default :data:`DEFAULT_THRESHOLD`,
-    chosen from a measurement); ``guard``: refuse matches whose numbers or negation differ;
+    chosen from a measurement); ``guard``: refuse matches the guard finds flip the answer
+    (other numbers, negation, times, units, opposites, directions: see ``guard.py``);
     ``store_prompts``: keep prompts in clear text beside their vectors (off: a digest and the
     vector match them); ``tags``: tags of every entry, for ``invalidate_tags``;
     ``vector_search``: as ``RedisStore``'s (the server's search module where there is one).
