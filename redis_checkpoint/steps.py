@@ -302,3 +302,30 @@ async def asend(client: Any, commands: tuple[tuple[Any, ...], ...]) -> list[Any]
     for command in commands:
         pipe.execute_command(*command)
     return list(await pipe.execute())
+
+
+def carry_out(step: Any, client: Any, target: Any) -> Any:
+    """The driver of a plan of :class:`Send`, :class:`LoadScripts` and :class:`Invoke` steps:
+    Redis commands on ``client``, method calls on ``target``."""
+    if isinstance(step, Send):
+        return send(client, step.commands)
+    if isinstance(step, LoadScripts):
+        for script in step.scripts:
+            client.script_load(script.source)
+        return None
+    if isinstance(step, Invoke):
+        return step.on(target)
+    raise RuntimeError(f"unexpected step {step!r}")
+
+
+async def acarry_out(step: Any, client: Any, target: Any) -> Any:
+    """:func:`carry_out` on an asyncio client and ``target``."""
+    if isinstance(step, Send):
+        return await asend(client, step.commands)
+    if isinstance(step, LoadScripts):
+        for script in step.scripts:
+            await client.script_load(script.source)
+        return None
+    if isinstance(step, Invoke):
+        return await step.on(target)
+    raise RuntimeError(f"unexpected step {step!r}")

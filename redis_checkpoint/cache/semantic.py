@@ -53,7 +53,7 @@ from redis_checkpoint.cache.llm import (
 from redis_checkpoint.client import AsyncRedisClient, SyncRedisClient, is_cluster
 from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.settings import Settings
-from redis_checkpoint.steps import Invoke, LoadScripts, Send, adrive, asend, drive, send
+from redis_checkpoint.steps import Invoke, acarry_out, adrive, carry_out, drive
 from redis_checkpoint.store.core import StoreCore, VectorSearch
 
 log = logging.getLogger("redis_checkpoint.cache")
@@ -473,35 +473,11 @@ class SemanticLLMCache(UsesEngines, BaseCache):
 
     def _run(self, plan: Generator[Any, Any, Any]) -> Any:
         side = _SyncSide(self.engine, self.embeddings, self._held)
-
-        def handle(step: Any) -> Any:
-            if isinstance(step, Send):
-                return send(side.client, step.commands)
-            if isinstance(step, LoadScripts):
-                for script in step.scripts:
-                    side.client.script_load(script.source)
-                return None
-            if isinstance(step, Invoke):
-                return step.on(side)
-            raise RuntimeError(f"unexpected step {step!r}")
-
-        return drive(plan, handle)
+        return drive(plan, lambda step: carry_out(step, side.client, side))
 
     async def _arun(self, plan: Generator[Any, Any, Any]) -> Any:
         side = _AsyncSide(self.async_engine, self.embeddings, self._held)
-
-        async def handle(step: Any) -> Any:
-            if isinstance(step, Send):
-                return await asend(side.client, step.commands)
-            if isinstance(step, LoadScripts):
-                for script in step.scripts:
-                    await side.client.script_load(script.source)
-                return None
-            if isinstance(step, Invoke):
-                return await step.on(side)
-            raise RuntimeError(f"unexpected step {step!r}")
-
-        return await adrive(plan, handle)
+        return await adrive(plan, lambda step: acarry_out(step, side.client, side))
 
     # -- BaseCache -----------------------------------------------------------------------------
 

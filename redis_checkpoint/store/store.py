@@ -26,7 +26,7 @@ from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.failures import access_error, is_unavailable_error
 from redis_checkpoint.metrics import Metrics
 from redis_checkpoint.settings import Settings
-from redis_checkpoint.steps import Invoke, LoadScripts, Send, adrive, asend, drive, send
+from redis_checkpoint.steps import acarry_out, adrive, carry_out, drive
 from redis_checkpoint.store.core import StoreCore, VectorSearch
 from redis_checkpoint.store.search import StoreIndexConfig
 
@@ -140,15 +140,7 @@ class RedisStore(_RedisStoreBase):
         self.core.close()
 
     def _step(self, step: Any) -> Any:
-        if isinstance(step, Send):
-            return send(self.client, step.commands)
-        if isinstance(step, LoadScripts):
-            for script in step.scripts:
-                self.client.script_load(script.source)
-            return None
-        if isinstance(step, Invoke):
-            return step.on(self.core.embeddings)
-        raise RuntimeError(f"unexpected step {step!r}")
+        return carry_out(step, self.client, self.core.embeddings)
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
         try:
@@ -212,15 +204,7 @@ class AsyncRedisStore(_RedisStoreBase):
         self.core.close()
 
     async def _step(self, step: Any) -> Any:
-        if isinstance(step, Send):
-            return await asend(self.client, step.commands)
-        if isinstance(step, LoadScripts):
-            for script in step.scripts:
-                await self.client.script_load(script.source)
-            return None
-        if isinstance(step, Invoke):
-            return await step.on(self._embeddings)
-        raise RuntimeError(f"unexpected step {step!r}")
+        return await acarry_out(step, self.client, self._embeddings)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         if self.loop is None:
