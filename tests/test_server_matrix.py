@@ -236,10 +236,10 @@ def test_store_items_expire_and_take_their_keys_with_them(matrix_server: MatrixS
     with RedisStore.from_conn_string(
         matrix_server.url, index=index_config(), prefix=new_prefix()
     ) as store:
-        store.put(("m",), "brief", {"text": "gone soon"}, ttl=0.005)  # 300 ms
+        store.put(("m",), "brief", {"text": "gone soon"}, ttl=0.02)  # 1.2 s: room to read it first
         assert store.get(("m",), "brief") is not None
         assert [item.key for item in store.search(("m",), query="gone soon")] == ["brief"]
-        time.sleep(0.45)
+        time.sleep(1.4)
         assert store.get(("m",), "brief") is None
         assert store.search(("m",), query="gone soon") == []
         with matrix_server.server.client() as client:

@@ -260,7 +260,7 @@ def test_an_item_this_process_read_is_answered_during_an_outage(server: RedisSer
     store.setup()
     store.put(MEMORIES, "tea", {"text": "alice drinks tea"})
     store.put(MEMORIES, "city", {"text": "alice lives in lyon"})
-    store.put(MEMORIES, "brief", {"text": "gone soon"}, ttl=0.005)  # 300 ms
+    store.put(MEMORIES, "brief", {"text": "gone soon"}, ttl=0.02)  # 1.2 s
     for key in ("tea", "city", "brief"):
         assert store.get(MEMORIES, key) is not None  # read, never searched
     server.stop(keep_dir=True)
@@ -270,7 +270,7 @@ def test_an_item_this_process_read_is_answered_during_an_outage(server: RedisSer
     assert store.get(MEMORIES, "city") is None
     store.put(MEMORIES, "dog", {"text": "alice walks a dog"})
     assert store.get(MEMORIES, "tea") is not None  # still there beside the outage writes
-    time.sleep(0.35)
+    time.sleep(1.3)
     assert store.get(MEMORIES, "brief") is None  # its TTL ran out meanwhile
     assert store.get(MEMORIES, "cat") is None  # never read: nothing to say
     server.restart()
