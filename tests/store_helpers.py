@@ -43,7 +43,7 @@ from langgraph.store.base import (
 )
 from langgraph.store.memory import InMemoryStore
 
-from redis_checkpoint import AsyncRedisStore, RedisStore
+from redis_checkpoint import AsyncRedisStore, RedisStore, get_metrics
 from redis_checkpoint.store import VectorSearch
 
 DIMS = 16
@@ -91,6 +91,13 @@ class HashedWords(Embeddings):
 
 def index_config(fields: list[str] | None = None) -> IndexConfig:
     return IndexConfig(dims=DIMS, embed=HashedWords(), fields=fields or ["text"])
+
+
+def vector_searches(ranked_by: str) -> float:
+    """Store vector searches so far in the default registry: ranked by the module or exact."""
+    metrics = get_metrics()
+    name = metrics.name("store_vector_searches_total")
+    return metrics.registry.get_sample_value(name, {"ranked_by": ranked_by}) or 0.0
 
 
 def new_prefix() -> str:

@@ -17,9 +17,9 @@ from store_helpers import (
     index_config,
     matching,
     same_as_reference,
+    vector_searches,
 )
 
-from redis_checkpoint import get_metrics
 from redis_checkpoint.store import VectorSearch
 from redis_checkpoint.testing import RedisServer
 
@@ -205,9 +205,3 @@ async def run_sequence(
         assert ranked["module"] > 0, ranked
     else:
         assert ranked["module"] == 0 and ranked["exact"] > 0, ranked
-
-
-def vector_searches(ranked_by: str) -> float:
-    metrics = get_metrics()
-    name = metrics.name("store_vector_searches_total")
-    return metrics.registry.get_sample_value(name, {"ranked_by": ranked_by}) or 0.0

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import redis
 from langgraph.store.base import SearchItem
-from store_helpers import HashedWords, new_prefix
+from store_helpers import HashedWords, new_prefix, vector_searches
 
-from redis_checkpoint import AsyncRedisStore, ConfigurationError, RedisStore, get_metrics
+from redis_checkpoint import AsyncRedisStore, ConfigurationError, RedisStore
 from redis_checkpoint.store import StoreIndexConfig
 from redis_checkpoint.store.search import DISTANCE_TYPES, DistanceType
 from redis_checkpoint.testing import RedisClusterServers, RedisServer
@@ -32,12 +32,6 @@ def index(distance: DistanceType = "cosine") -> StoreIndexConfig:
         "fields": ["text", "notes[*]"],
         "distance_type": distance,
     }
-
-
-def vector_searches(ranked_by: str) -> float:
-    metrics = get_metrics()
-    name = metrics.name("store_vector_searches_total")
-    return metrics.registry.get_sample_value(name, {"ranked_by": ranked_by}) or 0.0
 
 
 def doc_keys(server: RedisServer, store: RedisStore) -> list[bytes]:
