@@ -139,6 +139,13 @@ def replica_of(primary: RedisServer, redis_server_bin: str) -> RedisServer:
             raise NotReady(f"replica not synced: {info}")
 
     poll(synced, REPLICA_SYNC_TIMEOUT, "the replica synced with its primary")
+    # Synced is not yet answering: the first acknowledgement after a full sync can take longer
+    # than a saver's WAIT allows on a busy machine. Wait for one here, before the test's writes.
+    with primary.client() as client:
+        client.set("replica-ready", 1)  # WAIT counts acknowledgements of this client's writes
+        acknowledged = client.execute_command("WAIT", 1, int(REPLICA_SYNC_TIMEOUT * 1000))
+        client.delete("replica-ready")
+    assert acknowledged >= 1, "the replica never acknowledged its primary"
     return replica
 
 
