@@ -71,6 +71,7 @@ from redis_checkpoint.cache.engine import AsyncCacheEngine, CacheEngine
 from redis_checkpoint.cache.face import EngineOwner, UsesEngines
 from redis_checkpoint.cache.keys import derive_key, digest
 from redis_checkpoint.cache.llm import SECRET_PARAMETERS
+from redis_checkpoint.cache.stats import HitCounts
 from redis_checkpoint.client import AsyncRedisClient, SyncRedisClient
 from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.settings import Settings
@@ -108,22 +109,14 @@ class _Uncacheable(Exception):
 
 
 @dataclass
-class AgentCacheStats:
+class AgentCacheStats(HitCounts):
     """One middleware's counts: ``bypasses`` are calls that went through uncached (no key, or a
     result the cache cannot give back exactly); ``errors`` cache reads or writes that failed
     (the call went on without the cache)."""
 
-    hits: int = 0
-    semantic_hits: int = 0  # of the hits: answered for a similar, not the same, prompt
-    misses: int = 0
     bypasses: int = 0
     errors: int = 0
     seconds_saved: float = 0.0
-
-    @property
-    def hit_ratio(self) -> float:
-        looked_up = self.hits + self.misses
-        return self.hits / looked_up if looked_up else 0.0
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,24 @@ def default_cache_type(namespace: str) -> str:
 
 
 @dataclass
-class NamespaceStats:
-    """Counters of one namespace. ``errors`` counts corrupt entries and Redis command errors;
-    ``oversize`` writes refused for size; ``fallback`` operations the memory tier answered."""
+class HitCounts:
+    """Lookups answered and not, for any cache that counts them (a namespace, a middleware)."""
 
     hits: int = 0
     misses: int = 0
     semantic_hits: int = 0  # of the hits: on a similar, not the same, input
+
+    @property
+    def hit_ratio(self) -> float:
+        looked_up = self.hits + self.misses
+        return self.hits / looked_up if looked_up else 0.0
+
+
+@dataclass
+class NamespaceStats(HitCounts):
+    """Counters of one namespace. ``errors`` counts corrupt entries and Redis command errors;
+    ``oversize`` writes refused for size; ``fallback`` operations the memory tier answered."""
+
     sets: int = 0
     deletes: int = 0
     errors: int = 0
@@ -49,11 +60,6 @@ class NamespaceStats:
     fallback: int = 0
     operations: int = 0
     seconds: float = 0.0
-
-    @property
-    def hit_ratio(self) -> float:
-        looked_up = self.hits + self.misses
-        return self.hits / looked_up if looked_up else 0.0
 
     @property
     def mean_latency_ms(self) -> float:

@@ -12,7 +12,6 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import redis
@@ -116,12 +115,7 @@ class AsyncRedisSaver(RedisSaverBase):
     async def __aenter__(self) -> AsyncRedisSaver:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
     def setup(self) -> None:

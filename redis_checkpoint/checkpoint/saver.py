@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import redis
@@ -121,12 +120,7 @@ class RedisSaver(RedisSaverBase):
     def __enter__(self) -> RedisSaver:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- the driver: send what the router asks for ---------------------------------------------

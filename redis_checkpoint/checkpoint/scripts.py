@@ -175,6 +175,18 @@ local function is_member(m)
   return redis.call('ZSCORE', idx, m) ~= false
 end
 
+local function target_member(ns, cid)
+  -- The checkpoint a read names ('' = the namespace's latest), or nil when it does not exist.
+  if cid ~= '' then
+    local m = 'c' .. S .. ns .. S .. cid
+    if is_member(m) then return m end
+    return nil
+  end
+  local r = redis.call('ZREVRANGEBYLEX', idx, '(c' .. S .. ns .. E, '[c' .. S .. ns .. S,
+                       'LIMIT', 0, 1)
+  return r[1]
+end
+
 local function collect_garbage()
   -- Drop the blobs no kept checkpoint reaches, the writes of vanished checkpoints unless a kept
   -- list refers to them, and the records of vanished checkpoints unless a kept record was
@@ -215,16 +227,8 @@ end
 # the client already knows (list chains stop there: a read carries only what is new to it)
 GET = r"""
 local ns, cid = ARGV[1], ARGV[2]
-local member
-if cid == '' then
-  local r = redis.call('ZREVRANGEBYLEX', idx, '(c' .. S .. ns .. E, '[c' .. S .. ns .. S,
-                       'LIMIT', 0, 1)
-  if #r == 0 then return false end
-  member = r[1]
-else
-  member = 'c' .. S .. ns .. S .. cid
-  if not is_member(member) then return false end
-end
+local member = target_member(ns, cid)
+if not member then return false end
 local raw = redis.call('HGET', data, member)
 if not raw then return false end
 local blobs, seen = {}, {}
@@ -366,16 +370,8 @@ return {apply_ttl(ARGV[2]), created}
 # once every channel has met a stored (non-empty) blob.
 HISTORY = r"""
 local ns, cid = ARGV[1], ARGV[2]
-local member
-if cid == '' then
-  local r = redis.call('ZREVRANGEBYLEX', idx, '(c' .. S .. ns .. E, '[c' .. S .. ns .. S,
-                       'LIMIT', 0, 1)
-  if #r == 0 then return {{}, {}, {}} end
-  member = r[1]
-else
-  member = 'c' .. S .. ns .. S .. cid
-  if not is_member(member) then return {{}, {}, {}} end
-end
+local member = target_member(ns, cid)
+if not member then return {{}, {}, {}} end
 local raw = redis.call('HGET', data, member)
 if not raw then return {{}, {}, {}} end
 local remaining, left = {}, 0

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import TypeVar
 
 import redis.exceptions
@@ -38,12 +37,7 @@ class Started:
     def __enter__(self: _P) -> _P:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
