@@ -213,7 +213,7 @@ async def test_an_outage_logs_no_traceback_per_write(
 
 
 SHARED = rfc9111.RequestFacts(authorization=False, per_user=False)
-NO_CACHE = "no-cache (we do not revalidate)"
+NO_CACHE = "no-cache without a validator (it could never be revalidated)"
 
 
 def _refusal(status: int, *headers: tuple[bytes, bytes], facts: Any = SHARED) -> str | None:
@@ -234,11 +234,11 @@ def test_other_statuses_are_not_stored(status: int) -> None:
     ("headers", "facts", "reason"),
     [
         (((b"cache-control", b"no-store"),), SHARED, "no-store"),
-        (((b"cache-control", b"no-cache"),), SHARED, "no-cache (we do not revalidate)"),
+        (((b"cache-control", b"no-cache"),), SHARED, NO_CACHE),
         (
             ((b"cache-control", b'no-cache="set-cookie"'),),
             SHARED,
-            "no-cache (we do not revalidate)",
+            NO_CACHE,
         ),
         (((b"cache-control", b"private"),), SHARED, "private"),
         (((b"set-cookie", b"a=b"),), SHARED, "Set-Cookie"),

@@ -601,6 +601,16 @@ class CacheCore:
 
     # -- single flight -------------------------------------------------------------------------
 
+    def claim(self, namespace: str, key: str | bytes, seconds: float) -> CachePlan[bool]:
+        """Take ``key``'s lock for ``seconds`` unless a caller in any process holds it: one
+        caller does a piece of work for everyone (a background refresh). False while Redis is
+        away or refuses: then nobody is sure to be alone, so nobody does it."""
+        lock_ms = max(1, int(seconds * 1000))
+        status, replies = yield from self._redis(
+            namespace, (("SET", self.layout.lock(namespace, key), "1", "NX", "PX", lock_ms),)
+        )
+        return status == "ok" and bool(replies[0])
+
     def _unlock(self, namespace: str, lock_key: str, token: str) -> Generator[CacheStep, Any, None]:
         try:
             yield from self._redis(namespace, (("EVALSHA", _UNLOCK.sha, 1, lock_key, token),))

@@ -231,6 +231,10 @@ class CacheEngine(_Engine[SyncRedisClient]):
     def delete(self, namespace: str, *keys: str | bytes) -> int:
         return self._run(self.core.delete(namespace, keys))
 
+    def claim(self, namespace: str, key: str | bytes, seconds: float) -> bool:
+        """Whether this caller, alone across processes, holds ``key``'s lock for ``seconds``."""
+        return self._run(self.core.claim(namespace, key, seconds))
+
     def invalidate_tags(self, namespace: str, *tags: str) -> int:
         """Delete the entries written with any of ``tags``; returns the keys deleted (entries
         of a cleared generation not yet expired included)."""
@@ -407,6 +411,9 @@ class AsyncCacheEngine(_Engine[AsyncRedisClient]):
 
     async def delete(self, namespace: str, *keys: str | bytes) -> int:
         return await self._run(self.core.delete(namespace, keys))
+
+    async def claim(self, namespace: str, key: str | bytes, seconds: float) -> bool:
+        return await self._run(self.core.claim(namespace, key, seconds))
 
     async def invalidate_tags(self, namespace: str, *tags: str) -> int:
         return await self._run(self.core.invalidate_tags(namespace, tags))

@@ -50,6 +50,10 @@ class StoredResponse:
     shareable_with_auth: bool
     #: Seconds past its freshness it may still answer while the app fails (stale-if-error).
     stale_if_error: float = 0.0
+    #: Seconds past its freshness it may answer while revalidated in the background.
+    stale_while_revalidate: float = 0.0
+    #: The conditional request headers that revalidate it (none: it cannot be revalidated).
+    conditional: tuple[tuple[bytes, bytes], ...] = ()
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.stored_at) + self.initial_age
@@ -118,6 +122,8 @@ def encode_entry(entry: StoredResponse | VaryMarker) -> bytes:
             entry.initial_age,
             entry.shareable_with_auth,
             entry.stale_if_error,
+            entry.stale_while_revalidate,
+            [[name, value] for name, value in entry.conditional],
         ]
     )
 
@@ -139,16 +145,19 @@ def decode_entry(payload: bytes) -> StoredResponse | VaryMarker:
         names = data[1]
         if isinstance(names, list) and all(isinstance(name, str) for name in names):
             return VaryMarker(tuple(names))
-    if isinstance(data, list) and len(data) in (9, 10) and data[0] == "R":
-        # Nine fields: written before stale-if-error was kept.
+    if isinstance(data, list) and len(data) in (9, 10, 12) and data[0] == "R":
+        # Nine fields: written before stale-if-error was kept; ten: before revalidation.
         _, status, headers, body, etag, stored_at, lifetime, initial_age, shareable = data[:9]
-        stale = data[9] if len(data) == 10 else 0.0
+        extra: list[Any] = [*data[9:], *([0.0, 0.0, []][len(data) - 9 :])]
+        stale, background, conditional = extra
+        floats = (stored_at, lifetime, initial_age, stale, background)
         if (
             isinstance(status, int)
             and _is_header_list(headers)
+            and _is_header_list(conditional)
             and isinstance(body, bytes)
             and isinstance(etag, bytes)
-            and all(isinstance(x, float) for x in (stored_at, lifetime, initial_age, stale))
+            and all(isinstance(x, float) for x in floats)
             and isinstance(shareable, bool)
         ):
             return StoredResponse(
@@ -161,5 +170,7 @@ def decode_entry(payload: bytes) -> StoredResponse | VaryMarker:
                 initial_age,
                 shareable,
                 stale,
+                background,
+                tuple((name, value) for name, value in conditional),
             )
     raise ValueError("not an HTTP cache entry")

@@ -65,13 +65,13 @@ What it does, in order of importance:
 
 from __future__ import annotations
 
-import fnmatch
+import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache.core import MISSING
@@ -92,6 +92,22 @@ from redis_checkpoint.web.entry import (
     rule_tag,
     variant_key,
 )
+from redis_checkpoint.web.exchange import (
+    NOT_MODIFIED_HEADERS,
+    X_CACHE,
+    ASGIApp,
+    ASGISend,
+    CacheRequest,
+    CacheRule,
+    Message,
+    Receive,
+    Recorder,
+    Scope,
+    StorePlan,
+    build_entry,
+    check_bound,
+    not_modified,
+)
 from redis_checkpoint.web.inputs import RequestInputs, TrustedForwarding, read_request
 from redis_checkpoint.web.near import Invalidations, NearCache
 
@@ -99,99 +115,21 @@ __all__ = ["CacheMiddleware", "CacheRule"]
 
 log = logging.getLogger("redis_checkpoint.web")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-ASGISend = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, ASGISend], Awaitable[None]]
-
 DEFAULT_TTL: Final = 600.0
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
 #: How many entries one path may hold at once (query strings, Vary values, users, keyed headers).
 DEFAULT_MAX_ENTRIES_PER_PATH: Final = 1000
-_HOP_BY_HOP: Final = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"transfer-encoding",
-        b"te",
-        b"trailer",
-        b"upgrade",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"age",
-        b"x-cache",
-        b"content-length",
-    }
+#: How long an entry the app can revalidate (it has an ETag or Last-Modified) is kept past its
+#: freshness and stale windows: a conditional request then costs the app a 304, not a body.
+KEPT_FOR_REVALIDATION: Final = 600.0
+#: How long one process's background revalidation of an entry keeps the others from starting
+#: their own (stale-while-revalidate).
+REVALIDATION_LOCK_SECONDS: Final = 10.0
+#: Request fields a cache replaces with its own validators when it revalidates an entry.
+_CONDITIONAL_FIELDS: Final = frozenset(
+    {b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range"}
 )
-# What a 304 carries of the full response (RFC 9110 15.4.5).
-_NOT_MODIFIED_HEADERS: Final = frozenset(
-    {b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary"}
-)
-_X_CACHE: Final = b"x-cache"
-
-
-@dataclass(frozen=True)
-class CacheRule:
-    """How requests whose path matches ``path`` (a glob: ``*`` matches anything, ``/`` too)
-    are cached. The first matching rule wins.
-
-    ``ttl``: lifetime when the response gives none (default: the middleware's ``default_ttl``).
-    ``cache=False``: never cached (``X-Cache: BYPASS``). ``vary_user(scope)``: the identity of
-    the requesting user (None: anonymous), which becomes part of the key. ``invalidates``: path
-    prefixes a successful unsafe request on this route also invalidates.
-    ``max_entries_per_path``: overrides the middleware's bound on the entries of one path.
-    ``max_entries``: at most this many entries for all paths of the rule, per host (None: no
-    bound but the per-path one); a full rule makes room by evicting random entries of its own.
-    """
-
-    path: str
-    ttl: float | None = None
-    cache: bool = True
-    vary_user: Callable[[Scope], str | None] | None = None
-    invalidates: Sequence[str] = field(default_factory=tuple)
-    max_entries_per_path: int | None = None
-    max_entries: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.ttl is not None and not self.ttl > 0:
-            raise ValueError(f"CacheRule({self.path!r}) ttl={self.ttl!r} must be > 0 seconds")
-        for name in ("max_entries_per_path", "max_entries"):
-            _check_bound(f"CacheRule({self.path!r}) {name}", getattr(self, name))
-        if isinstance(self.invalidates, str):
-            raise TypeError("invalidates must be a sequence of path prefixes, e.g. ['/items']")
-        for prefix in self.invalidates:
-            if not prefix.startswith("/"):
-                raise ValueError(f"invalidated prefix {prefix!r} must start with '/'")
-
-    def matches(self, path: str) -> bool:
-        return fnmatch.fnmatchcase(path, self.path)
-
-
-def _check_bound(what: str, value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{what}={value!r} must be an int >= 1 (or None: no bound)")
-
-
 _DEFAULT_RULE: Final = CacheRule("*")
-# What a storable response's start tells: its directives, lifetime and initial Age.
-_StorePlan = tuple[dict[str, str | None], float, float]
-
-
-@dataclass
-class _Request:
-    """What one request asks of the cache."""
-
-    method: str
-    #: The host whose tags the entry carries (see RequestInputs.site).
-    site: str
-    path: str
-    rule: CacheRule
-    headers: list[tuple[bytes, bytes]]
-    key: str
-    per_user: bool
-    authorization: bool
-    lookup: bool
 
 
 class CacheMiddleware:
@@ -203,7 +141,10 @@ class CacheMiddleware:
     responses were HIT, MISS and BYPASS in this process. ``trusted_forwarding`` declares the
     proxies in front of the app (:class:`TrustedForwarding`); ``max_entries_per_path`` bounds
     how many entries one path holds (None: unbounded), so random query strings on one path
-    cannot push other paths' entries out of Redis.
+    cannot push other paths' entries out of Redis. ``default_ttl=None`` turns heuristic
+    freshness off: a response that gives no lifetime is then stored only to be revalidated.
+    ``targeted_cache_control`` names the fields (RFC 9213) that, when the response has one,
+    replace its Cache-Control and Expires for this cache, the first one present winning.
     """
 
     def __init__(
@@ -213,7 +154,7 @@ class CacheMiddleware:
         *,
         engine: AsyncCacheEngine | None = None,
         namespace: str = "http",
-        default_ttl: float = DEFAULT_TTL,
+        default_ttl: float | None = DEFAULT_TTL,
         rules: Sequence[CacheRule] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         cache_cookies: bool = False,
@@ -224,6 +165,8 @@ class CacheMiddleware:
         local_max_bytes: int = 32 * 1024 * 1024,
         fallback_to_memory: bool = False,
         stale_if_error: float = 0.0,
+        stale_while_revalidate: float = 0.0,
+        targeted_cache_control: Sequence[str] = ("cdn-cache-control",),
         prefix: str | None = None,
         metrics: Metrics | None = None,
         breaker: CircuitBreaker | None = None,
@@ -232,15 +175,21 @@ class CacheMiddleware:
         own_engine = (target, prefix, metrics, breaker)
         if engine is not None and any(option is not None for option in own_engine):
             raise TypeError("pass either engine= or target/prefix/metrics/breaker, not both")
-        if not default_ttl > 0:
-            raise ValueError(f"default_ttl={default_ttl!r} must be > 0 seconds")
+        if default_ttl is not None and not default_ttl > 0:
+            raise ValueError(f"default_ttl={default_ttl!r} must be > 0 seconds (None: off)")
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes={max_body_bytes!r} must be >= 1")
         if trusted_forwarding is not None and not isinstance(trusted_forwarding, TrustedForwarding):
             raise TypeError("trusted_forwarding must be a TrustedForwarding(...)")
-        _check_bound("max_entries_per_path", max_entries_per_path)
-        if not stale_if_error >= 0:
-            raise ValueError(f"stale_if_error={stale_if_error!r} must be >= 0 seconds")
+        check_bound("max_entries_per_path", max_entries_per_path)
+        for name, window in (
+            ("stale_if_error", stale_if_error),
+            ("stale_while_revalidate", stale_while_revalidate),
+        ):
+            if not window >= 0:
+                raise ValueError(f"{name}={window!r} must be >= 0 seconds")
+        if isinstance(targeted_cache_control, str):
+            raise TypeError("targeted_cache_control must be a sequence of header names")
         if engine is None:
             # No memory tier unless asked: a per-process copy cannot see other processes'
             # invalidations.
@@ -255,7 +204,7 @@ class CacheMiddleware:
         self.app = app
         self.engine = engine
         self.namespace = namespace
-        self.default_ttl = float(default_ttl)
+        self.default_ttl = None if default_ttl is None else float(default_ttl)
         self.rules = tuple(rules)
         self.max_body_bytes = max_body_bytes
         self.cache_cookies = cache_cookies
@@ -264,10 +213,21 @@ class CacheMiddleware:
         # Client-address headers already warned about (once each per middleware).
         self._hinted: set[str] = set()
         self.fallback_to_memory = fallback_to_memory and self.engine.core.memory is not None
-        #: Grace: seconds past freshness an entry may still answer while the app fails, for
-        #: responses that do not say ``stale-if-error`` themselves (and do not forbid it).
-        self.stale_if_error = float(stale_if_error)
-        self.counts: dict[str, int] = {"HIT": 0, "MISS": 0, "BYPASS": 0, "STALE": 0}
+        #: Graces: seconds past freshness an entry may still answer while the app fails, and
+        #: while it is revalidated in the background, for responses that do not say
+        #: ``stale-if-error`` / ``stale-while-revalidate`` themselves (and do not forbid it).
+        self.graces = (float(stale_if_error), float(stale_while_revalidate))
+        self.targeted = tuple(name.lower().encode("latin-1") for name in targeted_cache_control)
+        self.counts: dict[str, int] = {
+            "HIT": 0,
+            "MISS": 0,
+            "BYPASS": 0,
+            "STALE": 0,
+            "REVALIDATED": 0,
+        }
+        # Entries this process is revalidating in the background, and those tasks.
+        self._revalidating: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.near = NearCache(local_ttl, local_max_entries, local_max_bytes) if local_ttl else None
         # Every instance announces its writes: other processes may keep near caches.
         self.invalidations = Invalidations(
@@ -275,6 +235,9 @@ class CacheMiddleware:
         )
 
     async def aclose(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.invalidations.aclose()
         await self.engine.aclose()
 
@@ -299,20 +262,44 @@ class CacheMiddleware:
             await self._bypass(scope, receive, send)
             return
         stored = await self._lookup(request) if request.lookup else None
-        now = time.time()
-        fresh = stored is not None and stored.age(now) < stored.lifetime
         if self._redis_away():
             if self.near is not None:
                 self.near.clear()
             await self._bypass(scope, receive, send)
-        elif stored is not None and fresh:
+            return
+        if stored is None:
+            await self._miss(request, scope, receive, send)
+            return
+        age = stored.age(time.time())
+        if self._reusable(request, stored, age):
             await self._replay(request, stored, send)
+            return
+        # A stale entry still in its stale-if-error window answers if the app fails.
+        usable = stored if age < stored.lifetime + stored.stale_if_error else None
+        if not stored.conditional:
+            await self._miss(request, scope, receive, send, usable)
+        elif age < stored.lifetime + stored.stale_while_revalidate and not request.directives:
+            await self._replay(request, stored, send, "STALE")
+            self._revalidate_later(request, scope, stored)
         else:
-            # A stale entry still in its stale-if-error window answers if the app fails.
-            usable = (
-                stored is not None and stored.age(now) < stored.lifetime + stored.stale_if_error
-            )
-            await self._miss(request, scope, receive, send, stored if usable else None)
+            conditional = _conditional_scope(scope, stored)
+            await self._miss(request, conditional, receive, send, usable, revalidating=stored)
+
+    def _reusable(self, request: CacheRequest, stored: StoredResponse, age: float) -> bool:
+        """Fresh enough for this request (RFC 9111 4.2, 5.2.1): no need to ask the app."""
+        if not request.directives:
+            return age < stored.lifetime
+        stored_directives = self._directives(stored.headers)[0]
+        return rfc9111.request_accepts(age, stored.lifetime, request.directives, stored_directives)
+
+    def _directives(self, headers: rfc9111.Headers) -> tuple[dict[str, str | None], bool]:
+        """The response's directives for this cache: its first targeted field's (RFC 9213),
+        else Cache-Control's; and whether they came from a targeted field."""
+        for name in self.targeted:
+            found = rfc9111.targeted_directives(headers, name)
+            if found is not None:
+                return found, True
+        return rfc9111.directives(headers), False
 
     def _redis_away(self) -> bool:
         """Redis is down, or the last call to it failed (the breaker counts failures before it
@@ -343,7 +330,7 @@ class CacheMiddleware:
                     client[0] if client else "a unix socket",
                 )
 
-    def _request(self, scope: Scope, inputs: RequestInputs) -> _Request | None:
+    def _request(self, scope: Scope, inputs: RequestInputs) -> CacheRequest | None:
         """The request's cache plan, or None to bypass the cache."""
         path: str = scope["path"]
         rule = self._rule(path)
@@ -372,7 +359,7 @@ class CacheMiddleware:
         target = scope.get("root_path", "") + sent
         query: bytes = scope.get("query_string", b"")
         scheme = scope.get("scheme", "http")
-        return _Request(
+        return CacheRequest(
             method=scope["method"],
             site=inputs.site,
             path=path,
@@ -382,6 +369,7 @@ class CacheMiddleware:
             per_user=per_user,
             authorization=inputs.credentials,
             lookup=lookup,
+            directives=request_directives,
         )
 
     async def _bypass(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
@@ -389,7 +377,7 @@ class CacheMiddleware:
 
         async def marked(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), (_X_CACHE, b"BYPASS")]
+                message["headers"] = [*message.get("headers", ()), (X_CACHE, b"BYPASS")]
             await send(message)
 
         await self.app(scope, receive, marked)
@@ -410,7 +398,7 @@ class CacheMiddleware:
             near.put(key, found)
         return found
 
-    async def _lookup(self, request: _Request) -> StoredResponse | None:
+    async def _lookup(self, request: CacheRequest) -> StoredResponse | None:
         """The entry this request may be served, fresh or stale."""
         found = await self._get(request.key)
         if isinstance(found, VaryMarker):
@@ -423,15 +411,15 @@ class CacheMiddleware:
         return found  # fresh or stale: the caller tells (a stale one only answers errors)
 
     async def _replay(
-        self, request: _Request, stored: StoredResponse, send: ASGISend, outcome: str = "HIT"
+        self, request: CacheRequest, stored: StoredResponse, send: ASGISend, outcome: str = "HIT"
     ) -> None:
         """Send a stored response: a hit, or (``outcome="STALE"``) a stale one standing in
         for an app that failed."""
         self.counts[outcome] += 1
-        x_cache = (_X_CACHE, outcome.encode())
+        x_cache = (X_CACHE, outcome.encode())
         age = str(int(stored.age(time.time()))).encode()
-        if _not_modified(request, stored.status, stored.etag):
-            headers = [(k, v) for k, v in stored.headers if k.lower() in _NOT_MODIFIED_HEADERS]
+        if not_modified(request, stored.status, stored.headers):
+            headers = [(k, v) for k, v in stored.headers if k.lower() in NOT_MODIFIED_HEADERS]
             headers += [(b"age", age), x_cache]
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
@@ -450,16 +438,18 @@ class CacheMiddleware:
 
     async def _miss(
         self,
-        request: _Request,
+        request: CacheRequest,
         scope: Scope,
         receive: Receive,
         send: ASGISend,
         stale: StoredResponse | None = None,
+        revalidating: StoredResponse | None = None,
     ) -> None:
         """Ask the app; when it raises or answers 5xx before anything was sent and ``stale``
-        is given, send that instead (RFC 5861 stale-if-error)."""
+        is given, send that instead (RFC 5861 stale-if-error). With ``revalidating`` the
+        request is conditional, and a 304 refreshes that entry, which answers."""
         self.counts["MISS"] += 1
-        recorder = _Recorder(self, request, send, stale)
+        recorder = Recorder(self, request, send, stale, revalidating)
 
         async def watched() -> Message:
             message = await receive()
@@ -476,44 +466,124 @@ class CacheMiddleware:
                 # Its error response (Starlette sends one, then raises) was replaced already:
                 # the client has its answer; the failure is logged with its traceback.
                 log.exception(
-                    "%s %s failed; the stale entry answered", request.method, request.path
+                    "%s %s failed; the stored entry answered", request.method, request.path
                 )
                 return
             if stale is None or recorder.sent:
                 raise
             log.exception("%s %s failed: serving the stale entry", request.method, path)
             await self._serve_stale(request, stale, send)
+            return
+        if recorder.retry:
+            # The app's 304 was about another response: the stored one cannot be refreshed.
+            self.counts["MISS"] -= 1
+            unconditional = _conditional_scope(scope, None)
+            await self._miss(request, unconditional, _empty_body(), send, stale)
 
-    async def _serve_stale(self, request: _Request, stale: StoredResponse, send: ASGISend) -> None:
+    async def _serve_stale(
+        self, request: CacheRequest, stale: StoredResponse, send: ASGISend
+    ) -> None:
         self.counts["MISS"] -= 1  # it was not a miss after all
         self.engine.core.stats.fallback(self.namespace, "stale-if-error")
         await self._replay(request, stale, send, "STALE")
 
+    async def _revalidated(
+        self,
+        request: CacheRequest,
+        stored: StoredResponse,
+        headers: rfc9111.Headers,
+        send: ASGISend,
+    ) -> None:
+        """The app answered 304 to a revalidation: the entry takes the 304's header fields
+        (RFC 9111 3.2, 4.3.4), is stored again and answers (``X-Cache: REVALIDATED``)."""
+        self.counts["MISS"] -= 1
+        merged = rfc9111.updated_headers(stored.headers, headers)
+        arrived = [(name, value) for name, value in headers if name.lower() == b"age"]
+        as_get = dataclasses.replace(request, method="GET")
+        plan = self._storable(as_get, stored.status, [*merged, *arrived])
+        own_etag = dict(stored.conditional).get(b"if-none-match")
+        if plan is None:
+            plan = ({}, 0.0, 0.0)  # no longer storable: it answers this request only
+        refreshed = build_entry(stored.status, merged, stored.body, plan, own_etag, self.graces)
+        if plan[1] > 0 or refreshed.conditional:
+            await self._store(as_get, refreshed)
+        await self._replay(request, refreshed, send, "REVALIDATED")
+
+    def _revalidate_later(
+        self, request: CacheRequest, scope: Scope, stored: StoredResponse
+    ) -> None:
+        """stale-while-revalidate (RFC 5861): the stale entry has answered; ask the app in the
+        background, once per entry in this process and, through a lock in Redis, in all."""
+        if request.key in self._revalidating:
+            return
+        self._revalidating.add(request.key)
+        task = asyncio.get_running_loop().create_task(
+            self._revalidate_in_background(request, scope, stored)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _revalidate_in_background(
+        self, request: CacheRequest, scope: Scope, stored: StoredResponse
+    ) -> None:
+        try:
+            claim = "revalidate:" + request.key
+            if not await self.engine.claim(self.namespace, claim, REVALIDATION_LOCK_SECONDS):
+                return  # another process is at it (or Redis is away)
+            unconditional = [
+                (k, v) for k, v in request.headers if k.lower() not in _CONDITIONAL_FIELDS
+            ]
+            as_get = dataclasses.replace(request, method="GET", headers=unconditional)
+            recorder = Recorder(self, as_get, _discard, revalidating=stored)
+            conditional = {**_conditional_scope(scope, stored), "method": "GET"}
+            if isinstance(scope.get("state"), dict):
+                conditional["state"] = dict(scope["state"])  # the app may write to it
+            await self.app(conditional, _empty_body(), recorder)
+            if recorder.retry:
+                await self.app(_conditional_scope(conditional, None), _empty_body(), recorder)
+            if recorder.replaced:
+                self.counts["REVALIDATED"] -= 1  # refreshed in the background: not an answer
+        except Exception:
+            log.exception("revalidating %s %s in the background failed", "GET", request.path)
+        finally:
+            self._revalidating.discard(request.key)
+
     def _storable(
-        self, request: _Request, status: int, headers: rfc9111.Headers
-    ) -> _StorePlan | None:
-        """The response's directives, lifetime and initial age when it may be stored."""
+        self, request: CacheRequest, status: int, headers: rfc9111.Headers
+    ) -> StorePlan | None:
+        """The response's directives, lifetime and initial age when it may be stored: with
+        a lifetime left, or with a validator to revalidate it by."""
         if request.method != "GET":
             return None  # a HEAD response has no body to store
-        response_directives = rfc9111.directives(headers)
+        response_directives, targeted = self._directives(headers)
         facts = rfc9111.RequestFacts(request.authorization, request.per_user)
-        reason = rfc9111.refusal(status, headers, response_directives, facts)
+        reason = rfc9111.refusal(status, headers, response_directives, facts, targeted=targeted)
         if reason is not None:
             log.debug("not storing %s %s: %s", request.method, request.path, reason)
             return None
-        default = request.rule.ttl if request.rule.ttl is not None else self.default_ttl
-        lifetime = rfc9111.freshness_lifetime(headers, response_directives, default)
+        lifetime = rfc9111.explicit_lifetime(headers, response_directives, targeted=targeted)
+        if lifetime is None and request.rule.ttl is not None:
+            lifetime = float(request.rule.ttl)
+        elif lifetime is None:
+            # A heuristic, which RFC 9111 4.2.2 allows only where no lifetime is given.
+            default = self.default_ttl
+            lifetime = 0.0 if default is None else rfc9111.heuristic_lifetime(headers, default)
+        if "no-cache" in response_directives and response_directives["no-cache"] is None:
+            lifetime = 0.0  # stored, but asked about every time (RFC 9111 5.2.2.4)
         initial_age = rfc9111.age(headers)
-        if lifetime - initial_age <= 0:
+        if lifetime - initial_age <= 0 and not rfc9111.has_validator(headers):
             return None
         return response_directives, lifetime, initial_age
 
-    async def _store(self, request: _Request, response: StoredResponse) -> None:
+    async def _store(self, request: CacheRequest, response: StoredResponse) -> None:
         vary = rfc9111.vary_names(response.headers)
         if vary is None:  # refusal() already turned Vary: * away; keep mypy and readers sure
             return
-        # Kept past its freshness for as long as it may stand in for a failing app.
-        ttl = max(0.001, response.lifetime - response.initial_age + response.stale_if_error)
+        # Kept past its freshness for as long as it may stand in for a failing app or answer
+        # while it is revalidated, and longer when the app can revalidate it with a 304.
+        ttl = max(0.0, response.lifetime - response.initial_age)
+        ttl += max(response.stale_if_error, response.stale_while_revalidate)
+        ttl = max(0.001, ttl + (KEPT_FOR_REVALIDATION if response.conditional else 0.0))
         rule = request.rule
         tags = path_tags(request.site, request.path)
         limits: dict[str, int] = {}
@@ -555,23 +625,28 @@ class CacheMiddleware:
                 if 200 <= message["status"] < 400:
                     # Before any of the response leaves: a client that has seen it, on this
                     # connection or another, can no longer read the old entry.
-                    await self._invalidate_after_write(host, path, rule, headers)
-                message["headers"] = [*headers, (_X_CACHE, b"BYPASS")]
+                    await self._invalidate_after_write(scope, host, rule, headers)
+                message["headers"] = [*headers, (X_CACHE, b"BYPASS")]
             await send(message)
 
         await self.app(scope, receive, watched)
 
     async def _invalidate_after_write(
-        self, host: str, path: str, rule: CacheRule, headers: rfc9111.Headers
+        self, scope: Scope, host: str, rule: CacheRule, headers: rfc9111.Headers
     ) -> None:
+        path: str = scope["path"]
         # A path whose rule never caches has no entries of its own to drop.
         tags = [exact_tag(host, path)] if rule.cache else []
         tags += [prefix_tag(host, prefix) for prefix in rule.invalidates]
+        # Location and Content-Location, resolved against the request's URI, and only when of
+        # the same origin (RFC 9111 4.4): another site's entries are not this response's to drop.
+        scheme = scope.get("scheme", "http")
+        here = f"{scheme}://{host}{path}"
         for name in (b"location", b"content-location"):
             value = rfc9111.header(headers, name)
             if value is not None:
-                target = urlsplit(value.decode("latin-1"))
-                if target.path and (not target.netloc or target.netloc.lower() == host):
+                target = urlsplit(urljoin(here, value.decode("latin-1").strip()))
+                if target.scheme == scheme and target.netloc.lower() == host and target.path:
                     tags.append(exact_tag(host, target.path))
         if not tags:
             return
@@ -594,169 +669,29 @@ class CacheMiddleware:
             log.warning("could not tell other processes that %s changed: %r", tags, exc)
 
 
-def _not_modified(request: _Request, status: int, etag: bytes) -> bool:
-    """Whether to answer 304: If-None-Match matches a response that would be a 2xx."""
-    if not 200 <= status < 300:
-        return False
-    return rfc9111.none_match(rfc9111.header(request.headers, b"if-none-match"), etag)
+def _conditional_scope(scope: Scope, stored: StoredResponse | None) -> Scope:
+    """The request with the client's conditional fields replaced by the stored entry's
+    validators (none when ``stored`` is None: an unconditional request)."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _CONDITIONAL_FIELDS]
+    return {**scope, "headers": headers + list(stored.conditional if stored else ())}
 
 
-class _Recorder:
-    """The ``send`` a missed request's app talks to: forwards the response (held when small
-    and storable, to add an ETag or answer 304) and keeps a copy to store."""
+def _empty_body() -> Receive:
+    """The ``receive`` of a request the cache makes itself: no body, then nothing more (the
+    app's disconnect listeners wait until it is done)."""
+    sent = False
+    never = asyncio.Event()
 
-    def __init__(
-        self,
-        middleware: CacheMiddleware,
-        request: _Request,
-        send: ASGISend,
-        stale: StoredResponse | None = None,
-    ) -> None:
-        self.middleware = middleware
-        self.request = request
-        self.client_send = send
-        #: What answers instead of a 5xx from the app (see CacheMiddleware._miss).
-        self.stale = stale
-        #: The app failed and the stale entry was sent: the app's messages go nowhere.
-        self.replaced = False
-        #: Whether any message reached the client.
-        self.sent = False
-        self.start: Message | None = None
-        self.plan: _StorePlan | None = None
-        self.held = False
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.done = False
-        #: The app read a request body: what it answered is not stored.
-        self.read_body = False
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await never.wait()
+        return {"type": "http.disconnect"}
 
-    async def send(self, message: Message) -> None:
-        self.sent = True
-        await self.client_send(message)
-
-    async def __call__(self, message: Message) -> None:
-        kind = message["type"]
-        if self.replaced:
-            return
-        if (
-            kind == "http.response.start"
-            and self.stale is not None
-            and message["status"] in _ERRORS
-        ):
-            # RFC 5861's errors: the stale entry answers, and nothing of this response leaves.
-            self.replaced = True
-            log.warning(
-                "%s %s answered %d: serving the stale entry",
-                self.request.method,
-                self.request.path,
-                message["status"],
-            )
-            await self.middleware._serve_stale(self.request, self.stale, self.client_send)
-            return
-        if kind == "http.response.start":
-            await self._started(message)
-        elif kind == "http.response.body" and self.start is not None:
-            await self._body(message)
-        else:
-            # Trailers, or a pathsend/zerocopysend extension: nothing we can store. A held
-            # start must leave first.
-            self.plan = None
-            if self.held and self.start is not None:
-                self.held = False
-                start = self.start
-                await self.send({**start, "headers": [*start.get("headers", ()), _MISS]})
-            await self.send(message)
-
-    async def _started(self, message: Message) -> None:
-        headers = list(message.get("headers", ()))
-        self.start = message
-        self.plan = (
-            None
-            if self.read_body
-            else self.middleware._storable(self.request, message["status"], headers)
-        )
-        length = rfc9111.header(headers, b"content-length")
-        content_type = rfc9111.header(headers, b"content-type") or b""
-        if content_type.startswith(b"text/event-stream") or message.get("trailers"):
-            self.plan = None
-        self.held = (
-            self.plan is not None
-            and length is not None
-            and length.isdigit()
-            and int(length) <= self.middleware.max_body_bytes
-        )
-        if not self.held:
-            message["headers"] = [*headers, (_X_CACHE, b"MISS")]
-            await self.send(message)
-
-    async def _body(self, message: Message) -> None:
-        body: bytes = message.get("body", b"")
-        more = bool(message.get("more_body", False))
-        if self.plan is not None:
-            self.size += len(body)
-            if self.size > self.middleware.max_body_bytes:
-                self.plan = None  # too big to store (a Content-Length that lied, if held)
-                if not self.held:
-                    self.chunks.clear()  # streaming: stop copying
-        if self.held or self.plan is not None:
-            self.chunks.append(body)
-        if not more:
-            # Stored before the last byte leaves, so the client's next request can hit.
-            self.done = True
-            response = self.complete()
-            if response is not None and not self.middleware._redis_away():
-                await self.middleware._store(self.request, response)
-        if self.held:
-            if more:
-                return
-            await self._release()
-        else:
-            await self.send(message)
-
-    async def _release(self) -> None:
-        """Send the held response in one piece: with an ETag, or as a 304."""
-        assert self.start is not None
-        body = b"".join(self.chunks)
-        headers = list(self.start.get("headers", ()))
-        etag = rfc9111.header(headers, b"etag")
-        if etag is None:
-            etag = rfc9111.content_etag(body)
-            headers.append((b"etag", etag))
-        self.start["headers"] = headers
-        if _not_modified(self.request, self.start["status"], etag):
-            kept = [(k, v) for k, v in headers if k.lower() in _NOT_MODIFIED_HEADERS]
-            await self.send(
-                {"type": "http.response.start", "status": 304, "headers": [*kept, _MISS]}
-            )
-            await self.send({"type": "http.response.body", "body": b""})
-            return
-        await self.send({**self.start, "headers": [*headers, _MISS]})
-        await self.send({"type": "http.response.body", "body": body})
-
-    def complete(self) -> StoredResponse | None:
-        """The response to store: complete, within the size limit, storable."""
-        if not self.done or self.plan is None or self.start is None or self.read_body:
-            return None
-        response_directives, lifetime, initial_age = self.plan
-        headers = list(self.start.get("headers", ()))
-        body = b"".join(self.chunks)
-        etag = rfc9111.header(headers, b"etag") or rfc9111.content_etag(body)
-        kept = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP | {b"etag"}]
-        shareable = bool({"public", "s-maxage", "must-revalidate"} & set(response_directives))
-        grace = self.middleware.stale_if_error
-        return StoredResponse(
-            status=self.start["status"],
-            headers=[*kept, (b"etag", etag)],
-            body=body,
-            etag=etag,
-            stored_at=time.time(),
-            lifetime=lifetime,
-            initial_age=initial_age,
-            shareable_with_auth=shareable,
-            stale_if_error=rfc9111.stale_if_error(response_directives, grace),
-        )
+    return receive
 
 
-_MISS: Final = (_X_CACHE, b"MISS")
-#: What RFC 5861 counts as an error a stale response may stand in for.
-_ERRORS: Final = frozenset({500, 502, 503, 504})
+async def _discard(message: Message) -> None:
+    """Where a background revalidation's answer goes: nobody is waiting for it."""

@@ -19,13 +19,21 @@ __all__ = [
     "SAFE_METHODS",
     "Headers",
     "age",
+    "conditional_headers",
     "content_etag",
     "directives",
+    "explicit_lifetime",
     "freshness_lifetime",
     "header",
+    "heuristic_lifetime",
     "http_date",
+    "modified_since",
     "none_match",
     "refusal",
+    "request_accepts",
+    "stale_window",
+    "targeted_directives",
+    "updated_headers",
     "vary_names",
 ]
 
@@ -138,24 +146,52 @@ def _seconds(value: str | None) -> int | None:
     return int(value)
 
 
-def freshness_lifetime(
-    headers: Headers, response_directives: Mapping[str, str | None], default: float
-) -> float:
-    """s-maxage, else max-age, else Expires minus Date, else ``default`` (seconds)."""
+def explicit_lifetime(
+    headers: Headers, response_directives: Mapping[str, str | None], *, targeted: bool = False
+) -> float | None:
+    """s-maxage, else max-age, else Expires minus Date (seconds); None when the response gives
+    no lifetime. A targeted field's directives (``targeted``) replace Expires too (RFC 9213)."""
     for name in ("s-maxage", "max-age"):
         if name in response_directives:
             seconds = _seconds(response_directives[name])
             # An invalid value makes the response stale (RFC 9111 4.2.1).
             return float(seconds) if seconds is not None else 0.0
-    expires = header(headers, b"expires")
-    if expires is not None:
-        expires_at = http_date(expires)
-        if expires_at is None:
-            return 0.0  # an invalid Expires means "already expired" (RFC 9111 5.3)
-        date = header(headers, b"date")
-        sent_at = http_date(date) if date is not None else None
-        return max(0.0, expires_at - (sent_at if sent_at is not None else time.time()))
-    return float(default)  # a rule's ttl may be an int; stored lifetimes are floats
+    expires = None if targeted else header(headers, b"expires")
+    if expires is None:
+        return None
+    expires_at = http_date(expires)
+    if expires_at is None:
+        return 0.0  # an invalid Expires means "already expired" (RFC 9111 5.3)
+    return max(0.0, expires_at - _sent_at(headers))
+
+
+def _sent_at(headers: Headers) -> float:
+    date = header(headers, b"date")
+    sent_at = http_date(date) if date is not None else None
+    return sent_at if sent_at is not None else time.time()
+
+
+#: The share of a response's age at Last-Modified a heuristic lifetime may take (RFC 9111
+#: 4.2.2 suggests 10 %).
+LAST_MODIFIED_FRACTION: Final = 0.1
+
+
+def heuristic_lifetime(headers: Headers, cap: float) -> float:
+    """A lifetime for a response that gives none: ``cap``, or less when ``Last-Modified`` says
+    the content changed recently (a tenth of the time since)."""
+    last_modified = header(headers, b"last-modified")
+    modified_at = http_date(last_modified) if last_modified is not None else None
+    if modified_at is None:
+        return float(cap)
+    return max(0.0, min(float(cap), LAST_MODIFIED_FRACTION * (_sent_at(headers) - modified_at)))
+
+
+def freshness_lifetime(
+    headers: Headers, response_directives: Mapping[str, str | None], default: float
+) -> float:
+    """s-maxage, else max-age, else Expires minus Date, else ``default`` (seconds)."""
+    explicit = explicit_lifetime(headers, response_directives)
+    return float(default) if explicit is None else explicit
 
 
 #: Response directives under which a stale response must not be served: ``s-maxage`` carries
@@ -163,14 +199,124 @@ def freshness_lifetime(
 NO_STALE: Final = frozenset({"no-cache", "must-revalidate", "proxy-revalidate", "s-maxage"})
 
 
-def stale_if_error(response_directives: Mapping[str, str | None], grace: float) -> float:
-    """How long past its freshness a response may still answer while the app fails: its own
-    ``stale-if-error`` (RFC 5861) or the cache's ``grace``, the longer; 0 where a directive
-    forbids serving it stale."""
+def stale_window(response_directives: Mapping[str, str | None], name: str, grace: float) -> float:
+    """How long past its freshness a response may still answer under RFC 5861's ``name``
+    (``stale-if-error``: while the app fails; ``stale-while-revalidate``: while it is asked
+    again in the background): its own directive or the cache's ``grace``, the longer; 0 where
+    a directive forbids serving it stale."""
     if NO_STALE & response_directives.keys():
         return 0.0
-    own = _seconds(response_directives.get("stale-if-error")) or 0
+    own = _seconds(response_directives.get(name)) or 0
     return float(max(own, grace))
+
+
+def stale_if_error(response_directives: Mapping[str, str | None], grace: float) -> float:
+    return stale_window(response_directives, "stale-if-error", grace)
+
+
+def request_accepts(
+    age: float,
+    lifetime: float,
+    request_directives: Mapping[str, str | None],
+    response_directives: Mapping[str, str | None],
+) -> bool:
+    """Whether a stored response of this age may answer without asking the app: fresh and as
+    fresh as the request's ``max-age``/``min-fresh`` ask, or stale within its ``max-stale``
+    where the response allows stale use (RFC 9111 5.2.1)."""
+    max_age = _seconds(request_directives.get("max-age"))
+    if max_age is not None and age > max_age:
+        return False
+    min_fresh = _seconds(request_directives.get("min-fresh"))
+    if min_fresh is not None and lifetime - age < min_fresh:
+        return False
+    if age < lifetime:
+        return True
+    if "max-stale" not in request_directives or NO_STALE & response_directives.keys():
+        return False
+    max_stale = request_directives["max-stale"]
+    allowed = _seconds(max_stale)
+    return max_stale is None or (allowed is not None and age - lifetime <= allowed)
+
+
+# RFC 8941 dictionary members as RFC 9213 needs them: a key, then an integer, token or string.
+_TARGETED_MEMBER: Final = re.compile(
+    rb'([a-z*][a-z0-9_.*-]*)(?:=(\d{1,15}|[a-z*][a-z0-9!#$%&\'*+.^_`|~:/-]*|"[^"\\]*"))?',
+    re.IGNORECASE,
+)
+
+
+def targeted_directives(headers: Headers, name: bytes) -> dict[str, str | None] | None:
+    """The directives of a targeted cache-control field such as ``CDN-Cache-Control`` (RFC
+    9213), or None when it is absent or not a valid structured field (then Cache-Control
+    applies). A numeric directive given as a string makes the field invalid."""
+    raw = header(headers, name)
+    if raw is None:
+        return None
+    found: dict[str, str | None] = {}
+    for member in raw.split(b","):
+        match = _TARGETED_MEMBER.fullmatch(member.strip(b" \t"))
+        if match is None:
+            return None
+        key = match[1].lower().decode("latin-1")
+        value = match[2]
+        if value is not None and value.startswith(b'"'):
+            if key in _NUMERIC_DIRECTIVES:
+                return None
+            value = value[1:-1]
+        found.setdefault(key, None if value is None else value.decode("latin-1"))
+    return found
+
+
+_NUMERIC_DIRECTIVES: Final = frozenset(
+    {"max-age", "s-maxage", "stale-if-error", "stale-while-revalidate"}
+)
+
+
+def updated_headers(stored: Headers, fresh: Headers) -> list[tuple[bytes, bytes]]:
+    """The stored response's header fields updated from a 304 (RFC 9111 3.2): each field the
+    304 carries replaces the stored one of that name, except those a cache does not take from
+    it (its framing, Set-Cookie, which is never stored, and the cache's own fields)."""
+    replaced = {name.lower() for name, _ in fresh} - _NOT_UPDATED
+    kept = [(name, value) for name, value in stored if name.lower() not in replaced]
+    return kept + [(name, value) for name, value in fresh if name.lower() in replaced]
+
+
+_NOT_UPDATED: Final = frozenset(
+    {
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"trailer",
+        b"upgrade",
+        b"set-cookie",
+        b"age",
+        b"x-cache",
+    }
+)
+
+
+def conditional_headers(headers: Headers, own_etag: bytes | None) -> list[tuple[bytes, bytes]]:
+    """What a cache sends the app to revalidate a stored response (RFC 9111 4.3.1): its
+    ``ETag`` (the app's own, not one this cache computed) and its ``Last-Modified``."""
+    sent: list[tuple[bytes, bytes]] = []
+    if own_etag is not None:
+        sent.append((b"if-none-match", own_etag))
+    last_modified = header(headers, b"last-modified")
+    if last_modified is not None and http_date(last_modified) is not None:
+        sent.append((b"if-modified-since", last_modified))
+    return sent
+
+
+def modified_since(if_modified_since: bytes | None, headers: Headers) -> bool | None:
+    """None when If-Modified-Since does not apply (absent, or not a date); else whether the
+    response's Last-Modified (its Date when it has none) is later (RFC 9110 13.1.3)."""
+    since = http_date(if_modified_since) if if_modified_since is not None else None
+    if since is None:
+        return None
+    stamp = header(headers, b"last-modified") or header(headers, b"date")
+    changed_at = http_date(stamp) if stamp is not None else None
+    return changed_at is None or changed_at > since
 
 
 def vary_names(headers: Headers) -> tuple[str, ...] | None:
@@ -182,13 +328,23 @@ def vary_names(headers: Headers) -> tuple[str, ...] | None:
     return None if "*" in names else tuple(names)
 
 
+#: Request fields whose values compare without case (RFC 9110 codings, languages, charsets).
+_CASELESS_FIELDS: Final = frozenset({"accept-encoding", "accept-language", "accept-charset", "te"})
+
+
 def vary_values(request_headers: Headers, names: Iterable[str]) -> list[str | None]:
-    """What the request sent for each header of a Vary list (None: absent, which then matches
-    only another absent header)."""
+    """What the request sent for each header of a Vary list, normalised (RFC 9111 4.1): list
+    members trimmed and joined by ", ", runs of whitespace made one space, and lower case for
+    fields whose values ignore it. None: absent, which then matches only another absent one."""
     values: list[str | None] = []
     for name in names:
         value = header(request_headers, name.encode("latin-1"))
-        values.append(None if value is None else b" ".join(value.split()).decode("latin-1"))
+        if value is None:
+            values.append(None)
+            continue
+        members = [b" ".join(member.split()) for member in _split(value)]
+        text = b", ".join(members).decode("latin-1")
+        values.append(text.lower() if name in _CASELESS_FIELDS else text)
     return values
 
 
@@ -199,6 +355,13 @@ def content_etag(body: bytes) -> bytes:
 
 def _opaque(tag: bytes) -> bytes:
     return tag[2:] if tag.startswith(b"W/") else tag
+
+
+def same_validator(headers: Headers, etag: bytes) -> bool:
+    """Whether a 304 is about the stored response of this ETag: it names no ETag, or the
+    same one (weak comparison; RFC 9111 4.3.4)."""
+    sent = header(headers, b"etag")
+    return sent is None or _opaque(sent.strip()) == _opaque(etag.strip())
 
 
 def none_match(if_none_match: bytes | None, etag: bytes | None) -> bool:
@@ -220,19 +383,31 @@ class RequestFacts:
     per_user: bool
 
 
+def has_validator(headers: Headers) -> bool:
+    return header(headers, b"etag") is not None or header(headers, b"last-modified") is not None
+
+
 def refusal(
     status: int,
     headers: Headers,
     response_directives: Mapping[str, str | None],
     request: RequestFacts,
+    *,
+    targeted: bool = False,
 ) -> str | None:
-    """Why a final response must not be stored, or None when a shared cache may store it."""
-    if status not in CACHEABLE_STATUSES:
+    """Why a response must not be stored, or None when a shared cache may store it (RFC 9111
+    3): a final status that is heuristically cacheable, or any final status with explicit
+    freshness or ``public``. ``headers`` are the app's own (before this cache adds an ETag)."""
+    final = status >= 200 and status not in (206, 304)
+    explicit = explicit_lifetime(headers, response_directives, targeted=targeted) is not None
+    if not final or not (
+        status in CACHEABLE_STATUSES or explicit or "public" in response_directives
+    ):
         return f"status {status}"
     if "no-store" in response_directives:
         return "no-store"
-    if "no-cache" in response_directives:
-        return "no-cache (we do not revalidate)"
+    if "no-cache" in response_directives and not has_validator(headers):
+        return "no-cache without a validator (it could never be revalidated)"
     if "private" in response_directives and not request.per_user:
         return "private"
     if header(headers, b"set-cookie") is not None:
