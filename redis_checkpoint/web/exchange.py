@@ -18,7 +18,7 @@ from redis_checkpoint.web.entry import StoredResponse
 if TYPE_CHECKING:
     from redis_checkpoint.web.middleware import CacheMiddleware
 
-__all__ = ["CacheRequest", "CacheRule", "Recorder", "build_entry", "not_modified"]
+__all__ = ["CacheRequest", "CacheRule", "Recorder", "build_entry", "client_copy_is_current"]
 
 log = logging.getLogger("redis_checkpoint.web")
 
@@ -94,7 +94,7 @@ def check_bound(what: str, value: object) -> None:
 
 
 #: What a storable response's start tells: its directives, lifetime and initial Age.
-StorePlan = tuple[dict[str, str | None], float, float]
+ResponsePlan = tuple[dict[str, str | None], float, float]
 
 
 @dataclass
@@ -115,7 +115,7 @@ class CacheRequest:
     directives: dict[str, str | None] = field(default_factory=dict)
 
 
-def not_modified(request: CacheRequest, status: int, headers: rfc9111.Headers) -> bool:
+def client_copy_is_current(request: CacheRequest, status: int, headers: rfc9111.Headers) -> bool:
     """Whether to answer the client 304 (RFC 9110 13.1): If-None-Match matches the ETag of a
     response that would be a 2xx, or, without If-None-Match, it was not modified since."""
     if not 200 <= status < 300:
@@ -131,7 +131,7 @@ def build_entry(
     status: int,
     headers: rfc9111.Headers,
     body: bytes,
-    plan: StorePlan,
+    plan: ResponsePlan,
     own_etag: bytes | None,
     graces: tuple[float, float],
 ) -> StoredResponse:
@@ -194,7 +194,7 @@ class Recorder:
         #: Whether any message reached the client.
         self.sent = False
         self.start: Message | None = None
-        self.plan: StorePlan | None = None
+        self.plan: ResponsePlan | None = None
         self.held = False
         self.chunks: list[bytes] = []
         self.size = 0
@@ -305,7 +305,7 @@ class Recorder:
             etag = rfc9111.content_etag(body)
             headers.append((b"etag", etag))
         self.start["headers"] = headers
-        if not_modified(self.request, self.start["status"], headers):
+        if client_copy_is_current(self.request, self.start["status"], headers):
             kept = [(k, v) for k, v in headers if k.lower() in NOT_MODIFIED_HEADERS]
             await self.send(
                 {"type": "http.response.start", "status": 304, "headers": [*kept, MISS]}

@@ -102,11 +102,11 @@ from redis_checkpoint.web.exchange import (
     Message,
     Receive,
     Recorder,
+    ResponsePlan,
     Scope,
-    StorePlan,
     build_entry,
     check_bound,
-    not_modified,
+    client_copy_is_current,
 )
 from redis_checkpoint.web.inputs import RequestInputs, TrustedForwarding, read_request
 from redis_checkpoint.web.near import Invalidations, NearCache
@@ -418,7 +418,7 @@ class CacheMiddleware:
         self.counts[outcome] += 1
         x_cache = (X_CACHE, outcome.encode())
         age = str(int(stored.age(time.time()))).encode()
-        if not_modified(request, stored.status, stored.headers):
+        if client_copy_is_current(request, stored.status, stored.headers):
             headers = [(k, v) for k, v in stored.headers if k.lower() in NOT_MODIFIED_HEADERS]
             headers += [(b"age", age), x_cache]
             await send({"type": "http.response.start", "status": 304, "headers": headers})
@@ -550,7 +550,7 @@ class CacheMiddleware:
 
     def _storable(
         self, request: CacheRequest, status: int, headers: rfc9111.Headers
-    ) -> StorePlan | None:
+    ) -> ResponsePlan | None:
         """The response's directives, lifetime and initial age when it may be stored: with
         a lifetime left, or with a validator to revalidate it by."""
         if request.method != "GET":
