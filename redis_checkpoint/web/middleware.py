@@ -34,21 +34,31 @@ What it does, in order of importance:
 * **Bounded per path**: one path holds at most ``max_entries_per_path`` entries (1,000; query
   strings, Vary values, users), and a rule at most its ``max_entries``; a full one evicts
   random entries of its own, so a flood of random query strings cannot push out other paths.
-* Honours ``Vary`` (an absent header matches only an absent one; ``Vary: *`` is never stored),
-  ``s-maxage`` over ``max-age`` over ``Expires`` over the rule's TTL over ``default_ttl`` (600 s);
-  sends ``Age``; stores only final responses with a cacheable status (a 404 replays as a 404).
-* Adds a strong ``ETag`` computed from the body when the app sent none and answers
-  ``If-None-Match`` (weak comparison, lists, ``*``) with 304; HEAD is answered from the GET entry.
+* Honours ``Vary`` with normalised values (an absent header matches only an absent one;
+  ``Vary: *`` is never stored). Lifetime: ``s-maxage`` over ``max-age`` over ``Expires`` (or a
+  valid ``CDN-Cache-Control``/targeted field instead of both, RFC 9213) over the rule's TTL over
+  a heuristic (``default_ttl``, 600 s, or a tenth of the time since ``Last-Modified`` when
+  shorter; ``default_ttl=None``: none). Sends ``Age``. Stores final responses with a
+  heuristically cacheable status, or any final status with an explicit lifetime or ``public``.
+* Adds a strong ``ETag`` computed from the body when the app sent none and answers the client's
+  ``If-None-Match`` (weak comparison, lists, ``*``) or ``If-Modified-Since`` with 304; HEAD is
+  answered from the GET entry. The request's ``max-age``/``min-fresh``/``max-stale`` are obeyed.
+* **Revalidation**: a stale entry with the app's own ``ETag``/``Last-Modified`` is revalidated
+  with a conditional request; a 304 updates its stored header fields and it answers
+  (``X-Cache: REVALIDATED``). ``no-cache`` entries (with a validator) are revalidated every time.
 * A successful (2xx/3xx) request with a method not known to be safe (anything but GET, HEAD,
   OPTIONS and TRACE: POST, PUT, PATCH, DELETE, M-SEARCH...) invalidates its path (all query
-  strings and variants), the paths of its ``Location``/``Content-Location``, and the rule's
-  ``invalidates`` prefixes, in every process, before its response's first byte leaves.
-* Marks every response ``X-Cache: HIT``, ``MISS``, ``BYPASS`` or ``STALE``.
+  strings and variants), the same-origin paths of its ``Location``/``Content-Location``, and the
+  rule's ``invalidates`` prefixes, in every process, before its response's first byte leaves.
+* Marks every response ``X-Cache: HIT``, ``MISS``, ``BYPASS``, ``STALE`` or ``REVALIDATED``.
+* **Stale while revalidate** (RFC 5861): within the entry's ``stale-while-revalidate`` window (or
+  ``stale_while_revalidate=`` seconds by default) the stale entry answers at once and one
+  background request revalidates it, one per entry across processes (a lock in Redis).
 * **Stale on error** (RFC 5861): when the app raises or answers 500/502/503/504 and the entry is
   past its freshness but within its ``stale-if-error`` window (or ``stale_if_error=`` seconds of
   grace for responses that do not say), the entry answers instead (``X-Cache: STALE``); entries
   are kept that much longer; ``no-cache``, ``must-revalidate``, ``proxy-revalidate`` and
-  ``s-maxage`` forbid it. Revalidation (conditional requests to the app) is not done yet.
+  ``s-maxage`` forbid both stale answers.
 * A response with a ``Content-Length`` within ``max_body_bytes`` is held until complete (to add the
   ETag or answer 304); any other response streams through at once, untouched but for ``X-Cache``,
   and is stored afterwards only if it completed within ``max_body_bytes``.
@@ -495,8 +505,8 @@ class CacheMiddleware:
         send: ASGISend,
     ) -> None:
         """The app answered 304 to a revalidation: the entry takes the 304's header fields
-        (RFC 9111 3.2, 4.3.4), is stored again and answers (``X-Cache: REVALIDATED``)."""
-        self.counts["MISS"] -= 1
+        (RFC 9111 3.2, 4.3.4), is stored again and answers (``X-Cache: REVALIDATED``), unless
+        the revalidation ran in the background (nobody to answer)."""
         merged = rfc9111.updated_headers(stored.headers, headers)
         arrived = [(name, value) for name, value in headers if name.lower() == b"age"]
         as_get = dataclasses.replace(request, method="GET")
@@ -505,9 +515,11 @@ class CacheMiddleware:
         if plan is None:
             plan = ({}, 0.0, 0.0)  # no longer storable: it answers this request only
         refreshed = build_entry(stored.status, merged, stored.body, plan, own_etag, self.graces)
-        if plan[1] > 0 or refreshed.conditional:
+        if _worth_storing(stored, refreshed):
             await self._store(as_get, refreshed)
-        await self._replay(request, refreshed, send, "REVALIDATED")
+        if send is not _discard:
+            self.counts["MISS"] -= 1  # answered from the store after all
+            await self._replay(request, refreshed, send, "REVALIDATED")
 
     def _revalidate_later(
         self, request: CacheRequest, scope: Scope, stored: StoredResponse
@@ -540,11 +552,10 @@ class CacheMiddleware:
                 conditional["state"] = dict(scope["state"])  # the app may write to it
             await self.app(conditional, _empty_body(), recorder)
             if recorder.retry:
+                recorder = Recorder(self, as_get, _discard)
                 await self.app(_conditional_scope(conditional, None), _empty_body(), recorder)
-            if recorder.replaced:
-                self.counts["REVALIDATED"] -= 1  # refreshed in the background: not an answer
         except Exception:
-            log.exception("revalidating %s %s in the background failed", "GET", request.path)
+            log.exception("revalidating GET %s in the background failed", request.path)
         finally:
             self._revalidating.discard(request.key)
 
@@ -667,6 +678,17 @@ class CacheMiddleware:
             await self.invalidations.publish(self.engine.client)
         except Exception as exc:
             log.warning("could not tell other processes that %s changed: %r", tags, exc)
+
+
+def _worth_storing(stored: StoredResponse, refreshed: StoredResponse) -> bool:
+    """Whether a 304's refresh must be written: it changed a header field or the lifetime, or
+    the entry is half way to the end of its keeping for revalidation. A ``no-cache`` entry that
+    the app confirms on every request is then written once in 300 s, not once per request."""
+    if refreshed.lifetime <= 0 and not refreshed.conditional:
+        return False  # no longer storable: it answers this request only
+    changed = refreshed.headers != stored.headers or refreshed.lifetime != stored.lifetime
+    aging = refreshed.stored_at - stored.stored_at > KEPT_FOR_REVALIDATION / 2
+    return changed or refreshed.lifetime > 0 or aging
 
 
 def _conditional_scope(scope: Scope, stored: StoredResponse | None) -> Scope:

@@ -277,8 +277,19 @@ def updated_headers(stored: Headers, fresh: Headers) -> list[tuple[bytes, bytes]
     304 carries replaces the stored one of that name, except those a cache does not take from
     it (its framing, Set-Cookie, which is never stored, and the cache's own fields)."""
     replaced = {name.lower() for name, _ in fresh} - _NOT_UPDATED
-    kept = [(name, value) for name, value in stored if name.lower() not in replaced]
-    return kept + [(name, value) for name, value in fresh if name.lower() in replaced]
+    updated: list[tuple[bytes, bytes]] = []
+    placed: set[bytes] = set()
+    # A replaced field takes the place of its first stored occurrence: an unchanged 304 then
+    # leaves the stored fields exactly as they were.
+    for name, value in stored:
+        lower = name.lower()
+        if lower not in replaced:
+            updated.append((name, value))
+        elif lower not in placed:
+            placed.add(lower)
+            updated += [(n, v) for n, v in fresh if n.lower() == lower]
+    added = replaced - placed
+    return updated + [(n, v) for n, v in fresh if n.lower() in added]
 
 
 _NOT_UPDATED: Final = frozenset(
