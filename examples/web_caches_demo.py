@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""The web-facing caches at work: a DB-query cache on SQLite, a cached ASGI endpoint, and the
-HTTP cache turning away poisoning attempts.
+"""The web-facing caches at work: a DB-query cache on SQLite, a cached ASGI endpoint, the HTTP
+cache revalidating a stale page and standing in for a failing app, and turning away poisoning
+attempts.
 
     python examples/web_caches_demo.py
 
@@ -13,6 +14,7 @@ through httpx's ASGI transport, so nothing listens on a port.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from typing import Any
@@ -27,6 +29,7 @@ from starlette.routing import Route
 from redis_checkpoint import CacheEngine, CacheMiddleware, QueryCache, Settings
 from redis_checkpoint.client import check_connection, create_client
 from redis_checkpoint.errors import RedisUnavailableError
+from redis_checkpoint.web.validators import not_modified, validator_headers
 
 PREFIX = "rc-demo:web"
 REPORT_SECONDS = 0.05
@@ -124,6 +127,49 @@ async def endpoint_demo(settings: Settings) -> None:
     await app.aclose()
 
 
+async def revalidation_demo(settings: Settings) -> None:
+    """A page fresh for 1 s: once stale, the app is asked whether it changed (a 304 costs it a
+    version check, not a render); when the app fails, the stale page answers instead."""
+    state = {"renders": 0, "failing": False}
+    page_headers = {"Cache-Control": "max-age=1, stale-if-error=600"}
+
+    async def stock(request: Request) -> Response:
+        if state["failing"]:
+            return Response("database down", status_code=503)
+        unchanged = not_modified(request, etag="stock-v7", headers=page_headers)
+        if unchanged is not None:
+            return unchanged
+        state["renders"] += 1
+        await asyncio.sleep(REPORT_SECONDS)
+        headers = {**page_headers, **validator_headers(etag="stock-v7")}
+        return JSONResponse({"in_stock": 12}, headers=headers)
+
+    inner = Starlette(routes=[Route("/stock", stock)])
+    app = CacheMiddleware(inner, settings, prefix=PREFIX, fallback_to_memory=True)
+    # A stale answer is logged as a warning for operators; here the table shows it.
+    logging.getLogger("redis_checkpoint.web").setLevel(logging.ERROR)
+    transport = httpx.ASGITransport(app=app)
+    print(f"{'revalidation and stale on error':<30} {'status':>6} {'X-Cache':<12} {'ms':>7}")
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+        for label, pause, failing in (
+            ("GET /stock", 0.0, False),
+            ("GET /stock (fresh)", 0.0, False),
+            ("GET /stock (stale: asked)", 1.1, False),
+            ("GET /stock (app fails)", 1.1, True),
+        ):
+            await asyncio.sleep(pause)
+            state["failing"] = failing
+            started = time.perf_counter()
+            response = await client.get("/stock")
+            elapsed = (time.perf_counter() - started) * 1000
+            print(
+                f"  {label:<28} {response.status_code:>6} "
+                f"{response.headers.get('x-cache', ''):<12} {elapsed:>7.2f}"
+            )
+    print(f"  the page was rendered {state['renders']} time for 4 reads\n")
+    await app.aclose()
+
+
 async def poisoning_demo(settings: Settings) -> None:
     """An app that builds its script URL from X-Forwarded-Host and honours method overrides, as
     apps behind proxies do: an attacker's request must not decide what the next visitor gets."""
@@ -179,6 +225,7 @@ def main() -> None:
         on_redis = False
     query_demo(settings)
     asyncio.run(endpoint_demo(settings))
+    asyncio.run(revalidation_demo(settings))
     asyncio.run(poisoning_demo(settings))
     if on_redis:
         with create_client(settings) as client:
