@@ -24,7 +24,6 @@ from starlette.routing import Route
 
 from redis_checkpoint import CacheMiddleware
 from redis_checkpoint.cache import codec
-from redis_checkpoint.web import rfc9111
 from redis_checkpoint.web.entry import StoredResponse, decode_entry, encode_entry
 
 FRESH = 1  # seconds: how long the origin's revalidatable pages stay fresh
@@ -326,48 +325,7 @@ async def test_the_request_directives(site: Site) -> None:
     assert refused.headers["x-cache"] == "REVALIDATED"
 
 
-def test_request_accepts() -> None:
-    accepts = rfc9111.request_accepts
-    assert accepts(5, 10, {}, {}) and not accepts(10, 10, {}, {})
-    assert not accepts(5, 10, {"max-age": "4"}, {}) and accepts(5, 10, {"max-age": "5"}, {})
-    assert accepts(5, 10, {"min-fresh": "5"}, {}) and not accepts(5, 10, {"min-fresh": "6"}, {})
-    assert accepts(15, 10, {"max-stale": "5"}, {}) and not accepts(16, 10, {"max-stale": "5"}, {})
-    assert accepts(1e6, 10, {"max-stale": None}, {})
-    assert not accepts(11, 10, {"max-stale": "bad"}, {})
-    for forbidding in ("must-revalidate", "proxy-revalidate", "no-cache", "s-maxage"):
-        assert not accepts(11, 10, {"max-stale": None}, {forbidding: None}), forbidding
-
-
 # -- storage (RFC 9111 3) and freshness ---------------------------------------------------
-
-
-def _stores(status: int, *headers: tuple[bytes, bytes]) -> bool:
-    facts = rfc9111.RequestFacts(authorization=False, per_user=False)
-    return rfc9111.refusal(status, headers, rfc9111.directives(headers), facts) is None
-
-
-def test_any_final_status_with_explicit_freshness_may_be_stored() -> None:
-    for status in (201, 302, 303, 307, 400, 403, 500, 503, 599):
-        assert not _stores(status), status  # no explicit freshness: not heuristically cacheable
-        assert _stores(status, (b"cache-control", b"max-age=60")), status
-        assert _stores(status, (b"cache-control", b"s-maxage=60")), status
-        assert _stores(status, (b"expires", b"Mon, 01 Jan 2024 00:00:00 GMT")), status
-        assert _stores(status, (b"cache-control", b"public")), status
-    for status in (100, 101, 103, 206, 304):  # not final, partial, or a 304 itself
-        assert not _stores(status, (b"cache-control", b"max-age=60")), status
-    assert _stores(200, (b"cache-control", b"no-cache"), (b"etag", b'"a"'))
-    assert _stores(200, (b"cache-control", b"no-cache"), (b"last-modified", LAST_MODIFIED.encode()))
-    assert not _stores(200, (b"cache-control", b"no-cache"))
-
-
-def test_heuristic_freshness_from_last_modified() -> None:
-    dated = [(b"date", b"Mon, 01 Jan 2024 01:40:00 GMT")]  # 6,000 s after LAST_MODIFIED
-    modified = [*dated, (b"last-modified", LAST_MODIFIED.encode())]
-    assert rfc9111.heuristic_lifetime(modified, 3600) == 600.0  # a tenth of 6,000 s
-    assert rfc9111.heuristic_lifetime(modified, 60) == 60.0  # never above the cap
-    assert rfc9111.heuristic_lifetime(dated, 600) == 600.0
-    future = [*dated, (b"last-modified", b"Tue, 02 Jan 2024 00:00:00 GMT")]
-    assert rfc9111.heuristic_lifetime(future, 600) == 0.0
 
 
 async def _app_with(headers: dict[str, str], status: int = 200) -> Any:
@@ -448,18 +406,6 @@ async def test_a_targeted_field_of_ones_own(redis_url: str) -> None:
 
 
 # -- Vary normalisation and invalidation by Location -----------------------------------------
-
-
-def test_vary_values_are_normalised() -> None:
-    def values(**sent: str) -> list[str | None]:
-        headers = [(k.replace("_", "-").encode(), v.encode()) for k, v in sent.items()]
-        return rfc9111.vary_values(headers, ["accept-encoding", "accept"])
-
-    same = values(accept_encoding="gzip, deflate", accept="text/html")
-    assert values(accept_encoding="GZIP,deflate", accept="text/html") == same
-    assert values(accept_encoding=" gzip ,  deflate ", accept="text/html") == same
-    assert values(accept_encoding="gzip, deflate", accept="Text/HTML") != same  # case kept
-    assert values(accept_encoding="deflate, gzip", accept="text/html") != same  # order kept
 
 
 async def test_requests_differing_only_in_spelling_share_a_vary_entry(redis_url: str) -> None:
@@ -545,32 +491,6 @@ def test_entries_keep_their_revalidation_fields_and_old_ones_still_read() -> Non
     damaged[11] = "not a header list"
     with pytest.raises(ValueError, match="not an HTTP cache entry"):
         decode_entry(codec.dumps(damaged))
-
-
-def test_a_304_updates_the_stored_fields_it_carries() -> None:
-    stored = [
-        (b"content-type", b"text/plain"),
-        (b"x-a", b"1"),
-        (b"x-a", b"2"),
-        (b"etag", b'"e"'),
-    ]
-    fresh = [
-        (b"x-a", b"3"),
-        (b"content-length", b"0"),
-        (b"set-cookie", b"s=1"),
-        (b"cache-control", b"max-age=9"),
-    ]
-    assert rfc9111.updated_headers(stored, fresh) == [
-        (b"content-type", b"text/plain"),
-        (b"x-a", b"3"),  # in the place of the first stored x-a
-        (b"etag", b'"e"'),
-        (b"cache-control", b"max-age=9"),
-    ]
-    assert rfc9111.updated_headers(stored, [(b"x-a", b"1"), (b"x-a", b"2")]) == stored
-    assert rfc9111.same_validator([], b'"e"') and rfc9111.same_validator(
-        [(b"etag", b'W/"e"')], b'"e"'
-    )
-    assert not rfc9111.same_validator([(b"etag", b'"f"')], b'"e"')
 
 
 def test_negative_windows_are_refused() -> None:

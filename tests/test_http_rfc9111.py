@@ -317,3 +317,138 @@ def test_a_vary_value_is_compared_with_its_whitespace_folded() -> None:
 
 def test_age_of_three_members_is_the_first() -> None:
     assert age([(b"age", b"7200, 30, 0")]) == 7200
+
+
+# -- revalidation, storage by explicit freshness, targeted fields (RFC 9111, 5861, 9213) --
+
+LAST_MODIFIED = "Mon, 01 Jan 2024 00:00:00 GMT"
+
+
+def _stores(status: int, *headers: tuple[bytes, bytes]) -> bool:
+    facts = rfc9111.RequestFacts(authorization=False, per_user=False)
+    return rfc9111.refusal(status, headers, rfc9111.directives(headers), facts) is None
+
+
+def test_request_accepts() -> None:
+    accepts = rfc9111.request_accepts
+    assert accepts(5, 10, {}, {}) and not accepts(10, 10, {}, {})
+    assert not accepts(5, 10, {"max-age": "4"}, {}) and accepts(5, 10, {"max-age": "5"}, {})
+    assert accepts(5, 10, {"min-fresh": "5"}, {}) and not accepts(5, 10, {"min-fresh": "6"}, {})
+    assert accepts(15, 10, {"max-stale": "5"}, {}) and not accepts(16, 10, {"max-stale": "5"}, {})
+    assert accepts(1e6, 10, {"max-stale": None}, {})
+    assert not accepts(11, 10, {"max-stale": "bad"}, {})
+    for forbidding in ("must-revalidate", "proxy-revalidate", "no-cache", "s-maxage"):
+        assert not accepts(11, 10, {"max-stale": None}, {forbidding: None}), forbidding
+
+
+def test_any_final_status_with_explicit_freshness_may_be_stored() -> None:
+    for status in (201, 302, 303, 307, 400, 403, 500, 503, 599):
+        assert not _stores(status), status  # no explicit freshness: not heuristically cacheable
+        assert _stores(status, (b"cache-control", b"max-age=60")), status
+        assert _stores(status, (b"cache-control", b"s-maxage=60")), status
+        assert _stores(status, (b"expires", b"Mon, 01 Jan 2024 00:00:00 GMT")), status
+        assert _stores(status, (b"cache-control", b"public")), status
+    for status in (100, 101, 103, 206, 304):  # not final, partial, or a 304 itself
+        assert not _stores(status, (b"cache-control", b"max-age=60")), status
+    assert _stores(200, (b"cache-control", b"no-cache"), (b"etag", b'"a"'))
+    assert _stores(200, (b"cache-control", b"no-cache"), (b"last-modified", LAST_MODIFIED.encode()))
+    assert not _stores(200, (b"cache-control", b"no-cache"))
+
+
+def test_heuristic_freshness_from_last_modified() -> None:
+    dated = [(b"date", b"Mon, 01 Jan 2024 01:40:00 GMT")]  # 6,000 s after LAST_MODIFIED
+    modified = [*dated, (b"last-modified", LAST_MODIFIED.encode())]
+    assert rfc9111.heuristic_lifetime(modified, 3600) == 600.0  # a tenth of 6,000 s
+    assert rfc9111.heuristic_lifetime(modified, 60) == 60.0  # never above the cap
+    assert rfc9111.heuristic_lifetime(dated, 600) == 600.0
+    future = [*dated, (b"last-modified", b"Tue, 02 Jan 2024 00:00:00 GMT")]
+    assert rfc9111.heuristic_lifetime(future, 600) == 0.0
+
+
+def test_vary_values_are_normalised() -> None:
+    def values(**sent: str) -> list[str | None]:
+        headers = [(k.replace("_", "-").encode(), v.encode()) for k, v in sent.items()]
+        return rfc9111.vary_values(headers, ["accept-encoding", "accept"])
+
+    same = values(accept_encoding="gzip, deflate", accept="text/html")
+    assert values(accept_encoding="GZIP,deflate", accept="text/html") == same
+    assert values(accept_encoding=" gzip ,  deflate ", accept="text/html") == same
+    assert values(accept_encoding="gzip, deflate", accept="Text/HTML") != same  # case kept
+    assert values(accept_encoding="deflate, gzip", accept="text/html") != same  # order kept
+
+
+def test_a_304_updates_the_stored_fields_it_carries() -> None:
+    stored = [
+        (b"content-type", b"text/plain"),
+        (b"x-a", b"1"),
+        (b"x-a", b"2"),
+        (b"etag", b'"e"'),
+    ]
+    fresh = [
+        (b"x-a", b"3"),
+        (b"content-length", b"0"),
+        (b"set-cookie", b"s=1"),
+        (b"cache-control", b"max-age=9"),
+    ]
+    assert rfc9111.updated_headers(stored, fresh) == [
+        (b"content-type", b"text/plain"),
+        (b"x-a", b"3"),  # in the place of the first stored x-a
+        (b"etag", b'"e"'),
+        (b"cache-control", b"max-age=9"),
+    ]
+    assert rfc9111.updated_headers(stored, [(b"x-a", b"1"), (b"x-a", b"2")]) == stored
+    assert rfc9111.same_validator([], b'"e"') and rfc9111.same_validator(
+        [(b"etag", b'W/"e"')], b'"e"'
+    )
+    assert not rfc9111.same_validator([(b"etag", b'"f"')], b'"e"')
+
+
+def test_targeted_fields_parse_as_structured_dictionaries() -> None:
+    def parsed(value: bytes) -> dict[str, str | None] | None:
+        return rfc9111.targeted_directives([(b"cdn-cache-control", value)], b"cdn-cache-control")
+
+    assert parsed(b"max-age=60") == {"max-age": "60"}
+    assert parsed(b"foo, MaX-aGe=60") == {"foo": None, "max-age": "60"}
+    assert parsed(b'no-cache="x-a", private') == {"no-cache": "x-a", "private": None}
+    assert parsed(b"max-age=1, max-age=2") == {"max-age": "1"}  # the first one wins
+    assert parsed(b"max-age=99999999999") == {"max-age": "99999999999"}
+    for invalid in (b'max-age="60"', b"max-age =60", b"max-age= 60", b"max-age=60, &&", b"=1"):
+        assert parsed(invalid) is None, invalid
+    assert rfc9111.targeted_directives([], b"cdn-cache-control") is None
+    # A targeted lifetime replaces Expires, which then gives none.
+    expires = [(b"expires", b"Mon, 01 Jan 2024 00:00:00 GMT")]
+    assert rfc9111.explicit_lifetime(expires, {}, targeted=True) is None
+    assert rfc9111.explicit_lifetime(expires, {}) == 0.0
+    assert rfc9111.explicit_lifetime([], {}) is None
+
+
+def test_what_revalidates_a_stored_response() -> None:
+    last = (b"last-modified", LAST_MODIFIED.encode())
+    assert rfc9111.conditional_headers([last], b'"e"') == [
+        (b"if-none-match", b'"e"'),
+        (b"if-modified-since", LAST_MODIFIED.encode()),
+    ]
+    assert rfc9111.conditional_headers([], None) == []
+    assert rfc9111.conditional_headers([(b"last-modified", b"yesterday")], None) == []
+
+
+def test_if_modified_since() -> None:
+    stored = [(b"last-modified", LAST_MODIFIED.encode())]
+    later = b"Mon, 01 Jan 2024 00:00:01 GMT"
+    assert rfc9111.modified_since(LAST_MODIFIED.encode(), stored) is False
+    assert rfc9111.modified_since(later, stored) is False
+    assert rfc9111.modified_since(b"Sun, 31 Dec 2023 23:59:59 GMT", stored) is True
+    assert rfc9111.modified_since(b"not a date", stored) is None
+    assert rfc9111.modified_since(None, stored) is None
+    dated = [(b"date", LAST_MODIFIED.encode())]  # no Last-Modified: the Date stands in
+    assert rfc9111.modified_since(later, dated) is False
+    assert rfc9111.modified_since(later, []) is True  # nothing to compare: modified
+
+
+def test_stale_windows() -> None:
+    own = {"max-age": "1", "stale-while-revalidate": "30", "stale-if-error": "60"}
+    assert rfc9111.stale_window(own, "stale-while-revalidate", 0) == 30.0
+    assert rfc9111.stale_window(own, "stale-if-error", 90) == 90.0  # the longer
+    assert rfc9111.stale_window({"stale-if-error": "x"}, "stale-if-error", 5) == 5.0
+    for forbidding in ("no-cache", "must-revalidate", "proxy-revalidate", "s-maxage"):
+        assert rfc9111.stale_window({**own, forbidding: None}, "stale-if-error", 9) == 0.0

@@ -278,7 +278,7 @@ class CacheMiddleware:
             await self._bypass(scope, receive, send)
             return
         if stored is None:
-            await self._miss(request, scope, receive, send)
+            await self._miss(Recorder(self, request, send), scope, receive)
             return
         age = stored.age(time.time())
         if self._reusable(request, stored, age):
@@ -287,13 +287,14 @@ class CacheMiddleware:
         # A stale entry still in its stale-if-error window answers if the app fails.
         usable = stored if age < stored.lifetime + stored.stale_if_error else None
         if not stored.conditional:
-            await self._miss(request, scope, receive, send, usable)
+            await self._miss(Recorder(self, request, send, usable), scope, receive)
         elif age < stored.lifetime + stored.stale_while_revalidate and not request.directives:
             await self._replay(request, stored, send, "STALE")
             self._revalidate_later(request, scope, stored)
         else:
             conditional = _conditional_scope(scope, stored)
-            await self._miss(request, conditional, receive, send, usable, revalidating=stored)
+            recorder = Recorder(self, request, send, usable, revalidating=stored)
+            await self._miss(recorder, conditional, receive)
 
     def _reusable(self, request: CacheRequest, stored: StoredResponse, age: float) -> bool:
         """Fresh enough for this request (RFC 9111 4.2, 5.2.1): no need to ask the app."""
@@ -446,20 +447,13 @@ class CacheMiddleware:
 
     # -- misses -----------------------------------------------------------------------------
 
-    async def _miss(
-        self,
-        request: CacheRequest,
-        scope: Scope,
-        receive: Receive,
-        send: ASGISend,
-        stale: StoredResponse | None = None,
-        revalidating: StoredResponse | None = None,
-    ) -> None:
-        """Ask the app; when it raises or answers 5xx before anything was sent and ``stale``
-        is given, send that instead (RFC 5861 stale-if-error). With ``revalidating`` the
-        request is conditional, and a 304 refreshes that entry, which answers."""
+    async def _miss(self, recorder: Recorder, scope: Scope, receive: Receive) -> None:
+        """Ask the app, which answers the client through ``recorder``; when it raises or
+        answers 5xx before anything was sent and the recorder holds a stale entry, that answers
+        instead (RFC 5861 stale-if-error). A recorder that is revalidating an entry came with
+        a conditional request, and a 304 refreshes that entry, which answers."""
         self.counts["MISS"] += 1
-        recorder = Recorder(self, request, send, stale, revalidating)
+        request, stale = recorder.request, recorder.stale
 
         async def watched() -> Message:
             message = await receive()
@@ -482,13 +476,13 @@ class CacheMiddleware:
             if stale is None or recorder.sent:
                 raise
             log.exception("%s %s failed: serving the stale entry", request.method, path)
-            await self._serve_stale(request, stale, send)
+            await self._serve_stale(request, stale, recorder.client_send)
             return
         if recorder.retry:
             # The app's 304 was about another response: the stored one cannot be refreshed.
             self.counts["MISS"] -= 1
-            unconditional = _conditional_scope(scope, None)
-            await self._miss(request, unconditional, _empty_body(), send, stale)
+            again = Recorder(self, request, recorder.client_send, stale)
+            await self._miss(again, _conditional_scope(scope, None), _empty_body())
 
     async def _serve_stale(
         self, request: CacheRequest, stale: StoredResponse, send: ASGISend
