@@ -254,7 +254,11 @@ async def test_request_directives_and_bypass_rules(site: Site) -> None:
     assert (await site.get("/plain", **{"cache-control": "no-store"})).headers["x-cache"] == (
         "BYPASS"
     )
-    assert (await site.get("/plain", range="bytes=0-1")).headers["x-cache"] == "BYPASS"
+    # A range of a fresh entry is answered from it (RFC 9110 15.3.7); nothing partial is stored.
+    ranged = await site.get("/plain", range="bytes=0-1")
+    assert (ranged.status_code, ranged.headers["x-cache"], ranged.text) == (206, "HIT", "/p")
+    assert ranged.headers["content-range"] == "bytes 0-1/8"
+    assert (await site.get("/other", range="bytes=0-1")).headers["x-cache"] == "BYPASS"
     assert (await site.get("/plain")).text == "/plain#2"  # the no-cache fetch was stored
     assert (await site.get("/never")).headers["x-cache"] == "BYPASS"
     assert (await site.get("/never")).headers["x-cache"] == "BYPASS"

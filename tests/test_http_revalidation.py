@@ -363,6 +363,16 @@ async def test_a_redirect_with_max_age_is_stored(redis_url: str) -> None:
 async def test_heuristic_freshness_can_be_turned_off(redis_url: str) -> None:
     assert await _twice(redis_url, {}) == ["MISS", "HIT"]  # default_ttl: 600 s heuristic
     assert await _twice(redis_url, {}, default_ttl=None) == ["MISS", "MISS"]
+    # Without the flat default a Last-Modified a day old still gives a tenth of a day...
+    old = {
+        "Last-Modified": time.strftime(
+            "%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() - 86400)
+        )
+    }
+    assert await _twice(redis_url, old, default_ttl=None) == ["MISS", "HIT"]
+    # ...unless that is off too: then it is only ever revalidated (here the app answers 200).
+    off = {"default_ttl": None, "last_modified_fraction": 0}
+    assert await _twice(redis_url, old, **off) == ["MISS", "MISS"]
     # With a validator it is stored, and revalidated each time (the app answers 200 here).
     assert await _twice(redis_url, {"ETag": '"a"'}, default_ttl=None) == ["MISS", "MISS"]
     assert await _twice(redis_url, {"Cache-Control": "max-age=60"}, default_ttl=None) == [
@@ -493,11 +503,79 @@ def test_entries_keep_their_revalidation_fields_and_old_ones_still_read() -> Non
         decode_entry(codec.dumps(damaged))
 
 
+async def test_fields_named_by_connection_are_not_stored(redis_url: str) -> None:
+    headers = {
+        "Cache-Control": "max-age=60",
+        "Connection": "x-a, X-B",
+        "X-A": "1",
+        "X-B": "2",
+        "X-C": "3",
+    }
+    app = await _app_with(headers)
+    middleware = CacheMiddleware(
+        app, redis_url, prefix=unique("connection"), metrics=private_metrics()
+    )
+    transport = httpx.ASGITransport(app=middleware)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            await client.get("/page")
+            hit = await client.get("/page")
+    finally:
+        await middleware.aclose()
+    assert hit.headers["x-cache"] == "HIT" and hit.headers["x-c"] == "3"
+    assert "x-a" not in hit.headers and "x-b" not in hit.headers
+
+
+async def test_an_unknown_request_directive_changes_nothing(site: Site) -> None:
+    """Unknown directives must be ignored (RFC 9111 5.2): stale-while-revalidate still works."""
+    first = await site.get("/swr")
+    await _go_stale()
+    stale = await site.get("/swr", **{"Cache-Control": "nothing-to-see-here"})
+    assert (stale.text, stale.headers["x-cache"]) == (first.text, "STALE")
+
+
+async def test_ranges_of_a_stored_response(redis_url: str) -> None:
+    calls = Counter[str]()
+
+    async def page(request: Request) -> Response:
+        calls[request.headers.get("range", "whole")] += 1
+        return PlainTextResponse("0123456789A", headers={"Cache-Control": "max-age=60"})
+
+    middleware = CacheMiddleware(
+        Starlette(routes=[Route("/r", page)]),
+        redis_url,
+        prefix=unique("range"),
+        metrics=private_metrics(),
+    )
+    transport = httpx.ASGITransport(app=middleware)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            first = await client.get("/r", headers={"Range": "bytes=0-1"})
+            assert first.headers["x-cache"] == "BYPASS"  # nothing stored yet: the app's call
+            await client.get("/r")
+            for wanted, text in (
+                ("bytes=0-1", "01"),
+                ("bytes=1-", "123456789A"),
+                ("bytes=-1", "A"),
+            ):
+                part = await client.get("/r", headers={"Range": wanted})
+                assert (part.status_code, part.text, part.headers["x-cache"]) == (206, text, "HIT")
+            whole = await client.get("/r", headers={"Range": "bytes=0-1,4-5"})
+            assert (whole.status_code, whole.text) == (200, "0123456789A")
+            guarded = await client.get("/r", headers={"Range": "bytes=0-1", "If-Range": '"x"'})
+            assert guarded.headers["x-cache"] == "BYPASS"
+    finally:
+        await middleware.aclose()
+    assert calls == {"bytes=0-1": 2, "whole": 1}
+
+
 def test_negative_windows_are_refused() -> None:
     with pytest.raises(ValueError, match="stale_while_revalidate"):
         CacheMiddleware(Starlette(), stale_while_revalidate=-1)
     with pytest.raises(ValueError, match="None: off"):
         CacheMiddleware(Starlette(), default_ttl=0)
+    with pytest.raises(ValueError, match="last_modified_fraction"):
+        CacheMiddleware(Starlette(), last_modified_fraction=2)
 
 
 async def test_an_app_answering_with_the_validators_helper_is_revalidated(redis_url: str) -> None:

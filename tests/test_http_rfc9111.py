@@ -85,12 +85,14 @@ def test_the_three_date_forms_and_nothing_else() -> None:
     at = 1_800_000_000.0  # 2027-01-15
     for form, text in _dates(at).items():
         assert http_date(text.encode()) == at, form
+        # Recipients are to be robust (RFC 9110 5.6.7): names in the wrong case still parse.
+        assert http_date(text.upper().encode()) == at, form
+        assert http_date(text.lower().encode()) == at, form
     invalid = [
         "Fri, 15 Jan 2027 08:00:00 UTC",  # another zone name
         "Fri, 15 Jan 2027 08:00:00 +0000",
         "Fri, 15 Jan 27 08:00:00 GMT",  # a two-digit year in the IMF form
         "Fri 15 Jan 2027 08:00:00 GMT",  # no comma
-        "fri, 15 jan 2027 08:00:00 gmt",  # the names are case-sensitive
         "Fri, 30 Feb 2027 08:00:00 GMT",
         "Fri, 15 Jan 2027 24:00:00 GMT",
         "0",
@@ -243,7 +245,8 @@ def test_other_statuses_are_not_stored(status: int) -> None:
         (((b"cache-control", b"private"),), SHARED, "private"),
         (((b"set-cookie", b"a=b"),), SHARED, "Set-Cookie"),
         (((b"vary", b"accept, *"),), SHARED, "Vary: *"),
-        (((b"content-range", b"bytes 0-9/100"),), SHARED, "partial content"),
+        # A Content-Range means nothing on a 200 (RFC 9110 14.4): a full response, stored.
+        (((b"content-range", b"bytes 0-9/100"),), SHARED, None),
         (
             (),
             rfc9111.RequestFacts(authorization=True, per_user=False),
@@ -452,3 +455,43 @@ def test_stale_windows() -> None:
     assert rfc9111.stale_window({"stale-if-error": "x"}, "stale-if-error", 5) == 5.0
     for forbidding in ("no-cache", "must-revalidate", "proxy-revalidate", "s-maxage"):
         assert rfc9111.stale_window({**own, forbidding: None}, "stale-if-error", 9) == 0.0
+
+
+def test_must_understand_lets_a_known_status_be_stored_despite_no_store() -> None:
+    understood = ((b"cache-control", b"max-age=60, no-store, must-understand"),)
+    assert _refusal(200, *understood) is None
+    assert _refusal(302, *understood) is None
+    assert _refusal(599, *understood) == "no-store"  # a status it does not understand
+    assert _refusal(200, (b"cache-control", b"max-age=60, no-store")) == "no-store"
+
+
+def test_a_heuristic_from_last_modified_without_a_flat_default() -> None:
+    modified = [
+        (b"date", b"Tue, 02 Jan 2024 00:00:00 GMT"),
+        (b"last-modified", LAST_MODIFIED.encode()),  # a day earlier
+    ]
+    assert rfc9111.heuristic_lifetime(modified, None) == 8640.0  # a tenth of a day
+    assert rfc9111.heuristic_lifetime(modified, None, fraction=0.0) == 0.0
+    assert rfc9111.heuristic_lifetime(modified, 600, fraction=0.0) == 600.0
+    assert rfc9111.heuristic_lifetime(modified, None, fraction=1.0) == rfc9111.LONGEST_HEURISTIC
+    assert rfc9111.heuristic_lifetime([], None) == 0.0
+
+
+def test_one_byte_range_of_a_stored_response() -> None:
+    assert rfc9111.byte_range(b"bytes=0-1", 11) == (0, 1)
+    assert rfc9111.byte_range(b"bytes=1-", 11) == (1, 10)
+    assert rfc9111.byte_range(b"bytes=-1", 11) == (10, 10)
+    assert rfc9111.byte_range(b"bytes=-50", 11) == (0, 10)  # a suffix longer than the body
+    assert rfc9111.byte_range(b"bytes=5-99", 11) == (5, 10)  # a last byte past the end
+    # Answered in full (a cache may always ignore Range): several ranges, other units, bad
+    # syntax, nothing satisfiable.
+    for whole in (
+        b"bytes=0-1,3-4",
+        b"items=0-1",
+        b"bytes=1-0",
+        b"bytes=-",
+        b"bytes=11-",
+        b"bytes=-0",
+    ):
+        assert rfc9111.byte_range(whole, 11) is None, whole
+    assert rfc9111.byte_range(b"bytes=-1", 0) is None

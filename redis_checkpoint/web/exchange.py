@@ -39,6 +39,8 @@ HOP_BY_HOP: Final = frozenset(
         b"upgrade",
         b"proxy-authenticate",
         b"proxy-authorization",
+        b"proxy-authentication-info",
+        b"proxy-connection",
         b"age",
         b"x-cache",
         b"content-length",
@@ -113,6 +115,8 @@ class CacheRequest:
     lookup: bool
     #: The request's own Cache-Control directives (max-age, min-fresh, max-stale...).
     directives: dict[str, str | None] = field(default_factory=dict)
+    #: The request's Range: answered from a fresh complete entry, else sent on to the app.
+    range: bytes | None = None
 
 
 def client_copy_is_current(request: CacheRequest, status: int, headers: rfc9111.Headers) -> bool:
@@ -144,7 +148,10 @@ def build_entry(
     # no-cache="field": that field must not be reused without revalidation, so it is not kept.
     unqualified = response_directives.get("no-cache")
     withheld = {name.strip().lower().encode("latin-1") for name in (unqualified or "").split(",")}
-    dropped = HOP_BY_HOP | withheld | {b"etag"}
+    # Fields the Connection header names belong to that connection (RFC 9110 7.6.1).
+    connection = rfc9111.header(headers, b"connection") or b""
+    hop = {name.strip().lower() for name in connection.split(b",")}
+    dropped = HOP_BY_HOP | withheld | hop | {b"etag"}
     kept = [(k, v) for k, v in headers if k.lower() not in dropped]
     stale_if_error, stale_while_revalidate = graces
     return StoredResponse(

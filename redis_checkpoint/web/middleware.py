@@ -151,8 +151,11 @@ class CacheMiddleware:
     responses were HIT, MISS and BYPASS in this process. ``trusted_forwarding`` declares the
     proxies in front of the app (:class:`TrustedForwarding`); ``max_entries_per_path`` bounds
     how many entries one path holds (None: unbounded), so random query strings on one path
-    cannot push other paths' entries out of Redis. ``default_ttl=None`` turns heuristic
-    freshness off: a response that gives no lifetime is then stored only to be revalidated.
+    cannot push other paths' entries out of Redis. Heuristic freshness (for a response that
+    gives no lifetime) is ``last_modified_fraction`` of the time since its ``Last-Modified``,
+    at most ``default_ttl``, or ``default_ttl`` without one; ``default_ttl=None`` drops the flat
+    default (a Last-Modified heuristic then stops at a day) and ``last_modified_fraction=0``
+    too: with both, a response that gives no lifetime is stored only to be revalidated.
     ``targeted_cache_control`` names the fields (RFC 9213) that, when the response has one,
     replace its Cache-Control and Expires for this cache, the first one present winning.
     """
@@ -165,6 +168,7 @@ class CacheMiddleware:
         engine: AsyncCacheEngine | None = None,
         namespace: str = "http",
         default_ttl: float | None = DEFAULT_TTL,
+        last_modified_fraction: float = rfc9111.LAST_MODIFIED_FRACTION,
         rules: Sequence[CacheRule] = (),
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         cache_cookies: bool = False,
@@ -215,6 +219,9 @@ class CacheMiddleware:
         self.engine = engine
         self.namespace = namespace
         self.default_ttl = None if default_ttl is None else float(default_ttl)
+        if not 0 <= last_modified_fraction <= 1:
+            raise ValueError(f"last_modified_fraction={last_modified_fraction!r} must be 0..1")
+        self.last_modified_fraction = float(last_modified_fraction)
         self.rules = tuple(rules)
         self.max_body_bytes = max_body_bytes
         self.cache_cookies = cache_cookies
@@ -277,12 +284,19 @@ class CacheMiddleware:
                 self.near.clear()
             await self._bypass(scope, receive, send)
             return
+        if stored is None and request.range is not None:
+            await self._bypass(scope, receive, send)
+            return
         if stored is None:
             await self._miss(Recorder(self, request, send), scope, receive)
             return
         age = stored.age(time.time())
         if self._reusable(request, stored, age):
             await self._replay(request, stored, send)
+            return
+        if request.range is not None:
+            # Partial content is never stored: a range the entry cannot answer goes to the app.
+            await self._bypass(scope, receive, send)
             return
         # A stale entry still in its stale-if-error window answers if the app fails.
         usable = stored if age < stored.lifetime + stored.stale_if_error else None
@@ -354,8 +368,10 @@ class CacheMiddleware:
         found = inputs.rule_headers
         identity = rule.vary_user(scope) if rule.vary_user is not None else None
         per_user = identity is not None
-        if b"range" in found or (b"cookie" in found and not (per_user or self.cache_cookies)):
+        if b"cookie" in found and not (per_user or self.cache_cookies):
             return None
+        if b"range" in found and rfc9111.header(headers, b"if-range") is not None:
+            return None  # partial or whole by a validator: the app's call
         request_directives = rfc9111.directives(headers) if b"cache-control" in found else {}
         if "no-store" in request_directives:
             return None
@@ -380,7 +396,12 @@ class CacheMiddleware:
             per_user=per_user,
             authorization=inputs.credentials,
             lookup=lookup,
-            directives=request_directives,
+            directives={
+                name: value
+                for name, value in request_directives.items()
+                if name in rfc9111.REQUEST_FRESHNESS_DIRECTIVES
+            },
+            range=rfc9111.header(headers, b"range") if b"range" in found else None,
         )
 
     async def _bypass(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
@@ -435,15 +456,19 @@ class CacheMiddleware:
             await send({"type": "http.response.start", "status": 304, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
-        headers = [
-            *stored.headers,
-            (b"content-length", str(len(stored.body)).encode()),
-            (b"age", age),
-            x_cache,
-        ]
-        await send({"type": "http.response.start", "status": stored.status, "headers": headers})
-        body = b"" if request.method == "HEAD" else stored.body
-        await send({"type": "http.response.body", "body": body})
+        status, body, headers = stored.status, stored.body, list(stored.headers)
+        wanted = None
+        if request.range is not None and status == 200:
+            wanted = rfc9111.byte_range(request.range, len(body))
+        if wanted is not None:  # RFC 9110 15.3.7: a part of the stored response
+            first, last = wanted
+            status, body = 206, body[first : last + 1]
+            headers.append((b"content-range", f"bytes {first}-{last}/{len(stored.body)}".encode()))
+        headers += [(b"content-length", str(len(body)).encode()), (b"age", age), x_cache]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if request.method == "HEAD" else body}
+        )
 
     # -- misses -----------------------------------------------------------------------------
 
@@ -571,8 +596,9 @@ class CacheMiddleware:
             lifetime = float(request.rule.ttl)
         elif lifetime is None:
             # A heuristic, which RFC 9111 4.2.2 allows only where no lifetime is given.
-            default = self.default_ttl
-            lifetime = 0.0 if default is None else rfc9111.heuristic_lifetime(headers, default)
+            lifetime = rfc9111.heuristic_lifetime(
+                headers, self.default_ttl, self.last_modified_fraction
+            )
         if "no-cache" in response_directives and response_directives["no-cache"] is None:
             lifetime = 0.0  # stored, but asked about every time (RFC 9111 5.2.2.4)
         initial_age = rfc9111.age(headers)

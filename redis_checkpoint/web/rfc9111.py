@@ -41,6 +41,15 @@ Headers = Sequence[tuple[bytes, bytes]]
 
 #: Statuses "heuristically cacheable" by default (RFC 9110 15.1); a cached 404 replays as 404.
 CACHEABLE_STATUSES: Final = frozenset({200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+#: Statuses whose caching rules this cache knows (RFC 9110 15): ``must-understand`` lets it
+#: store these despite ``no-store`` (RFC 9111 5.2.2.3).
+UNDERSTOOD_STATUSES: Final = CACHEABLE_STATUSES | frozenset(
+    {201, 202, 302, 303, 307, 400, 401, 403, 406, 408, 409, 411, 412, 413, 415, 416, 417, 421}
+    | {422, 426, 500, 502, 503, 504, 505}
+)
+#: Request directives that change which stored response may answer (RFC 9111 5.2.1); the
+#: others (and unknown ones, which must be ignored) do not.
+REQUEST_FRESHNESS_DIRECTIVES: Final = frozenset({"max-age", "min-fresh", "max-stale"})
 #: Methods known to be safe (RFC 9110 9.2.1); any other one invalidates (RFC 9111 4.4).
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 
@@ -52,15 +61,19 @@ _DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _LONG_DAYS: Final = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTH: Final = "(?P<month>" + "|".join(_MONTHS) + ")"
 _TIME: Final = r"(?P<hour>\d\d):(?P<minute>\d\d):(?P<second>\d\d)"
-# The three forms of RFC 9110 5.6.7, case-sensitive as it says; nothing else is a date.
+# The three forms of RFC 9110 5.6.7 and nothing else; names in any case, as 5.6.7 asks
+# recipients to be robust (a wrong-case Expires is still the date it names).
 _IMF_FIXDATE: Final = re.compile(
-    rf"(?:{'|'.join(_DAYS)}), (?P<day>\d\d) {_MONTH} (?P<year>\d{{4}}) {_TIME} GMT"
+    rf"(?:{'|'.join(_DAYS)}), (?P<day>\d\d) {_MONTH} (?P<year>\d{{4}}) {_TIME} GMT",
+    re.IGNORECASE,
 )
 _RFC850_DATE: Final = re.compile(
-    rf"(?:{'|'.join(_LONG_DAYS)}), (?P<day>\d\d)-{_MONTH}-(?P<year>\d\d) {_TIME} GMT"
+    rf"(?:{'|'.join(_LONG_DAYS)}), (?P<day>\d\d)-{_MONTH}-(?P<year>\d\d) {_TIME} GMT",
+    re.IGNORECASE,
 )
 _ASCTIME_DATE: Final = re.compile(
-    rf"(?:{'|'.join(_DAYS)}) {_MONTH} (?P<day>[ \d]\d) {_TIME} (?P<year>\d{{4}})"
+    rf"(?:{'|'.join(_DAYS)}) {_MONTH} (?P<day>[ \d]\d) {_TIME} (?P<year>\d{{4}})",
+    re.IGNORECASE,
 )
 
 
@@ -121,7 +134,7 @@ def http_date(value: bytes) -> float | None:
         year += this_year - this_year % 100
         if year > this_year + 50:
             year -= 100
-    month = 1 + _MONTHS.index(found["month"])
+    month = 1 + _MONTHS.index(found["month"].capitalize())
     day, hour, minute, second = (int(found[name]) for name in ("day", "hour", "minute", "second"))
     if not 1 <= day <= calendar.monthrange(year, month)[1] or hour > 23 or minute > 59:
         return None
@@ -176,14 +189,23 @@ def _sent_at(headers: Headers) -> float:
 LAST_MODIFIED_FRACTION: Final = 0.1
 
 
-def heuristic_lifetime(headers: Headers, cap: float) -> float:
-    """A lifetime for a response that gives none: ``cap``, or less when ``Last-Modified`` says
-    the content changed recently (a tenth of the time since)."""
+#: The longest heuristic lifetime taken from Last-Modified when no default caps it (a day, the
+#: age past which HTTP/1.1 caches once had to warn that they guessed).
+LONGEST_HEURISTIC: Final = 86_400.0
+
+
+def heuristic_lifetime(
+    headers: Headers, cap: float | None, fraction: float = LAST_MODIFIED_FRACTION
+) -> float:
+    """A lifetime for a response that gives none (RFC 9111 4.2.2): ``fraction`` of the time
+    since its ``Last-Modified``, at most ``cap`` (:data:`LONGEST_HEURISTIC` when None); without
+    a Last-Modified, ``cap`` (0 when None: no heuristic)."""
     last_modified = header(headers, b"last-modified")
     modified_at = http_date(last_modified) if last_modified is not None else None
-    if modified_at is None:
-        return float(cap)
-    return max(0.0, min(float(cap), LAST_MODIFIED_FRACTION * (_sent_at(headers) - modified_at)))
+    if modified_at is None or fraction <= 0:
+        return 0.0 if cap is None else float(cap)
+    longest = LONGEST_HEURISTIC if cap is None else float(cap)
+    return max(0.0, min(longest, fraction * (_sent_at(headers) - modified_at)))
 
 
 def freshness_lifetime(
@@ -359,6 +381,24 @@ def vary_values(request_headers: Headers, names: Iterable[str]) -> list[str | No
     return values
 
 
+_BYTE_RANGE: Final = re.compile(rb"bytes=[ \t]*(\d*)-(\d*)[ \t]*")
+
+
+def byte_range(range_header: bytes, length: int) -> tuple[int, int] | None:
+    """The one byte range a ``Range`` asks of a representation of ``length`` bytes, as
+    (first, last) inclusive (RFC 9110 14.1.2); None to answer in full, which a cache may
+    always do: several ranges, another unit, bad syntax or a range past the end."""
+    found = _BYTE_RANGE.fullmatch(range_header.strip())
+    if found is None or not (found[1] or found[2]):
+        return None
+    if not found[1]:  # a suffix: the last N bytes
+        suffix = int(found[2])
+        return (max(0, length - suffix), length - 1) if suffix and length else None
+    first = int(found[1])
+    last = min(int(found[2]), length - 1) if found[2] else length - 1
+    return (first, last) if first <= last else None
+
+
 def content_etag(body: bytes) -> bytes:
     """A strong ETag from the content alone: the same bytes get the same tag in every process."""
     return b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
@@ -415,7 +455,8 @@ def refusal(
         status in CACHEABLE_STATUSES or explicit or "public" in response_directives
     ):
         return f"status {status}"
-    if "no-store" in response_directives:
+    understood = "must-understand" in response_directives and status in UNDERSTOOD_STATUSES
+    if "no-store" in response_directives and not understood:
         return "no-store"
     if "no-cache" in response_directives and not has_validator(headers):
         return "no-cache without a validator (it could never be revalidated)"
@@ -429,6 +470,4 @@ def refusal(
             return "Authorization without public, s-maxage or must-revalidate"
     if vary_names(headers) is None:
         return "Vary: *"
-    if header(headers, b"content-range") is not None:
-        return "partial content"
     return None
