@@ -256,7 +256,6 @@ def test_if_modified_since_compares_whole_seconds(
         "yesterday",
         "Wed, 01 May 2024 12:00:00",  # no GMT
         "Wed, 01 May 2024 12:00:00 UTC",
-        "wed, 01 may 2024 12:00:00 GMT",  # names are case-sensitive
         "Wed, 32 May 2024 12:00:00 GMT",
         "Wed, 01 May 2024 12:00:00 GMT, Wed, 01 May 2024 12:00:00 GMT",  # two members
         "",

@@ -43,6 +43,8 @@ What it does, in order of importance:
 * Adds a strong ``ETag`` computed from the body when the app sent none and answers the client's
   ``If-None-Match`` (weak comparison, lists, ``*``) or ``If-Modified-Since`` with 304; HEAD is
   answered from the GET entry. The request's ``max-age``/``min-fresh``/``max-stale`` are obeyed.
+  One byte ``Range`` of a fresh complete entry is answered from it (206); other range requests
+  go to the app, and partial responses are never stored.
 * **Revalidation**: a stale entry with the app's own ``ETag``/``Last-Modified`` is revalidated
   with a conditional request; a 304 updates its stored header fields and it answers
   (``X-Cache: REVALIDATED``). ``no-cache`` entries (with a validator) are revalidated every time.
