@@ -195,6 +195,18 @@ async def test_no_cache_is_stored_and_revalidated_on_every_request(site: Site) -
         assert (await site.get("/no-cache-plain")).headers["x-cache"] == "MISS"
 
 
+async def test_a_304_that_forbids_storing_answers_once_and_is_not_stored(site: Site) -> None:
+    await site.get("/etag")
+    await _go_stale()
+    site.origin.extra = {"Cache-Control": "no-store", "X-Version": "1b"}
+    once = await site.get("/etag")
+    assert (once.headers["x-cache"], once.headers["x-version"]) == ("REVALIDATED", "1b")
+    assert site.middleware.engine.stats()[site.middleware.namespace].sets == 1
+    site.origin.extra = {}
+    again = await site.get("/etag")  # the stored entry kept its own fields
+    assert (again.headers["x-cache"], again.headers["x-version"]) == ("REVALIDATED", "1")
+
+
 async def test_must_revalidate_is_revalidated_not_served_stale(site: Site) -> None:
     await site.get("/must")
     await _go_stale()

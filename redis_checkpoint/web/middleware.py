@@ -533,10 +533,11 @@ class CacheMiddleware:
         as_get = dataclasses.replace(request, method="GET")
         plan = self._storable(as_get, stored.status, [*merged, *arrived])
         own_etag = dict(stored.conditional).get(b"if-none-match")
-        if plan is None:
-            plan = ({}, 0.0, 0.0)  # no longer storable: it answers this request only
-        refreshed = build_entry(stored.status, merged, stored.body, plan, own_etag, self.graces)
-        if _worth_storing(stored, refreshed):
+        # No plan: the 304 made it unstorable (no-store, private...); it answers this once.
+        refreshed = build_entry(
+            stored.status, merged, stored.body, plan or ({}, 0.0, 0.0), own_etag, self.graces
+        )
+        if plan is not None and _worth_storing(stored, refreshed):
             await self._store(as_get, refreshed)
         if send is not _discard:
             self.counts["MISS"] -= 1  # answered from the store after all
@@ -706,8 +707,6 @@ def _worth_storing(stored: StoredResponse, refreshed: StoredResponse) -> bool:
     """Whether a 304's refresh must be written: it changed a header field or the lifetime, or
     the entry is half way to the end of its keeping for revalidation. A ``no-cache`` entry that
     the app confirms on every request is then written once in 300 s, not once per request."""
-    if refreshed.lifetime <= 0 and not refreshed.conditional:
-        return False  # no longer storable: it answers this request only
     changed = refreshed.headers != stored.headers or refreshed.lifetime != stored.lifetime
     aging = refreshed.stored_at - stored.stored_at > KEPT_FOR_REVALIDATION / 2
     return changed or refreshed.lifetime > 0 or aging
