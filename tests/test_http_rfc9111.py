@@ -413,6 +413,7 @@ def test_targeted_fields_parse_as_structured_dictionaries() -> None:
     assert parsed(b"max-age=60") == {"max-age": "60"}
     assert parsed(b"foo, MaX-aGe=60") == {"foo": None, "max-age": "60"}
     assert parsed(b'no-cache="x-a", private') == {"no-cache": "x-a", "private": None}
+    assert parsed(b'no-cache="x-a, x-b"') == {"no-cache": "x-a, x-b"}  # a comma in a string
     assert parsed(b"max-age=1, max-age=2") == {"max-age": "1"}  # the first one wins
     assert parsed(b"max-age=99999999999") == {"max-age": "99999999999"}
     for invalid in (b'max-age="60"', b"max-age =60", b"max-age= 60", b"max-age=60, &&", b"=1"):

@@ -146,8 +146,8 @@ def build_entry(
     response_directives, lifetime, initial_age = plan
     etag = own_etag or rfc9111.header(headers, b"etag") or rfc9111.content_etag(body)
     # no-cache="field": that field must not be reused without revalidation, so it is not kept.
-    unqualified = response_directives.get("no-cache")
-    withheld = {name.strip().lower().encode("latin-1") for name in (unqualified or "").split(",")}
+    qualified = response_directives.get("no-cache")
+    withheld = {name.strip().lower().encode("latin-1") for name in (qualified or "").split(",")}
     # Fields the Connection header names belong to that connection (RFC 9110 7.6.1).
     connection = rfc9111.header(headers, b"connection") or b""
     hop = {name.strip().lower() for name in connection.split(b",")}

@@ -232,10 +232,6 @@ def stale_window(response_directives: Mapping[str, str | None], name: str, grace
     return float(max(own, grace))
 
 
-def stale_if_error(response_directives: Mapping[str, str | None], grace: float) -> float:
-    return stale_window(response_directives, "stale-if-error", grace)
-
-
 def request_accepts(
     age: float,
     lifetime: float,
@@ -275,7 +271,7 @@ def targeted_directives(headers: Headers, name: bytes) -> dict[str, str | None] 
     if raw is None:
         return None
     found: dict[str, str | None] = {}
-    for member in raw.split(b","):
+    for member in _split(raw):
         match = _TARGETED_MEMBER.fullmatch(member.strip(b" \t"))
         if match is None:
             return None
