@@ -28,7 +28,7 @@ Receive = Callable[[], Awaitable[Message]]
 ASGISend = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, ASGISend], Awaitable[None]]
 
-
+#: Never stored: fields of one connection, and those this cache sets on each answer itself.
 HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
