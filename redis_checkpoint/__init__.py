@@ -35,7 +35,15 @@ from redis_checkpoint.metrics import Metrics, get_metrics
 from redis_checkpoint.ops import HealthMonitor, HealthReport
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.store import AsyncRedisStore, RedisStore, StoreIndexConfig
-from redis_checkpoint.web import CacheMiddleware, CacheRule, TrustedForwarding
+from redis_checkpoint.web import (
+    CacheMiddleware,
+    CacheRule,
+    SessionMiddleware,
+    SessionStore,
+    TrustedForwarding,
+    invalidate_user_sessions,
+    regenerate_session,
+)
 
 __all__ = [
     "DEFAULT_TTLS",
@@ -65,6 +73,8 @@ __all__ = [
     "RedisStore",
     "RedisUnavailableError",
     "SemanticLLMCache",
+    "SessionMiddleware",
+    "SessionStore",
     "Settings",
     "StoreIndexConfig",
     "ToolCacheMiddleware",
@@ -76,6 +86,8 @@ __all__ = [
     "create_management_app",
     "create_management_router",
     "get_metrics",
+    "invalidate_user_sessions",
+    "regenerate_session",
     "set_query_cache",
 ]
 __version__ = "0.1.0"
