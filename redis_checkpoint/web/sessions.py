@@ -118,7 +118,7 @@ class Session(dict[str, Any]):
     def __setitem__(self, key: str, value: Any) -> None:
         if not isinstance(key, str):
             raise TypeError(f"session keys are strings, not {type(key).__name__}")
-        _encode(value, key)  # a value JSON cannot hold fails here, in the handler
+        _json_of(value, key)  # a value JSON cannot hold fails here, in the handler
         self.accessed = True
         super().__setitem__(key, value)
 
@@ -136,7 +136,7 @@ class Session(dict[str, Any]):
         return self
 
 
-def _encode(value: Any, key: str) -> bytes:
+def _json_of(value: Any, key: str) -> bytes:
     try:
         return json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
     except (TypeError, ValueError) as exc:
@@ -503,7 +503,7 @@ class SessionMiddleware:
         old_user: str | None,
     ) -> str | None:
         """Write what the request changed; the Set-Cookie value to send, if any."""
-        now = {key: _encode(value, key) for key, value in session.items()}
+        now = {key: _json_of(value, key) for key, value in session.items()}
         changed = {
             _FIELD + key.encode(): value
             for key, value in now.items()
