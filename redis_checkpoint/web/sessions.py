@@ -53,7 +53,8 @@ import redis
 
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.cache.keys import escape
-from redis_checkpoint.client import AsyncRedisClient, create_async_client
+from redis_checkpoint.client import AsyncRedisClient, create_async_client, describe_client
+from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.web.exchange import ASGIApp, ASGISend, Message, Receive, Scope
@@ -175,8 +176,9 @@ def _session_of(request: Any) -> Session:
     return session
 
 
-class SessionUnavailableError(Exception):
-    """Redis is away and the middleware fails closed."""
+class SessionUnavailableError(RedisUnavailableError):
+    """The session store's Redis is away (the middleware answers 503 when it fails closed;
+    :func:`invalidate_user_sessions` raises it, as a logout it cannot promise)."""
 
 
 class SessionStore:
@@ -234,8 +236,9 @@ class SessionStore:
     async def _redis(self, work: Any) -> Any:
         """Run ``work`` (an awaitable factory) on Redis; raises SessionUnavailableError when
         Redis is away (counted by the breaker)."""
+        where = describe_client(self.client)
         if not self.breaker.allow_request():
-            raise SessionUnavailableError("Redis is away (circuit open)")
+            raise SessionUnavailableError(f"sessions: Redis at {where} is away (circuit open)")
         try:
             if self._owed:
                 await self._write_back()
@@ -245,7 +248,7 @@ class SessionStore:
                 self.breaker.record_success()
                 raise
             self.breaker.record_failure()
-            raise SessionUnavailableError(str(exc)) from exc
+            raise SessionUnavailableError(f"sessions: Redis at {where}: {exc}") from exc
         self.breaker.record_success()
         return result
 
