@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from redis_checkpoint import (
     CircuitBreaker,
+    RedisUnavailableError,
     SessionMiddleware,
     invalidate_user_sessions,
     regenerate_session,
@@ -455,6 +456,8 @@ async def test_fail_closed_refuses_what_needs_the_store(restartable: RedisServer
             async with site.client() as anonymous:
                 assert (await anonymous.get("/show")).status_code == 200  # needs no session
                 assert (await anonymous.get("/put", params={"a": "1"})).status_code == 503
+                with pytest.raises(RedisUnavailableError, match="sessions: Redis at"):
+                    await anonymous.get("/logout-everywhere", params={"user": "x"})
             restartable.restart()
             await asyncio.sleep(0.2)
             assert (await client.get("/show")).json() == {"a": "1"}
