@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The web-facing caches at work: a DB-query cache on SQLite, a cached ASGI endpoint, the HTTP
-cache revalidating a stale page and standing in for a failing app, and turning away poisoning
-attempts.
+cache revalidating a stale page and standing in for a failing app, turning away poisoning
+attempts, and server-side sessions.
 
     python examples/web_caches_demo.py
 
@@ -26,7 +26,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from redis_checkpoint import CacheEngine, CacheMiddleware, QueryCache, Settings
+from redis_checkpoint import (
+    CacheEngine,
+    CacheMiddleware,
+    QueryCache,
+    SessionMiddleware,
+    Settings,
+    invalidate_user_sessions,
+    regenerate_session,
+)
 from redis_checkpoint.client import check_connection, create_client
 from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.web.validators import not_modified, validator_headers
@@ -212,6 +220,59 @@ async def poisoning_demo(settings: Settings) -> None:
     await app.aclose()
 
 
+async def sessions_demo(settings: Settings) -> None:
+    """Two devices log in as one user, each keeps its own cart, and one logs out both."""
+
+    async def login(request: Request) -> Response:
+        request.session["user_id"] = "alice"
+        regenerate_session(request)
+        return JSONResponse(dict(request.session))
+
+    async def add(request: Request) -> Response:
+        request.session["cart"] = [*request.session.get("cart", []), request.query_params["item"]]
+        return JSONResponse(dict(request.session))
+
+    async def logout_everywhere(request: Request) -> Response:
+        return JSONResponse({"ended": await invalidate_user_sessions(request, "alice")})
+
+    inner = Starlette(
+        routes=[Route("/login", login), Route("/add", add), Route("/logout-all", logout_everywhere)]
+    )
+    # One process here, so a per-process copy may stand in for Redis when it is away.
+    app = SessionMiddleware(
+        inner,
+        "demo-secret-not-for-production",
+        target=settings,
+        prefix=PREFIX,
+        on_unavailable="memory",
+    )
+    transport = httpx.ASGITransport(app=app)
+    print(f"{'server-side sessions':<34} {'answer'}")
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://demo") as phone,
+        httpx.AsyncClient(transport=transport, base_url="http://demo") as laptop,
+    ):
+        steps = [
+            ("phone: log in", phone, "/login", {}),
+            ("laptop: log in", laptop, "/login", {}),
+            ("phone: add tea", phone, "/add", {"item": "tea"}),
+            ("laptop: add jam", laptop, "/add", {"item": "jam"}),
+            ("laptop: log out everywhere", laptop, "/logout-all", {}),
+            ("phone: add milk", phone, "/add", {"item": "milk"}),
+        ]
+        for label, device, path, params in steps:
+            try:
+                answer = (await device.get(path, params=params)).json()
+            except Exception as exc:  # logging out everywhere needs Redis
+                answer = f"refused: {type(exc).__name__}"
+            print(f"  {label:<32} {answer}")
+    signed_id = phone.cookies["session"]
+    print(
+        f"  the cookie holds only a signed id ({len(signed_id)} characters), the server the data\n"
+    )
+    await app.aclose()
+
+
 def main() -> None:
     settings = Settings.from_env(socket_connect_timeout=0.2, retries=0)
     try:
@@ -227,6 +288,7 @@ def main() -> None:
     asyncio.run(endpoint_demo(settings))
     asyncio.run(revalidation_demo(settings))
     asyncio.run(poisoning_demo(settings))
+    asyncio.run(sessions_demo(settings))
     if on_redis:
         with create_client(settings) as client:
             remove_demo_keys(client, PREFIX)
