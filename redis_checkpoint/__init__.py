@@ -20,6 +20,7 @@ from redis_checkpoint.cache import (
 )
 from redis_checkpoint.cache.query import QueryCache, cached_query, set_query_cache
 from redis_checkpoint.cache.semantic import SemanticLLMCache
+from redis_checkpoint.cache.tokens import TokenCache
 from redis_checkpoint.checkpoint import AsyncRedisSaver, RedisSaver
 from redis_checkpoint.client import create_async_client, create_client
 from redis_checkpoint.errors import (
@@ -77,6 +78,7 @@ __all__ = [
     "SessionStore",
     "Settings",
     "StoreIndexConfig",
+    "TokenCache",
     "ToolCacheMiddleware",
     "TrustedForwarding",
     "cached_llm_call",
