@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -493,9 +495,34 @@ async def test_memory_mode_serves_and_owes_then_writes_back(restartable: RedisSe
 
 @pytest.fixture
 def served(redis_url: str) -> Iterator[str]:
-    site = Site(redis_url)
+    site = Site(redis_url, idle_timeout=1.0)
     with serve(site.middleware) as base:
         yield base
+
+
+def test_over_loopback_writes_logout_tampering_and_expiry(served: str) -> None:
+    """The same behaviours through uvicorn and real sockets, several connections at once."""
+    with httpx.Client(base_url=served) as phone, httpx.Client(base_url=served) as laptop:
+        phone.get("/login", params={"user": "dave"})
+        laptop.get("/login", params={"user": "dave"})
+        laptop.cookies["session"] = phone.cookies["session"]  # one session, two connections
+
+        def put(client: httpx.Client, key: str) -> None:
+            client.get("/put", params={key: "1", "delay": "0.2"})
+
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(put, (phone, laptop), ("a", "b")))
+        assert phone.get("/show").json() == {"user_id": "dave", "a": "1", "b": "1"}
+        with httpx.Client(base_url=served) as forger:
+            forger.cookies["session"] = phone.cookies["session"][:-2] + "xx"
+            assert forger.get("/show").json() == {}
+        with httpx.Client(base_url=served) as admin:
+            # The laptop's own login session too, though the laptop now uses the phone's.
+            assert admin.get("/logout-everywhere", params={"user": "dave"}).text == "2"
+        assert phone.get("/show").json() == {}
+        phone.get("/put", params={"c": "1"})
+        time.sleep(1.2)  # past the idle timeout
+        assert phone.get("/show").json() == {}
 
 
 def test_a_login_over_loopback(served: str) -> None:
