@@ -532,3 +532,19 @@ def test_a_login_over_loopback(served: str) -> None:
         client.get("/login", params={"user": "carol"})
         assert client.cookies["session"] != before
         assert client.get("/show").json() == {"cart": "pears", "user_id": "carol"}
+
+
+async def test_a_change_never_brings_back_an_ended_session(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    store = SessionStore(redis_url, prefix=unique("ended"))
+    try:
+        key = store.key("gone")
+        await store.save("gone", {b"d:a": b'"1"'}, [], created=time.time())
+        assert redis_client.exists(key) == 0  # expired (or ended) between read and write
+        await store.save("live", {b"d:a": b'"1"'}, [], replace=True, created=time.time())
+        await store.save("live", {b"d:b": b'"2"'}, [b"d:a"], created=time.time())
+        assert redis_client.hgetall(store.key("live")) == {b"d:b": b'"2"'}
+        assert 0 < redis_client.pttl(store.key("live")) <= 7_200_000  # its TTL kept
+    finally:
+        await store.aclose()

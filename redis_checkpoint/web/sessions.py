@@ -91,6 +91,19 @@ redis.call('PEXPIRE', KEYS[1], math.min(tonumber(ARGV[2]), left))
 return fields
 """
 
+# Writes what a request changed in a session that still exists, in one round trip: fields and
+# values, then the fields removed. The TTL stays as the read slid it; a session that expired
+# since is not brought back. KEYS: the session hash. ARGV: n, n field/value pairs, removed...
+_UPDATE: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local n = tonumber(ARGV[1])
+if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, 2, 1 + 2 * n)) end
+if #ARGV > 1 + 2 * n then redis.call('HDEL', KEYS[1], unpack(ARGV, 2 + 2 * n)) end
+return 1
+"""
+#: More fields than this in one change go through a pipeline (Lua's unpack has a stack limit).
+_UPDATE_FIELDS: Final = 400
+
 
 class Session(dict[str, Any]):
     """``request.session``: a dict whose values must be JSON, checked when they are set."""
@@ -214,6 +227,7 @@ class SessionStore:
         self.on_unavailable = on_unavailable
         self.breaker = breaker or CircuitBreaker("sessions")
         self._load_script = self.client.register_script(_LOAD)
+        self._update_script = self.client.register_script(_UPDATE)
         # on_unavailable="memory": the sessions this process read or wrote, newest last, and
         # the writes Redis has not seen yet, oldest first.
         self._held: collections.OrderedDict[str, dict[bytes, bytes]] = collections.OrderedDict()
@@ -236,8 +250,8 @@ class SessionStore:
     async def _redis(self, work: Any) -> Any:
         """Run ``work`` (an awaitable factory) on Redis; raises SessionUnavailableError when
         Redis is away (counted by the breaker)."""
-        where = describe_client(self.client)
         if not self.breaker.allow_request():
+            where = describe_client(self.client)
             raise SessionUnavailableError(f"sessions: Redis at {where} is away (circuit open)")
         try:
             if self._owed:
@@ -248,6 +262,7 @@ class SessionStore:
                 self.breaker.record_success()
                 raise
             self.breaker.record_failure()
+            where = describe_client(self.client)
             raise SessionUnavailableError(f"sessions: Redis at {where}: {exc}") from exc
         self.breaker.record_success()
         return result
@@ -288,6 +303,10 @@ class SessionStore:
         lifetime_left = self.max_lifetime - (time.time() - (created or time.time()))
         ttl_ms = max(1, int(min(self.idle_timeout, lifetime_left) * 1000))
 
+        async def update() -> None:
+            flat = [item for pair in changed.items() for item in pair]
+            await self._update_script(keys=[key], args=[len(changed), *flat, *removed])
+
         async def work() -> None:
             pipe = self.client.pipeline(transaction=False)
             for dropped in drop:
@@ -310,8 +329,11 @@ class SessionStore:
                     pipe.srem(self.user_key(old_user), self.key(dropped).rsplit(":", 1)[1])
             await pipe.execute()
 
+        # The common case, a change to a live session of the same user: one script call.
+        simple = not replace and not drop and old_user == new_user and created is not None
+        small = len(changed) + len(removed) <= _UPDATE_FIELDS
         try:
-            await self._redis(work)
+            await self._redis(update if simple and small else work)
         except SessionUnavailableError:
             if self.on_unavailable == "fail_closed":
                 raise
@@ -546,7 +568,10 @@ class SessionMiddleware:
                 session_id, changed, removed, user=(old_user, new_user), created=created
             )
             return self._cookie(session_id)  # sent again, as Starlette does: Max-Age slides
-        await self.store.save(session_id, changed, [], user=(None, new_user), created=created)
+        # A new id: replace, so the write makes the hash (and gives it its TTL) with the data.
+        await self.store.save(
+            session_id, changed, [], replace=True, user=(None, new_user), created=created
+        )
         return self._cookie(session_id)
 
     def _cookie(self, session_id: str) -> str:
