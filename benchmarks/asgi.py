@@ -44,17 +44,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import platform
-import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from fastapi import Request  # at module level: the endpoints' annotations are resolved here
 
-from benchmarks.report import command_line, percentile, progress, table, utc_stamp, write_results
+from benchmarks.report import (
+    command_line,
+    load_summary,
+    progress,
+    table,
+    utc_stamp,
+    write_results,
+)
 from redis_checkpoint.testing import RedisServer, free_port
 
 SLOW_SECONDS = 0.02
@@ -271,15 +278,7 @@ async def load(port: int, path: str, seconds: float, connections: int) -> dict[s
     deadline = started + seconds
     await asyncio.gather(*(worker(deadline) for _ in range(connections)))
     elapsed = time.perf_counter() - started
-    return {
-        "requests": len(latencies),
-        "rps": len(latencies) / elapsed,
-        "p50_ms": percentile(latencies, 0.5) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-        "mean_ms": statistics.fmean(latencies) * 1000,
-        "errors": errors,
-        "x_cache": labels,
-    }
+    return {**load_summary(latencies, elapsed, errors), "x_cache": labels}
 
 
 async def wait_and_warm(port: int, path: str, process: multiprocessing.process.BaseProcess) -> None:
@@ -320,20 +319,30 @@ async def leak_check(port: int) -> str:
     return "LEAKS alice's /me to bob" if b"alice" in bodies[2] else "no leak"
 
 
-def run_setup(setup: Setup, redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
+@contextlib.contextmanager
+def server_process(
+    serve_app: Callable[[str, str, int], None], kind: str, redis_url: str
+) -> Iterator[tuple[int, multiprocessing.process.BaseProcess]]:
+    """``serve_app(kind, redis_url, port)`` in a process of its own on a free port, stopped at
+    the end."""
     port = free_port()
     context = multiprocessing.get_context("spawn")
-    process = context.Process(target=serve, args=(setup.kind, redis_url, port), daemon=True)
+    process = context.Process(target=serve_app, args=(kind, redis_url, port), daemon=True)
     process.start()
     try:
+        yield port, process
+    finally:
+        process.terminate()
+        process.join(10)
+
+
+def run_setup(setup: Setup, redis_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    with server_process(serve, setup.kind, redis_url) as (port, process):
         asyncio.run(wait_and_warm(port, setup.path, process))
         time.sleep(setup.settle)
         result = asyncio.run(load(port, setup.path, args.seconds, args.connections))
         result["leak"] = asyncio.run(leak_check(port)) if setup.cross_user else "-"
         return result
-    finally:
-        process.terminate()
-        process.join(10)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -67,6 +68,18 @@ def percentile(values: Iterable[float], q: float) -> float:
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def load_summary(latencies: Sequence[float], elapsed: float, errors: int) -> dict[str, Any]:
+    """What a load run of HTTP requests gives: requests, requests/s, p50/p99/mean ms, errors."""
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / elapsed,
+        "p50_ms": percentile(latencies, 0.5) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+        "errors": errors,
+    }
 
 
 def ms(seconds: float, digits: int = 2) -> str:

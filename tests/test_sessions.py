@@ -106,18 +106,30 @@ class Site:
 
         store._redis = counted  # type: ignore[method-assign]
 
+        #: Set when a real uvicorn serves the middleware: clients then speak HTTP over loopback.
+        self.base_url: str | None = None
+
     def client(self) -> httpx.AsyncClient:
+        if self.base_url is not None:
+            return httpx.AsyncClient(base_url=self.base_url)
         transport = httpx.ASGITransport(app=self.middleware)
         return httpx.AsyncClient(transport=transport, base_url="http://testserver")
 
     async def aclose(self) -> None:
-        await self.middleware.aclose()
+        if self.base_url is None:  # under uvicorn its client lives on the server's loop
+            await self.middleware.aclose()
 
 
-@pytest.fixture
-async def site(redis_url: str) -> AsyncIterator[Site]:
+@pytest.fixture(params=["asgi", "uvicorn"])
+async def site(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Site]:
+    """A site spoken to in-process, and the same over loopback through a real uvicorn."""
     built = Site(redis_url)
-    yield built
+    if request.param == "asgi":
+        yield built
+    else:
+        with serve(built.middleware) as base:
+            built.base_url = base
+            yield built
     await built.aclose()
 
 
@@ -368,9 +380,16 @@ def _starlette_like(redis_url: str, **options: Any) -> SessionMiddleware:
     )
 
 
-@pytest.fixture
-async def drop_in(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+@pytest.fixture(params=["asgi", "uvicorn"])
+async def drop_in(
+    redis_url: str, request: pytest.FixtureRequest
+) -> AsyncIterator[httpx.AsyncClient]:
     app = _starlette_like(redis_url)
+    if request.param == "uvicorn":
+        with serve(app) as base:
+            async with httpx.AsyncClient(base_url=base) as client:
+                yield client
+        return
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
         yield client
