@@ -200,19 +200,19 @@ def build_app(kind: str, redis_url: str) -> Any:
 
 
 def serve(kind: str, redis_url: str, port: int) -> None:
-    import uvicorn
-
     if kind == "ours-stale":
         # The middleware logs a warning per stale answer: still made (its cost counts), but
         # not printed, so the terminal is not what gets measured.
         logging.getLogger("redis_checkpoint.web").addHandler(logging.NullHandler())
+    run_uvicorn(build_app(kind, redis_url), port)
+
+
+def run_uvicorn(app: Any, port: int) -> None:
+    """Serve ``app`` on a loopback port with one uvicorn worker, quietly, until terminated."""
+    import uvicorn
+
     uvicorn.run(
-        build_app(kind, redis_url),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on"
     )
 
 

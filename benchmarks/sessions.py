@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 import redis.asyncio
 from fastapi import Request  # at module level: the endpoints' annotations are resolved here
 
-from benchmarks.asgi import one_request, server_process, server_stack
+from benchmarks.asgi import one_request, run_uvicorn, server_process, server_stack
 from benchmarks.report import (
     DASH,
     LE,
@@ -144,16 +144,7 @@ def build_app(kind: str, redis_url: str) -> Any:
 
 
 def serve(kind: str, redis_url: str, port: int) -> None:
-    import uvicorn
-
-    uvicorn.run(
-        build_app(kind, redis_url),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+    run_uvicorn(build_app(kind, redis_url), port)
 
 
 # -- the load generator ----------------------------------------------------------------------

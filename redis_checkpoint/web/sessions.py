@@ -45,7 +45,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from http.cookies import SimpleCookie
 from typing import Any, Final, Literal
 
@@ -311,13 +311,7 @@ class SessionStore:
             pipe = self.client.pipeline(transaction=False)
             for dropped in drop:
                 pipe.delete(self.key(dropped))
-            if replace:
-                pipe.delete(key)
-            if removed:
-                pipe.hdel(key, *removed)
-            if changed:
-                pipe.hset(key, mapping=_redis_mapping(changed))
-                pipe.pexpire(key, ttl_ms)
+            _queue_write(pipe, key, changed, removed, replace, ttl_ms)
             digest = key.rsplit(":", 1)[1]
             if old_user is not None and old_user != new_user:
                 pipe.srem(self.user_key(old_user), digest)
@@ -386,13 +380,7 @@ class SessionStore:
     async def _write_back(self) -> None:
         pipe = self.client.pipeline(transaction=False)
         for key, changed, removed, replace in self._owed:
-            if replace:
-                pipe.delete(key)
-            if removed:
-                pipe.hdel(key, *removed)
-            if changed:
-                pipe.hset(key, mapping=_redis_mapping(changed))
-                pipe.pexpire(key, int(self.idle_timeout * 1000))
+            _queue_write(pipe, key, changed, removed, replace, int(self.idle_timeout * 1000))
         await pipe.execute()
         log.info("wrote back %d session writes made while Redis was away", len(self._owed))
         self._owed.clear()
@@ -602,9 +590,25 @@ class _Replaced(Exception):
     """The response was replaced by a 503: the app's messages go nowhere."""
 
 
-def _redis_mapping(fields: Mapping[bytes, bytes]) -> dict[Any, bytes]:
-    """The fields as redis-py's hset types its mapping (its key type is a union)."""
-    return {name: value for name, value in fields.items()}
+def _queue_write(
+    pipe: Any,
+    key: str,
+    changed: Mapping[bytes, bytes],
+    removed: Sequence[bytes],
+    replace: bool,
+    ttl_ms: int,
+) -> None:
+    """Queue one session's write on a pipeline: its old content gone (``replace``), fields
+    removed, fields set and its TTL."""
+    if replace:
+        pipe.delete(key)
+    if removed:
+        pipe.hdel(key, *removed)
+    if changed:
+        # redis-py types hset's mapping with a union key type a dict of bytes does not match.
+        mapping: dict[Any, bytes] = dict(changed)
+        pipe.hset(key, mapping=mapping)
+        pipe.pexpire(key, ttl_ms)
 
 
 def _cookie(scope: Scope, name: str) -> str | None:
