@@ -296,12 +296,12 @@ def test_an_expires_before_the_date_is_no_lifetime() -> None:
         (b"date", b"Mon, 01 Jan 2024 00:00:10 GMT"),
         (b"expires", b"Mon, 01 Jan 2024 00:00:00 GMT"),
     ]
-    assert rfc9111.freshness_lifetime(headers, {}, 600) == 0.0
+    assert rfc9111.explicit_lifetime(headers, {}) == 0.0
     ahead = [
         (b"date", b"Mon, 01 Jan 2024 00:00:00 GMT"),
         (b"expires", b"Mon, 01 Jan 2024 00:00:30 GMT"),
     ]
-    assert rfc9111.freshness_lifetime(ahead, {}, 600) == 30.0
+    assert rfc9111.explicit_lifetime(ahead, {}) == 30.0
 
 
 def test_directives_keep_quoted_lists_whole() -> None:

@@ -20,16 +20,16 @@ from redis_checkpoint.web.near import NearCache
 def test_cache_control_parsing() -> None:
     headers = [(b"Cache-Control", b'public, max-age="60"'), (b"cache-control", b"S-MaxAge=5")]
     assert rfc9111.directives(headers) == {"public": None, "max-age": "60", "s-maxage": "5"}
-    assert rfc9111.freshness_lifetime(headers, rfc9111.directives(headers), 600) == 5
+    assert rfc9111.explicit_lifetime(headers, rfc9111.directives(headers)) == 5
     bad = [(b"cache-control", b"max-age=soon")]
-    assert rfc9111.freshness_lifetime(bad, rfc9111.directives(bad), 600) == 0  # invalid: stale
+    assert rfc9111.explicit_lifetime(bad, rfc9111.directives(bad)) == 0  # invalid: stale
     dated = [
         (b"date", b"Thu, 26 Nov 2026 10:00:00 GMT"),
         (b"expires", b"Thu, 26 Nov 2026 10:02:00 GMT"),
     ]
-    assert rfc9111.freshness_lifetime(dated, {}, 600) == 120
-    assert rfc9111.freshness_lifetime([(b"expires", b"0")], {}, 600) == 0
-    assert rfc9111.freshness_lifetime([], {}, 600) == 600
+    assert rfc9111.explicit_lifetime(dated, {}) == 120
+    assert rfc9111.explicit_lifetime([(b"expires", b"0")], {}) == 0
+    assert rfc9111.explicit_lifetime([], {}) is None  # none given: the middleware's default
 
 
 def test_if_none_match() -> None:

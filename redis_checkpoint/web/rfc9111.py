@@ -23,7 +23,6 @@ __all__ = [
     "content_etag",
     "directives",
     "explicit_lifetime",
-    "freshness_lifetime",
     "header",
     "heuristic_lifetime",
     "http_date",
@@ -206,14 +205,6 @@ def heuristic_lifetime(
         return 0.0 if cap is None else float(cap)
     longest = LONGEST_HEURISTIC if cap is None else float(cap)
     return max(0.0, min(longest, fraction * (_sent_at(headers) - modified_at)))
-
-
-def freshness_lifetime(
-    headers: Headers, response_directives: Mapping[str, str | None], default: float
-) -> float:
-    """s-maxage, else max-age, else Expires minus Date, else ``default`` (seconds)."""
-    explicit = explicit_lifetime(headers, response_directives)
-    return float(default) if explicit is None else explicit
 
 
 #: Response directives under which a stale response must not be served: ``s-maxage`` carries
