@@ -299,6 +299,12 @@ class AsyncRedisSaver(RedisSaverBase):
     async def athread_ttl(self, thread_id: str) -> float | None:
         return await self._arun("thread_ttl", self.core.set_ttl(thread_id, "get"))
 
+    async def aset_thread_max_history(self, thread_id: str, max_history: int | None) -> int:
+        """As :meth:`RedisSaver.set_thread_max_history`."""
+        return await self._arun(
+            "set_thread_max_history", self.core.limit_history(thread_id, max_history)
+        )
+
     # -- sync forms, from other threads --------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:

@@ -43,6 +43,7 @@ class SaverOptions(TypedDict, total=False):
     serde: SerializerProtocol | None
     ttl: float | None
     refresh_on_read: bool
+    max_history: int | None
     key_prefix: str | None
     fallback: bool
     fallback_max_bytes: int
@@ -76,6 +77,9 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         ttl: seconds after its last write that a thread expires, all its keys together;
             None keeps threads until deleted. Pin a thread to exempt it.
         refresh_on_read: reading a thread also restarts its TTL.
+        max_history: checkpoints a thread keeps per namespace: each ``put`` prunes older ones
+            in its own round trip (keeping those a DeltaChannel rebuilds from, as ``prune``
+            does). None keeps all. ``set_thread_max_history`` gives one thread its own limit.
         key_prefix: first part of every key (default from settings, "rc").
         fallback: serve from a bounded in-memory tier while Redis is unreachable, and write what
             it took back to Redis when Redis returns. False: fail fast with RedisUnavailableError.
@@ -99,6 +103,7 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         serde: SerializerProtocol | None = None,
         ttl: float | None = None,
         refresh_on_read: bool = False,
+        max_history: int | None = None,
         key_prefix: str | None = None,
         fallback: bool = True,
         fallback_max_bytes: int = DEFAULT_FALLBACK_BYTES,
@@ -112,6 +117,8 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         if ttl is not None and ttl < 0:
             raise ValueError(f"ttl must be >= 0 seconds or None, not {ttl!r}")
+        if max_history is not None and (type(max_history) is not int or max_history < 1):
+            raise ValueError(f"max_history must be an int >= 1 or None, not {max_history!r}")
         if fallback_journal is not None and not fallback:
             raise ConfigurationError("fallback_journal needs fallback=True (it journals the tier)")
         if close_timeout < 0 or wait_replicas < 0 or wait_timeout <= 0:
@@ -128,6 +135,7 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
             ThreadKeyLayout(key_prefix or self.settings.key_prefix),
             ttl_ms=int((ttl or 0) * 1000),
             refresh_on_read=refresh_on_read,
+            max_history=max_history or 0,
         )
         self.journal = (
             Journal(fallback_journal, self.core.layout.prefix)

@@ -75,6 +75,8 @@ class SaverCore:
     ttl_ms: int = 0
     refresh_on_read: bool = False
     list_cache_size: int = 4096
+    #: Checkpoints a thread keeps per namespace (0: all), unless it has a limit of its own.
+    max_history: int = 0
     #: What this process knows Redis holds (``known.py``): lets writes send less, reads fetch less.
     known: KnownState = field(init=False)
 
@@ -355,7 +357,14 @@ class SaverCore:
         blob_args, lists = self._blobs(
             thread_id, parent, ns_e, checkpoint["channel_values"], new_versions
         )
-        head = (member, record, self.ttl_ms, thread_id, keyframe.member if keyframe else b"")
+        head = (
+            member,
+            record,
+            self.ttl_ms,
+            thread_id,
+            keyframe.member if keyframe else b"",
+            self.max_history,
+        )
         commands = [self._script("put", keys, *head, *blob_args), *self._register(thread_id)]
         reply = (yield Call(commands, "write", thread_id))[0]
         if reply[0] == 1:
@@ -365,7 +374,7 @@ class SaverCore:
                 # The keyframe is gone (pruned or deleted elsewhere): store the record whole.
                 keyframe = None
                 record, payload, inline_now = record_against(None)
-                head = (member, record, self.ttl_ms, thread_id, b"")
+                head = (member, record, self.ttl_ms, thread_id, b"", self.max_history)
             # A base this process remembered is gone (deleted or pruned elsewhere): store those
             # lists whole.
             missing = set(reply[1])
@@ -638,6 +647,23 @@ class SaverCore:
                 thread_id,
             )
         return left
+
+    def limit_history(self, thread_id: str, max_history: int | None) -> Op[int]:
+        """Set a thread's own history limit (None: the saver's; 0: keep all) and trim it to
+        that now; returns how many checkpoints went."""
+        thread_id = str(thread_id)
+        if max_history is not None and (type(max_history) is not int or max_history < 0):
+            raise ValueError(f"max_history must be an int >= 0 or None, not {max_history!r}")
+        own = b"" if max_history is None else str(max_history).encode()
+        keys = self.keys(thread_id)
+        command = self._script("limit_history", keys, own, self.max_history)
+        gone = (yield Call([command], "write", thread_id))[0]
+        if gone == -2:
+            raise KeyError(f"thread {thread_id!r} has no checkpoints")
+        if gone:
+            # Pruned records may be the ones later writes would build on.
+            self.known.forget_thread(thread_id)
+        return int(gone)
 
     def delta_history(
         self, config: RunnableConfig, channels: Sequence[str]

@@ -26,6 +26,7 @@ from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
 from redis_checkpoint.steps import Call, Command
 
 THREAD_TTL = b"t"
+HISTORY_LIMIT = b"h"
 _BACKLOG_LIMIT = 64
 THREAD_ID = b"id"
 
@@ -64,6 +65,14 @@ class _Thread:
             self.size -= len(old) + len(name)
         if self.changes is not None:
             self.changes.remove(name)
+
+    def zrem(self, member: bytes) -> None:
+        # During an outage no change is noted: the write-back drops the member from Redis's
+        # index with its record (RESTORE), and a kept record's member is trimmed by the next put.
+        i = bisect.bisect_left(self.members, member)
+        if i < len(self.members) and self.members[i] == member:
+            del self.members[i]
+            self.size -= len(member)
 
     def with_prefix(self, prefix: bytes) -> list[bytes]:
         upper = prefix[:-1] + bytes([prefix[-1] + 1])
@@ -106,7 +115,7 @@ class _Thread:
     def keyframe_path(self, member: bytes, record: list[Any]) -> tuple[list[bytes], bytes | None]:
         """The scripts' keyframe_path: members up to a keyed record's keyframe, and its raw."""
         path: list[bytes] = []
-        head = member[: member.index(SEP, 2) + 1]
+        head = _namespace_head(member)
         raw = None
         for _ in range(codec.record_depth(record)):
             if record[1] is None:
@@ -140,6 +149,72 @@ class _Thread:
             raise CorruptEntryError(
                 f"{self.keys[1]} field {member!r}", "checkpoint record is unreadable"
             ) from None
+
+    # -- the scripts' pruning: trim_namespace, collect_garbage ----------------------------------
+
+    def history_limit(self, default: bytes) -> int:
+        return int(self.data.get(HISTORY_LIMIT, default))
+
+    def namespace_heads(self) -> list[bytes]:
+        return list(dict.fromkeys(_namespace_head(m) for m in self.members))
+
+    def trim_namespace(self, head: bytes, keep_count: int) -> int:
+        """Keep the namespace's newest ``keep_count`` checkpoints and their DeltaChannel
+        ancestors in the index; returns how many left it."""
+        members = self.with_prefix(head)
+        if len(members) <= keep_count:
+            return 0
+        keep: set[bytes] = set()
+        for member in reversed(members[len(members) - keep_count :]):
+            current: bytes | None = member
+            while current is not None and current not in keep:
+                keep.add(current)
+                if current not in self.data:
+                    break
+                record = self.record(current)
+                has_counters = record[7].get(b"counters_since_delta_snapshot") is not None
+                current = head + record[1] if has_counters and record[1] else None
+        dead = [m for m in members if m not in keep]
+        for member in dead:
+            self.zrem(member)
+        return len(dead)
+
+    def collect_garbage(self) -> int:
+        """The scripts' collect_garbage: drop what no checkpoint in the index reaches."""
+        reach: set[bytes] = set()
+        kept = set(self.members)
+        needed: set[bytes] = set()
+        newest = {_namespace_head(m): m for m in self.members}
+        for member in self.members:
+            if member in self.data:
+                record = self.record(member)
+                chain: list[bytes] = []
+                for name in self.blob_fields(member, record):
+                    self.chain(name, chain, reach)
+                needed.update(self.keyframe_path(member, record)[0])
+        dead = []
+        for name in self.data:
+            kind = name[:2]
+            if (
+                (kind == b"b" + SEP and name not in reach)
+                or (kind == b"w" + SEP and self._orphan_writes(name, kept, reach, newest))
+                or (kind == b"c" + SEP and name not in kept and name not in needed)
+                or kind == b"r" + SEP
+            ):
+                dead.append(name)
+        for name in dead:
+            self.hdel(name)
+        return len(self.members)
+
+    @staticmethod
+    def _orphan_writes(
+        name: bytes, kept: set[bytes], reach: set[bytes], newest: dict[bytes, bytes]
+    ) -> bool:
+        owner = b"c" + name[1:]
+        if owner in kept or name in reach:
+            return False
+        # Writes of a checkpoint newer than its namespace's newest: its put is on the way.
+        return newest.get(_namespace_head(owner), owner) > owner
 
     def ttl(self, default_ms: int) -> int:
         ms = int(self.data.get(THREAD_TTL, default_ms))
@@ -463,11 +538,11 @@ class ThreadMemoryTier:
         if not command.script:
             return self._plain(thread_id, command, outage)
         handler = getattr(self, f"_script_{command.name}")
-        writes = command.name in ("put", "put_writes", "ttl")
+        writes = command.name in ("put", "put_writes", "ttl", "limit_history")
         creates = command.name in ("put", "put_writes")
         thread = self._thread(thread_id, (command.keys[0], command.keys[1]), create=creates)
         if thread is None:
-            return None if command.name != "ttl" else -2
+            return -2 if command.name in ("ttl", "limit_history") else None
         before = thread.size
         args = [a if isinstance(a, bytes) else str(a).encode() for a in command.args]
         if writes and outage:
@@ -573,7 +648,7 @@ class ThreadMemoryTier:
         if args[4]:
             path, raw = thread.keyframe_path(args[0], codec.unpack(args[1]))
             keyframe_gone = int(raw is None or path[-1] != args[4])
-        quads = [args[i : i + 4] for i in range(5, len(args), 4)]
+        quads = [args[i : i + 4] for i in range(6, len(args), 4)]
         fresh = {name for name, _, _, _ in quads}
         missing = [
             name
@@ -594,7 +669,12 @@ class ThreadMemoryTier:
         created = int(THREAD_ID not in thread.data)
         thread.data.setdefault(THREAD_ID, args[3])
         thread.zadd(args[0])
-        return [1, thread.ttl(int(args[2])), created]
+        limit, pruned = thread.history_limit(args[5]), 0
+        if limit > 0:
+            pruned = thread.trim_namespace(_namespace_head(args[0]), limit)
+            if pruned:
+                thread.collect_garbage()
+        return [1, thread.ttl(int(args[2])), created, pruned]
 
     def _script_put_writes(self, thread: _Thread, args: list[bytes]) -> Any:
         if args[3]:
@@ -647,6 +727,20 @@ class ThreadMemoryTier:
             parent = record[1]
         return [steps, flat, keyframes]
 
+    def _script_limit_history(self, thread: _Thread, args: list[bytes]) -> Any:
+        if not thread.members:
+            return -2
+        if args[0]:
+            thread.hset(HISTORY_LIMIT, args[0])
+        else:
+            thread.hdel(HISTORY_LIMIT)
+        limit, gone = thread.history_limit(args[1]), 0
+        if limit > 0:
+            gone = sum(thread.trim_namespace(head, limit) for head in thread.namespace_heads())
+            if gone:
+                thread.collect_garbage()
+        return gone
+
     def _script_ttl(self, thread: _Thread, args: list[bytes]) -> Any:
         if not thread.members:
             return -2
@@ -662,6 +756,11 @@ class ThreadMemoryTier:
         if thread.expires_at is None:
             return -1
         return max(0, int((thread.expires_at - time.monotonic()) * 1000))
+
+
+def _namespace_head(member: bytes) -> bytes:
+    """``c`` SEP ns SEP: what every checkpoint member of that namespace starts with."""
+    return member[: member.index(SEP, 2) + 1]
 
 
 def _weight(obj: Any) -> int:

@@ -294,6 +294,12 @@ class RedisSaver(RedisSaverBase):
         """Seconds before the thread expires; None when it never does."""
         return self._run("thread_ttl", self.core.set_ttl(thread_id, "get"))
 
+    def set_thread_max_history(self, thread_id: str, max_history: int | None) -> int:
+        """Give one thread its own history limit (kept in Redis, for every process; 0 keeps
+        all, None returns it to the saver's ``max_history``) and trim the thread to it now.
+        Returns how many checkpoints went."""
+        return self._run("set_thread_max_history", self.core.limit_history(thread_id, max_history))
+
     # -- async forms: the sync client in a worker thread ---------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:

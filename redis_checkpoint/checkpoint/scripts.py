@@ -187,14 +187,68 @@ local function target_member(ns, cid)
   return r[1]
 end
 
+local function namespace_head(member)
+  -- 'c' S ns S: what every checkpoint member of that namespace starts with.
+  return string.sub(member, 1, string.find(member, S, 3, true))
+end
+
+local function namespace_heads()
+  local heads, seen = {}, {}
+  for _, m in ipairs(redis.call('ZRANGE', idx, 0, -1)) do
+    local head = namespace_head(m)
+    if not seen[head] then
+      seen[head] = true
+      heads[#heads + 1] = head
+    end
+  end
+  return heads
+end
+
+local function keep_with_delta_ancestors(head, m, keep)
+  -- m, and the ancestors a DeltaChannel rebuilds its value from (back to one whose metadata
+  -- has no counters since a snapshot).
+  local cur = m
+  while cur and not keep[cur] do
+    keep[cur] = true
+    local raw = redis.call('HGET', data, cur)
+    if not raw then break end
+    local r = record(cur, raw)
+    cur = nil
+    if r[8]['counters_since_delta_snapshot'] and r[2] then cur = head .. r[2] end
+  end
+end
+
+local function trim_namespace(head, n)
+  -- Keeps a namespace's newest n checkpoints and their DeltaChannel ancestors in the index;
+  -- returns how many left it (collect_garbage then drops what only they reached).
+  local lo, hi = '[' .. head, '(' .. string.sub(head, 1, -2) .. E
+  if redis.call('ZLEXCOUNT', idx, lo, hi) <= n then return 0 end
+  local members = redis.call('ZRANGEBYLEX', idx, lo, hi)
+  local keep = {}
+  for i = #members, #members - n + 1, -1 do keep_with_delta_ancestors(head, members[i], keep) end
+  local dead = {}
+  for _, m in ipairs(members) do
+    if not keep[m] then dead[#dead + 1] = m end
+  end
+  if #dead > 0 then chunked('ZREM', idx, dead) end
+  return #dead
+end
+
+local function history_limit(default)
+  -- The thread's own limit (field 'h', '0' = keep all) or the saver's.
+  return tonumber(redis.call('HGET', data, 'h') or default)
+end
+
 local function collect_garbage()
   -- Drop the blobs no kept checkpoint reaches, the writes of vanished checkpoints unless a kept
   -- list refers to them, and the records of vanished checkpoints unless a kept record was
-  -- compressed against them (or is on the way to one).
-  local reach, keep, needed = {}, {}, {}
+  -- compressed against them (or is on the way to one). Writes of a checkpoint newer than its
+  -- namespace's newest are kept: LangGraph may send them before that checkpoint's put.
+  local reach, keep, needed, newest = {}, {}, {}, {}
   local cps = redis.call('ZRANGE', idx, 0, -1)
   for _, m in ipairs(cps) do
     keep[m] = true
+    newest[namespace_head(m)] = m
     local raw = redis.call('HGET', data, m)
     if raw then
       local r = record(m, raw)
@@ -207,7 +261,9 @@ local function collect_garbage()
   for _, f in ipairs(redis.call('HKEYS', data)) do
     local kind = string.sub(f, 1, 2)
     local orphan_blob = kind == 'b' .. S and not reach[f]
-    local orphan_writes = kind == 'w' .. S and not keep['c' .. string.sub(f, 2)] and not reach[f]
+    local owner = 'c' .. string.sub(f, 2)
+    local orphan_writes = kind == 'w' .. S and not keep[owner] and not reach[f]
+      and (newest[namespace_head(owner)] or owner) > owner
     local orphan_record = kind == 'c' .. S and not keep[f] and not needed[f]
     local stale_reference = kind == 'r' .. S
     if orphan_blob or orphan_writes or orphan_record or stale_reference then
@@ -295,10 +351,10 @@ return {found, blobs, more, keyframes}
 """
 
 # ARGV: member, record, default ttl ms, thread id, the keyframe member of a keyed record ('' if
-# none), then (field, blob, base, alternative) quads: an 'R' blob whose writes are not (yet) here
-# is stored as its alternative, the items. Returns {0, fields whose base is missing, 1 if the
-# keyframe is not where the record says} (and changes nothing) or {1, ttl, 1 if this created the
-# thread}.
+# none), the saver's history limit (0 = keep all), then (field, blob, base, alternative) quads:
+# an 'R' blob whose writes are not (yet) here is stored as its alternative, the items. Returns
+# {0, fields whose base is missing, 1 if the keyframe is not where the record says} (and changes
+# nothing) or {1, ttl, 1 if this created the thread, checkpoints pruned by the history limit}.
 PUT = r"""
 local keyframe_gone = 0
 if ARGV[5] ~= '' then
@@ -306,9 +362,9 @@ if ARGV[5] ~= '' then
   if not raw or path[#path] ~= ARGV[5] then keyframe_gone = 1 end
 end
 local fresh = {}
-for i = 6, #ARGV, 4 do fresh[ARGV[i]] = true end
+for i = 7, #ARGV, 4 do fresh[ARGV[i]] = true end
 local missing = {}
-for i = 6, #ARGV, 4 do
+for i = 7, #ARGV, 4 do
   local base = ARGV[i + 2]
   if base ~= '' and not fresh[base] and redis.call('HEXISTS', data, base) == 0 then
     missing[#missing + 1] = ARGV[i]
@@ -316,7 +372,7 @@ for i = 6, #ARGV, 4 do
 end
 if #missing > 0 or keyframe_gone == 1 then return {0, missing, keyframe_gone} end
 local args = {ARGV[1], ARGV[2]}
-for i = 6, #ARGV, 4 do
+for i = 7, #ARGV, 4 do
   local blob = ARGV[i + 1]
   local waiting = 'r' .. string.sub(ARGV[i], 2)
   local reference = redis.call('HGET', data, waiting)
@@ -334,7 +390,12 @@ end
 chunked('HSET', data, args)
 local created = redis.call('HSETNX', data, 'id', ARGV[4])
 redis.call('ZADD', idx, 0, ARGV[1])
-return {1, apply_ttl(ARGV[3]), created}
+local limit, pruned = history_limit(ARGV[6]), 0
+if limit > 0 then
+  pruned = trim_namespace(namespace_head(ARGV[1]), limit)
+  if pruned > 0 then collect_garbage() end
+end
+return {1, apply_ttl(ARGV[3]), created, pruned}
 """
 
 # ARGV: writes field, default ttl ms, thread id, frame (see codec.py: the scripts only append;
@@ -414,31 +475,29 @@ return {steps, blobs, keyframes}
 """
 
 # Keeps the newest checkpoint of each namespace, and the ancestors a DeltaChannel needs to
-# rebuild its value (back to one whose metadata has no counters since a snapshot).
+# rebuild its value.
 PRUNE = r"""
-local cps = redis.call('ZRANGE', idx, 0, -1)
-local latest, keep = {}, {}
-for _, m in ipairs(cps) do
-  local a = string.find(m, S, 3, true)
-  latest[string.sub(m, 1, a)] = m
+local dead = 0
+for _, head in ipairs(namespace_heads()) do dead = dead + trim_namespace(head, 1) end
+return {dead, collect_garbage()}
+"""
+
+# ARGV: the thread's history limit ('' = the saver's, '0' = keep all), the saver's limit.
+# Stores the thread's limit and trims every namespace to it now; returns the checkpoints that
+# went, or -2 when the thread has none.
+LIMIT_HISTORY = r"""
+if redis.call('EXISTS', idx) == 0 then return -2 end
+if ARGV[1] == '' then
+  redis.call('HDEL', data, 'h')
+else
+  redis.call('HSET', data, 'h', ARGV[1])
 end
-for prefix, m in pairs(latest) do
-  local cur = m
-  while cur and not keep[cur] do
-    keep[cur] = true
-    local raw = redis.call('HGET', data, cur)
-    if not raw then break end
-    local r = record(cur, raw)
-    cur = nil
-    if r[8]['counters_since_delta_snapshot'] and r[2] then cur = prefix .. r[2] end
-  end
+local limit, gone = history_limit(ARGV[2]), 0
+if limit > 0 then
+  for _, head in ipairs(namespace_heads()) do gone = gone + trim_namespace(head, limit) end
+  if gone > 0 then collect_garbage() end
 end
-local dead = {}
-for _, m in ipairs(cps) do
-  if not keep[m] then dead[#dead + 1] = m end
-end
-if #dead > 0 then chunked('ZREM', idx, dead) end
-return {#dead, collect_garbage()}
+return gone
 """
 
 # ARGV: canonical run ids. Deletes checkpoints whose metadata run_id is one of them.
@@ -463,7 +522,7 @@ DUMP = r"""
 local members = redis.call('ZRANGE', idx, 0, -1)
 local fields = {}
 for _, f in ipairs(redis.call('HKEYS', data)) do
-  if f ~= 't' and f ~= 'id' then fields[#fields + 1] = f end
+  if f ~= 't' and f ~= 'h' and f ~= 'id' then fields[#fields + 1] = f end
 end
 local values = {}
 if #fields > 0 then values = chunked('HMGET', data, fields) end
@@ -483,7 +542,11 @@ end
 local r = tonumber(ARGV[5 + n])
 if r > 0 then
   local gone = {}
-  for i = 6 + n, 5 + n + r do gone[#gone + 1] = ARGV[i] end
+  for i = 6 + n, 5 + n + r do
+    gone[#gone + 1] = ARGV[i]
+    -- A record the tier dropped is of a checkpoint it pruned: out of the index as well.
+    if string.sub(ARGV[i], 1, 2) == 'c' .. S then redis.call('ZREM', idx, ARGV[i]) end
+  end
   chunked('HDEL', data, gone)
 end
 local pairs_ = {}
@@ -526,6 +589,7 @@ SCRIPTS: dict[str, Script] = {
         _script("put_writes", PUT_WRITES),
         _script("history", HISTORY),
         _script("prune", PRUNE),
+        _script("limit_history", LIMIT_HISTORY),
         _script("delete_runs", DELETE_RUNS),
         _script("dump", DUMP),
         _script("restore", RESTORE),
