@@ -254,3 +254,66 @@ def test_the_agent_server_keeps_memories_and_threads_in_redis_across_a_restart(
     with RedisStore.from_conn_string(settings=settings) as store:
         texts = sorted(item.value["text"] for item in store.search(("memories", "alice")))
     assert texts == ["Alice lives in Oslo near the fjord", "Alice's favourite colour is teal"]
+
+
+@pytest.mark.slow
+def test_the_agent_server_copies_threads_and_rolls_back_runs_on_our_saver(
+    agent_server: AgentServer,
+) -> None:
+    agent_server.start()
+    url = agent_server.url
+    settings = Settings(
+        url=agent_server.env["REDIS_URL"], key_prefix=agent_server.env["REDIS_KEY_PREFIX"]
+    )
+    source = agent_server.new_thread()
+    for text in ("Bob likes green", "Bob lives in Rome"):
+        agent_server.run(source, "remember", {"user": "bob", "text": text})
+
+    # The server's copy calls our acopy_thread: the copy's checkpoints name the copy.
+    response = httpx.post(f"{url}/threads/{source}/copy", timeout=10.0)
+    assert response.status_code == 200, f"{response.text}\n{agent_server.tail()}"
+    copy = response.json()["thread_id"]
+
+    def history(thread_id: str, **body: Any) -> list[dict[str, Any]]:
+        reply = httpx.post(f"{url}/threads/{thread_id}/history", json=body, timeout=10.0)
+        assert reply.status_code == 200, f"{reply.text}\n{agent_server.tail()}"
+        states: list[dict[str, Any]] = reply.json()
+        return states
+
+    everything = history(source, limit=100)
+    assert len(everything) >= 4
+    assert len(history(copy, limit=100, metadata={"thread_id": copy})) == len(everything)
+    assert history(copy, limit=100, metadata={"thread_id": source}) == []
+
+    # A rollback cancels the running run and calls our adelete_for_runs with its id.
+    thread = agent_server.new_thread()
+    started = httpx.post(
+        f"{url}/threads/{thread}/runs",
+        json={"assistant_id": "slow", "input": {"text": "slow"}},
+        timeout=10.0,
+    )
+    assert started.status_code == 200, started.text
+    slow_run = started.json()["run_id"]
+    with RedisSaver.from_conn_string(settings=settings) as saver:
+        conf: Any = {"configurable": {"thread_id": thread}}
+
+        def runs() -> list[str]:
+            return [t.metadata.get("run_id") for t in saver.list(conf)]
+
+        deadline = time.monotonic() + 15
+        while slow_run not in runs() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert slow_run in runs(), agent_server.tail()
+        rolled = httpx.post(
+            f"{url}/threads/{thread}/runs/wait",
+            json={
+                "assistant_id": "slow",
+                "input": {"text": "fast"},
+                "multitask_strategy": "rollback",
+            },
+            timeout=30.0,
+        )
+        assert rolled.status_code == 200, f"{rolled.text}\n{agent_server.tail()}"
+        assert rolled.json()["found"] == ["fast"]
+        left = runs()
+        assert left and slow_run not in left, agent_server.tail()

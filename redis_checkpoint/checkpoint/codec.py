@@ -65,7 +65,7 @@ import hashlib
 import json
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import msgpack
@@ -234,6 +234,41 @@ def encode_record(
     if keyframe is not None:
         fields.append(keyframe.depth)
     return pack(fields), raw_payload
+
+
+def record_run_id(raw: bytes) -> str | None:
+    """The ``run_id`` (a string) a record's metadata names, without decoding the rest; None
+    when it names none or the record is unreadable (the scripts report that one)."""
+    try:
+        spelled = unpack(raw)[7].get(b"run_id")
+        run_id = json.loads(spelled) if spelled else None
+    except Exception:
+        return None
+    return run_id if type(run_id) is str else None
+
+
+def with_metadata(
+    raw: bytes,
+    loads: Callable[[tuple[str, bytes]], Any],
+    dumps: Callable[[Any], tuple[str, bytes]],
+    change: Callable[[dict[str, Any]], dict[str, Any]],
+) -> bytes:
+    """A record with its metadata replaced by ``change(metadata)``; the checkpoint payload (and
+    the keyframe it may be compressed against) untouched."""
+    fields = unpack(raw)
+    if fields[4] == FILTERS_ARE_METADATA:
+        metadata = {text(k): json.loads(v) for k, v in fields[7].items()}
+    else:
+        metadata = dict(loads(_typed(fields[4], fields[5])))
+    metadata = change(metadata)
+    fields[7] = {key.encode(): canonical(value) for key, value in metadata.items()}
+    if metadata_in_filters(metadata):
+        fields[4], fields[5] = FILTERS_ARE_METADATA, b""
+    else:
+        kind, payload = dumps(metadata)
+        encoding, fields[5] = squeeze(payload)
+        fields[4] = _typed_head(encoding, kind)
+    return pack(fields)
 
 
 def _typed_head(encoding: int, kind: str) -> bytes:

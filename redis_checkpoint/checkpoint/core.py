@@ -103,10 +103,35 @@ class SaverCore:
             return []
         return [Command("ZADD", (self.layout.registry,), ("GT", _score(score), thread_id), False)]
 
-    def _reregister(self, thread_id: str, created: int, sent: list[Command]) -> Op[None]:
-        """The thread was (re)created by this write but the registry update was skipped."""
-        if created and len(sent) == 1:
-            yield Call(self._register(thread_id, force=True), "write", thread_id)
+    def _index_runs(self, thread_id: str, run_id: Any, force: bool = False) -> list[Command]:
+        """Run index updates for a write of ``run_id`` (see :meth:`KnownState.runs_due`):
+        ``delete_for_runs`` then visits only the threads a run wrote to."""
+        if type(run_id) is not str:
+            return []
+        commands = []
+        for run, score in self.known.runs_due(thread_id, run_id, force):
+            key = self.layout.run_index(run)
+            commands.append(Command("ZADD", (key,), ("GT", _score(score), thread_id), False))
+            if self.ttl_ms > 0:
+                # The key outlives its newest entry: the entries' expiry, not Redis's, counts.
+                commands.append(Command("PEXPIRE", (key,), (int(self.ttl_ms * 1.25),), False))
+        return commands
+
+    def _reregister(
+        self, thread_id: str, created: int, sent: list[Command], run_id: Any = None
+    ) -> Op[None]:
+        """The thread was (re)created by this write but its registry or run index update was
+        skipped (this process had made one before the thread went)."""
+        if not created:
+            return
+        sent_keys = {command.keys[0] for command in sent[1:]}
+        again = []
+        if self.layout.registry not in sent_keys:
+            again += self._register(thread_id, force=True)
+        if type(run_id) is str and self.layout.run_index(run_id) not in sent_keys:
+            again += self._index_runs(thread_id, run_id, force=True)
+        if again:
+            yield Call(again, "write", thread_id)
 
     def _where(self, keys: ThreadKeys, member: bytes) -> str:
         return f"{keys.data} field {member!r}"
@@ -365,10 +390,15 @@ class SaverCore:
             keyframe.member if keyframe else b"",
             self.max_history,
         )
-        commands = [self._script("put", keys, *head, *blob_args), *self._register(thread_id)]
+        run_id = full_metadata.get("run_id")
+        commands = [
+            self._script("put", keys, *head, *blob_args),
+            *self._register(thread_id),
+            *self._index_runs(thread_id, run_id),
+        ]
         reply = (yield Call(commands, "write", thread_id))[0]
         if reply[0] == 1:
-            yield from self._reregister(thread_id, reply[2], commands)
+            yield from self._reregister(thread_id, reply[2], commands, run_id)
         if reply[0] == 0:
             if reply[2]:
                 # The keyframe is gone (pruned or deleted elsewhere): store the record whole.
@@ -388,7 +418,7 @@ class SaverCore:
             )[0]
             if reply[0] == 0:
                 raise CorruptEntryError(keys.data, "list base vanished while writing")
-            yield from self._reregister(thread_id, reply[2], commands)
+            yield from self._reregister(thread_id, reply[2], commands, run_id)
         self.known.remember_lists(thread_id, ns_e, lists)
         last = keyframe or codec.Keyframe(0, member, payload)
         self.known.stored(thread_id, ns_e, inline_now, member, last)
@@ -544,14 +574,21 @@ class SaverCore:
         )
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> Op[None]:
+        """Delete the runs' checkpoints: the run index names the threads they wrote to, so the
+        cost follows the runs, not the number of threads."""
         if not run_ids:
             return
-        runs = [codec.canonical(str(run)) for run in run_ids]
-        threads = yield from self.list_threads()
+        runs = [str(run) for run in run_ids]
+        index = [self.layout.run_index(run) for run in runs]
+        replies = yield Call([Command("ZRANGE", (key,), (0, -1), False) for key in index], "admin")
+        threads = sorted({codec.text(thread) for reply in replies for thread in reply})
+        spelled = [codec.canonical(run) for run in runs]
         for batch in _batches(threads, 64):
-            commands = [self._script("delete_runs", self.keys(t), *runs) for t in batch]
+            commands = [self._script("delete_runs", self.keys(t), *spelled) for t in batch]
             replies = yield Call(commands, "admin")
             yield from self._unregister_emptied(batch, [r[1] for r in replies])
+        self.known.forget_runs(runs)
+        yield Call([Command("DEL", (key,), (), False) for key in index], "admin")
 
     def prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         if strategy not in ("keep_latest", "delete"):
@@ -586,9 +623,24 @@ class SaverCore:
         pairs: list[bytes] = []
         for name, value in zip(fields, values, strict=True):
             if value is not None:
+                if name[:2] == b"c" + SEP:
+                    value = self._retarget(value, source, target)
                 pairs += [name, value]
         self.known.forget_thread(target)
         yield from self.restore(target, members, pairs, replace=False, kind="admin")
+
+    def _retarget(self, raw: bytes, source: str, target: str) -> bytes:
+        """A copied record whose metadata names the copy where it named the source (as the
+        Agent Server's own copy does), so that filtering the copy by thread_id finds it."""
+        head = codec.unpack(raw)
+        spelled = head[7].get(b"thread_id") if isinstance(head, list) and len(head) > 7 else None
+        if spelled != codec.canonical(source):
+            return raw
+
+        def rename(metadata: dict[str, Any]) -> dict[str, Any]:
+            return {**metadata, "thread_id": target}
+
+        return codec.with_metadata(raw, self.serde.loads_typed, self.serde.dumps_typed, rename)
 
     def restore(
         self,
@@ -625,7 +677,22 @@ class SaverCore:
             *removed,
             *pairs,
         ]
-        commands = [self._script("restore", keys, *args), *self._register(thread_id, register)]
+        # The runs of what is written (a write-back, a copy) go into the run index as well.
+        runs = {
+            codec.record_run_id(pairs[i + 1])
+            for i in range(0, len(pairs), 2)
+            if pairs[i][:2] == b"c" + SEP
+        }
+        indexed = [
+            command
+            for run_id in sorted(r for r in runs if r is not None)
+            for command in self._index_runs(thread_id, run_id, force=True)
+        ]
+        commands = [
+            self._script("restore", keys, *args),
+            *self._register(thread_id, register),
+            *indexed,
+        ]
         yield Call(commands, kind, thread_id)
 
     def set_ttl(self, thread_id: str, mode: str, ttl_ms: int = 0) -> Op[float | None]:

@@ -95,6 +95,11 @@ class ThreadKeyLayout:
         """Sorted set of thread ids scored by the time (ms) their keys expire (+inf: never)."""
         return f"{self.prefix}:cp:threads"
 
+    def run_index(self, run_id: str) -> str:
+        """Sorted set of the threads holding a run's checkpoints, scored like the registry:
+        ``delete_for_runs`` reads it instead of visiting every thread."""
+        return f"{self.prefix}:cp:run:{{{thread_tag(run_id)}}}"
+
     def thread(self, thread_id: str) -> ThreadKeys:
         return _thread_keys(self.prefix, thread_id)
 

@@ -4,10 +4,11 @@ The core (``core.py``) plans each operation; :class:`KnownState` remembers, per 
 earlier operations of this process stored or read: the last version of each list channel (the
 next version stores only its new items), the list-channel writes sent per checkpoint (a list blob
 refers to them instead of storing the items again), the inline bytes and record of the last
-checkpoint (its child reuses them and is compressed against it), and when the thread was last
-registered. Every cache is bounded (least recently used entries dropped first) and shared by
-every thread using one saver, under one lock. Forgetting is always safe: the scripts check what
-a write builds on, and the core resends it whole when Redis lacks it.
+checkpoint (its child reuses them and is compressed against it), when the thread was last
+registered and under which runs it was indexed. Every cache is bounded (least recently used
+entries dropped first) and shared by every thread using one saver, under one lock. Forgetting
+is always safe: the scripts check what a write builds on, and the core resends it whole when
+Redis lacks it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -26,6 +28,8 @@ V = TypeVar("V")
 # Writes and lists are matched to the next checkpoint's put, which follows within moments: the
 # last ~1000 checkpoints' worth (a few MB at most) covers hundreds of concurrent conversations.
 _RECENT_CHECKPOINTS = 1024
+# A thread's runs whose index entries this process keeps alive as the thread is written.
+_RUNS_PER_THREAD = 16
 
 #: (thread, escaped namespace): the caches kept per namespace of a thread.
 ThreadNs = tuple[str, bytes]
@@ -95,6 +99,8 @@ class KnownState:
         self._last_record: OrderedDict[ThreadNs, tuple[bytes, codec.Keyframe]] = OrderedDict()
         # Registry expiry (ms) this process last wrote per thread; see registration().
         self._registered: OrderedDict[str, float] = OrderedDict()
+        # Per thread, the runs whose index entry this process wrote, with its expiry (ms).
+        self._runs: OrderedDict[str, dict[str, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- the thread registry -------------------------------------------------------------------
@@ -121,20 +127,56 @@ class KnownState:
             _bounded_put(self._registered, thread_id, score, self.limit)
         return score
 
+    def runs_due(self, thread_id: str, run_id: str, force: bool = False) -> list[tuple[str, float]]:
+        """The run index entries (run, expiry ms) a write of ``run_id`` on the thread sends:
+        its own when new or due (on registration()'s terms), and then the thread's other runs
+        this process indexed that are due too, so that their entries live as long as the
+        thread does while this process writes it."""
+        now = time.time() * 1000
+        with self._lock:
+            runs = self._runs.get(thread_id)
+            if runs is None:
+                runs = {}
+                _bounded_put(self._runs, thread_id, runs, self.limit)
+            known = None if force else runs.get(run_id)
+            if known is not None and (self.ttl_ms <= 0 or known >= now + self.ttl_ms):
+                return []
+            if self.ttl_ms <= 0:
+                score, due = float("inf"), []
+            else:
+                score = now + self.ttl_ms * 1.25
+                due = [run for run, at in runs.items() if run != run_id and at < now + self.ttl_ms]
+            runs.pop(run_id, None)
+            runs[run_id] = score
+            for run in due:
+                runs[run] = score
+            while len(runs) > _RUNS_PER_THREAD:
+                del runs[next(iter(runs))]
+        return [(run_id, score), *((run, score) for run in due)]
+
+    def forget_runs(self, run_ids: Sequence[str]) -> None:
+        """Those runs' index entries were deleted."""
+        with self._lock:
+            for runs in self._runs.values():
+                for run_id in run_ids:
+                    runs.pop(run_id, None)
+
     def registered(self, thread_id: str, score: float) -> None:
         """The thread's TTL was set to expire at ``score`` (set_ttl writes the registry)."""
         with self._lock:
             self._registered[thread_id] = score
 
     def forget_registration(self, thread_id: str) -> None:
-        """The registry update was lost: the thread's next write sends it again."""
+        """The registry (or run index) update was lost: the thread's next write sends it again."""
         with self._lock:
             self._registered.pop(thread_id, None)
+            self._runs.pop(thread_id, None)
 
     def forget_thread(self, thread_id: str) -> None:
         """Everything known of the thread (deleted, pruned, or dropped by the memory tier)."""
         with self._lock:
             self._registered.pop(thread_id, None)
+            self._runs.pop(thread_id, None)
             caches: tuple[OrderedDict[Any, Any], ...] = (
                 self._lists,
                 self._sent_writes,
