@@ -599,8 +599,7 @@ class SaverCore:
                 for thread_id in batch:
                     yield from self.delete_thread(thread_id)
                 continue
-            for thread_id in batch:
-                self.known.forget_thread(thread_id)
+            self.known.forget_threads(set(batch))
             replies = yield Call(
                 [self._script("prune", self.keys(t), "keep_latest") for t in batch], "admin"
             )
@@ -608,9 +607,8 @@ class SaverCore:
 
     def _unregister_emptied(self, threads: Sequence[str], left: Sequence[int]) -> Op[None]:
         gone = [t for t, n in zip(threads, left, strict=True) if n == 0]
-        for thread_id in gone:
-            self.known.forget_thread(thread_id)
         if gone:
+            self.known.forget_threads(set(gone))
             yield Call([Command("ZREM", (self.layout.registry,), tuple(gone), False)], "admin")
 
     def copy_thread(self, source: str, target: str) -> Op[None]:

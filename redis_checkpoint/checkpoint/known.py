@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -174,9 +174,14 @@ class KnownState:
 
     def forget_thread(self, thread_id: str) -> None:
         """Everything known of the thread (deleted, pruned, or dropped by the memory tier)."""
+        self.forget_threads({thread_id})
+
+    def forget_threads(self, thread_ids: Set[str]) -> None:
+        """Everything known of these threads, in one pass over the caches."""
         with self._lock:
-            self._registered.pop(thread_id, None)
-            self._runs.pop(thread_id, None)
+            for thread_id in thread_ids:
+                self._registered.pop(thread_id, None)
+                self._runs.pop(thread_id, None)
             caches: tuple[OrderedDict[Any, Any], ...] = (
                 self._lists,
                 self._sent_writes,
@@ -185,7 +190,7 @@ class KnownState:
                 self._last_record,
             )
             for cache in caches:
-                for key in [k for k in cache if k[0] == thread_id]:
+                for key in [k for k in cache if k[0] in thread_ids]:
                     del cache[key]
 
     # -- list channels -------------------------------------------------------------------------
