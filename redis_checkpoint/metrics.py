@@ -173,6 +173,12 @@ class _Collectors:
             ["component"],
             registry=registry,
         )
+        self.redis_fallback_refused_total = Counter(
+            name("redis_fallback_refused_total"),
+            "Writes the in-memory fallback refused: it held its budget of bytes owed to Redis.",
+            ["component"],
+            registry=registry,
+        )
         self.redis_circuit_state = Gauge(
             name("redis_circuit_state"),
             "Circuit breaker state: 0 closed, 1 half_open, 2 open.",
@@ -382,6 +388,7 @@ class Metrics:
         self.redis_fallback_active = c.redis_fallback_active
         self.redis_fallback_pending_operations = c.redis_fallback_pending_operations
         self.redis_fallback_replayed_total = c.redis_fallback_replayed_total
+        self.redis_fallback_refused_total = c.redis_fallback_refused_total
         self.redis_circuit_state = c.redis_circuit_state
         self.redis_circuit_transitions_total = c.redis_circuit_transitions_total
         self.cache_errors_total = c.cache_errors_total
@@ -473,6 +480,10 @@ class Metrics:
         child = self.redis_fallback_replayed_total.labels(component)
         if n:
             child.inc(n)
+
+    def refused(self, component: str) -> None:
+        """A write the in-memory fallback refused (its owed budget was reached)."""
+        self._child(self.redis_fallback_refused_total, component).inc()
 
     # -- every cache type ----------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ them:
 * plans over an object whose sync and asyncio classes share method names (a connection's
   handshake, the query cache over its engine): :class:`Invoke`;
 * the saver: its core yields :class:`Call` (the commands of one thread's round trip) and
-  :class:`Emit`; its router turns Calls into :class:`Dispatch`, :class:`Refresh` and
-  :class:`AwaitWriteBack` for the saver's drivers.
+  :class:`Emit`; its router turns Calls into :class:`Dispatch`, :class:`Refresh`,
+  :class:`AwaitWriteBack` and :class:`SyncJournal` for the saver's drivers.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 from redis.exceptions import NoScriptError
 
 if TYPE_CHECKING:
+    from redis_checkpoint.checkpoint.journal import Journal
     from redis_checkpoint.checkpoint.routing import Shard
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Send",
     "SendToNode",
     "Sleep",
+    "SyncJournal",
     "adrive",
     "aiterate",
     "asend",
@@ -209,6 +211,20 @@ class AwaitWriteBack:
     when the driver waited, False when no write-back of the thread was in flight."""
 
     thread_id: str
+
+
+@dataclass
+class SyncJournal:
+    """Make the outage journal durable up to ``upto`` (fdatasync) before the write that
+    appended to it is acknowledged. The sync driver runs :meth:`run` in place; the async one in
+    a worker thread, so other coroutines go on meanwhile (and concurrent ones share an
+    fdatasync)."""
+
+    journal: Journal
+    upto: int
+
+    def run(self) -> None:
+        self.journal.sync(self.upto)
 
 
 # -- the loop ----------------------------------------------------------------------------------

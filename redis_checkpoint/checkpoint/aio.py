@@ -9,6 +9,7 @@ shard's held connection (``wire.py``). The in-memory tier is the router's busine
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -28,9 +29,11 @@ from langgraph.checkpoint.base import (
 
 from redis_checkpoint.checkpoint.base import RedisSaverBase, SaverOptions, check_client
 from redis_checkpoint.checkpoint.core import Op
+from redis_checkpoint.checkpoint.journal import Journal
 from redis_checkpoint.checkpoint.routing import Shard, Step
 from redis_checkpoint.checkpoint.wire import AsyncLink, Request
 from redis_checkpoint.client import AsyncRedisClient, aconnected, describe_client
+from redis_checkpoint.errors import FallbackJournalError
 from redis_checkpoint.settings import Settings
 from redis_checkpoint.steps import (
     AwaitWriteBack,
@@ -40,6 +43,7 @@ from redis_checkpoint.steps import (
     Invoke,
     Refresh,
     Sleep,
+    SyncJournal,
     adrive,
     aiterate,
 )
@@ -72,6 +76,7 @@ class AsyncRedisSaver(RedisSaverBase):
         super().__init__(url=url or describe_client(client), settings=settings, **options)
         # As in RedisSaver: one queue and one held connection per shard.
         self._queues: dict[str, _AsyncQueue] = {}
+        self._journal_syncs = _JournalSyncs()
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -139,6 +144,8 @@ class AsyncRedisSaver(RedisSaverBase):
                 return False
             await answered
             return True
+        elif isinstance(step, SyncJournal):
+            await self._journal_syncs.wait(step)
         elif isinstance(step, Sleep):
             await asyncio.sleep(step.seconds)
         elif isinstance(step, Invoke):  # asetup's calls on the client
@@ -374,6 +381,66 @@ class _AsyncQueue:
             await self.link.close()
         if self.own_pool is not None:
             await self.own_pool.disconnect()
+
+
+class _JournalSyncs:
+    """How the async driver carries out :class:`SyncJournal`: the fdatasync runs in a worker
+    thread while other coroutines go on, one at a time; the writes appended meanwhile wait for
+    the next, which covers them all (group commit without a thread parked per write)."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[SyncJournal, asyncio.Future[None]]] = []
+        self.running = False
+
+    async def wait(self, step: SyncJournal) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self.waiting.append((step, future))
+        if not self.running:
+            self._start(loop, step.journal)
+        await future
+
+    def _start(self, loop: asyncio.AbstractEventLoop, journal: Journal) -> None:
+        self.running = True
+        # After the callbacks already due: the writes they make share this fdatasync.
+        loop.call_soon(self._begin, loop, journal)
+
+    def _begin(self, loop: asyncio.AbstractEventLoop, journal: Journal) -> None:
+        try:
+            loop.run_in_executor(None, self._sync, loop, journal)
+        except RuntimeError as exc:  # the loop's executor is shut down: nothing is synced
+            self._synced(loop, exc)
+
+    def _sync(self, loop: asyncio.AbstractEventLoop, journal: Journal) -> None:
+        """In the worker thread: everything appended so far, then back to the loop."""
+        error: Exception | None = None
+        try:
+            target = journal.appended
+            journal.sync(target)
+            if journal.unsynced(target):  # closed meanwhile: syncing again would not help
+                raise FallbackJournalError(
+                    f"the fallback journal {journal.path} was closed before a write was on disk"
+                )
+        except Exception as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(self._synced, loop, error)
+
+    def _synced(self, loop: asyncio.AbstractEventLoop, error: Exception | None) -> None:
+        self.running = False
+        left = []
+        for step, future in self.waiting:
+            if future.done():  # its caller was cancelled
+                continue
+            if error is not None:
+                future.set_exception(error)  # not durable: not acknowledged
+            elif step.journal.unsynced(step.upto):
+                left.append((step, future))  # appended after that fdatasync began
+            else:
+                future.set_result(None)
+        self.waiting = left
+        if left:
+            self._start(loop, left[0][0].journal)
 
 
 def _settle_if_pending(future: asyncio.Future[None]) -> None:

@@ -19,7 +19,7 @@ from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.checkpoint.core import SaverCore
 from redis_checkpoint.checkpoint.journal import Journal
 from redis_checkpoint.checkpoint.keys import ThreadKeyLayout
-from redis_checkpoint.checkpoint.memory import ThreadMemoryTier
+from redis_checkpoint.checkpoint.memory import DEFAULT_MAX_OWED_BYTES, ThreadMemoryTier
 from redis_checkpoint.checkpoint.routing import Router, Step, WriteBackReport
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.client import is_cluster, reply_text
@@ -47,6 +47,7 @@ class SaverOptions(TypedDict, total=False):
     key_prefix: str | None
     fallback: bool
     fallback_max_bytes: int
+    fallback_max_owed_bytes: int
     fallback_journal: str | os.PathLike[str] | None
     close_timeout: float
     wait_replicas: int
@@ -84,6 +85,15 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         fallback: serve from a bounded in-memory tier while Redis is unreachable, and write what
             it took back to Redis when Redis returns. False: fail fast with RedisUnavailableError.
         fallback_max_bytes: budget of the in-memory tier for threads it only mirrors.
+        fallback_max_owed_bytes: budget of the in-memory tier for threads it holds for Redis
+            (written during an outage, or not yet confirmed by replicas), in its estimate of
+            their stored bytes. An outage write that would go over it raises
+            RedisUnavailableError and changes nothing (back-pressure instead of the OOM killer);
+            reads are still answered, and writes are accepted again once write-backs to Redis
+            have drained it. The default, 256 MiB, holds some 80,000 turns of a small chat graph
+            (about 3.3 KB each); the process holds about 3.5 times the estimate (Python objects,
+            the allocator), so lower it for a worker with less than 2 GB. 0 refuses every
+            outage write (reads only while Redis is away).
         fallback_journal: a directory: what the tier takes during an outage is appended there
             and fsynced before the call returns, and a saver opened later on the same directory
             (after a crash, say) writes back what is still owed.
@@ -107,6 +117,7 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         key_prefix: str | None = None,
         fallback: bool = True,
         fallback_max_bytes: int = DEFAULT_FALLBACK_BYTES,
+        fallback_max_owed_bytes: int = DEFAULT_MAX_OWED_BYTES,
         fallback_journal: str | os.PathLike[str] | None = None,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         wait_replicas: int = 0,
@@ -121,6 +132,10 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
             raise ValueError(f"max_history must be an int >= 1 or None, not {max_history!r}")
         if fallback_journal is not None and not fallback:
             raise ConfigurationError("fallback_journal needs fallback=True (it journals the tier)")
+        if type(fallback_max_owed_bytes) is not int or fallback_max_owed_bytes < 0:
+            raise ConfigurationError(
+                f"fallback_max_owed_bytes must be an int >= 0, not {fallback_max_owed_bytes!r}"
+            )
         if close_timeout < 0 or wait_replicas < 0 or wait_timeout <= 0:
             raise ConfigurationError(
                 f"close_timeout={close_timeout!r} and wait_replicas={wait_replicas!r} must be "
@@ -144,7 +159,10 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         )
         self.memory = (
             ThreadMemoryTier(
-                fallback_max_bytes, on_evict=self.core.known.forget_thread, journal=self.journal
+                fallback_max_bytes,
+                on_evict=self.core.known.forget_thread,
+                journal=self.journal,
+                max_owed_bytes=fallback_max_owed_bytes,
             )
             if fallback
             else None

@@ -8,10 +8,12 @@ during adoption loses nothing either.
 
 A segment is a header and then records, each ``length, crc32, body``. A change record carries a
 thread's :class:`Delta`; a done record says everything journaled for the thread before it is in
-Redis. :meth:`Journal.append` returns only once the record is on disk (``fdatasync``), so the
-call that wrote it is acknowledged only then. A torn last record (the process died inside an
-append) or a corrupt one ends what is read of a segment: it was never acknowledged, or the disk
-is damaged (logged, counted, never a crash). The format is this module's own: no pickle.
+Redis. :meth:`Journal.append` returns only once the record is on disk (``fdatasync``), or with
+``sync=False`` a later :meth:`Journal.sync` does (the saver: the router's ``SyncJournal`` step, off
+the event loop in the async saver), so the call that wrote it is acknowledged only then. A torn
+last record (the process died inside an append) or a corrupt one ends what is read of a segment:
+it was never acknowledged, or the disk is damaged (logged, counted, never a crash). The format
+is this module's own: no pickle.
 """
 
 from __future__ import annotations
@@ -272,12 +274,13 @@ class Journal:
         if sync:
             self.sync()
 
-    def sync(self) -> None:
-        """Make everything appended so far durable. Callers that arrive while an fdatasync
-        runs share the next one. After a failed fdatasync the kernel may have dropped what it
-        was given, so every later append fails too."""
+    def sync(self, upto: int | None = None) -> None:
+        """Make everything appended so far (or the first ``upto`` bytes, an :attr:`appended`
+        read earlier) durable. Callers that arrive while an fdatasync runs share the next one.
+        After a failed fdatasync the kernel may have dropped what it was given, so every later
+        append fails too."""
         with self._lock:
-            wanted = self._appended
+            wanted = self._appended if upto is None else upto
         if not self.fsync:
             return
         with self._sync_lock:
@@ -296,6 +299,11 @@ class Journal:
                     self._failed = exc
                 raise self._failure("fdatasync failed", exc) from exc
             self._synced = reached
+
+    def unsynced(self, upto: int) -> bool:
+        """Whether :meth:`sync` up to ``upto`` has an fdatasync to make (or an earlier failure
+        to raise); a cheap check that lets a driver skip the hop to a worker thread."""
+        return self.fsync and self._synced < upto
 
     def _failure(self, what: str, exc: OSError) -> FallbackJournalError:
         return FallbackJournalError(

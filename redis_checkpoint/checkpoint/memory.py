@@ -5,13 +5,15 @@ While Redis is healthy the tier mirrors what this process writes and reads, thre
 run here instead, so a conversation goes on from where it was; threads changed meanwhile are
 *owed* to Redis and are never dropped until they are written back, one thread at a time
 (:meth:`ThreadMemoryTier.take` hands one out, :meth:`ThreadMemoryTier.written_back` reports the
-outcome). With a journal, every change an outage write makes is appended to it (fsynced) before
-the write returns, so a process killed meanwhile loses nothing: the next one adopts what it owed.
+outcome). With a journal, every change an outage write makes is appended to it, and fsynced
+before the write is acknowledged (by the router's :class:`~redis_checkpoint.steps.SyncJournal`),
+so a process killed meanwhile loses nothing: the next one adopts what it owed. What the tier holds
+owed (or unconfirmed) is kept under ``max_owed_bytes``: an outage write that would go over it is
+refused, so a long outage ends in back-pressure instead of the OOM killer.
 """
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import OrderedDict
@@ -22,204 +24,24 @@ from typing import Any
 from redis_checkpoint.checkpoint import codec
 from redis_checkpoint.checkpoint.journal import Delta, Journal
 from redis_checkpoint.checkpoint.keys import SEP
-from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
+from redis_checkpoint.checkpoint.thread import (
+    GARBAGE_BATCH,
+    HISTORY_LIMIT,
+    THREAD_ID,
+    THREAD_TTL,
+    ThreadState,
+    namespace_head,
+)
+from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.steps import Call, Command
 
-THREAD_TTL = b"t"
-HISTORY_LIMIT = b"h"
 _BACKLOG_LIMIT = 64
-THREAD_ID = b"id"
-
-
-@dataclass
-class _Thread:
-    keys: tuple[str, str]
-    members: list[bytes] = field(default_factory=list)
-    data: dict[bytes, bytes] = field(default_factory=dict)
-    expires_at: float | None = None
-    size: int = 0
-    # Calls mirrored while Redis was healthy, applied only when the thread is first needed here:
-    # mirroring then costs an append on the hot path.
-    backlog: list[tuple[Call, Sequence[Any]]] = field(default_factory=list)
-    # While an outage write runs: what it changes (the journal's record of it).
-    changes: Delta | None = None
-
-    def zadd(self, member: bytes) -> None:
-        i = bisect.bisect_left(self.members, member)
-        if i == len(self.members) or self.members[i] != member:
-            self.members.insert(i, member)
-            self.size += len(member)
-        if self.changes is not None:
-            self.changes.add_member(member)
-
-    def hset(self, name: bytes, value: bytes) -> None:
-        old = self.data.get(name)
-        self.size += len(value) - (len(old) if old is not None else -len(name))
-        self.data[name] = value
-        if self.changes is not None:
-            self.changes.set(name, value)
-
-    def hdel(self, name: bytes) -> None:
-        old = self.data.pop(name, None)
-        if old is not None:
-            self.size -= len(old) + len(name)
-        if self.changes is not None:
-            self.changes.remove(name)
-
-    def zrem(self, member: bytes) -> None:
-        # During an outage no change is noted: the write-back drops the member from Redis's
-        # index with its record (RESTORE), and a kept record's member is trimmed by the next put.
-        i = bisect.bisect_left(self.members, member)
-        if i < len(self.members) and self.members[i] == member:
-            del self.members[i]
-            self.size -= len(member)
-
-    def with_prefix(self, prefix: bytes) -> list[bytes]:
-        upper = prefix[:-1] + bytes([prefix[-1] + 1])
-        lo = bisect.bisect_left(self.members, prefix)
-        hi = bisect.bisect_left(self.members, upper)
-        return self.members[lo:hi]
-
-    def writes_of(self, member: bytes) -> bytes | None:
-        return self.data.get(b"w" + member[1:])
-
-    def blob_fields(self, member: bytes, record: list[Any]) -> list[bytes]:
-        head = b"b" + member[1 : member.index(SEP, 2) + 1]
-        return [head + channel + SEP + token for channel, token in codec.shown_blobs(record)]
-
-    def chain(self, name: bytes, out: list[bytes], seen: set[bytes]) -> None:
-        current: bytes | None = name
-        while current is not None and current not in seen:
-            seen.add(current)
-            blob = self.data.get(current)
-            out += [current, blob or b""]
-            if blob and blob[:1] == b"R":
-                writes = codec.list_ref(blob)[0]
-                if writes not in seen:
-                    seen.add(writes)
-                    out += [writes, self.data.get(writes) or b""]
-            current = codec.list_base(blob) if blob else None
-
-    def referred_ok(self, blob: bytes) -> bool:
-        field, refs = codec.list_ref(blob)
-        raw = self.data.get(field)
-        if not raw or raw[:1] not in (b"W", b"X", b"M"):
-            return False
-        have = {codec.short_digest(frame) for frame in codec.split_frames(raw)}
-        return all(digest in have for digest, _ in refs)
-
-    def is_member(self, member: bytes) -> bool:
-        i = bisect.bisect_left(self.members, member)
-        return i < len(self.members) and self.members[i] == member
-
-    def keyframe_path(self, member: bytes, record: list[Any]) -> tuple[list[bytes], bytes | None]:
-        """The scripts' keyframe_path: members up to a keyed record's keyframe, and its raw."""
-        path: list[bytes] = []
-        head = _namespace_head(member)
-        raw = None
-        for _ in range(codec.record_depth(record)):
-            if record[1] is None:
-                return path, None
-            path.append(head + record[1])
-            raw = self.data.get(path[-1])
-            if raw is None:
-                return path, None
-            record = self.record(path[-1])
-        return path, raw
-
-    def add_keyframe(
-        self, member: bytes, record: list[Any], out: list[bytes], seen: set[bytes]
-    ) -> bytes | None:
-        path, raw = self.keyframe_path(member, record)
-        if raw is None:
-            return None
-        if path[-1] not in seen:
-            seen.add(path[-1])
-            out += [path[-1], raw]
-        return path[-1]
-
-    def record(self, member: bytes) -> list[Any]:
-        raw = self.data[member]
-        try:
-            fields = codec.unpack(raw)
-            if not isinstance(fields, list) or fields[0] not in codec.RECORD_FORMATS:
-                raise ValueError
-            return fields
-        except Exception:
-            raise CorruptEntryError(
-                f"{self.keys[1]} field {member!r}", "checkpoint record is unreadable"
-            ) from None
-
-    # -- the scripts' pruning: trim_namespace, collect_garbage ----------------------------------
-
-    def history_limit(self, default: bytes) -> int:
-        return int(self.data.get(HISTORY_LIMIT, default))
-
-    def namespace_heads(self) -> list[bytes]:
-        return list(dict.fromkeys(_namespace_head(m) for m in self.members))
-
-    def trim_namespace(self, head: bytes, keep_count: int) -> int:
-        """Keep the namespace's newest ``keep_count`` checkpoints and their DeltaChannel
-        ancestors in the index; returns how many left it."""
-        members = self.with_prefix(head)
-        if len(members) <= keep_count:
-            return 0
-        keep: set[bytes] = set()
-        for member in reversed(members[len(members) - keep_count :]):
-            current: bytes | None = member
-            while current is not None and current not in keep:
-                keep.add(current)
-                if current not in self.data:
-                    break
-                record = self.record(current)
-                has_counters = record[7].get(b"counters_since_delta_snapshot") is not None
-                current = head + record[1] if has_counters and record[1] else None
-        dead = [m for m in members if m not in keep]
-        for member in dead:
-            self.zrem(member)
-        return len(dead)
-
-    def collect_garbage(self) -> int:
-        """The scripts' collect_garbage: drop what no checkpoint in the index reaches."""
-        reach: set[bytes] = set()
-        kept = set(self.members)
-        needed: set[bytes] = set()
-        newest = {_namespace_head(m): m for m in self.members}
-        for member in self.members:
-            if member in self.data:
-                record = self.record(member)
-                chain: list[bytes] = []
-                for name in self.blob_fields(member, record):
-                    self.chain(name, chain, reach)
-                needed.update(self.keyframe_path(member, record)[0])
-        dead = []
-        for name in self.data:
-            kind = name[:2]
-            if (
-                (kind == b"b" + SEP and name not in reach)
-                or (kind == b"w" + SEP and self._orphan_writes(name, kept, reach, newest))
-                or (kind == b"c" + SEP and name not in kept and name not in needed)
-                or kind == b"r" + SEP
-            ):
-                dead.append(name)
-        for name in dead:
-            self.hdel(name)
-        return len(self.members)
-
-    @staticmethod
-    def _orphan_writes(
-        name: bytes, kept: set[bytes], reach: set[bytes], newest: dict[bytes, bytes]
-    ) -> bool:
-        owner = b"c" + name[1:]
-        if owner in kept or name in reach:
-            return False
-        # Writes of a checkpoint newer than its namespace's newest: its put is on the way.
-        return newest.get(_namespace_head(owner), owner) > owner
-
-    def ttl(self, default_ms: int) -> int:
-        ms = int(self.data.get(THREAD_TTL, default_ms))
-        self.expires_at = time.monotonic() + ms / 1000 if ms > 0 else None
-        return ms
+#: Budget of the bytes the tier may hold owed to Redis (``fallback_max_owed_bytes``): some
+#: 80,000 chat turns, about 0.9 GB of process memory (see the option's docstring).
+DEFAULT_MAX_OWED_BYTES = 256 * 1024 * 1024
+#: The scripts that add data to a thread: the writes the owed budget may refuse. The other
+#: writes (TTL, history limit, DEL) add a few bytes at most, or free some.
+_GROWING = frozenset({"put", "put_writes"})
 
 
 @dataclass
@@ -239,6 +61,10 @@ class _Owed:
 BUSY = object()
 
 
+class OwedBudgetReached(RedisUnavailableError):
+    """An outage write refused: it would take the tier over ``max_owed_bytes``."""
+
+
 class ThreadMemoryTier:
     """Recent threads in process memory, executing the saver's Calls like Redis would."""
 
@@ -247,11 +73,13 @@ class ThreadMemoryTier:
         max_bytes: int = 64 * 1024 * 1024,
         on_evict: Callable[[str], None] | None = None,
         journal: Journal | None = None,
+        max_owed_bytes: int = DEFAULT_MAX_OWED_BYTES,
     ) -> None:
         self.max_bytes = max_bytes
+        self.max_owed_bytes = max_owed_bytes
         self._on_evict = on_evict
         self.journal = journal
-        self._threads: OrderedDict[str, _Thread] = OrderedDict()
+        self._threads: OrderedDict[str, ThreadState] = OrderedDict()
         self._dirty: dict[str, _Owed] = {}  # thread id -> what it owes Redis
         self._in_flight: dict[str, _Owed] = {}  # taken for a write-back not yet answered
         self._waiters: dict[str, list[Callable[[], None]]] = {}  # called once it is answered
@@ -259,6 +87,8 @@ class ThreadMemoryTier:
         # here, and are written back if that shard fails before a later WAIT confirms them.
         self._unconfirmed: dict[str, set[str]] = {}
         self._size = 0
+        self._owed_size = 0  # sizes of the threads _held keeps (see _recount)
+        self.refused_writes = 0  # outage writes refused by max_owed_bytes
         self._lock = threading.RLock()
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -266,6 +96,12 @@ class ThreadMemoryTier:
     @property
     def size(self) -> int:
         return self._size
+
+    @property
+    def owed_bytes(self) -> int:
+        """Bytes of the threads held for Redis (owed, or unconfirmed by replicas): what
+        ``max_owed_bytes`` bounds. Mirrored threads are under ``max_bytes`` instead."""
+        return self._owed_size
 
     @property
     def pending(self) -> int:
@@ -294,7 +130,7 @@ class ThreadMemoryTier:
     def __contains__(self, thread_id: str) -> bool:
         return thread_id in self._threads
 
-    def _thread(self, thread_id: str, keys: tuple[str, str], create: bool) -> _Thread | None:
+    def _thread(self, thread_id: str, keys: tuple[str, str], create: bool) -> ThreadState | None:
         thread = self._threads.get(thread_id)
         if (
             thread is not None
@@ -305,14 +141,14 @@ class ThreadMemoryTier:
             self._drop(thread_id)
             thread = None
         if thread is None and create:
-            thread = self._threads[thread_id] = _Thread(keys)
+            thread = self._threads[thread_id] = ThreadState(keys)
         if thread is not None:
             self._threads.move_to_end(thread_id)
             if thread.backlog:
                 self._apply_backlog(thread_id, thread)
         return thread
 
-    def _apply_backlog(self, thread_id: str, thread: _Thread) -> None:
+    def _apply_backlog(self, thread_id: str, thread: ThreadState) -> None:
         backlog, thread.backlog = thread.backlog, []
         self._size -= thread.size
         thread.size = sum(len(k) + len(v) for k, v in thread.data.items()) + sum(
@@ -327,11 +163,13 @@ class ThreadMemoryTier:
                 for command, reply in zip(call.commands, replies, strict=True):
                     if command.script and reply:
                         self._absorb(thread_id, command, reply)
+        self._recount(thread_id)
 
     def _drop(self, thread_id: str) -> None:
         thread = self._threads.pop(thread_id, None)
         if thread is not None:
             self._size -= thread.size
+            self._owed_size -= thread.counted
 
     def _shrink(self) -> None:
         if self._size <= self.max_bytes:
@@ -352,10 +190,54 @@ class ThreadMemoryTier:
             or any(thread_id in threads for threads in self._unconfirmed.values())
         )
 
+    def _recount(self, thread_id: str) -> None:
+        """Bring owed_bytes up to date for one thread, after its size or whether it is held
+        changed: each thread remembers what it adds, so calling this again is harmless."""
+        thread = self._threads.get(thread_id)
+        if thread is not None:
+            counted = thread.size if self._held(thread_id) else 0
+            self._owed_size += counted - thread.counted
+            thread.counted = counted
+
+    def _check_budget(self, thread_id: str, call: Call) -> None:
+        """Refuse an outage write that could take owed_bytes over max_owed_bytes, before it
+        changes anything. Counted: the write's arguments (what it can add; the member twice:
+        index and hash), and the whole thread if this write is the first to make it owed."""
+        growth = sum(
+            _weight(c.args) + _weight(c.args[0])
+            for c in call.commands
+            if c.script and c.name in _GROWING
+        )
+        if not growth:
+            return
+        thread = self._threads.get(thread_id)
+        if thread is not None and not self._held(thread_id):
+            growth += thread.size
+        if self._owed_size + growth <= self.max_owed_bytes:
+            return
+        self.refused_writes += 1
+        raise OwedBudgetReached(
+            f"the in-memory tier holds {self._owed_size} bytes of threads owed to Redis; this "
+            f"write to thread {thread_id!r} (up to {growth} bytes more) would go over "
+            f"fallback_max_owed_bytes={self.max_owed_bytes}, so outage writes are refused until "
+            "Redis answers and the owed threads are written back (reads are still answered)"
+        )
+
     # -- execution -------------------------------------------------------------------------------
 
     def execute(self, call: Call, *, outage: bool) -> list[Any]:
-        """Run a Call here. With ``outage`` the changes are kept for replay to Redis."""
+        """Run a Call here. With ``outage`` the changes are kept for replay to Redis (and with a
+        journal, durable on return)."""
+        replies, upto = self.execute_unsynced(call, outage=outage)
+        if upto and self.journal is not None:
+            self.journal.sync(upto)
+        return replies
+
+    def execute_unsynced(self, call: Call, *, outage: bool) -> tuple[list[Any], int]:
+        """:meth:`execute`, leaving the journal's fdatasync to the caller: the replies, and how
+        far the journal must be synced (``journal.sync(upto)``) before the write may be
+        acknowledged; 0 when it journaled nothing. An outage write over ``max_owed_bytes`` is
+        refused (:class:`OwedBudgetReached`) with nothing changed."""
         if call.kind == "admin":
             raise LookupError("cross-thread operations need Redis")
         journal = self.journal
@@ -369,12 +251,14 @@ class ThreadMemoryTier:
                     f"thread {call.thread_id!r} was changed by a process that ended while "
                     "Redis was away (adopted from the fallback journal); it needs Redis"
                 )
+            if outage:
+                self._check_budget(call.thread_id or "", call)
             mark = journal.appended if journal is not None else 0
             replies = [self._command(call.thread_id or "", c, outage) for c in call.commands]
             self._shrink()
-        if journal is not None and journal.appended != mark:
-            journal.sync()  # outside the lock: concurrent callers share one fdatasync
-        return replies
+            # Read under the lock: at least the end of this call's records.
+            upto = journal.appended if journal is not None else 0
+        return replies, (upto if upto != mark else 0)
 
     def mirror(self, call: Call, replies: Sequence[Any]) -> None:
         """Keep a copy of what a Call did on Redis: writes are replayed, reads absorbed."""
@@ -385,7 +269,7 @@ class ThreadMemoryTier:
             thread = self._threads.get(thread_id)
             if thread is None:
                 keys = call.commands[0].keys
-                thread = self._threads[thread_id] = _Thread((keys[0], keys[-1]))
+                thread = self._threads[thread_id] = ThreadState((keys[0], keys[-1]))
             else:
                 self._threads.move_to_end(thread_id)
             weight = _weight([c.args for c in call.commands] if call.kind == "write" else replies)
@@ -395,6 +279,7 @@ class ThreadMemoryTier:
             if len(thread.backlog) >= _BACKLOG_LIMIT:
                 # Repeated reads bring the same fields again: applying them counts them once.
                 self._apply_backlog(thread_id, thread)
+            self._recount(thread_id)
             self._shrink()
 
     # -- writing back ----------------------------------------------------------------------------
@@ -467,6 +352,7 @@ class ThreadMemoryTier:
                     owed.absorb(again)
                 self._dirty[thread_id] = owed
                 return
+            self._recount(thread_id)  # no longer owed: off the budget
             if self.journal is not None and again is None:
                 # One changed meanwhile keeps its records: a done record would cover new ones.
                 self.journal.written_back([thread_id])
@@ -485,6 +371,7 @@ class ThreadMemoryTier:
                     entry.adopted = delta
                 else:
                     entry.adopted.merge(delta)
+                self._recount(thread_id)
 
     # -- replication ------------------------------------------------------------------------------
 
@@ -492,6 +379,8 @@ class ThreadMemoryTier:
         """These threads' last writes reached the shard's primary but not enough replicas."""
         with self._lock:
             self._unconfirmed.setdefault(shard, set()).update(thread_ids)
+            for thread_id in thread_ids:
+                self._recount(thread_id)
 
     def holds_unconfirmed(self, shard: str) -> bool:
         return bool(self._unconfirmed.get(shard))
@@ -500,7 +389,8 @@ class ThreadMemoryTier:
         """A WAIT on the shard was answered by enough replicas: every earlier write is there."""
         if shard in self._unconfirmed:
             with self._lock:
-                self._unconfirmed.pop(shard, None)
+                for thread_id in self._unconfirmed.pop(shard, ()):
+                    self._recount(thread_id)
 
     def shard_failed(self, shard: str) -> None:
         """The shard's primary is gone: what it did not confirm may be lost, so write it back."""
@@ -533,6 +423,7 @@ class ThreadMemoryTier:
         for i in range(0, len(keyframes), 2):
             thread.hset(keyframes[i], keyframes[i + 1])
         self._size += thread.size - before
+        self._recount(thread_id)
 
     def _command(self, thread_id: str, command: Command, outage: bool) -> Any:
         if not command.script:
@@ -555,6 +446,7 @@ class ThreadMemoryTier:
         else:
             reply = handler(thread, args)
         self._size += thread.size - before
+        self._recount(thread_id)
         return reply
 
     def _owe(self, thread_id: str, changes: Delta) -> None:
@@ -566,7 +458,8 @@ class ThreadMemoryTier:
             owed = self._dirty[thread_id] = _Owed()
         owed.own.merge(changes)
         if changes and self.journal is not None:
-            self.journal.append(thread_id, changes, sync=False)  # synced by execute
+            # Synced by the router's SyncJournal step (execute_unsynced says how far).
+            self.journal.append(thread_id, changes, sync=False)
 
     def _plain(self, thread_id: str, command: Command, outage: bool) -> Any:
         if command.name == "DEL":
@@ -582,7 +475,7 @@ class ThreadMemoryTier:
 
     # -- the scripts of scripts.py ---------------------------------------------------------------
 
-    def _script_get(self, thread: _Thread, args: list[bytes]) -> Any:
+    def _script_get(self, thread: ThreadState, args: list[bytes]) -> Any:
         ns, cid = args[0], args[1]
         if cid:
             member = b"c" + SEP + ns + SEP + cid
@@ -604,7 +497,7 @@ class ThreadMemoryTier:
         thread.add_keyframe(member, record, keyframes, set())
         return [member, thread.data[member], flat, thread.writes_of(member), keyframes]
 
-    def _script_list(self, thread: _Thread, args: list[bytes]) -> Any:
+    def _script_list(self, thread: ThreadState, args: list[bytes]) -> Any:
         has_ns, ns, before, exact = args[0] == b"1", args[1], args[2], args[3]
         limit, cursor = int(args[4]), args[5]
         known = int(args[8])
@@ -643,7 +536,7 @@ class ThreadMemoryTier:
                 break
         return [found, flat, more, keyframes]
 
-    def _script_put(self, thread: _Thread, args: list[bytes]) -> Any:
+    def _script_put(self, thread: ThreadState, args: list[bytes]) -> Any:
         keyframe_gone = 0
         if args[4]:
             path, raw = thread.keyframe_path(args[0], codec.unpack(args[1]))
@@ -671,12 +564,12 @@ class ThreadMemoryTier:
         thread.zadd(args[0])
         limit, pruned = thread.history_limit(args[5]), 0
         if limit > 0:
-            pruned = thread.trim_namespace(_namespace_head(args[0]), limit)
-            if pruned:
+            pruned = thread.trim_namespace(namespace_head(args[0]), limit)
+            if pruned and thread.owe_garbage(pruned) >= max(limit, GARBAGE_BATCH):
                 thread.collect_garbage()
         return [1, thread.ttl(int(args[2])), created, pruned]
 
-    def _script_put_writes(self, thread: _Thread, args: list[bytes]) -> Any:
+    def _script_put_writes(self, thread: ThreadState, args: list[bytes]) -> Any:
         if args[3]:
             current = thread.data.get(args[0], b"")
             if current and codec.is_legacy_writes(current):
@@ -692,7 +585,7 @@ class ThreadMemoryTier:
         thread.data.setdefault(THREAD_ID, args[2])
         return [thread.ttl(int(args[1])), created]
 
-    def _script_history(self, thread: _Thread, args: list[bytes]) -> Any:
+    def _script_history(self, thread: ThreadState, args: list[bytes]) -> Any:
         ns, cid = args[0], args[1]
         target = self._script_get(thread, [ns, cid])
         if target is None:
@@ -727,7 +620,7 @@ class ThreadMemoryTier:
             parent = record[1]
         return [steps, flat, keyframes]
 
-    def _script_limit_history(self, thread: _Thread, args: list[bytes]) -> Any:
+    def _script_limit_history(self, thread: ThreadState, args: list[bytes]) -> Any:
         if not thread.members:
             return -2
         if args[0]:
@@ -741,7 +634,7 @@ class ThreadMemoryTier:
                 thread.collect_garbage()
         return gone
 
-    def _script_ttl(self, thread: _Thread, args: list[bytes]) -> Any:
+    def _script_ttl(self, thread: ThreadState, args: list[bytes]) -> Any:
         if not thread.members:
             return -2
         mode = args[0]
@@ -756,11 +649,6 @@ class ThreadMemoryTier:
         if thread.expires_at is None:
             return -1
         return max(0, int((thread.expires_at - time.monotonic()) * 1000))
-
-
-def _namespace_head(member: bytes) -> bytes:
-    """``c`` SEP ns SEP: what every checkpoint member of that namespace starts with."""
-    return member[: member.index(SEP, 2) + 1]
 
 
 def _weight(obj: Any) -> int:

@@ -8,10 +8,12 @@ cluster node of its hash slot, found by the ``locate`` it is built with), serves
 while that shard's breaker is open, writes a thread back before the first call that takes it to
 Redis again, and counts it all. It yields only requests to the driver (steps of ``steps.py``):
 :class:`Dispatch` ("send these Calls, give me each one's replies or error"), :class:`Refresh`
-("reread the cluster's slot map"), :class:`AwaitWriteBack` and :class:`Sleep`; and per batch on a
-shard's held connection (:meth:`Router.batch`), its commands, or :class:`LoadScripts` after a
-NOSCRIPT. What a driver must know of the tier it asks the router (:meth:`Router.when_written_back`,
-:meth:`Router.may_reopen`, :attr:`Router.owes`), so the sync and async savers are a short loop each.
+("reread the cluster's slot map"), :class:`AwaitWriteBack`, :class:`SyncJournal` ("make the
+outage journal durable this far": an outage write is acknowledged only after it) and
+:class:`Sleep`; and per batch on a shard's held connection (:meth:`Router.batch`), its commands,
+or :class:`LoadScripts` after a NOSCRIPT. What a driver must know of the tier it asks the router
+(:meth:`Router.when_written_back`, :meth:`Router.may_reopen`, :attr:`Router.owes`), so the sync
+and async savers are a short loop each.
 
 Write-backs go thread by thread: a thread is taken from the tier (nobody else may write it back
 or send it to Redis meanwhile; a call for it goes to memory), written, and released. Other
@@ -32,7 +34,7 @@ from redis.exceptions import AskError, MovedError, NoScriptError, ResponseError
 from redis_checkpoint.breaker import CircuitBreaker
 from redis_checkpoint.checkpoint.core import SaverCore
 from redis_checkpoint.checkpoint.journal import Delta
-from redis_checkpoint.checkpoint.memory import BUSY, ThreadMemoryTier
+from redis_checkpoint.checkpoint.memory import BUSY, OwedBudgetReached, ThreadMemoryTier
 from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.errors import CorruptEntryError, RedisUnavailableError
 from redis_checkpoint.failures import access_error, is_unavailable_error
@@ -46,6 +48,7 @@ from redis_checkpoint.steps import (
     LoadScripts,
     Refresh,
     Sleep,
+    SyncJournal,
 )
 
 log = logging.getLogger("redis_checkpoint.checkpoint")
@@ -69,7 +72,7 @@ class Shard:
     wait_paused_until: float = 0.0
 
 
-Step = Dispatch | Refresh | Sleep | AwaitWriteBack
+Step = Dispatch | Refresh | Sleep | AwaitWriteBack | SyncJournal
 
 
 @dataclass
@@ -215,7 +218,7 @@ class Router:
             shard = self._shard_of(call)
         while not shard.breaker.allow_request():
             if not (yield from self._await_write_back(call)):
-                return self.in_memory(call)
+                return (yield from self.in_memory(call))
             shard = self._shard_of(call)  # its outcome closed the breaker, or opened it again
         memory = self.memory
         if memory is not None and memory.owes:
@@ -233,7 +236,7 @@ class Router:
                     errors = yield from self._write_back_batch([(call.thread_id, owed)])
                     if errors:
                         if is_unavailable_error(errors[0]):
-                            return self.in_memory(call, errors[0])
+                            return (yield from self.in_memory(call, errors[0]))
                         raise self.refusal(errors[0])
         for attempt in (0, 1):
             result = (yield from self._send_calls([(call, shard)]))[0]
@@ -245,7 +248,7 @@ class Router:
             break
         if isinstance(result, Exception):
             if self.failed(shard, result):
-                return self.in_memory(call, result)
+                return (yield from self.in_memory(call, result))
             raise self.refusal(result)
         self.succeeded(shard, call, result)
         if memory is not None and memory.dirty and not self._flushing:
@@ -456,15 +459,26 @@ class Router:
         denied.__cause__ = exc
         return denied
 
-    def in_memory(self, call: Call, cause: BaseException | None = None) -> list[Any]:
-        if self.memory is None or call.kind == "admin":
+    def in_memory(
+        self, call: Call, cause: BaseException | None = None
+    ) -> Generator[Step, Any, list[Any]]:
+        """Serve a Call from the tier; a write it journaled is acknowledged once
+        :class:`SyncJournal` has made it durable."""
+        memory = self.memory
+        if memory is None or call.kind == "admin":
             raise RedisUnavailableError(
                 f"Redis at {self.url} is unavailable"
-                + ("" if self.memory is None else " and this operation spans threads")
+                + ("" if memory is None else " and this operation spans threads")
             ) from cause
         self.fallback_calls += 1
-        replies = self.memory.execute(call, outage=True)
+        try:
+            replies, upto = memory.execute_unsynced(call, outage=True)
+        except OwedBudgetReached as exc:
+            self.metrics.refused(COMPONENT)
+            raise RedisUnavailableError(f"Redis at {self.url} is unavailable, and {exc}") from exc
         self._publish()
+        if upto and memory.journal is not None and memory.journal.unsynced(upto):
+            yield SyncJournal(memory.journal, upto)
         return replies
 
     # -- one round trip ------------------------------------------------------------------------

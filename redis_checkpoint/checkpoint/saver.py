@@ -41,6 +41,7 @@ from redis_checkpoint.steps import (
     Invoke,
     Refresh,
     Sleep,
+    SyncJournal,
     drive,
     iterate,
 )
@@ -136,6 +137,8 @@ class RedisSaver(RedisSaverBase):
                 return False
             answered.wait()
             return True
+        elif isinstance(step, SyncJournal):
+            step.run()  # concurrent threads share one fdatasync (Journal.sync)
         elif isinstance(step, Sleep):
             time.sleep(step.seconds)
         elif isinstance(step, Invoke):  # setup's calls on the client

@@ -270,7 +270,8 @@ local function collect_garbage()
       dead[#dead + 1] = f
     end
   end
-  if #dead > 0 then chunked('HDEL', data, dead) end
+  dead[#dead + 1] = 'g'
+  chunked('HDEL', data, dead)
   if #cps == 0 then
     redis.call('DEL', idx, data)
     return 0
@@ -393,7 +394,11 @@ redis.call('ZADD', idx, 0, ARGV[1])
 local limit, pruned = history_limit(ARGV[6]), 0
 if limit > 0 then
   pruned = trim_namespace(namespace_head(ARGV[1]), limit)
-  if pruned > 0 then collect_garbage() end
+  -- The collector reads the whole thread: run it once per batch of pruned checkpoints (field
+  -- 'g' counts them), so that a put costs O(thread / batch), not O(thread).
+  if pruned > 0 and redis.call('HINCRBY', data, 'g', pruned) >= math.max(limit, 8) then
+    collect_garbage()
+  end
 end
 return {1, apply_ttl(ARGV[3]), created, pruned}
 """
@@ -522,7 +527,7 @@ DUMP = r"""
 local members = redis.call('ZRANGE', idx, 0, -1)
 local fields = {}
 for _, f in ipairs(redis.call('HKEYS', data)) do
-  if f ~= 't' and f ~= 'h' and f ~= 'id' then fields[#fields + 1] = f end
+  if f ~= 't' and f ~= 'h' and f ~= 'g' and f ~= 'id' then fields[#fields + 1] = f end
 end
 local values = {}
 if #fields > 0 then values = chunked('HMGET', data, fields) end
