@@ -84,16 +84,17 @@ class RedisSaverBase(BaseCheckpointSaver[str]):
         key_prefix: first part of every key (default from settings, "rc").
         fallback: serve from a bounded in-memory tier while Redis is unreachable, and write what
             it took back to Redis when Redis returns. False: fail fast with RedisUnavailableError.
-        fallback_max_bytes: budget of the in-memory tier for threads it only mirrors.
+        fallback_max_bytes: budget of the in-memory tier for threads it only mirrors, in the
+            same estimate of memory.
         fallback_max_owed_bytes: budget of the in-memory tier for threads it holds for Redis
             (written during an outage, or not yet confirmed by replicas), in its estimate of
-            their stored bytes. An outage write that would go over it raises
-            RedisUnavailableError and changes nothing (back-pressure instead of the OOM killer);
-            reads are still answered, and writes are accepted again once write-backs to Redis
-            have drained it. The default, 256 MiB, holds some 80,000 turns of a small chat graph
-            (about 3.3 KB each); the process holds about 3.5 times the estimate (Python objects,
-            the allocator), so lower it for a worker with less than 2 GB. 0 refuses every
-            outage write (reads only while Redis is away).
+            the memory they take (Python's objects included; within ~15 % of the process's
+            measured growth, ``benchmarks/tier_soak.py``). An outage write that would go over
+            it raises RedisUnavailableError and changes nothing (back-pressure instead of the
+            OOM killer); reads are still answered, and writes are accepted again once
+            write-backs to Redis have drained it. The default, 256 MiB, holds some 30,000 turns
+            of a small chat graph (about 8 KB each). 0 refuses every outage write (reads only
+            while Redis is away).
         fallback_journal: a directory: what the tier takes during an outage is appended there
             and fsynced before the call returns, and a saver opened later on the same directory
             (after a crash, say) writes back what is still owed.

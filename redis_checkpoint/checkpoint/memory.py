@@ -25,6 +25,7 @@ from redis_checkpoint.checkpoint import codec
 from redis_checkpoint.checkpoint.journal import Delta, Journal
 from redis_checkpoint.checkpoint.keys import SEP
 from redis_checkpoint.checkpoint.thread import (
+    BYTES_OVERHEAD,
     GARBAGE_BATCH,
     HISTORY_LIMIT,
     THREAD_ID,
@@ -36,8 +37,13 @@ from redis_checkpoint.errors import RedisUnavailableError
 from redis_checkpoint.steps import Call, Command
 
 _BACKLOG_LIMIT = 64
+# A list's or tuple's header, a number object, and a mirrored Call's objects (its Commands, their
+# key tuples, the backlog entry): counted so that the budget holds in real memory.
+_SEQUENCE_OVERHEAD = 56
+_NUMBER_SIZE = 28
+_CALL_OVERHEAD = 200
 #: Budget of the bytes the tier may hold owed to Redis (``fallback_max_owed_bytes``): some
-#: 80,000 chat turns, about 0.9 GB of process memory (see the option's docstring).
+#: 30,000 chat turns (see the option's docstring).
 DEFAULT_MAX_OWED_BYTES = 256 * 1024 * 1024
 #: The scripts that add data to a thread: the writes the owed budget may refuse. The other
 #: writes (TTL, history limit, DEL) add a few bytes at most, or free some.
@@ -151,9 +157,7 @@ class ThreadMemoryTier:
     def _apply_backlog(self, thread_id: str, thread: ThreadState) -> None:
         backlog, thread.backlog = thread.backlog, []
         self._size -= thread.size
-        thread.size = sum(len(k) + len(v) for k, v in thread.data.items()) + sum(
-            len(m) for m in thread.members
-        )
+        thread.recount()
         self._size += thread.size
         for call, replies in backlog:
             if call.kind == "write":
@@ -273,6 +277,7 @@ class ThreadMemoryTier:
             else:
                 self._threads.move_to_end(thread_id)
             weight = _weight([c.args for c in call.commands] if call.kind == "write" else replies)
+            weight += _CALL_OVERHEAD * (1 + len(call.commands))
             thread.backlog.append((call, replies))
             thread.size += weight
             self._size += weight
@@ -652,18 +657,19 @@ class ThreadMemoryTier:
 
 
 def _weight(obj: Any) -> int:
-    """Roughly the bytes an object holds (the tier's budget is counted in these)."""
+    """Roughly the memory an object holds, Python's headers included (the tier's budgets are
+    counted in these)."""
     if isinstance(obj, (bytes, str)):
-        return len(obj)
+        return len(obj) + BYTES_OVERHEAD
     if not isinstance(obj, (list, tuple)):
-        return 8
-    total = 8
+        return _NUMBER_SIZE
+    total = _SEQUENCE_OVERHEAD
     for item in obj:  # flat argument lists mostly: no call per bytes or number
         kind = type(item)
         if kind is bytes or kind is str:
-            total += len(item)
+            total += len(item) + BYTES_OVERHEAD + 8
         elif kind is int or item is None:
-            total += 8
+            total += _NUMBER_SIZE + 8
         else:
-            total += _weight(item)
+            total += _weight(item) + 8
     return total

@@ -18,6 +18,12 @@ from redis_checkpoint.steps import Call
 
 THREAD_TTL = b"t"
 HISTORY_LIMIT = b"h"
+#: What Python adds to a stored byte string (the object's header), to a hash field (its key's
+#: and value's headers, the dict's slot) and to an index member (its header, the list's slot):
+#: the tier's budgets count memory, not only payload bytes (``benchmarks/tier_soak.py``).
+BYTES_OVERHEAD = 33
+FIELD_OVERHEAD = 2 * BYTES_OVERHEAD + 48
+MEMBER_OVERHEAD = BYTES_OVERHEAD + 8
 #: Checkpoints a history limit pruned whose garbage is not yet collected (see scripts.py's PUT).
 PRUNED_UNCOLLECTED = b"g"
 #: The least number of pruned checkpoints a put collects the garbage of at once.
@@ -44,13 +50,13 @@ class ThreadState:
         i = bisect.bisect_left(self.members, member)
         if i == len(self.members) or self.members[i] != member:
             self.members.insert(i, member)
-            self.size += len(member)
+            self.size += len(member) + MEMBER_OVERHEAD
         if self.changes is not None:
             self.changes.add_member(member)
 
     def hset(self, name: bytes, value: bytes) -> None:
         old = self.data.get(name)
-        self.size += len(value) - (len(old) if old is not None else -len(name))
+        self.size += len(value) - (len(old) if old is not None else -len(name) - FIELD_OVERHEAD)
         self.data[name] = value
         if self.changes is not None:
             self.changes.set(name, value)
@@ -58,7 +64,7 @@ class ThreadState:
     def hdel(self, name: bytes) -> None:
         old = self.data.pop(name, None)
         if old is not None:
-            self.size -= len(old) + len(name)
+            self.size -= len(old) + len(name) + FIELD_OVERHEAD
         if self.changes is not None:
             self.changes.remove(name)
 
@@ -68,7 +74,13 @@ class ThreadState:
         i = bisect.bisect_left(self.members, member)
         if i < len(self.members) and self.members[i] == member:
             del self.members[i]
-            self.size -= len(member)
+            self.size -= len(member) + MEMBER_OVERHEAD
+
+    def recount(self) -> None:
+        """The size from scratch (after a backlog was applied)."""
+        self.size = sum(len(k) + len(v) + FIELD_OVERHEAD for k, v in self.data.items()) + sum(
+            len(m) + MEMBER_OVERHEAD for m in self.members
+        )
 
     def with_prefix(self, prefix: bytes) -> list[bytes]:
         upper = prefix[:-1] + bytes([prefix[-1] + 1])
