@@ -630,8 +630,10 @@ class SaverCore:
     def _retarget(self, raw: bytes, source: str, target: str) -> bytes:
         """A copied record whose metadata names the copy where it named the source (as the
         Agent Server's own copy does), so that filtering the copy by thread_id finds it."""
-        head = codec.unpack(raw)
-        spelled = head[7].get(b"thread_id") if isinstance(head, list) and len(head) > 7 else None
+        try:
+            spelled = codec.unpack(raw)[7].get(b"thread_id")
+        except Exception:
+            return raw  # unreadable: copied as it is, and reported as corrupt when read
         if spelled != codec.canonical(source):
             return raw
 
