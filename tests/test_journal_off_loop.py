@@ -74,15 +74,29 @@ async def until(condition: Any) -> None:
     raise AssertionError("the condition never held: the event loop was blocked?")
 
 
+def journaled(directory: Path, key_prefix: str) -> dict[str, Any]:
+    """Options of a saver started on a dead server, journaling to ``directory``."""
+    return {
+        "require_redis": False,
+        "fallback_journal": directory,
+        "key_prefix": key_prefix,
+        "close_timeout": 0,
+    }
+
+
+async def three_writes_at_the_gate(saver: AsyncRedisSaver, gate: Gate) -> list[asyncio.Task[Any]]:
+    """Three outage writes, journaled, all waiting for the fdatasync the gate holds."""
+    tasks = [asyncio.create_task(saver.aput(*put_args(f"t{i}"))) for i in range(3)]
+    await until(gate.entered.is_set)
+    await until(lambda: saver.journal is not None and len(saver.journal.owed) == 3)
+    return tasks
+
+
 async def test_async_outage_writes_wait_for_an_fdatasync_off_the_loop(
     dead_url: str, tmp_path: Path, gate: Gate
 ) -> None:
     async with AsyncRedisSaver.from_conn_string(
-        dead_url,
-        require_redis=False,
-        fallback_journal=tmp_path,
-        key_prefix="offloop",
-        close_timeout=0,
+        dead_url, **journaled(tmp_path, "offloop")
     ) as saver:
         journal = saver.journal
         assert journal is not None
@@ -112,15 +126,9 @@ async def test_a_cancelled_write_leaves_the_others_waiting_for_the_fdatasync(
     dead_url: str, tmp_path: Path, gate: Gate
 ) -> None:
     async with AsyncRedisSaver.from_conn_string(
-        dead_url,
-        require_redis=False,
-        fallback_journal=tmp_path,
-        key_prefix="offcancel",
-        close_timeout=0,
+        dead_url, **journaled(tmp_path, "offcancel")
     ) as saver:
-        tasks = [asyncio.create_task(saver.aput(*put_args(f"t{i}"))) for i in range(3)]
-        await until(gate.entered.is_set)
-        await until(lambda: saver.journal is not None and len(saver.journal.owed) == 3)
+        tasks = await three_writes_at_the_gate(saver, gate)
         tasks[1].cancel()
         gate.opened.set()
         done = await asyncio.gather(*tasks, return_exceptions=True)
@@ -133,15 +141,9 @@ async def test_a_failed_fdatasync_fails_every_write_waiting_for_it(
 ) -> None:
     gate.error = OSError(5, "Input/output error")
     async with AsyncRedisSaver.from_conn_string(
-        dead_url,
-        require_redis=False,
-        fallback_journal=tmp_path,
-        key_prefix="offfail",
-        close_timeout=0,
+        dead_url, **journaled(tmp_path, "offfail")
     ) as saver:
-        tasks = [asyncio.create_task(saver.aput(*put_args(f"t{i}"))) for i in range(3)]
-        await until(gate.entered.is_set)
-        await until(lambda: saver.journal is not None and len(saver.journal.owed) == 3)
+        tasks = await three_writes_at_the_gate(saver, gate)
         gate.opened.set()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(o, FallbackJournalError) for o in outcomes), outcomes
@@ -155,13 +157,7 @@ async def test_a_failed_fdatasync_fails_every_write_waiting_for_it(
 def test_the_sync_saver_syncs_in_the_calling_thread_before_it_returns(
     dead_url: str, tmp_path: Path, gate: Gate
 ) -> None:
-    with RedisSaver.from_conn_string(
-        dead_url,
-        require_redis=False,
-        fallback_journal=tmp_path,
-        key_prefix="offsync",
-        close_timeout=0,
-    ) as saver:
+    with RedisSaver.from_conn_string(dead_url, **journaled(tmp_path, "offsync")) as saver:
         returned = threading.Event()
         caller: list[int] = []
 

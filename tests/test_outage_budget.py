@@ -14,17 +14,16 @@ import functools
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 import pytest
 import redis
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.graph import END, START, StateGraph
-from langgraph.graph.message import add_messages
 from prometheus_client import CollectorRegistry
+from test_fallback import Clock, build, cfg
 
 from redis_checkpoint import (
     AsyncRedisSaver,
@@ -156,35 +155,6 @@ def test_the_budget_must_be_a_byte_count(dead_url: str) -> None:
 
 
 # -- the savers, on a killed redis-server ------------------------------------------------------
-
-
-class State(TypedDict):
-    messages: Annotated[list[AnyMessage], add_messages]
-
-
-def answer(state: State) -> dict[str, Any]:
-    last = state["messages"][-1].content
-    return {"messages": [AIMessage(f"reply #{len(state['messages'])} to {last}")]}
-
-
-def build() -> Any:
-    builder = StateGraph(State)
-    builder.add_node("answer", answer)
-    builder.add_edge(START, "answer")
-    builder.add_edge("answer", END)
-    return builder
-
-
-def cfg(thread_id: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread_id}}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Recorder:
