@@ -138,13 +138,18 @@ local function writes_field(member)
   return 'w' .. string.sub(member, 2)
 end
 
+local function namespace_head(member)
+  -- 'c' S ns S: what every checkpoint member of that namespace starts with.
+  return string.sub(member, 1, string.find(member, S, 3, true))
+end
+
 local function keyframe_path(member, r)
   -- A keyed record (r[9] = depth) was compressed against the record 'depth' parents up its
   -- chain: the members on the way there, the keyframe last, and the keyframe's raw record.
   local path, raw = {}, nil
   local depth = r[9]
   if not depth or depth == 0 then return path, nil end
-  local head = string.sub(member, 1, string.find(member, S, 3, true))
+  local head = namespace_head(member)
   for _ = 1, depth do
     if not r[2] then return path, false end
     local m = head .. r[2]
@@ -185,11 +190,6 @@ local function target_member(ns, cid)
   local r = redis.call('ZREVRANGEBYLEX', idx, '(c' .. S .. ns .. E, '[c' .. S .. ns .. S,
                        'LIMIT', 0, 1)
   return r[1]
-end
-
-local function namespace_head(member)
-  -- 'c' S ns S: what every checkpoint member of that namespace starts with.
-  return string.sub(member, 1, string.find(member, S, 3, true))
 end
 
 local function namespace_heads()
@@ -395,7 +395,7 @@ local limit, pruned = history_limit(ARGV[6]), 0
 if limit > 0 then
   pruned = trim_namespace(namespace_head(ARGV[1]), limit)
   -- The collector reads the whole thread: run it once per batch of pruned checkpoints (field
-  -- 'g' counts them), so that a put costs O(thread / batch), not O(thread).
+  -- 'g' counts them; 8 is thread.py's GARBAGE_BATCH), so that a put costs O(thread / batch).
   if pruned > 0 and redis.call('HINCRBY', data, 'g', pruned) >= math.max(limit, 8) then
     collect_garbage()
   end
