@@ -28,7 +28,7 @@ from redis_checkpoint import (
     RedisSaver,
     RedisUnavailableError,
 )
-from redis_checkpoint.checkpoint import codec
+from redis_checkpoint.checkpoint import codec, wire
 from redis_checkpoint.checkpoint.memory import ThreadMemoryTier
 from redis_checkpoint.checkpoint.wire import reopen_after
 from redis_checkpoint.testing import RedisServer
@@ -875,6 +875,22 @@ def test_a_held_connection_is_reopened_once_after_a_close_never_after_a_timeout(
     for slow in (redis.TimeoutError("Timeout reading"), asyncio.TimeoutError()):
         assert not reopen_after(slow, attempt=0, reused=True)
     assert not reopen_after(KeyboardInterrupt(), attempt=0, reused=True)
+
+
+def test_a_batch_is_packed_as_redis_py_packs_it_with_or_without_hiredis(
+    saver: RedisSaver, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands = [("EVALSHA", "ab" * 20, 2, "k1", "k2", b"\x00bytes", 7, "caf\u00e9"), ("PING",)]
+    connection = redis.Redis.from_url(redis_server.url).connection_pool.make_connection()
+    by_redis_py = b"".join(connection.pack_commands(commands))
+    assert wire.hiredis_pack is not None  # the test extras install it
+    assert wire.packed(connection, commands) == [by_redis_py]  # one buffer: one send
+    assert wire.packed(connection, commands[:1]) == [connection.pack_command(*commands[0])[0]]
+    monkeypatch.setattr(wire, "hiredis_pack", None)
+    assert b"".join(wire.packed(connection, commands)) == by_redis_py
+    conf = put(saver, "no-hiredis", {"n": 1})
+    tup = saver.get_tuple(conf)
+    assert tup is not None and tup.checkpoint["channel_values"]["n"] == 1
 
 
 async def test_the_async_saver_reopens_a_dropped_connection_without_falling_back(

@@ -167,9 +167,7 @@ class RedisSaver(RedisSaverBase):
                     lead.append(queue)
         for queue in lead:
             self._lead(queue)
-        for slot in slots:
-            slot.done.wait()
-        return [slot.result for slot in slots]
+        return [slot.wait() for slot in slots]
 
     def _queue(self, shard: Shard) -> _Queue:
         queue = self._queues.get(shard.name)
@@ -197,12 +195,10 @@ class RedisSaver(RedisSaverBase):
                     batch += queue.waiting
                     queue.waiting, queue.sending = [], False
                 for waiting in batch:
-                    waiting.result = RuntimeError(f"the round trip was interrupted ({exc!r})")
-                    waiting.done.set()
+                    waiting.finish(RuntimeError(f"the round trip was interrupted ({exc!r})"))
                 raise
             for waiting, result in zip(batch, results, strict=True):
-                waiting.result = result
-                waiting.done.set()
+                waiting.finish(result)
 
     def _round_trip(self, queue: _Queue, request: Request) -> list[Any]:
         """One step of Router.batch on the shard's held connection: send the commands, or
@@ -361,14 +357,24 @@ class RedisSaver(RedisSaverBase):
 
 
 class _Slot:
-    """A Call waiting for the thread that sends the next batch."""
+    """A Call waiting for the thread that sends the next batch: ``done`` is held until its
+    result is in (a bare lock: an Event's condition costs more than the rest of the slot)."""
 
     __slots__ = ("call", "done", "result")
 
     def __init__(self, call: Call) -> None:
         self.call = call
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: list[Any] | Exception = []
+
+    def finish(self, result: list[Any] | Exception) -> None:
+        self.result = result
+        self.done.release()
+
+    def wait(self) -> list[Any] | Exception:
+        self.done.acquire()
+        return self.result
 
 
 class _Queue:

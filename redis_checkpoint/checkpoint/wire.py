@@ -20,7 +20,8 @@ from redis_checkpoint.checkpoint.scripts import SCRIPTS
 from redis_checkpoint.failures import is_unavailable_error
 from redis_checkpoint.steps import Command, LoadScripts
 
-# redis.asyncio packs commands in Python even when hiredis is installed; hiredis packs in C.
+# redis-py packs each word through its encoder in Python, even when hiredis is installed;
+# our words are bytes, str and int already, which hiredis packs in C.
 hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
     from hiredis import pack_command as hiredis_pack
@@ -67,7 +68,7 @@ class Link(_Held):
                 self.connection = self.pool.get_connection()
             connection = self.connection
             try:
-                connection.send_packed_command(connection.pack_commands(commands))
+                connection.send_packed_command(packed(connection, commands))
                 return [self._reply(connection, command) for command in sent]
             except BaseException as exc:
                 self._drop()
@@ -109,12 +110,7 @@ class AsyncLink(_Held):
                 self.connection = await self.pool.get_connection()
             connection = self.connection
             try:
-                packed = (
-                    [hiredis_pack(command) for command in commands]
-                    if hiredis_pack is not None
-                    else connection.pack_commands(commands)
-                )
-                await connection.send_packed_command(packed)
+                await connection.send_packed_command(packed(connection, commands))
                 async with batch_timeout(connection.socket_timeout):
                     return [await self._reply(connection, command) for command in sent]
             except BaseException as exc:
@@ -166,6 +162,16 @@ def script_loads(step: LoadScripts) -> list[Command]:
     """What a :class:`LoadScripts` step (the server answered NOSCRIPT) sends: the scripts,
     loaded on the connection that got the NOSCRIPT."""
     return [Command("SCRIPT", (), ("LOAD", script.source), False) for script in step.scripts]
+
+
+def packed(connection: Any, commands: Sequence[tuple[Any, ...]]) -> list[bytes]:
+    """The commands in Redis's protocol, by hiredis when it is there, else by the connection;
+    one buffer for a batch, so the sync socket sends it in one call."""
+    if hiredis_pack is None:
+        return connection.pack_commands(commands)  # type: ignore[no-any-return]
+    if len(commands) == 1:
+        return [hiredis_pack(commands[0])]
+    return [b"".join([hiredis_pack(command) for command in commands])]
 
 
 def words(command: Command) -> tuple[Any, ...]:
