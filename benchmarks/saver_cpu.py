@@ -20,7 +20,9 @@ It prints and writes (``benchmarks/results/saver_cpu.md`` and ``.json``):
    compression switched off: what the rest costs), and RedisSaver (sync, one round trip per
    call);
 3. the saver CPU per turn that ``checkpointer.py``'s 0.85x InMemorySaver target leaves:
-   ``(graph + InMemorySaver) / 0.85 - graph``.
+   ``(graph + InMemorySaver) / 0.85 - graph``;
+4. CPU per call of each operation (microseconds), for InMemorySaver, RedisSaver and
+   AsyncRedisSaver: the same calls replayed one at a time, each timed on its own.
 
 Redis is a private ``redis-server`` started here. With two or more cores, it is pinned to one
 core and this process to another, so the two do not take turns on one core.
@@ -108,6 +110,29 @@ def replay_sync(saver: Any, calls: Recorded, prefix: str) -> None:
             getattr(saver, name[1:])(_rethread(args[0], prefix), *args[1:])
 
 
+PerCall = dict[str, list[float]]  # operation -> CPU seconds of each of its calls
+
+
+def replay_timed(saver: Any, calls: Recorded, prefix: str, costs: PerCall) -> None:
+    """Replay one call at a time (sync methods), each call's CPU time kept by operation."""
+    for steps in calls.values():
+        for name, args in steps:
+            method, config = getattr(saver, name[1:]), _rethread(args[0], prefix)
+            start = time.process_time()
+            method(config, *args[1:])
+            costs[name].append(time.process_time() - start)
+
+
+async def areplay_timed(saver: Any, calls: Recorded, prefix: str, costs: PerCall) -> None:
+    """:func:`replay_timed` with the async methods, awaited one at a time."""
+    for steps in calls.values():
+        for name, args in steps:
+            method, config = getattr(saver, name), _rethread(args[0], prefix)
+            start = time.process_time()
+            await method(config, *args[1:])
+            costs[name].append(time.process_time() - start)
+
+
 class NoMetrics:
     """Takes every metrics call and records nothing (for the floor row only)."""
 
@@ -124,6 +149,17 @@ async def uncompressed(replay: Awaitable[None]) -> None:
         await replay
     finally:
         codec._deflate, codec._inflate = saved
+
+
+@dataclass
+class CallRow:
+    """One saver's CPU per call, by operation: the mean over each round's calls."""
+
+    label: str
+    rounds: list[PerCall] = field(default_factory=list)
+
+    def microseconds(self, op: str, pick: Callable[[list[float]], float] = min) -> float:
+        return pick([statistics.fmean(costs[op]) for costs in self.rounds]) * 1e6
 
 
 @dataclass
@@ -199,6 +235,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     + " ms/turn"
                 )
+            call_rows = await per_call_rounds(ours, sync, recorded, rounds)
     graph_ms = graph_row.per_turn_ms(total_turns) - memory_row.per_turn_ms(total_turns)
     memory_ms = memory_row.per_turn_ms(total_turns)
     budget_ms = (graph_ms + memory_ms) / TARGET_ASYNC_RATIO - graph_ms
@@ -220,7 +257,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             for row in (memory_row, ours_row, bare_row, floor_row, sync_row)
         ],
+        "per_call_us": [
+            {
+                "label": row.label,
+                "min": {op: row.microseconds(op) for op in OPS},
+                "median": {op: row.microseconds(op, statistics.median) for op in OPS},
+            }
+            for row in call_rows
+        ],
     }
+
+
+async def per_call_rounds(
+    ours: AsyncRedisSaver, sync: RedisSaver, recorded: Recorded, rounds: int
+) -> list[CallRow]:
+    """Each operation's CPU per call, the savers alternating within each round."""
+    memory = CallRow("InMemorySaver (sync)")
+    sync_row = CallRow("RedisSaver (sync)")
+    async_row = CallRow("AsyncRedisSaver")
+    for rnd in range(rounds):
+        for row in (memory, sync_row, async_row):
+            costs: PerCall = collections.defaultdict(list)
+            tag = f"pc{rnd}-{len(row.rounds)}-{row.label[:5]}-"
+            with settled_heap():
+                if row is async_row:
+                    await areplay_timed(ours, recorded, tag, costs)
+                else:
+                    replay_timed(InMemorySaver() if row is memory else sync, recorded, tag, costs)
+            row.rounds.append(costs)
+        progress(f"per call, round {rnd + 1}/{rounds}")
+    return [memory, sync_row, async_row]
 
 
 @contextlib.contextmanager
@@ -271,6 +337,17 @@ def report(result: dict[str, Any], command: str) -> str:
             f"| {row['label']} | {row['note']} | {row['min_ms']:.2f} | {row['median_ms']:.2f} "
             f"| {row['min_ms'] / memory_ms:.1f}x | {within} |"
         )
+    lines += [
+        "",
+        "CPU per call (microseconds), the calls replayed one at a time, each timed on its own "
+        "(min over rounds, median beside it):",
+        "",
+        "| saver | " + " | ".join(op[1:] for op in OPS) + " |",
+        "| --- |" + " ---: |" * len(OPS),
+    ]
+    for entry in result["per_call_us"]:
+        cells = [f"{entry['min'][op]:.0f} ({entry['median'][op]:.0f})" for op in OPS]
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
