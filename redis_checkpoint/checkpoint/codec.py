@@ -114,6 +114,9 @@ def _normal(value: Any) -> Any:
     raise TypeError("not canonical")
 
 
+_json_string: Callable[[str], str] = json.encoder.encode_basestring  # type: ignore[attr-defined]
+
+
 def canonical(value: Any) -> bytes:
     """A spelling of a metadata value that two equal values share; ``UNKNOWN`` when none exists.
 
@@ -125,8 +128,8 @@ def canonical(value: Any) -> bytes:
         return b"null" if value is None else (b"1" if value else b"0")
     if type(value) is int:
         return str(value).encode()
-    if type(value) is str:
-        return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    if type(value) is str:  # json.dumps(value, ensure_ascii=False) without building an encoder
+        return _json_string(value).encode("utf-8", "surrogatepass")
     try:
         return json.dumps(
             _normal(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
