@@ -1,6 +1,8 @@
 """Part 5 of ``checkpointer.py``: Redis bytes per turn of one long conversation on our saver,
 against the bytes of the messages each turn added, with InMemorySaver's stored bytes as the
-naive reference, and where the bytes are at the end (every key of the private server)."""
+naive reference, and where the bytes are at the end (every key of the private server). The
+same conversation is run again with the LangGraph Agent Server's channel versions (it replaces
+the saver's ``get_next_version`` with 32-digit ones), on a server of its own."""
 
 from __future__ import annotations
 
@@ -112,6 +114,28 @@ def breakdown_table(keys: list[dict[str, Any]], turns: int) -> str:
     return table(["key", "type", "MEMORY USAGE B", "elements", "breakdown"], rows, [2, 3])
 
 
+def agent_server_versions(current: str | int | None, channel: None) -> str:
+    """The channel versions the Agent Server gives a custom checkpointer (those of
+    InMemorySaver: a 32-digit counter and a random fraction)."""
+    return InMemorySaver.get_next_version(None, current, channel)  # type: ignore[arg-type]
+
+
+def conversation_bytes(turns: int, thread: str, versions: bool) -> int:
+    """Redis used_memory a ``turns``-turn conversation adds on a fresh private server, with
+    the Agent Server's channel versions when ``versions``."""
+    with RedisServer() as srv, RedisSaver.from_conn_string(srv.url) as saver:
+        if versions:
+            saver.get_next_version = agent_server_versions  # type: ignore[method-assign]
+        graph = build_graph(saver)
+        run_turns(graph, f"{thread}-warmup", 998, range(2))
+        client = srv.client()
+        before = int(client.info("memory")["used_memory"])
+        run_turns(graph, thread, 0, range(1, turns + 1))
+        after = int(client.info("memory")["used_memory"])
+        client.close()
+    return after - before
+
+
 def phase_growth(turns: int, run_id: str, report: Report) -> None:
     marks = sorted({m for m in (10, 50, 100) if m < turns} | {turns})
     thread = f"bench-{run_id}-growth"
@@ -201,6 +225,11 @@ def phase_growth(turns: int, run_id: str, report: Report) -> None:
             ]
         )
         prev = mark
+    content_total = sum(msg_content)
+    progress(f"bytes RedisSaver with the Agent Server's versions: {turns} turns")
+    server_added = conversation_bytes(turns, thread, versions=True)
+    ours_added = total_used[1] - total_used[0]
+    server_ratio, ours_ratio = server_added / content_total, ours_added / content_total
     first, last = windows[0], windows[-1]
     flat = last["redis_used_memory_per_turn"] / max(first["redis_used_memory_per_turn"], 1)
     mem_flat = last["inmemory_bytes_per_turn"] / max(first["inmemory_bytes_per_turn"], 1)
@@ -237,6 +266,11 @@ def phase_growth(turns: int, run_id: str, report: Report) -> None:
         f"Client connection buffers (`mem_clients_normal`, counted in used_memory but not data) "
         f"changed by {client_buffers[marks[0]] - client_buffers[0]:+,} B over turns 1{DASH}"
         f"{marks[0]} and {client_buffers[turns] - client_buffers[0]:+,} B over all {turns}.\n\n"
+        f"Under the LangGraph Agent Server's channel versions (32 digits and a random fraction, "
+        f"as it gives a custom checkpointer), the same {turns} turns on a server of their own "
+        f"added {server_added:,} B of used_memory: {server_ratio:.2f}{TIMES} the content bytes, "
+        f"against {ours_ratio:.2f}{TIMES} with the saver's own versions (target {LE} "
+        f"{TARGET_BYTES_RATIO:.0f}{TIMES}).\n\n"
         f"Where the bytes are after turn {turns} (all keys of the server, largest first; the "
         "2-turn warm-up thread is included; hash fields grouped by their first NUL-separated "
         "part, B/turn = field + value bytes / turns):\n\n" + breakdown_table(keys, turns)
@@ -256,4 +290,10 @@ def phase_growth(turns: int, run_id: str, report: Report) -> None:
         },
         "keys_at_end": keys,
         "target_ratio_to_content": TARGET_BYTES_RATIO,
+        "agent_server_versions": {
+            "used_memory_added": server_added,
+            "ratio_to_content": server_ratio,
+            "ours_used_memory_added": ours_added,
+            "ours_ratio_to_content": ours_ratio,
+        },
     }
