@@ -24,7 +24,8 @@ def script(savers: list[RedisSaver]) -> None:
             for step in range(6):
                 added = [HumanMessage(f"q{step} " * 30), AIMessage(f"a{step} " * 60)]
                 messages = [*messages, *added]
-                new = {"messages": savers[0].get_next_version(versions.get("messages"), None)}
+                # The Agent Server's 32-digit versions: records name them in short.
+                new = {"messages": f"{step + 1:032}.{0.25 + step:016}"}
                 if step % 2 == 0:
                     new["note"] = savers[0].get_next_version(versions.get("note"), None)
                 versions = {**versions, **new}

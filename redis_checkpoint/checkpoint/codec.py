@@ -70,7 +70,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from redis_checkpoint.checkpoint.keys import SEP, escape_part, unescape_part
+from redis_checkpoint.checkpoint.keys import SEP, escape_part, field_token, unescape_part
 from redis_checkpoint.errors import CorruptEntryError
 
 RECORD_FORMAT = 4
@@ -306,8 +306,8 @@ def shown_blobs(fields: list[Any]) -> list[tuple[bytes, bytes]]:
     memory tier's twin of the scripts' ``blob_pairs``)."""
     flat = fields[6]
     if fields[0] >= 4:
-        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
-    return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 3) if not flat[i + 2]]
+        return [(flat[i], field_token(flat[i + 1])) for i in range(0, len(flat), 2)]
+    return [(flat[i], field_token(flat[i + 1])) for i in range(0, len(flat), 3) if not flat[i + 2]]
 
 
 class Record:
@@ -370,7 +370,7 @@ class Record:
         """(escaped channel, blob field) of every channel version this checkpoint holds."""
         head = b"b" + SEP + ns + SEP
         return [
-            (channel, head + channel + SEP + token)
+            (channel, head + channel + SEP + field_token(token))
             for channel, token, inline in self.versions
             if not inline
         ]

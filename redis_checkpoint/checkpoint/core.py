@@ -38,9 +38,9 @@ from redis_checkpoint.checkpoint.keys import (
     blob_field,
     checkpoint_member,
     escape_part,
+    record_token,
     unescape_part,
     version_from_token,
-    version_token,
     writes_field,
 )
 from redis_checkpoint.checkpoint.known import KnownState, StoredList
@@ -448,7 +448,7 @@ class SaverCore:
         versions: list[bytes] = []
         earlier = self.known.inline(thread_id, ns_e)
         for channel, version in checkpoint["channel_versions"].items():
-            channel_e, token = escape_part(channel), version_token(version)
+            channel_e, token = escape_part(channel), record_token(version)
             seen = earlier.get(channel_e)
             if (
                 parent_known

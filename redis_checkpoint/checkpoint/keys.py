@@ -48,7 +48,28 @@ def version_token(version: str | int | float) -> bytes:
     return b"s" + escape_part(str(version))
 
 
+def record_token(version: str | int | float) -> bytes:
+    """How a checkpoint record names a channel's version: :func:`version_token`, but a
+    32-digit counter and a fraction (the LangGraph Agent Server's versions) without the
+    counter's leading zeros, as ``z``; :func:`field_token` spells it out again, so blob fields
+    keep one name whichever record refers to them."""
+    token = version_token(version)
+    if token[33:34] == b"." and token[:1] == b"s" and token[1:33].isdigit():
+        return b"z" + (token[1:33].lstrip(b"0") or b"0") + token[33:]
+    return token
+
+
+def field_token(token: bytes) -> bytes:
+    """The :func:`version_token` of a record's token: how its blob field names the version
+    (the scripts' ``field_token`` does the same)."""
+    if token[:1] != b"z":
+        return token
+    digits, _, rest = token[1:].partition(b".")
+    return b"s" + digits.rjust(32, b"0") + b"." + rest
+
+
 def version_from_token(token: bytes) -> str | int | float:
+    token = field_token(token)
     kind, rest = token[:1], token[1:]
     if kind == b"i":
         return int(rest)

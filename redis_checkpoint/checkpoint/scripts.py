@@ -55,15 +55,24 @@ local function record(member, raw)
   return r
 end
 
+local function field_token(token)
+  -- A record names the Agent Server's 32-digit versions without the leading zeros ('z'); the
+  -- blob's field spells them out (keys.field_token).
+  if string.sub(token, 1, 1) ~= 'z' then return token end
+  local dot = string.find(token, '.', 2, true)
+  local digits = string.sub(token, 2, dot - 1)
+  return 's' .. string.rep('0', 32 - #digits) .. digits .. string.sub(token, dot)
+end
+
 local function blob_pairs(r)
   -- Format 4 shows (channel, version) pairs of the channels whose value is in a blob; formats 2
   -- and 3 show (channel, version, inline) triples, inline '' for those channels.
   local out = {}
   if r[1] >= 4 then
-    for i = 1, #r[7], 2 do out[#out + 1] = {r[7][i], r[7][i + 1]} end
+    for i = 1, #r[7], 2 do out[#out + 1] = {r[7][i], field_token(r[7][i + 1])} end
   else
     for i = 1, #r[7], 3 do
-      if r[7][i + 2] == '' then out[#out + 1] = {r[7][i], r[7][i + 1]} end
+      if r[7][i + 2] == '' then out[#out + 1] = {r[7][i], field_token(r[7][i + 1])} end
     end
   end
   return out
