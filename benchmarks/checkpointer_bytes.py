@@ -120,20 +120,21 @@ def agent_server_versions(current: str | int | None, channel: None) -> str:
     return InMemorySaver.get_next_version(None, current, channel)  # type: ignore[arg-type]
 
 
-def conversation_bytes(turns: int, thread: str, versions: bool) -> int:
-    """Redis used_memory a ``turns``-turn conversation adds on a fresh private server, with
-    the Agent Server's channel versions when ``versions``."""
+def conversation_bytes(turns: int, thread: str, versions: bool) -> tuple[int, int]:
+    """(used_memory, sum of MEMORY USAGE over the keys) a ``turns``-turn conversation adds on
+    a fresh private server, with the Agent Server's channel versions when ``versions``."""
     with RedisServer() as srv, RedisSaver.from_conn_string(srv.url) as saver:
         if versions:
             saver.get_next_version = agent_server_versions  # type: ignore[method-assign]
         graph = build_graph(saver)
         run_turns(graph, f"{thread}-warmup", 998, range(2))
         client = srv.client()
-        before = int(client.info("memory")["used_memory"])
+        used, keys = int(client.info("memory")["used_memory"]), key_bytes(client)[1]
         run_turns(graph, thread, 0, range(1, turns + 1))
-        after = int(client.info("memory")["used_memory"])
+        used = int(client.info("memory")["used_memory"]) - used
+        keys = key_bytes(client)[1] - keys
         client.close()
-    return after - before
+    return used, keys
 
 
 def phase_growth(turns: int, run_id: str, report: Report) -> None:
@@ -227,8 +228,9 @@ def phase_growth(turns: int, run_id: str, report: Report) -> None:
         prev = mark
     content_total = sum(msg_content)
     progress(f"bytes RedisSaver with the Agent Server's versions: {turns} turns")
-    server_added = conversation_bytes(turns, thread, versions=True)
+    server_added, server_keys = conversation_bytes(turns, thread, versions=True)
     ours_added = total_used[1] - total_used[0]
+    ours_keys = redis_keys[turns][1] - redis_keys[0][1]
     server_ratio, ours_ratio = server_added / content_total, ours_added / content_total
     first, last = windows[0], windows[-1]
     flat = last["redis_used_memory_per_turn"] / max(first["redis_used_memory_per_turn"], 1)
@@ -270,7 +272,8 @@ def phase_growth(turns: int, run_id: str, report: Report) -> None:
         f"as it gives a custom checkpointer), the same {turns} turns on a server of their own "
         f"added {server_added:,} B of used_memory: {server_ratio:.2f}{TIMES} the content bytes, "
         f"against {ours_ratio:.2f}{TIMES} with the saver's own versions (target {LE} "
-        f"{TARGET_BYTES_RATIO:.0f}{TIMES}).\n\n"
+        f"{TARGET_BYTES_RATIO:.0f}{TIMES}); in key bytes, {server_keys / content_total:.2f}"
+        f"{TIMES} against {ours_keys / content_total:.2f}{TIMES}.\n\n"
         f"Where the bytes are after turn {turns} (all keys of the server, largest first; the "
         "2-turn warm-up thread is included; hash fields grouped by their first NUL-separated "
         "part, B/turn = field + value bytes / turns):\n\n" + breakdown_table(keys, turns)
@@ -295,5 +298,7 @@ def phase_growth(turns: int, run_id: str, report: Report) -> None:
             "ratio_to_content": server_ratio,
             "ours_used_memory_added": ours_added,
             "ours_ratio_to_content": ours_ratio,
+            "key_bytes_added": server_keys,
+            "ours_key_bytes_added": ours_keys,
         },
     }

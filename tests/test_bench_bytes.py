@@ -16,6 +16,6 @@ def test_the_agent_server_versions_are_32_digit_counters_with_a_random_fraction(
 def test_a_conversation_under_the_agent_server_versions_stores_more_bytes(
     redis_server_bin: str,
 ) -> None:
-    ours = checkpointer_bytes.conversation_bytes(6, "own-versions", versions=False)
-    server = checkpointer_bytes.conversation_bytes(6, "server-versions", versions=True)
-    assert 0 < ours < server  # their longer tokens name every channel in every record
+    _, ours = checkpointer_bytes.conversation_bytes(6, "own-versions", versions=False)
+    _, server = checkpointer_bytes.conversation_bytes(6, "server-versions", versions=True)
+    assert 0 < ours < server  # key bytes: their longer versions name every blob
