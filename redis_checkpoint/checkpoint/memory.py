@@ -191,7 +191,10 @@ class ThreadMemoryTier:
         return (
             thread_id in self._dirty
             or thread_id in self._in_flight
-            or any(thread_id in threads for threads in self._unconfirmed.values())
+            or (
+                bool(self._unconfirmed)  # empty unless wait_replicas fell short: every mirror asks
+                and any(thread_id in threads for threads in self._unconfirmed.values())
+            )
         )
 
     def _recount(self, thread_id: str) -> None:
