@@ -21,8 +21,9 @@ It prints and writes (``benchmarks/results/saver_cpu.md`` and ``.json``):
    call);
 3. the saver CPU per turn that ``checkpointer.py``'s 0.85x InMemorySaver target leaves:
    ``(graph + InMemorySaver) / 0.85 - graph``;
-4. CPU per call of each operation (microseconds), for InMemorySaver, RedisSaver and
-   AsyncRedisSaver: the same calls replayed one at a time, each timed on its own.
+4. CPU per call of each operation (microseconds): InMemorySaver, RedisSaver (also without its
+   in-memory tier, and without metrics too) and AsyncRedisSaver, the same calls replayed one at
+   a time, each timed on its own.
 
 Redis is a private ``redis-server`` started here. With two or more cores, it is pinned to one
 core and this process to another, so the two do not take turns on one core.
@@ -235,7 +236,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     + " ms/turn"
                 )
-            call_rows = await per_call_rounds(ours, sync, recorded, rounds)
+            sync_bare = stack.enter_context(RedisSaver.from_conn_string(server.url, fallback=False))
+            sync_plain = stack.enter_context(
+                RedisSaver.from_conn_string(server.url, fallback=False, metrics=NoMetrics())
+            )
+            call_rows = await per_call_rounds(
+                [
+                    ("InMemorySaver (sync)", InMemorySaver),
+                    ("RedisSaver (sync)", lambda: sync),
+                    ("RedisSaver (sync), fallback=False", lambda: sync_bare),
+                    ("RedisSaver (sync), fallback=False, no metrics", lambda: sync_plain),
+                    ("AsyncRedisSaver", lambda: ours),
+                ],
+                recorded,
+                rounds,
+            )
     graph_ms = graph_row.per_turn_ms(total_turns) - memory_row.per_turn_ms(total_turns)
     memory_ms = memory_row.per_turn_ms(total_turns)
     budget_ms = (graph_ms + memory_ms) / TARGET_ASYNC_RATIO - graph_ms
@@ -269,24 +284,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def per_call_rounds(
-    ours: AsyncRedisSaver, sync: RedisSaver, recorded: Recorded, rounds: int
+    savers: Sequence[tuple[str, Callable[[], Any]]], recorded: Recorded, rounds: int
 ) -> list[CallRow]:
-    """Each operation's CPU per call, the savers alternating within each round."""
-    memory = CallRow("InMemorySaver (sync)")
-    sync_row = CallRow("RedisSaver (sync)")
-    async_row = CallRow("AsyncRedisSaver")
+    """Each operation's CPU per call on each (label, saver maker) row, the rows alternating
+    within each round; an AsyncRedisSaver is replayed through its async methods."""
+    rows = [(CallRow(label), make) for label, make in savers]
     for rnd in range(rounds):
-        for row in (memory, sync_row, async_row):
+        for index, (row, make) in enumerate(rows):
             costs: PerCall = collections.defaultdict(list)
-            tag = f"pc{rnd}-{len(row.rounds)}-{row.label[:5]}-"
+            saver, tag = make(), f"pc{rnd}-{index}-"
             with settled_heap():
-                if row is async_row:
-                    await areplay_timed(ours, recorded, tag, costs)
+                if isinstance(saver, AsyncRedisSaver):
+                    await areplay_timed(saver, recorded, tag, costs)
                 else:
-                    replay_timed(InMemorySaver() if row is memory else sync, recorded, tag, costs)
+                    replay_timed(saver, recorded, tag, costs)
             row.rounds.append(costs)
         progress(f"per call, round {rnd + 1}/{rounds}")
-    return [memory, sync_row, async_row]
+    return [row for row, _ in rows]
 
 
 @contextlib.contextmanager

@@ -23,7 +23,13 @@ def test_the_replay_benchmark_records_every_call_and_replays_it_on_each_saver(
     assert all(len(row["rounds_ms"]) == 1 and row["min_ms"] > 0 for row in result["rows"])
     assert result["pinned"] is False  # a test leaves the suite's CPU affinity alone
     per_call = {row["label"]: row["min"] for row in result["per_call_us"]}
-    assert list(per_call) == ["InMemorySaver (sync)", "RedisSaver (sync)", "AsyncRedisSaver"]
+    assert list(per_call) == [
+        "InMemorySaver (sync)",
+        "RedisSaver (sync)",
+        "RedisSaver (sync), fallback=False",
+        "RedisSaver (sync), fallback=False, no metrics",
+        "AsyncRedisSaver",
+    ]
     assert all(set(costs) == set(saver_cpu.OPS) for costs in per_call.values())
     assert all(us > 0 for costs in per_call.values() for us in costs.values())
     text = saver_cpu.report(result, "python benchmarks/saver_cpu.py")
