@@ -29,6 +29,7 @@ from redis_checkpoint import (
     RedisUnavailableError,
 )
 from redis_checkpoint.checkpoint import codec, wire
+from redis_checkpoint.checkpoint.known import KnownState, StoredList
 from redis_checkpoint.checkpoint.memory import ThreadMemoryTier
 from redis_checkpoint.checkpoint.wire import reopen_after
 from redis_checkpoint.testing import RedisServer
@@ -921,6 +922,22 @@ def test_deleting_a_thread_forgets_all_this_process_remembered_of_it(saver: Redi
     assert len(caches) >= 6 and entries()
     saver.delete_thread("forget")
     assert entries() == []
+
+
+def test_what_a_process_knows_of_a_thread_is_indexed_by_thread_and_stays_bounded() -> None:
+    known = KnownState(limit=8)
+    for i in range(20):
+        for ns in (b"", b"sub"):
+            known.remember_lists(f"t{i}", ns, {"messages": StoredList(b"f", [b"x"])})
+            known.stored(f"t{i}", ns, {}, b"m", codec.Keyframe(0, b"m", b"p"))
+    for cache in (known._lists, known._last_record):
+        assert len(cache) == 8  # the newest 8 (thread, namespace) pairs: threads 16 to 19
+        indexed = {key for keys in cache.of_thread.values() for key in keys}
+        assert indexed == set(cache) and set(cache.of_thread) == {"t16", "t17", "t18", "t19"}
+    known.forget_thread("t18")
+    assert known.lists("t18", b"") == {} and known.last_record("t18", b"sub") is None
+    assert known.lists("t19", b"sub") and "t18" not in known._lists.of_thread
+    assert len(known._lists) == len(known._last_record) == 6
 
 
 def test_control_bytes_integer_versions_and_nested_filters_round_trip(saver: RedisSaver) -> None:

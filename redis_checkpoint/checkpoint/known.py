@@ -25,6 +25,7 @@ from redis_checkpoint.checkpoint.keys import writes_field
 
 K = TypeVar("K")
 V = TypeVar("V")
+TK = TypeVar("TK", bound=tuple[Any, ...])  # a key that starts with the thread id
 # Writes and lists are matched to the next checkpoint's put, which follows within moments: the
 # last ~1000 checkpoints' worth (a few MB at most) covers hundreds of concurrent conversations.
 _RECENT_CHECKPOINTS = 1024
@@ -76,6 +77,32 @@ class _SentWrite(NamedTuple):
         return codec.short_digest(self.frame), self.position
 
 
+class _ThreadKeyed(OrderedDict[TK, V]):
+    """A cache bounded to ``limit`` entries (least recently used dropped first) whose keys
+    start with the thread id, each thread's keys indexed: forgetting a thread (on every eviction
+    from the memory tier) then costs its own entries, not a pass over the whole cache."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.of_thread: dict[str, set[TK]] = {}
+
+    def put(self, key: TK, value: V) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        self.of_thread.setdefault(key[0], set()).add(key)
+        while len(self) > self.limit:
+            dropped, _ = self.popitem(last=False)
+            keys = self.of_thread[dropped[0]]
+            keys.discard(dropped)
+            if not keys:
+                del self.of_thread[dropped[0]]
+
+    def forget(self, thread_id: str) -> None:
+        for key in self.of_thread.pop(thread_id, ()):
+            self.pop(key, None)
+
+
 class KnownState:
     """The bounded caches of what Redis holds, as this process wrote or read it (see above)."""
 
@@ -84,19 +111,25 @@ class KnownState:
         self.limit = limit
         # The last list version this process wrote or read, per (thread, namespace) and channel:
         # the next version stores only its new items, and reads fetch only what is newer.
-        self._lists: OrderedDict[ThreadNs, dict[str, StoredList]] = OrderedDict()
+        self._lists: _ThreadKeyed[ThreadNs, dict[str, StoredList]] = _ThreadKeyed(limit)
         # The list-channel writes this process sent per checkpoint: the next checkpoint's list
         # blob refers to them instead of storing the same items again.
-        self._sent_writes: OrderedDict[CheckpointKey, list[_SentWrite]] = OrderedDict()
+        self._sent_writes: _ThreadKeyed[CheckpointKey, list[_SentWrite]] = _ThreadKeyed(
+            _RECENT_CHECKPOINTS
+        )
         # The (version token, inline bytes) of each channel in the last checkpoint this process
         # stored per (thread, namespace); inline b"" for a blob.
-        self._inline: OrderedDict[ThreadNs, dict[bytes, tuple[bytes, bytes]]] = OrderedDict()
+        self._inline: _ThreadKeyed[ThreadNs, dict[bytes, tuple[bytes, bytes]]] = _ThreadKeyed(limit)
         # The list blobs with items that puts stored per parent checkpoint: when the parent's
         # writes arrive later, they turn such a blob into a reference.
-        self._sent_lists: OrderedDict[CheckpointKey, list[_SentList]] = OrderedDict()
+        self._sent_lists: _ThreadKeyed[CheckpointKey, list[_SentList]] = _ThreadKeyed(
+            _RECENT_CHECKPOINTS
+        )
         # The last record this process stored per (thread, namespace): (its member, Keyframe(its
         # own depth, its keyframe's member and payload)), what its child may be compressed against.
-        self._last_record: OrderedDict[ThreadNs, tuple[bytes, codec.Keyframe]] = OrderedDict()
+        self._last_record: _ThreadKeyed[ThreadNs, tuple[bytes, codec.Keyframe]] = _ThreadKeyed(
+            limit
+        )
         # Registry expiry (ms) this process last wrote per thread; see registration().
         self._registered: OrderedDict[str, float] = OrderedDict()
         # Per thread, the runs whose index entry this process wrote, with its expiry (ms).
@@ -177,21 +210,19 @@ class KnownState:
         self.forget_threads({thread_id})
 
     def forget_threads(self, thread_ids: Set[str]) -> None:
-        """Everything known of these threads, in one pass over the caches."""
+        """Everything known of these threads (each thread's own entries, found by its keys)."""
         with self._lock:
             for thread_id in thread_ids:
                 self._registered.pop(thread_id, None)
                 self._runs.pop(thread_id, None)
-            caches: tuple[OrderedDict[Any, Any], ...] = (
-                self._lists,
-                self._sent_writes,
-                self._sent_lists,
-                self._inline,
-                self._last_record,
-            )
-            for cache in caches:
-                for key in [k for k in cache if k[0] in thread_ids]:
-                    del cache[key]
+                for cache in (
+                    self._lists,
+                    self._sent_writes,
+                    self._sent_lists,
+                    self._inline,
+                    self._last_record,
+                ):
+                    cache.forget(thread_id)
 
     # -- list channels -------------------------------------------------------------------------
 
@@ -211,7 +242,7 @@ class KnownState:
             return
         with self._lock:
             merged = {**self._lists.get((thread_id, ns), {}), **lists}
-            _bounded_put(self._lists, (thread_id, ns), merged, self.limit)
+            self._lists.put((thread_id, ns), merged)
 
     # A list's new items are usually what the parent checkpoint's tasks wrote. Whichever of the
     # put and the put_writes comes second stores only a reference to them (LangGraph may call
@@ -247,7 +278,7 @@ class KnownState:
                 items_blob = codec.encode_list(base or None, start, new)
                 stored = _SentList(channel, name, codec.short_digest(items_blob), base, start, new)
                 merged = [*self._sent_lists.get(parent, ()), stored]
-                _bounded_put(self._sent_lists, parent, merged, _RECENT_CHECKPOINTS)
+                self._sent_lists.put(parent, merged)
                 return items_blob, b""
         # The items go along uncompressed: the script stores them only if the writes are not
         # in Redis yet.
@@ -276,7 +307,7 @@ class KnownState:
         out: list[bytes] = []
         with self._lock:
             merged = [*self._sent_writes.get(key, ()), *sent]
-            _bounded_put(self._sent_writes, key, merged, _RECENT_CHECKPOINTS)
+            self._sent_writes.put(key, merged)
             for entry in self._sent_lists.get(key, ()):
                 write = next(
                     (w for w in sent if w.channel == entry.channel and w.adds(entry.items)), None
@@ -310,8 +341,8 @@ class KnownState:
     ) -> None:
         """A put stored this checkpoint: its child reuses the inline bytes and the record."""
         with self._lock:
-            _bounded_put(self._inline, (thread_id, ns), inline, self.limit)
-            _bounded_put(self._last_record, (thread_id, ns), (member, last), self.limit)
+            self._inline.put((thread_id, ns), inline)
+            self._last_record.put((thread_id, ns), (member, last))
 
 
 def _bounded_put(cache: OrderedDict[K, V], key: K, value: V, limit: int) -> None:
