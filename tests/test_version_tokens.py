@@ -49,6 +49,20 @@ def test_a_record_names_only_the_agent_servers_versions_in_short(
     assert version_from_token(token) == version and type(version_from_token(token)) is type(version)
 
 
+def test_a_foreign_short_token_names_no_blob_and_breaks_no_read(redis_server: RedisServer) -> None:
+    with RedisSaver.from_conn_string(redis_server.url, key_prefix="vforeign") as saver:
+        conf = {"configurable": {"thread_id": "odd", "checkpoint_ns": ""}}
+        _graph(saver).invoke({"messages": [HumanMessage("hi", id="h0")]}, conf)
+        data = saver.core.keys("odd").data
+        name, raw = next((n, v) for n, v in saver.client.hgetall(data).items() if n[:1] == b"c")
+        record = codec.unpack(raw)
+        record[6] = [b"messages", b"z-no-dot", b"profile", b"z" + b"1" * 40 + b".5"]
+        saver.client.hset(data, name, codec.pack(record))
+        fresh = RedisSaver(saver.client, key_prefix="vforeign")
+        for tup in fresh.list(conf):  # every read goes through the scripts' field_token
+            assert tup.checkpoint["id"]
+
+
 class Chat(TypedDict):
     messages: Annotated[list[AnyMessage], add_messages]
     profile: str  # set once, then unchanged: every later record refers to its first blob

@@ -60,6 +60,7 @@ local function field_token(token)
   -- blob's field spells them out (keys.field_token).
   if string.sub(token, 1, 1) ~= 'z' then return token end
   local dot = string.find(token, '.', 2, true)
+  if not dot or dot > 34 then return token end  -- not one we wrote: names no blob
   local digits = string.sub(token, 2, dot - 1)
   return 's' .. string.rep('0', 32 - #digits) .. digits .. string.sub(token, dot)
 end
