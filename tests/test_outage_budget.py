@@ -309,9 +309,8 @@ def test_sync_outage_past_the_budget(fresh_redis: RedisServer) -> None:
         assert saver.memory.owed_bytes == 0 and saver.memory.pending == 0
         assert stored(fresh_redis.url, THREADS) == history(recorder.replayed(), THREADS)
 
-        # writes are accepted again: on Redis, and in memory in a later outage
-        # writes are accepted again, going on from what was accepted (a turn refused half-way
-        # included) as InMemorySaver does from the same calls
+        # writes are accepted again, on Redis and in memory in a later outage, going on from
+        # what was accepted (a turn refused half-way included) as InMemorySaver does
         reference_graph = build().compile(checkpointer=ours_versions(recorder.replayed()))
         for g in (graph, reference_graph):
             g.invoke({"messages": [HumanMessage("after")]}, cfg("a"))

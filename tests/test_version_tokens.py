@@ -14,7 +14,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
 
 from redis_checkpoint import RedisSaver
-from redis_checkpoint.checkpoint import codec, core
+from redis_checkpoint.checkpoint import codec, core, scripts
 from redis_checkpoint.checkpoint.keys import (
     field_token,
     record_token,
@@ -61,6 +61,19 @@ def test_a_foreign_short_token_names_no_blob_and_breaks_no_read(redis_server: Re
         fresh = RedisSaver(saver.client, key_prefix="vforeign")
         for tup in fresh.list(conf):  # every read goes through the scripts' field_token
             assert tup.checkpoint["id"]
+
+
+def test_the_scripts_spell_a_blob_field_as_python_does(redis_server: RedisServer) -> None:
+    tokens = [record_token(PADDED), b"z0.5", b"z-no-dot", b"z" + b"1" * 40 + b".5", b"i3", b"s1.a"]
+    client = redis_server.client()
+    spelled = client.eval(
+        scripts.PRELUDE + "local out = {} for i, t in ipairs(ARGV) do out[i] = field_token(t) end"
+        " return out",
+        0,
+        *tokens,
+    )
+    client.close()
+    assert spelled == [field_token(token) for token in tokens]
 
 
 class Chat(TypedDict):

@@ -58,11 +58,12 @@ end
 local function field_token(token)
   -- A record names the Agent Server's 32-digit versions without the leading zeros ('z'); the
   -- blob's field spells them out (keys.field_token).
+  -- Any other 'z' token (not one the saver wrote) is spelled by the same rule, as Python does.
   if string.sub(token, 1, 1) ~= 'z' then return token end
   local dot = string.find(token, '.', 2, true)
-  if not dot or dot > 34 then return token end  -- not one we wrote: names no blob
-  local digits = string.sub(token, 2, dot - 1)
-  return 's' .. string.rep('0', 32 - #digits) .. digits .. string.sub(token, dot)
+  local digits = string.sub(token, 2, (dot or #token + 1) - 1)
+  local rest = dot and string.sub(token, dot + 1) or ''
+  return 's' .. string.rep('0', 32 - #digits) .. digits .. '.' .. rest
 end
 
 local function blob_pairs(r)
