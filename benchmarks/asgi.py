@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 
 from fastapi import Request  # at module level: the endpoints' annotations are resolved here
 
+from benchmarks import plots
 from benchmarks.report import (
     command_line,
     load_summary,
@@ -454,9 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        write_results(
-            "asgi", report, {"date": date, "args": vars(args), "best": best, "rounds": rounds}
-        )
+        command = command_line("benchmarks.asgi", argv)
+        payload = {"date": date, "command": command, "args": vars(args), "best": best}
+        write_results("asgi", report, {**payload, "rounds": rounds})
+        plots.write_figures("asgi")
     return 0
 
 

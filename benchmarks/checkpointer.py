@@ -19,7 +19,12 @@ plainredis, langgraph-checkpoint-redis on a Valkey with the search modules) and 
 5. Redis bytes per turn of our saver (``INFO memory``) against the bytes of the messages the turn
    added, with InMemorySaver's stored bytes as the naive reference (``checkpointer_bytes.py``);
 6. one long conversation (``--long-turns``, default 100) per sync saver: turns/s and the mean ms
-   of its first and last 10 turns, so the cost of a growing history shows.
+   of its first and last 10 turns, so the cost of a growing history shows;
+7. Redis bytes after every turn of one ``--growth-turns`` conversation on ours and on each peer
+   on Redis (``checkpointer_bytes.py``).
+
+With the results it draws ``checkpointer_bytes.png`` and ``checkpointer_throughput.png``
+(``benchmarks/plots.py``).
 
 All Redis measurements use private ``redis-server`` processes started here (and a private
 valkey-server with RediSearch and RedisJSON for langgraph-checkpoint-redis); the script never
@@ -40,7 +45,8 @@ from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 
-from benchmarks.checkpointer_bytes import phase_growth
+from benchmarks import plots
+from benchmarks.checkpointer_bytes import phase_growth, phase_growth_by_saver
 from benchmarks.checkpointer_round_trips import (
     OpResult,
     explicit_ops_async,
@@ -695,6 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         client.close()
         module_text = modules.skip_reason or modules.description
     phase_growth(s.growth_turns, s.run_id, report)
+    phase_growth_by_saver(s.growth_turns, s.run_id, report)
 
     # Print and store in the numbered order.
     report.sections.sort(key=lambda text: text.split(".", 1)[0])
@@ -713,6 +720,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         markdown = results_markdown(s, report, machine, command, took, module_text)
         write_results("checkpointer", markdown, payload)
+        plots.write_figures("checkpointer")
     return 0
 
 

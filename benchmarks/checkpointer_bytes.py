@@ -2,17 +2,31 @@
 against the bytes of the messages each turn added, with InMemorySaver's stored bytes as the
 naive reference, and where the bytes are at the end (every key of the private server). The
 same conversation is run again with the LangGraph Agent Server's channel versions (it replaces
-the saver's ``get_next_version`` with 32-digit ones), on a server of its own."""
+the saver's ``get_next_version`` with 32-digit ones), on a server of its own.
+
+Part 7: the same conversation on ours and on each peer on Redis, the key bytes after every turn
+(``benchmarks/plots.py`` draws them per turn)."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import redis
 from langgraph.checkpoint.memory import InMemorySaver
 
 from benchmarks.report import DASH, LE, TIMES, Report, progress, table
-from benchmarks.workload import build_graph, run_turns, thread_config, turn_input
+from benchmarks.workload import (
+    OURS_KEY,
+    Entry,
+    build_graph,
+    first_line,
+    module_server_target,
+    run_turns,
+    sync_peers,
+    thread_config,
+    turn_input,
+)
 from redis_checkpoint import RedisSaver
 from redis_checkpoint.testing import RedisServer
 
@@ -301,4 +315,112 @@ def phase_growth(turns: int, run_id: str, report: Report) -> None:
             "key_bytes_added": server_keys,
             "ours_key_bytes_added": ours_keys,
         },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# 7. the same conversation on ours and the peers on Redis
+# --------------------------------------------------------------------------------------------
+
+
+def bytes_after_each_turn(
+    saver: Any, client: redis.Redis, thread: str, turns: int
+) -> dict[str, list[int]]:
+    """Key bytes (sum of MEMORY USAGE) and used_memory the conversation added, before turn 1
+    (0) and after each turn, and the UTF-8 bytes of the messages each turn added. The savers
+    run one after another, so what the server gains during a run is that saver's alone."""
+    graph = build_graph(saver)
+    run_turns(graph, f"{thread}-warmup", 998, range(2))  # scripts, indexes, connections
+    keys0, used0 = key_bytes(client)[1], int(client.info("memory")["used_memory"])
+    added: dict[str, list[int]] = {"key_bytes": [0], "used_memory": [0], "content_bytes": []}
+    config = thread_config(thread)
+    for turn in range(1, turns + 1):
+        state = graph.invoke(turn_input(0, turn), config)
+        human, ai = state["messages"][-2:]
+        added["content_bytes"].append(
+            len(str(human.content).encode()) + len(str(ai.content).encode())
+        )
+        added["key_bytes"].append(key_bytes(client)[1] - keys0)
+        added["used_memory"].append(int(client.info("memory")["used_memory"]) - used0)
+    return added
+
+
+def phase_growth_by_saver(turns: int, run_id: str, report: Report) -> None:
+    """One ``turns``-turn conversation on ours and on each peer on Redis (ValkeySaver and
+    plainredis on a private redis-server, langgraph-checkpoint-redis on a private Valkey with
+    the search modules), the bytes measured after every turn."""
+    thread = f"bench-{run_id}-by-saver"
+    window = min(10, turns)
+    savers: dict[str, Any] = {}
+    content: list[int] = []
+    rows = []
+    with (
+        RedisServer() as srv,
+        module_server_target() as modules,
+        contextlib.ExitStack() as stack,
+    ):
+        ours = Entry(OURS_KEY, "RedisSaver (ours)")
+        ours.saver = stack.enter_context(RedisSaver.from_conn_string(srv.url))
+        for entry in [ours, *sync_peers(stack, srv.url, modules)]:
+            if entry.skip:
+                savers[entry.label] = {"skipped": entry.skip}
+                rows.append([entry.label, entry.skip, "", "", "", "", ""])
+                continue
+            url = modules.url if entry.key == "lcr" else srv.url
+            try:
+                with redis.Redis.from_url(url) as client:
+                    added = bytes_after_each_turn(entry.saver, client, thread, turns)
+            except Exception as exc:
+                if not entry.peer:
+                    raise
+                skip = f"failed: {type(exc).__name__}: {first_line(exc)}"
+                savers[entry.label] = {"skipped": skip}
+                rows.append([entry.label, skip, "", "", "", "", ""])
+                continue
+            turn_content = added.pop("content_bytes")
+            content = content or turn_content  # the same conversation on every saver
+            keys = added["key_bytes"]
+            first, last = keys[window] / window, (keys[-1] - keys[-1 - window]) / window
+            savers[entry.label] = {"peer": entry.peer, **added}
+            progress(
+                f"bytes by saver {entry.label}: {keys[-1]:,} key bytes after {turns} turns, "
+                f"last {window} turns {last:,.0f} B each"
+            )
+            rows.append(
+                [
+                    entry.label,
+                    f"{first:,.0f}",
+                    f"{last:,.0f}",
+                    f"{last / max(first, 1):.1f}{TIMES}",
+                    f"{keys[-1]:,}",
+                    f"{added['used_memory'][-1]:,}",
+                    f"{keys[-1] / sum(content):.1f}{TIMES}",
+                ]
+            )
+    headers = [
+        "saver",
+        f"key B/turn, turns 1{DASH}{window}",
+        f"key B/turn, last {window}",
+        "last / first",
+        f"key bytes after {turns} turns",
+        "used_memory added",
+        f"{TIMES} content",
+    ]
+    body = (
+        f"The same {turns}-turn conversation on each saver, one after another (ours, ValkeySaver "
+        "and plainredis on one private redis-server, langgraph-checkpoint-redis on the private "
+        "Valkey with the search modules; 2 warm-up turns on another thread before the baseline). "
+        "After every turn: the sum of `MEMORY USAGE` over the server's keys (key bytes; the "
+        "search modules' index memory is not in it, used_memory is) and used_memory. A saver "
+        "that stores the whole history with every checkpoint adds more bytes each turn, so its "
+        "total grows with the square of the conversation; `last / first` shows it. "
+        f"{TIMES} content: key bytes over the UTF-8 bytes of the messages "
+        f"({sum(content):,} B in all). `python -m benchmarks.plots` draws the bytes per turn "
+        "(`checkpointer_bytes.png`).\n\n" + table(headers, rows, right=[1, 2, 3, 4, 5, 6])
+    )
+    report.add(f"7. Redis bytes per turn, ours and the peers ({turns} turns)", body)
+    report.data["growth_by_saver"] = {
+        "turns": turns,
+        "content_bytes": content,
+        "savers": savers,
     }

@@ -21,7 +21,9 @@ primary with a replica and three Sentinels, an AOF-backed server), never another
 Each prints the errors callers saw, the acknowledged turns missing from Redis afterwards (read by
 a fresh saver), turn latency (p50, p99, max), which threads went to memory and how many
 write-backs each got. ``--wait N`` runs the cluster and sentinel drills with
-``wait_replicas=N`` (default: both 0 and 1). Results: ``benchmarks/results/failover_drills.md``.
+``wait_replicas=N`` (default: both 0 and 1). Results: ``benchmarks/results/failover_drills.md``
+and ``.json`` (with each cluster and Sentinel drill's turn latencies over time and the times of
+the kill, the failover and the write-backs, which ``benchmarks/plots.py`` draws).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
@@ -46,6 +49,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
+from benchmarks import plots
 from benchmarks.report import (
     ROOT,
     command_line,
@@ -66,6 +70,8 @@ from redis_checkpoint.testing import (
 MODULE = "benchmarks.failover_drills"
 # Short timeouts, as a deployment that wants fast failover would set them.
 TIMEOUTS = {"socket_timeout": 0.5, "socket_connect_timeout": 0.25}
+# The per-turn timeline in the results keeps every k-th turn beyond this many.
+MAX_TIMELINE_POINTS = 2000
 
 
 class State(TypedDict):
@@ -110,8 +116,10 @@ class DrillResult:
     map_refreshed: bool = True
     turns_before_kill: int = 0
     failover_s: float | None = None
+    started_at: float = 0.0  # perf_counter, when the conversations began
     killed_at: float = 0.0  # perf_counter
     spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) per turn
+    write_back_times: list[float] = field(default_factory=list)  # perf_counter
     turns_after_failover: int = 0
     owed_before_close: int = 0
     owed_after_close: int = 0
@@ -186,6 +194,7 @@ def watch_memory(saver: AsyncRedisSaver, result: DrillResult) -> None:
     def written_back(thread_id: str, ok: bool) -> None:
         if ok:
             result.write_backs[thread_id] += 1
+            result.write_back_times.append(time.perf_counter())
         real_written_back(thread_id, ok)
 
     router.in_memory = in_memory  # type: ignore[method-assign]
@@ -255,6 +264,7 @@ async def run_conversations(
     ) as saver:
         watch_memory(saver, result)
         graph = build_drill_graph(saver)
+        result.started_at = time.perf_counter()
         injector = asyncio.ensure_future(inject())
         await asyncio.gather(
             *(converse(graph, t, load, result, on_turn, (gate, failed_over)) for t in threads)
@@ -299,6 +309,26 @@ def phases(result: DrillResult) -> str:
         f"{name} {percentile(v, 0.5):.0f}/{percentile(v, 0.99):.0f}" if v else f"{name} -"
         for name, v in split.items()
     )
+
+
+def timeline(result: DrillResult) -> dict[str, Any]:
+    """Each turn's latency by its start (seconds since the conversations began; every k-th turn
+    when there are more than MAX_TIMELINE_POINTS) and the times of the kill, the end of the
+    failover and the write-backs: what ``benchmarks/plots.py`` draws."""
+    origin = result.started_at
+    turns = sorted(zip((start for start, _ in result.spans), result.latencies_ms, strict=True))
+    every = max(1, math.ceil(len(turns) / MAX_TIMELINE_POINTS))
+    events: dict[str, Any] = {"kill_s": round(result.killed_at - origin, 3)}
+    if result.failover_s is not None:
+        events["failover_over_s"] = round(result.killed_at + result.failover_s - origin, 3)
+    events["write_backs_s"] = [round(t - origin, 3) for t in result.write_back_times]
+    return {
+        "turns": len(turns),
+        "every": every,
+        "start_s": [round(start - origin, 4) for start, _ in turns[::every]],
+        "latency_ms": [round(ms, 2) for _, ms in turns[::every]],
+        "events": events,
+    }
 
 
 def summarize(result: DrillResult) -> DrillResult:
@@ -540,9 +570,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(app_kill_drill(conversations=min(args.conversations, 20)))
         else:
             parser.error(f"unknown drill {name!r}")
-    command = command_line(MODULE, argv)
+    command, date = command_line(MODULE, argv), utc_stamp()
     report = (
-        f"# Failover drills\n\nRun {utc_stamp()} by `{command}` on private redis-server "
+        f"# Failover drills\n\nRun {date} by `{command}` on private redis-server "
         f"processes (loopback, 2 shared cores): {args.conversations} concurrent conversations x "
         f"{args.turns} turns for the cluster and Sentinel drills (a turn: a LangGraph graph "
         f"call, {args.think} s of think time between turns), the primary killed once "
@@ -554,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         + "\n"
     )
     print(report)
-    payload = {
+    drills = {
         r.name: {
             "errors": r.errors[:20],
             "acknowledged": r.acknowledged,
@@ -563,10 +593,13 @@ def main(argv: list[str] | None = None) -> int:
             "p99_ms": percentile(r.latencies_ms or [0.0], 0.99),
             "max_ms": max(r.latencies_ms or [0.0]),
             "facts": {k: str(v) for k, v in r.facts.items()},
+            **({"timeline": timeline(r)} if r.spans else {}),  # the app-kill drill has none
         }
         for r in results
     }
+    payload = {"date": date, "command": command, "drills": drills}
     write_results("failover_drills", report, payload)
+    plots.write_figures("failover_drills")
     return 0 if all(not r.errors and not r.lost for r in results) else 1
 
 

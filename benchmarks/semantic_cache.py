@@ -62,6 +62,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.outputs import Generation
 from prometheus_client import CollectorRegistry
 
+from benchmarks import plots
 from benchmarks.report import (
     GE,
     LE,
@@ -808,6 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_write:
         result["args"] = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
         write_results(args.results, report, result)
+        plots.write_figures(args.results, plots.semantic_cache_figure)
     return 0
 
 

@@ -54,6 +54,7 @@ import redis
 from langgraph.store.base import BaseStore, IndexConfig, PutOp, SearchItem
 from langgraph.store.memory import InMemoryStore
 
+from benchmarks import plots
 from benchmarks.report import (
     TIMES,
     command_line,
@@ -566,6 +567,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "by_store": totals,
     }
     write_results("store", report, payload)
+    plots.write_figures("store")
     return 0 if mismatches == 0 and worst <= 1e-5 else 1
 
 

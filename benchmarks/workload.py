@@ -446,7 +446,10 @@ async def _apeer(entry: Entry, open_saver: Callable[[], Awaitable[Any]]) -> Entr
     return entry
 
 
-def _sync_peers(stack: contextlib.ExitStack, redis_url: str, modules: ServerTarget) -> list[Entry]:
+def sync_peers(stack: contextlib.ExitStack, redis_url: str, modules: ServerTarget) -> list[Entry]:
+    """The peers on Redis (ValkeySaver and plainredis on ``redis_url``, langgraph-checkpoint-redis
+    on the module server), opened on ``stack``; a skip reason where one cannot open."""
+
     def valkey() -> Any:
         from langgraph_checkpoint_aws import ValkeySaver
 
@@ -544,7 +547,7 @@ def open_sync_savers(
         postgres.saver = stack.enter_context(PostgresSaver.from_conn_string(pg.url))
         postgres.saver.setup()
     entries.append(postgres)
-    entries += _sync_peers(stack, redis_url, modules)
+    entries += sync_peers(stack, redis_url, modules)
 
     mine = Entry(
         OURS_KEY,
