@@ -30,6 +30,16 @@ DEMOS = (
     "examples/ai_caches_demo.py",
     "examples/web_caches_demo.py",
 )
+# Printed after the demos: where each part they showed is explained.
+READ_NEXT = (
+    ("the checkpoint saver, TTLs, history", "docs/saver.md"),
+    ("what happens while Redis is away", "docs/outages.md"),
+    ("the memory store and vector search", "docs/store.md"),
+    ("LLM, semantic, embedding and node caches", "docs/llm-cache.md"),
+    ("DB-query and HTTP caches, sessions", "docs/query-cache.md"),
+    ("metrics, health, the CLI", "docs/operations.md"),
+    ("numbers against every peer", "docs/benchmarks.md"),
+)
 
 USAGE = """\
 usage: python3 run.py demo                 run the demos (examples/*demo.py)
@@ -126,6 +136,9 @@ def main(argv: list[str]) -> int:
             code = run([str(PYTHON), script, *args])
             if code != 0:
                 return code
+        print("\nRead next (or browse them all: .venv/bin/mkdocs serve):")
+        for topic, page in READ_NEXT:
+            print(f"  {topic:<42} {page}")
         return 0
     if command == "test":
         if not redis_server_found():

@@ -1,4 +1,4 @@
-"""The README's HTTP-cache example behind a proxy runs as written, against a test-started Redis."""
+"""The HTTP-cache page's example behind a proxy runs as written, against a test-started Redis."""
 
 from __future__ import annotations
 
@@ -12,21 +12,21 @@ from cache_helpers import unique
 
 from redis_checkpoint import CacheMiddleware
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PAGE = Path(__file__).resolve().parent.parent / "docs" / "http-cache.md"
 
 
 def _example_after(marker: str) -> str:
-    text = README.read_text()
+    text = PAGE.read_text()
     found = re.search(r"```python\n(.*?)```", text[text.index(marker) :], re.DOTALL)
-    assert found is not None, f"no Python example after {marker!r} in README.md"
+    assert found is not None, f"no Python example after {marker!r} in {PAGE.name}"
     return found.group(1)
 
 
 async def test_the_behind_a_proxy_example(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_URL", redis_url)
-    monkeypatch.setenv("REDIS_KEY_PREFIX", unique("readme-proxy"))
+    monkeypatch.setenv("REDIS_KEY_PREFIX", unique("docs-proxy"))
     namespace: dict[str, Any] = {}
-    exec(compile(_example_after("**Behind a proxy**"), str(README), "exec"), namespace)
+    exec(compile(_example_after("**Behind a proxy**"), str(PAGE), "exec"), namespace)
     app = namespace["app"]
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
