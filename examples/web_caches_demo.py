@@ -216,7 +216,7 @@ async def poisoning_demo(settings: Settings) -> None:
                 f"  {label:<32} {attack.headers['x-cache']:<9} {visit.headers['x-cache']:<8} "
                 f"{verdict}"
             )
-    print("  keyed apart (MISS) or bypassed: see README, 'What the HTTP cache keys on'\n")
+    print("  keyed apart (MISS) or bypassed: docs/http-cache.md, 'What the HTTP cache keys on'\n")
     await app.aclose()
 
 

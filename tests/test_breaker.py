@@ -235,7 +235,7 @@ def test_invalid_arguments(kwargs: dict[str, float], message: str) -> None:
 
 
 def test_the_documented_defaults() -> None:
-    """3 consecutive failures open it; it waits 1 s, doubling up to 30 s (README, settings)."""
+    """3 consecutive failures open it; it waits 1 s, doubling up to 30 s (docs/outages.md)."""
     b = CircuitBreaker()
     assert (b.name, b.failure_threshold, b.recovery_timeout, b.max_recovery_timeout) == (
         "redis",

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_THRESHOLD", "SemanticLLMCache", "SemanticMatch", "question_of", "sdk_prompt"]
 
-#: The cosine similarity a stored prompt must reach (see the README for the measurement).
+#: The cosine similarity a stored prompt must reach (docs/llm-cache.md has the measurement).
 DEFAULT_THRESHOLD: Final = 0.92
 #: Nearest stored prompts a lookup considers: the best may be guarded or its answer gone.
 CANDIDATES: Final = 3
