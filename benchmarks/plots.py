@@ -173,6 +173,16 @@ def axes_of(figure: Figure) -> list[Axes]:
     return list(figure.axes)
 
 
+def name_bars(axes: Axes, names: list[str], fontsize: float) -> None:
+    """The bars' names on the y axis, first at the top; ours in red and bold."""
+    axes.set_yticks(range(len(names)), [short_label(name, 30) for name in names], fontsize=fontsize)
+    for tick, name in zip(axes.get_yticklabels(), names, strict=True):
+        if is_ours(name):
+            tick.set_color(OURS)
+            tick.set_fontweight("bold")
+    axes.invert_yaxis()
+
+
 def style(axes: Axes) -> None:
     axes.grid(True, which="major", color="#e3e3e3", linewidth=0.8)
     axes.set_axisbelow(True)
@@ -317,12 +327,7 @@ def checkpointer_throughput_figure(json_path: Path) -> Path:
                 edgecolor="white",
             )
             axes.text(value + longest * 0.01, y, f"{value:.0f}", va="center", fontsize=7)
-    axes.set_yticks(range(len(families)), [short_label(f, 30) for f in families], fontsize=7.5)
-    for tick, family in zip(axes.get_yticklabels(), families, strict=True):
-        if is_ours(family):
-            tick.set_color(OURS)
-            tick.set_fontweight("bold")
-    axes.invert_yaxis()
+    name_bars(axes, list(families), fontsize=7.5)
     axes.set_xlim(0, longest * 1.12)
     axes.set_xlabel("turns per second (higher is better)")
     style(axes)
@@ -634,12 +639,7 @@ def asgi_figure(json_path: Path) -> Path:
         if str(result.get("leak", "")).startswith("LEAKS"):
             text += f"  {result['leak']}"  # the cross-user check failed
         axes.text(result["rps"] + longest * 0.01, row, text, va="center", fontsize=7)
-    axes.set_yticks(range(len(rows)), [short_label(n, 30) for n in rows], fontsize=8)
-    for tick, name in zip(axes.get_yticklabels(), rows, strict=True):
-        if is_ours(name):
-            tick.set_color(OURS)
-            tick.set_fontweight("bold")
-    axes.invert_yaxis()
+    name_bars(axes, list(rows), fontsize=8)
     axes.set_xlim(0, longest * 1.45)
     axes.xaxis.set_major_formatter(FuncFormatter(thousands))
     axes.set_xlabel("requests per second (best round; higher is better)")
