@@ -173,6 +173,13 @@ def axes_of(figure: Figure) -> list[Axes]:
     return list(figure.axes)
 
 
+def name_panel(axes: Axes, title: str, xlabel: str, ylabel: str) -> None:
+    """One panel of a figure of several: its title (smaller than the figure's) and its axes."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title, fontsize=10)
+
+
 def name_bars(axes: Axes, names: list[str], fontsize: float) -> None:
     """The bars' names on the y axis, first at the top; ours in red and bold."""
     axes.set_yticks(range(len(names)), [short_label(name, 30) for name in names], fontsize=fontsize)
@@ -247,12 +254,13 @@ def checkpointer_bytes_figure(json_path: Path) -> Path:
         )
     per_turn.set_yscale("log")
     per_turn.yaxis.set_major_formatter(FuncFormatter(byte_size))
-    per_turn.set_xlabel("turn")
-    per_turn.set_ylabel(f"key bytes per turn (mean of {BYTES_WINDOW} turns, log)")
-    per_turn.set_title("per turn (key bytes)", fontsize=10)
-    total.set_xlabel("turn")
-    total.set_ylabel("used_memory added since turn 0 (MB)")
-    total.set_title("in all (used_memory)", fontsize=10)
+    name_panel(
+        per_turn,
+        "per turn (key bytes)",
+        "turn",
+        f"key bytes per turn (mean of {BYTES_WINDOW} turns, log)",
+    )
+    name_panel(total, "in all (used_memory)", "turn", "used_memory added since turn 0 (MB)")
     for axes in (per_turn, total):
         style(axes)
         axes.set_xlim(0, turns)
@@ -556,12 +564,13 @@ def semantic_cache_figure(json_path: Path) -> Path:
                 zorder=4,
                 label=short_label(peer.get("label", "?"), 40),
             )
-    by_threshold.set_xlabel("similarity threshold")
-    by_threshold.set_ylabel("share of the pairs (%)")
-    by_threshold.set_title("by threshold", fontsize=10)
-    trade_off.set_xlabel("false-hit rate (% of different-meaning pairs)")
-    trade_off.set_ylabel("hit rate (% of same-meaning pairs)")
-    trade_off.set_title("hit rate against false-hit rate", fontsize=10)
+    name_panel(by_threshold, "by threshold", "similarity threshold", "share of the pairs (%)")
+    name_panel(
+        trade_off,
+        "hit rate against false-hit rate",
+        "false-hit rate (% of different-meaning pairs)",
+        "hit rate (% of same-meaning pairs)",
+    )
     for axes in (by_threshold, trade_off):
         style(axes)
         axes.yaxis.set_major_formatter(PercentFormatter(decimals=0))
@@ -722,9 +731,7 @@ def store_figure(json_path: Path) -> Path:
         axes.set_yscale("log")
         axes.xaxis.set_major_formatter(FuncFormatter(thousands))
         axes.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.set_xlabel("items in the store (log)")
-        axes.set_ylabel("latency per search (ms, log)")
-        axes.set_title(title, fontsize=10)
+        name_panel(axes, title, "items in the store (log)", "latency per search (ms, log)")
         style(axes)
     by_label: dict[
         str, Artist
